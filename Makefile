@@ -1,0 +1,48 @@
+# Everything a fresh machine needs lives here: `make demo` and `make test` are the whole set-up.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench system-deps venv clean fixtures
+
+# ffmpeg/ffprobe and libmagic: apt-get on Debian/Ubuntu, brew on macOS, otherwise say what is missing.
+system-deps:
+	@missing=""; \
+	command -v ffmpeg  >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	command -v ffprobe >/dev/null 2>&1 || missing="$$missing ffprobe"; \
+	{ ldconfig -p 2>/dev/null | grep -q 'libmagic\.so\.1' || [ -e /opt/homebrew/lib/libmagic.dylib ] || [ -e /usr/local/lib/libmagic.dylib ]; } || missing="$$missing libmagic"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	echo "installing:$$missing"; \
+	if command -v apt-get >/dev/null 2>&1; then \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg libmagic1 >/dev/null; \
+	elif command -v brew >/dev/null 2>&1; then \
+		brew install ffmpeg libmagic; \
+	else \
+		echo "audiopipe needs:$$missing. Install ffmpeg (with ffprobe) and libmagic with your package manager," >&2; \
+		echo "or point AUDIOPIPE_FFMPEG / AUDIOPIPE_FFPROBE at the binaries." >&2; exit 1; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: system-deps venv
+	$(PY) -m pytest -q
+
+demo: system-deps venv
+	$(PY) -m audiopipe.demo
+
+fixtures: system-deps venv
+	$(PY) fixtures/make_fixtures.py
+
+bench: system-deps venv
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) demo bench/out
