@@ -161,9 +161,6 @@ def test_refused(audio_dir: Path, name: str, words: list[str]) -> None:
         assert word in reason, (name, reason)
 
 
-@pytest.mark.xfail(strict=True, reason="probe bug: ffprobe's 'Invalid argument' (mp3 demuxer on "
-                   "text) is passed through raw, with the file: path repeated, instead of "
-                   "'not an audio or video file ...'")
 def test_text_mp3_reason_is_explanatory(audio_dir: Path) -> None:
     with pytest.raises(InputError) as err:
         probe(audio_dir / "text.mp3")

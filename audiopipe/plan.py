@@ -1,0 +1,187 @@
+"""plan(): choose codec settings so the output fits the byte budget. Pure: no I/O, unit-tested.
+
+The size model is ``fixed + duration × bytes_per_second(bitrate)`` (see formats.py). The plan takes
+the highest sensible bitrate that fits after container overhead, never above what the source carries
+and never below the format's quality floor; when even the floor cannot hold the duration it raises
+:class:`DoesNotFit`, saying how many seconds would fit, so the caller can trim, split or fail.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from .errors import PrepareError
+from .formats import TargetFormat, is_lossless
+from .probe import MediaInfo
+
+# Aim this far under the budget at the first encode; verify() measures and re-plans anyway.
+HEADROOM = 0.985
+
+# Below this total bitrate a stereo output is made mono: one good channel beats two poor ones.
+STEREO_MIN = {"ogg": 32000, "mp3": 64000, "m4a": 64000, "aac": 64000, "amr": 10**9}
+
+MPEG1_RATES = (32000, 44100, 48000)      # MP3 bitrates 32..320 kbit/s
+MPEG2_RATES = (16000, 22050, 24000)      # 8..160 kbit/s
+MPEG25_RATES = (8000, 11025, 12000)      # 8..64 kbit/s
+STANDARD_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+
+class DoesNotFit(PrepareError):
+    """Even the floor bitrate cannot hold the whole duration in the budget."""
+
+    def __init__(self, path: str, duration: float, fits_seconds: float, floor: int, budget: int) -> None:
+        super().__init__(path, f"{duration:.1f} s does not fit in {budget:,} bytes even at "
+                               f"{floor // 1000} kbit/s (at most {fits_seconds:.1f} s fits)")
+        self.duration = duration
+        self.fits_seconds = fits_seconds
+
+
+@dataclass(frozen=True)
+class EncodePlan:
+    format: str           # target format name (ogg, mp3, m4a, aac, amr)
+    encoder: str
+    muxer: str
+    codec: str
+    bitrate: int          # bit/s
+    sample_rate: int
+    channels: int
+    duration: float       # seconds of source to encode
+    start: float = 0.0    # where to start in the source (split parts)
+    fade_out: float = 0.0  # seconds of fade at the end (trim)
+    normalize: bool = False
+    audio_index: int = 0  # which audio stream of the source (-map 0:a:N)
+    application: str = "audio"  # Opus: voip for speech-sized bitrates
+    budget: int = 0
+    expected_size: int = 0
+
+
+def expected_size(fmt: TargetFormat, bitrate: float, sample_rate: int, duration: float) -> int:
+    return int(math.ceil(fmt.fixed_overhead + duration * fmt.bytes_per_second(bitrate, sample_rate)))
+
+
+def bitrate_for(fmt: TargetFormat, budget: float, duration: float, sample_rate: int) -> float:
+    """The nominal bitrate whose expected size is ``budget`` bytes (may be below the floor)."""
+    per_second = (budget - fmt.fixed_overhead) / max(duration, 1e-3)
+    frames = sample_rate / fmt.frame_samples if fmt.bytes_per_frame else 0.0
+    payload = per_second - fmt.overhead_per_second - frames * fmt.bytes_per_frame
+    return max(0.0, payload * 8 / fmt.bitrate_factor)
+
+
+def seconds_that_fit(fmt: TargetFormat, budget: float, bitrate: int, sample_rate: int) -> float:
+    return max(0.0, (budget * HEADROOM - fmt.fixed_overhead) / fmt.bytes_per_second(bitrate, sample_rate))
+
+
+def quantize(fmt: TargetFormat, bitrate: float) -> int:
+    """Round down to a bitrate the encoder takes (MP3/AMR steps, else whole kbit/s)."""
+    if fmt.steps:
+        fitting = [s for s in fmt.steps if s <= bitrate]
+        return fitting[-1] if fitting else fmt.steps[0]
+    return int(bitrate // 1000 * 1000)
+
+
+def _highest_rate_at_most(limit: int, choices: tuple[int, ...]) -> int:
+    below = [r for r in choices if r <= limit]
+    return below[-1] if below else choices[0]
+
+
+def choose_sample_rate(fmt: TargetFormat, bitrate: int, channels: int, source_rate: int) -> int:
+    """A sample rate the encoder takes that suits the bitrate, never above the source's."""
+    if fmt.name == "ogg":
+        return 48000  # Opus always codes at 48 kHz; the header keeps the input rate for players
+    if fmt.name == "amr":
+        return 8000
+    per_channel = bitrate / max(1, channels)
+    if per_channel < 12000:
+        wanted = 8000
+    elif per_channel < 20000:
+        wanted = 12000 if fmt.name == "mp3" else 16000
+    elif per_channel < 28000:
+        wanted = 16000
+    elif per_channel < 40000:
+        wanted = 22050
+    elif per_channel < 56000:
+        wanted = 32000
+    else:
+        wanted = 48000
+    rate = _highest_rate_at_most(min(wanted, source_rate), STANDARD_RATES)
+    if fmt.name == "mp3":
+        # Each MPEG version takes only some bitrates: move the rate until the bitrate is legal.
+        if rate in MPEG25_RATES and bitrate > 64000:
+            rate = 22050 if source_rate >= 22050 else rate
+        if rate in MPEG2_RATES and bitrate > 160000:
+            rate = 44100
+        if rate in MPEG1_RATES and bitrate < 32000:
+            rate = 22050
+    return rate
+
+
+def source_ceiling(info: MediaInfo) -> int | None:
+    """The bitrate a lossy source carries (converting it higher adds bytes, not quality)."""
+    if is_lossless(info.audio.codec):
+        return None
+    return info.audio.bit_rate or info.bit_rate
+
+
+def plan(info: MediaInfo, fmt: TargetFormat, budget: int, *, bitrate_cap: int | None = None,
+         channels: int | None = None, voice_note: bool = False, normalize: bool = False,
+         duration: float | None = None, start: float = 0.0, fade_out: float = 0.0) -> EncodePlan:
+    """Settings for encoding ``duration`` seconds of ``info`` (from ``start``) into ``budget`` bytes."""
+    dur = info.duration - start if duration is None else duration
+    if channels is not None:
+        out_channels = max(1, min(channels, fmt.max_channels))
+    elif voice_note:
+        out_channels = 1
+    else:
+        out_channels = max(1, min(info.audio.channels, fmt.max_channels, 2))
+
+    def ceiling_for(ch: int) -> int:
+        ceiling = fmt.ceiling(ch)
+        if info.audio.sample_rate <= 16000:
+            ceiling = min(ceiling, 32000 * ch)  # a narrowband source needs no more
+        for cap in (bitrate_cap, source_ceiling(info)):
+            if cap:
+                ceiling = min(ceiling, max(cap, fmt.floor))
+        return ceiling
+
+    def fitting(ch: int) -> tuple[int, int]:
+        rate = choose_sample_rate(fmt, fmt.ceiling(ch), ch, info.audio.sample_rate)
+        raw = bitrate_for(fmt, budget * HEADROOM, dur, rate)
+        b = quantize(fmt, min(raw, ceiling_for(ch)))
+        rate = choose_sample_rate(fmt, b, ch, info.audio.sample_rate)
+        # a lower sample rate may change the container overhead; check again at that rate
+        raw = bitrate_for(fmt, budget * HEADROOM, dur, rate)
+        b = quantize(fmt, min(raw, ceiling_for(ch), b))
+        return b, choose_sample_rate(fmt, b, ch, info.audio.sample_rate)
+
+    bitrate, rate = fitting(out_channels)
+    if channels is None and out_channels == 2 and bitrate < STEREO_MIN[fmt.name]:
+        out_channels = 1
+        bitrate, rate = fitting(1)
+    if bitrate < fmt.floor or expected_size(fmt, bitrate, rate, dur) > budget:
+        floor_rate = choose_sample_rate(fmt, fmt.floor, out_channels, info.audio.sample_rate)
+        raise DoesNotFit(info.path, dur, seconds_that_fit(fmt, budget, fmt.floor, floor_rate),
+                         fmt.floor, budget)
+    application = "voip" if fmt.name == "ogg" and (voice_note or bitrate / out_channels <= 24000) else "audio"
+    return EncodePlan(
+        format=fmt.name, encoder=fmt.encoder, muxer=fmt.muxer, codec=fmt.codec, bitrate=bitrate,
+        sample_rate=rate, channels=out_channels, duration=dur, start=start, fade_out=fade_out,
+        normalize=normalize, audio_index=info.audio.audio_index, application=application,
+        budget=budget, expected_size=expected_size(fmt, bitrate, rate, dur))
+
+
+def replan(previous: EncodePlan, fmt: TargetFormat, measured: int) -> EncodePlan | None:
+    """A lower bitrate after an output came out ``measured`` bytes against its budget.
+
+    Scales by the measured overshoot (so the model's error is corrected by what really happened)
+    and always goes at least one step down. None when already at the floor.
+    """
+    scale = previous.budget * HEADROOM / max(measured, 1)
+    target = previous.bitrate * min(scale, 0.99)
+    bitrate = quantize(fmt, target)
+    if bitrate >= previous.bitrate:
+        lower = [s for s in fmt.steps if s < previous.bitrate] if fmt.steps else [previous.bitrate - 1000]
+        bitrate = lower[-1] if lower else fmt.floor - 1
+    if bitrate < fmt.floor:
+        return None
+    return replace(previous, bitrate=bitrate, expected_size=int(measured * bitrate / previous.bitrate))

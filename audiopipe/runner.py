@@ -1,0 +1,124 @@
+"""Finding ffmpeg/ffprobe and running them: one runner for every call.
+
+Every run is an argv list (never a shell string), with ``-nostdin``, a timeout, and stderr captured
+by ``communicate`` (so a chatty ffmpeg can never fill a pipe and hang). The command is logged at
+debug level; a failure raises :class:`FFmpegError` carrying the tail of stderr.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import FFmpegError, ToolMissingError
+
+log = logging.getLogger(__name__)
+
+# Folders cron's short PATH misses, where package managers put ffmpeg.
+EXTRA_DIRS = ("/usr/local/bin", "/opt/homebrew/bin", "/usr/bin", "/bin", "/snap/bin",
+              "/opt/local/bin", "/usr/local/opt/ffmpeg/bin")
+
+INSTALL_HINT = ("install it (Debian/Ubuntu: 'sudo apt-get install ffmpeg'; macOS: 'brew install ffmpeg') "
+                "or point {env} at the binary")
+
+DEFAULT_TIMEOUT = 600.0
+
+
+def find_tool(name: str) -> str:
+    """Return the path of ``ffmpeg`` or ``ffprobe``: ``AUDIOPIPE_<NAME>``, then PATH, then usual folders."""
+    env = f"AUDIOPIPE_{name.upper()}"
+    configured = os.environ.get(env)
+    if configured:
+        path = Path(configured).expanduser()
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+        found = shutil.which(configured)
+        if found:
+            return found
+        raise ToolMissingError(f"{env}={configured} is not an executable file; fix it or unset it")
+    found = shutil.which(name)
+    if found:
+        return found
+    for folder in EXTRA_DIRS:
+        candidate = Path(folder) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise ToolMissingError(f"{name} not found: " + INSTALL_HINT.format(env=env))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    argv: list[str]
+    stdout: bytes
+    stderr: str
+
+
+def _tail(text: str, lines: int = 12) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def run(argv: list[str], *, timeout: float | None = DEFAULT_TIMEOUT, what: str = "ffmpeg") -> RunResult:
+    """Run one ffmpeg/ffprobe command and return its output; raise :class:`FFmpegError` on failure."""
+    log.debug("run: %s", shlex.join(argv))
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        stderr = (exc.stderr or b"").decode("utf-8", "replace")
+        raise FFmpegError(f"{what} did not finish within {timeout:.0f} s and was stopped",
+                          argv=argv, stderr=stderr) from None
+    except FileNotFoundError:
+        raise ToolMissingError(f"{argv[0]} could not be started: " +
+                               INSTALL_HINT.format(env="AUDIOPIPE_FFMPEG")) from None
+    stderr = proc.stderr.decode("utf-8", "replace")
+    if proc.returncode != 0:
+        detail = _tail(stderr) or f"exit code {proc.returncode}"
+        raise FFmpegError(f"{what} failed: {detail}", argv=argv, stderr=stderr,
+                          returncode=proc.returncode)
+    return RunResult(argv=argv, stdout=proc.stdout, stderr=stderr)
+
+
+def ffmpeg_base() -> list[str]:
+    """The start of every ffmpeg command line."""
+    return [find_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+
+
+def ffprobe_base() -> list[str]:
+    return [find_tool("ffprobe"), "-hide_banner", "-loglevel", "error"]
+
+
+@functools.lru_cache(maxsize=8)
+def _encoders(ffmpeg: str) -> frozenset[str]:
+    out = run([ffmpeg, "-nostdin", "-hide_banner", "-encoders"], timeout=30, what="ffmpeg -encoders")
+    names = set()
+    started = False
+    for line in out.stdout.decode("utf-8", "replace").splitlines():
+        if line.strip().startswith("------"):
+            started = True
+            continue
+        parts = line.split()
+        if started and len(parts) >= 2 and parts[0].startswith("A"):
+            names.add(parts[1])
+    return frozenset(names)
+
+
+def audio_encoders() -> frozenset[str]:
+    """Names of the audio encoders this ffmpeg build has (asked once per binary)."""
+    return _encoders(find_tool("ffmpeg"))
+
+
+@functools.lru_cache(maxsize=8)
+def _version(ffmpeg: str) -> str:
+    out = run([ffmpeg, "-nostdin", "-hide_banner", "-version"], timeout=30, what="ffmpeg -version")
+    first = out.stdout.decode("utf-8", "replace").splitlines()
+    return first[0] if first else "unknown"
+
+
+def ffmpeg_version() -> str:
+    return _version(find_tool("ffmpeg"))
