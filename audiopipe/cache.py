@@ -1,0 +1,86 @@
+"""A cache of prepared outputs, keyed by the input's content hash and the settings.
+
+Preparing the same folder again costs a hash per file and a copy per output. Entries are written
+to a temp folder and renamed into place, so a killed run never leaves a half entry behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+CHUNK = 1 << 20
+SCHEMA = 1
+
+
+def default_cache_dir() -> Path:
+    configured = os.environ.get("AUDIOPIPE_CACHE_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "audiopipe"
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_key(source_sha256: str, settings: dict[str, Any], tool_version: str) -> str:
+    blob = json.dumps({"schema": SCHEMA, "source": source_sha256, "settings": settings,
+                       "tools": tool_version}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class Cache:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root else default_cache_dir()
+
+    def _entry(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def get(self, key: str) -> tuple[dict[str, Any], Path] | None:
+        """The manifest and folder of an entry, or None. A damaged entry is treated as missing."""
+        entry = self._entry(key)
+        try:
+            manifest = json.loads((entry / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return None
+        for name in manifest.get("files", []):
+            if not (entry / name).is_file():
+                return None
+        return manifest, entry
+
+    def put(self, key: str, manifest: dict[str, Any], files: list[Path]) -> None:
+        entry = self._entry(key)
+        if entry.exists():
+            return
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
+        try:
+            for f in files:
+                shutil.copyfile(f, tmp / f.name)
+            manifest = dict(manifest, files=[f.name for f in files])
+            (tmp / "manifest.json").write_text(json.dumps(manifest, sort_keys=True))
+            try:
+                os.rename(tmp, entry)
+            except OSError:
+                pass  # another process stored the same entry first: theirs is as good
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def clear(self) -> int:
+        """Remove every entry; return how many there were."""
+        if not self.root.exists():
+            return 0
+        count = sum(1 for _ in self.root.glob("*/*/manifest.json"))
+        shutil.rmtree(self.root, ignore_errors=True)
+        return count

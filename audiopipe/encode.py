@@ -1,0 +1,118 @@
+"""encode(plan) and verify(): the ffmpeg run, and the check that its output is what the plan asked.
+
+The command line is built with ffmpeg-python (pure, unit-tested as a list) and run through our own
+runner. Output goes to a temp file in the destination folder and is moved into place only when
+ffmpeg succeeded, so a failed or killed encode never leaves a partial file under the real name.
+Video, cover art, chapters and metadata are dropped: a customer must not get the sender's tags.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+
+from .errors import InputError, PrepareError
+from .formats import TargetFormat
+from .plan import EncodePlan
+from .probe import MediaInfo, ffmpeg_path_arg, input_options, probe
+from .runner import ffmpeg_base, run
+from .sniff import sniff
+
+LOUDNORM = {"I": -16, "TP": -1.5, "LRA": 11}  # EBU R128, the usual target for speech on phones
+
+
+def encode_timeout(duration: float) -> float:
+    """Generous: ffmpeg encodes audio at 50-500× real time; this only catches a hung process."""
+    configured = os.environ.get("AUDIOPIPE_FFMPEG_TIMEOUT")
+    if configured:
+        return float(configured)
+    return 120.0 + duration * 1.0
+
+
+def build_argv(source: str | Path, plan: EncodePlan, output: str | Path) -> list[str]:
+    """The whole ffmpeg command line for ``plan`` (pure)."""
+    in_opts: dict[str, object] = dict(input_options())
+    if plan.start > 0:
+        in_opts["ss"] = f"{plan.start:.3f}"
+    stream = ffmpeg.input(ffmpeg_path_arg(source), **in_opts)[f"a:{plan.audio_index}"]
+    if plan.normalize:
+        stream = stream.filter("loudnorm", **LOUDNORM)
+    if plan.fade_out > 0:
+        stream = stream.filter("afade", t="out", st=f"{max(0.0, plan.duration - plan.fade_out):.3f}",
+                               d=f"{plan.fade_out:.3f}")
+    out_opts: dict[str, object] = {
+        "c:a": plan.encoder,
+        "b:a": str(plan.bitrate),
+        "ar": str(plan.sample_rate),
+        "ac": str(plan.channels),
+        "f": plan.muxer,
+        "map_metadata": "-1",
+        "map_chapters": "-1",
+        "fflags": "+bitexact",
+        "flags:a": "+bitexact",
+        "t": f"{plan.duration:.3f}",
+    }
+    if plan.encoder == "libopus":
+        out_opts.update({"vbr": "off", "application": plan.application})
+    if plan.encoder == "libmp3lame":
+        out_opts["write_xing"] = "1"
+    out = ffmpeg.output(stream, ffmpeg_path_arg(output), **out_opts)
+    return list(out.compile(cmd=ffmpeg_base()))
+
+
+def temp_path_for(dest: Path) -> Path:
+    return dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.part"
+
+
+def encode(source: str | Path, plan: EncodePlan, dest: Path) -> Path:
+    """Encode ``source`` per ``plan`` into ``dest`` (atomically); return ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(dest)
+    try:
+        run(build_argv(source, plan, tmp), timeout=encode_timeout(plan.duration), what="ffmpeg encode")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+@dataclass(frozen=True)
+class Verified:
+    path: Path
+    size: int
+    mime: str
+    info: MediaInfo
+
+
+def duration_tolerance(expected: float) -> float:
+    return max(0.25, expected * 0.02)
+
+
+def verify(path: Path, fmt: TargetFormat, *, budget: int, expected_duration: float | None) -> Verified:
+    """Check an output as the server and WhatsApp will: size, sniff, codec, container, duration.
+
+    Raises :class:`PrepareError` for anything but size; the size is returned for the caller to
+    compare against the budget (over budget is a re-plan, not a failure).
+    """
+    size = path.stat().st_size
+    seen = sniff(path)
+    if seen.extension != fmt.extension:
+        raise PrepareError(path, f"the output sniffs as {seen.mime}, which the server would not take "
+                                 f"as .{fmt.extension}")
+    try:
+        info = probe(path)
+    except InputError as exc:
+        raise PrepareError(path, f"the output cannot be read back: {exc.reason}") from None
+    if info.audio.codec != fmt.codec or info.container != fmt.container:
+        raise PrepareError(path, f"the output is {info.audio.codec} in {info.container}, expected "
+                                 f"{fmt.codec} in {fmt.container}")
+    if info.video_streams or info.attached_pictures or info.audio_streams != 1:
+        raise PrepareError(path, "the output has more than one audio stream")
+    if expected_duration is not None and abs(info.duration - expected_duration) > duration_tolerance(expected_duration):
+        raise PrepareError(path, f"the output lasts {info.duration:.2f} s where {expected_duration:.2f} s "
+                                 f"were expected: the input is probably truncated or damaged")
+    return Verified(path=path, size=size, mime=seen.mime, info=info)

@@ -1,0 +1,406 @@
+"""prepare(): any audio in, files the API accepts out.
+
+probe -> acceptable? (keep byte for byte) -> plan -> encode -> verify -> re-plan when over ->
+overflow (trim, split or fail) when even the floor bitrate cannot hold the whole duration.
+Results are cached by the input's content hash and the settings.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .cache import Cache, cache_key, file_sha256
+from .encode import encode, temp_path_for, verify
+from .errors import AudiopipeError, PrepareError, UsageError
+from .formats import ACCEPTABLE_AS_IS, FORMATS, TargetFormat, get_format
+from .plan import DoesNotFit, EncodePlan, plan, replan
+from .probe import AudioStream, MediaInfo, probe
+from .runner import ffmpeg_version
+from .sniff import sniff
+
+DEFAULT_MAX_SIZE = 16_000_000
+VOICE_NOTE_BUDGET = 512_000     # WhatsApp plays a voice note inline up to 512 KB
+VOICE_NOTE_MIN_BITRATE = 12_000  # below this, a longer note is better sent as a plain file
+OVERFLOW_CHOICES = ("trim", "split", "fail")
+MAX_FADE = 3.0
+
+# Extensions picked up when a folder is given; a file named directly is always tried.
+MEDIA_EXTENSIONS = frozenset({
+    ".wav", ".wave", ".flac", ".mp3", ".m4a", ".m4b", ".aac", ".ogg", ".oga", ".opus", ".webm",
+    ".weba", ".mka", ".mkv", ".mp4", ".mov", ".3gp", ".amr", ".aif", ".aiff", ".aifc", ".caf",
+    ".wma", ".wmv", ".au", ".snd", ".ac3", ".wv", ".ape", ".avi", ".mpeg", ".mpg", ".ts", ".mp2",
+})
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """How to prepare. Every field has the CLI's default."""
+
+    format: str = "ogg"
+    max_size: int = DEFAULT_MAX_SIZE
+    bitrate: int | None = None        # a ceiling, bit/s
+    channels: int | None = None
+    normalize: bool = False
+    voice_note: bool = False
+    on_overflow: str = "trim"
+    reencode: bool = False
+    max_passes: int = 4
+    cache: bool = True
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        get_format(self.format)
+        if self.on_overflow not in OVERFLOW_CHOICES:
+            raise UsageError(f"on_overflow must be one of {', '.join(OVERFLOW_CHOICES)}, got {self.on_overflow!r}")
+        if self.max_size < 4096:
+            raise UsageError(f"max_size {self.max_size} is too small to hold any audio (at least 4096 bytes)")
+        if self.channels is not None and self.channels not in (1, 2):
+            raise UsageError("channels must be 1 (mono) or 2 (stereo)")
+        if self.max_passes < 1:
+            raise UsageError("max_passes must be at least 1")
+
+    @property
+    def target(self) -> TargetFormat:
+        return get_format(self.format)
+
+    def cache_fields(self) -> dict[str, Any]:
+        """What decides the output (not where the cache lives)."""
+        d = asdict(self)
+        for k in ("cache", "cache_dir"):
+            d.pop(k)
+        return d
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    path: Path
+    size: int
+    format: str          # ogg, mp3, m4a, aac, amr
+    content_type: str    # for the upload's part header
+    mime: str            # what libmagic (and so the server) sees
+    codec: str
+    duration: float
+    bitrate: int | None
+    part: int = 1
+    parts: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    source: Path
+    source_sha256: str
+    info: MediaInfo
+    action: str          # kept, transcoded, trimmed, split
+    outputs: tuple[OutputFile, ...]
+    passes: int = 0      # encodes it took (the longest part, when split); 0 when kept
+    kept_duration: float | None = None  # seconds kept, when trimmed
+    cached: bool = False
+    plan: EncodePlan | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": str(self.source), "sha256": self.source_sha256, "action": self.action,
+            "passes": self.passes, "kept_duration": self.kept_duration, "cached": self.cached,
+            "input": self.info.to_dict(), "outputs": [o.to_dict() for o in self.outputs],
+            "plan": asdict(self.plan) if self.plan else None,
+        }
+
+
+@dataclass(frozen=True)
+class PrepareOutcome:
+    """One input's result for batch runs: either ``result`` or ``error`` is set."""
+
+    source: Path
+    result: PrepareResult | None = None
+    error: AudiopipeError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.result:
+            return dict(self.result.to_dict(), ok=True)
+        return {"source": str(self.source), "ok": False, "action": "failed", "error": str(self.error)}
+
+
+# --- deciding whether a file can go as it is -------------------------------------------------
+
+def acceptable(info: MediaInfo, settings: PrepareSettings, sniffed_extension: str | None) -> tuple[bool, str]:
+    """Whether ``info`` can be sent byte for byte; the reason when not."""
+    if settings.reencode:
+        return False, "re-encode asked for"
+    if settings.normalize:
+        return False, "loudness normalisation asked for"
+    as_format = ACCEPTABLE_AS_IS.get((info.container, info.audio.codec))
+    if as_format is None:
+        return False, f"{info.audio.codec} in {info.container} is not a type the API takes"
+    if settings.voice_note and as_format != "ogg":
+        return False, "a voice note must be Ogg/Opus"
+    if sniffed_extension != FORMATS[as_format].extension:
+        return False, f"the content would be taken by the server as .{sniffed_extension or 'unknown'}"
+    if info.audio_streams != 1 or info.video_streams or info.attached_pictures:
+        return False, "it carries more than one audio stream, video or cover art"
+    if info.size > settings.max_size:
+        return False, f"{info.size:,} bytes is over the {settings.max_size:,}-byte budget"
+    if settings.channels is not None and info.audio.channels != settings.channels:
+        return False, f"{info.audio.channels} channels where {settings.channels} were asked for"
+    if settings.bitrate and (info.audio.bit_rate or info.bit_rate or 0) > settings.bitrate * 1.05:
+        return False, "its bitrate is over the --bitrate ceiling"
+    if settings.voice_note and info.audio.channels != 1:
+        return False, "a voice note must be mono"
+    return True, "already acceptable"
+
+
+# --- the work on one file --------------------------------------------------------------------
+
+def _copy_atomic(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(dest)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _output_from(path: Path, fmt: TargetFormat, size: int, mime: str, info: MediaInfo,
+                 bitrate: int | None, part: int = 1, parts: int = 1) -> OutputFile:
+    return OutputFile(path=path, size=size, format=fmt.name, content_type=fmt.content_type, mime=mime,
+                      codec=info.audio.codec, duration=info.duration, bitrate=bitrate, part=part, parts=parts)
+
+
+def _encode_to_fit(source: Path, p: EncodePlan, fmt: TargetFormat, dest: Path,
+                   max_passes: int) -> tuple[OutputFile, int, EncodePlan]:
+    """Encode, measure, and re-plan from the measured overshoot until the output fits."""
+    passes = 0
+    while True:
+        passes += 1
+        encode(source, p, dest)
+        try:
+            checked = verify(dest, fmt, budget=p.budget, expected_duration=p.duration)
+        except AudiopipeError:
+            dest.unlink(missing_ok=True)
+            raise
+        if checked.size <= p.budget:
+            return _output_from(dest, fmt, checked.size, checked.mime, checked.info, p.bitrate), passes, p
+        dest.unlink(missing_ok=True)
+        nxt = replan(p, fmt, checked.size) if passes < max_passes else None
+        if nxt is None:
+            # The floor did not fit after all: say how much would, so trim/split can use it.
+            fits = p.duration * p.budget / checked.size * 0.97
+            raise DoesNotFit(str(source), p.duration, fits, fmt.floor, p.budget)
+        p = nxt
+
+
+def _budget_for(info: MediaInfo, settings: PrepareSettings, fmt: TargetFormat) -> int:
+    """The byte budget: --max-size, or 512 KB for a voice note when the duration allows."""
+    if settings.voice_note and VOICE_NOTE_BUDGET < settings.max_size:
+        try:
+            p = plan(info, fmt, VOICE_NOTE_BUDGET, channels=1, voice_note=True)
+            if p.bitrate >= VOICE_NOTE_MIN_BITRATE:
+                return VOICE_NOTE_BUDGET
+        except DoesNotFit:
+            pass
+    return settings.max_size
+
+
+def part_name(stem: str, ext: str, part: int, parts: int) -> str:
+    return f"{stem}.{ext}" if parts == 1 else f"{stem}.part{part}of{parts}.{ext}"
+
+
+def _transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: Path
+               ) -> tuple[str, tuple[OutputFile, ...], int, float | None, EncodePlan]:
+    fmt = settings.target
+    fmt.require_encoder()
+    budget = _budget_for(info, settings, fmt)
+    opts = dict(bitrate_cap=settings.bitrate, channels=settings.channels,
+                voice_note=settings.voice_note, normalize=settings.normalize)
+    dest = dest_stem.with_name(part_name(dest_stem.name, fmt.extension, 1, 1))
+    try:
+        p = plan(info, fmt, budget, **opts)
+        out, passes, p = _encode_to_fit(source, p, fmt, dest, settings.max_passes)
+        return "transcoded", (out,), passes, None, p
+    except DoesNotFit as overflow:
+        if settings.on_overflow == "fail":
+            raise
+        fits = overflow.fits_seconds
+    if fits < 1.0:
+        raise PrepareError(source, f"less than a second fits in {budget:,} bytes; raise --max-size")
+    if settings.on_overflow == "trim":
+        for _ in range(settings.max_passes):
+            keep = math.floor(fits * 10) / 10
+            fade = min(MAX_FADE, keep / 10)
+            try:
+                p = plan(info, fmt, budget, duration=keep, fade_out=fade, **opts)
+                out, passes, p = _encode_to_fit(source, p, fmt, dest, settings.max_passes)
+                return "trimmed", (out,), passes, keep, p
+            except DoesNotFit as again:
+                fits = min(again.fits_seconds, keep * 0.97)
+        raise PrepareError(source, "could not trim it to fit the budget")
+    # split: equal parts, each planned for its own length
+    parts = math.ceil(info.duration / fits)
+    while True:
+        length = info.duration / parts
+        outputs: list[OutputFile] = []
+        most = 0
+        try:
+            for i in range(parts):
+                start = i * length
+                dur = min(length, info.duration - start)
+                d = dest_stem.with_name(part_name(dest_stem.name, fmt.extension, i + 1, parts))
+                p = plan(info, fmt, budget, duration=dur, start=start, **opts)
+                out, passes, p = _encode_to_fit(source, p, fmt, d, settings.max_passes)
+                outputs.append(replace(out, part=i + 1, parts=parts))
+                most = max(most, passes)
+            return "split", tuple(outputs), most, None, p
+        except DoesNotFit:
+            for o in outputs:
+                o.path.unlink(missing_ok=True)
+            parts += 1
+            if parts > 1000:
+                raise PrepareError(source, "could not split it into parts that fit") from None
+
+
+def _restore(hit: tuple[dict[str, Any], Path], dest_stem: Path, source: Path, sha: str) -> PrepareResult:
+    manifest, entry = hit
+    outputs = []
+    for o, name in zip(manifest["outputs"], manifest["files"]):
+        dest = dest_stem.with_name(Path(o["path"]).name.replace(manifest["stem"], dest_stem.name, 1))
+        _copy_atomic(entry / name, dest)
+        outputs.append(OutputFile(**dict(o, path=dest)))
+    inp = dict(manifest["input"])
+    inp["audio"] = AudioStream(**inp["audio"])
+    inp["path"] = str(source)
+    plan_d = manifest.get("plan")
+    return PrepareResult(source=source, source_sha256=sha, info=MediaInfo(**inp), action=manifest["action"],
+                         outputs=tuple(outputs), passes=manifest["passes"],
+                         kept_duration=manifest["kept_duration"], cached=True,
+                         plan=EncodePlan(**plan_d) if plan_d else None)
+
+
+def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSettings | None = None, *,
+                 name: str | None = None) -> PrepareResult:
+    """Prepare one file into ``out_dir``; raises an :class:`AudiopipeError` when it cannot."""
+    settings = settings or PrepareSettings()
+    src = Path(source)
+    out = Path(out_dir)
+    stem = name or src.stem
+    dest_stem = out / stem
+    info = probe(src)  # refuses missing, empty, corrupt, playlist and no-audio inputs
+    sha = file_sha256(src)
+    cache = Cache(settings.cache_dir) if settings.cache else None
+    key = cache_key(sha, settings.cache_fields(), ffmpeg_version()) if cache else ""
+    if cache:
+        hit = cache.get(key)
+        if hit:
+            return _restore(hit, dest_stem, src, sha)
+
+    ok, _why = acceptable(info, settings, sniff(src).extension)
+    if ok:
+        fmt = FORMATS[ACCEPTABLE_AS_IS[(info.container, info.audio.codec)]]
+        dest = dest_stem.with_name(f"{stem}.{fmt.extension}")
+        _copy_atomic(src, dest)
+        kept = OutputFile(path=dest, size=info.size, format=fmt.name, content_type=fmt.content_type,
+                          mime=sniff(dest).mime, codec=info.audio.codec, duration=info.duration,
+                          bitrate=info.audio.bit_rate or info.bit_rate)
+        result = PrepareResult(source=src, source_sha256=sha, info=info, action="kept", outputs=(kept,))
+    else:
+        action, outputs, passes, kept_duration, last_plan = _transcode(src, info, settings, dest_stem)
+        result = PrepareResult(source=src, source_sha256=sha, info=info, action=action, outputs=outputs,
+                               passes=passes, kept_duration=kept_duration, plan=last_plan)
+    if cache:
+        manifest = result.to_dict()
+        manifest["stem"] = stem
+        manifest["input"] = info.to_dict()
+        cache.put(key, manifest, [o.path for o in result.outputs])
+    return result
+
+
+# --- many files -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InputItem:
+    path: Path
+    out_subdir: Path = field(default_factory=Path)  # relative folder under the output folder
+
+
+def collect_inputs(paths: Iterable[str | Path]) -> list[InputItem]:
+    """Files as given, and media files found recursively under folders (sorted, hidden ones skipped)."""
+    items: list[InputItem] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            for found in sorted(p.rglob("*")):
+                rel = found.relative_to(p)
+                if any(part.startswith(".") for part in rel.parts):
+                    continue
+                if found.is_file() and found.suffix.lower() in MEDIA_EXTENSIONS:
+                    items.append(InputItem(found, rel.parent))
+        else:
+            items.append(InputItem(p))  # a missing file is reported by probe, in its turn
+    return items
+
+
+def output_stems(items: Sequence[InputItem]) -> list[Path]:
+    """A distinct relative output stem per input: ``a.wav`` and ``a.mp3`` in one folder become
+    ``a`` and ``a.mp3`` rather than overwriting each other."""
+    taken: set[Path] = set()
+    stems = []
+    for item in items:
+        stem = item.out_subdir / item.path.stem
+        if stem in taken:
+            stem = item.out_subdir / item.path.name
+            n = 2
+            while stem in taken:
+                stem = item.out_subdir / f"{item.path.name}-{n}"
+                n += 1
+        taken.add(stem)
+        stems.append(stem)
+    return stems
+
+
+ProgressCallback = Callable[[PrepareOutcome], None]
+
+
+def prepare_many(items: Sequence[InputItem | str | Path], out_dir: str | Path,
+                 settings: PrepareSettings | None = None, *, jobs: int = 1,
+                 progress: ProgressCallback | None = None) -> list[PrepareOutcome]:
+    """Prepare every item (``jobs`` at a time); one failure never stops the others.
+
+    Returns one outcome per item, in the order given; ``progress`` is called as each finishes.
+    """
+    settings = settings or PrepareSettings()
+    norm = [i if isinstance(i, InputItem) else InputItem(Path(i)) for i in items]
+    stems = output_stems(norm)
+    out = Path(out_dir)
+    lock = threading.Lock()
+
+    def one(idx: int) -> PrepareOutcome:
+        item, stem = norm[idx], stems[idx]
+        try:
+            res = prepare_file(item.path, out / stem.parent, settings, name=stem.name)
+            outcome = PrepareOutcome(item.path, result=res)
+        except AudiopipeError as exc:
+            outcome = PrepareOutcome(item.path, error=exc)
+        if progress:
+            with lock:
+                progress(outcome)
+        return outcome
+
+    if jobs <= 1 or len(norm) <= 1:
+        return [one(i) for i in range(len(norm))]
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="prepare") as pool:
+        return list(pool.map(one, range(len(norm))))
