@@ -356,16 +356,17 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[InputItem]:
 
 def output_stems(items: Sequence[InputItem]) -> list[Path]:
     """A distinct relative output stem per input: ``a.wav`` and ``a.mp3`` in one folder become
-    ``a`` and ``a.mp3`` rather than overwriting each other."""
+    ``a`` and ``a-mp3`` rather than overwriting each other."""
     taken: set[Path] = set()
     stems = []
     for item in items:
         stem = item.out_subdir / item.path.stem
         if stem in taken:
-            stem = item.out_subdir / item.path.name
+            base = f"{item.path.stem}-{item.path.suffix.lstrip('.').lower() or 'file'}"
+            stem = item.out_subdir / base
             n = 2
             while stem in taken:
-                stem = item.out_subdir / f"{item.path.name}-{n}"
+                stem = item.out_subdir / f"{base}-{n}"
                 n += 1
         taken.add(stem)
         stems.append(stem)

@@ -1,0 +1,31 @@
+"""audiopipe: any audio in, a file the Lancepilot audio-message API accepts out, sent exactly once.
+
+The stages are importable on their own::
+
+    from audiopipe import probe, prepare, PrepareSettings
+    info = probe("talk.flac")
+    result = prepare("talk.flac", "ready/", PrepareSettings(format="mp3", max_size=5_000_000))
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (AudiopipeError, FFmpegError, InputError, PrepareError, ToolMissingError,
+                     UsageError)
+from .formats import FORMATS, TargetFormat
+from .plan import DoesNotFit, EncodePlan, plan
+from .prepare import (OutputFile, PrepareOutcome, PrepareResult, PrepareSettings, collect_inputs,
+                      prepare_file, prepare_many)
+from .probe import AudioStream, MediaInfo, probe
+from .segment import prepare, to_segment
+from .sniff import Sniff, sniff
+
+__all__ = [
+    "__version__",
+    "AudiopipeError", "FFmpegError", "InputError", "PrepareError", "ToolMissingError", "UsageError",
+    "DoesNotFit", "EncodePlan", "plan", "FORMATS", "TargetFormat",
+    "OutputFile", "PrepareOutcome", "PrepareResult", "PrepareSettings", "collect_inputs",
+    "prepare", "prepare_file", "prepare_many", "to_segment",
+    "AudioStream", "MediaInfo", "probe", "Sniff", "sniff",
+]

@@ -1,0 +1,268 @@
+"""The command line. Thin: it parses, calls the library, prints, and picks the exit code.
+
+Only this module prints or exits. Library errors become one line on stderr (the traceback only
+with --debug) and an exit code cron can act on.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import logging
+import sys
+import traceback
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, NoReturn
+
+import click
+
+from . import __version__
+from .console import bars_enabled, human_duration, human_size, progress_bar, setup_logging
+from .errors import AudiopipeError, ToolMissingError, UsageError
+from .formats import ACCEPTABLE_AS_IS, FORMAT_NAMES
+from .plan import DoesNotFit
+from .prepare import (OVERFLOW_CHOICES, PrepareOutcome, PrepareSettings, collect_inputs,
+                      prepare_many)
+from .probe import probe
+from .sniff import sniff
+from .units import parse_bitrate, parse_size
+
+log = logging.getLogger(__name__)
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    FAILED = 1        # some inputs failed / refused by the server
+    USAGE = 2
+    AUTH = 3
+    UNKNOWN = 4       # an upload's outcome is unknown: it may have been delivered
+    NOT_SENT = 5      # not sent after retries
+    LOCKED = 6        # another run holds the ledger
+
+
+def _fail(message: str, code: ExitCode) -> NoReturn:
+    click.echo(f"audiopipe: error: {message}", err=True)
+    sys.exit(int(code))
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn library errors into one line and an exit code; tracebacks only with --debug."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool(click.get_current_context().find_root().params.get("debug"))
+        try:
+            return func(*args, **kwargs)
+        except UsageError as exc:
+            if debug:
+                traceback.print_exc()
+            _fail(str(exc), ExitCode.USAGE)
+        except ToolMissingError as exc:
+            if debug:
+                traceback.print_exc()
+            _fail(str(exc), ExitCode.FAILED)
+        except AudiopipeError as exc:
+            if debug:
+                traceback.print_exc()
+            _fail(str(exc), ExitCode.FAILED)
+
+    return wrapper
+
+
+class SizeParam(click.ParamType):
+    name = "size"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        try:
+            return parse_size(value)
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class BitrateParam(click.ParamType):
+    name = "bitrate"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        try:
+            return parse_bitrate(value)
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def prepare_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every command that prepares audio takes (prepare, send, batch)."""
+    options = [
+        click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES, case_sensitive=False),
+                     default="ogg", show_default=True, envvar="AUDIOPIPE_FORMAT",
+                     help="Format for files that must be converted: ogg (Opus; plays as a voice "
+                          "message when mono), mp3, m4a (AAC), aac (ADTS), amr (needs an ffmpeg "
+                          "with libopencore_amrnb)."),
+        click.option("--max-size", type=SizeParam(), default="16000000", show_default=True,
+                     envvar="AUDIOPIPE_MAX_SIZE",
+                     help="Byte budget per file: 16MB, 15MiB, 500KB... The server's hard limit is "
+                          "16384 KiB (16,777,216 bytes)."),
+        click.option("--bitrate", type=BitrateParam(), default=None,
+                     help="Highest bitrate to use, e.g. 64k (a ceiling; lower is chosen to fit)."),
+        click.option("--channels", type=click.IntRange(1, 2), default=None,
+                     help="1 for mono, 2 for stereo (default: the source's, at most 2)."),
+        click.option("--normalize", is_flag=True, help="Even out loudness (EBU R128, -16 LUFS)."),
+        click.option("--voice-note", is_flag=True,
+                     help="Mono Opus aimed at 512 KB or less when the duration allows, so WhatsApp "
+                          "plays it inline as a voice message."),
+        click.option("--on-overflow", type=click.Choice(OVERFLOW_CHOICES), default="trim",
+                     show_default=True,
+                     help="When even the lowest sensible bitrate cannot hold the whole recording: "
+                          "trim (keep the start, fade out), split (equal parts NAME.part1of3.EXT), "
+                          "or fail."),
+        click.option("--reencode", is_flag=True,
+                     help="Convert even files the API would accept as they are."),
+        click.option("--no-cache", is_flag=True, help="Do not reuse or store prepared results."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def settings_from(fmt: str, max_size: int, bitrate: int | None, channels: int | None, normalize: bool,
+                  voice_note: bool, on_overflow: str, reencode: bool, no_cache: bool) -> PrepareSettings:
+    return PrepareSettings(format=fmt.lower(), max_size=max_size, bitrate=bitrate, channels=channels,
+                           normalize=normalize, voice_note=voice_note, on_overflow=on_overflow,
+                           reencode=reencode, cache=not no_cache)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="audiopipe")
+@click.option("--debug", is_flag=True, help="Show tracebacks and every ffmpeg command.")
+@click.option("-v", "--verbose", count=True, help="More log lines (-vv for debug).")
+def cli(debug: bool, verbose: int) -> None:
+    """Turn audio of any format into files the Lancepilot API accepts, and send them.
+
+    \b
+    Examples:
+      audiopipe probe recordings/*.wav
+      audiopipe prepare recordings/ --out ready/ --jobs 2
+      audiopipe prepare talk.flac --out ready/ --format mp3 --max-size 5MB
+
+    Files the API takes as they are (MP3, Ogg/Opus, M4A/AAC, ADTS AAC, AMR under the size
+    budget) are kept byte for byte; everything else is converted, fitted under the budget and
+    checked the way the server checks it.
+    """
+    setup_logging(verbose, debug)
+
+
+@cli.command("probe")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file, for scripts.")
+@handle_errors
+def probe_cmd(files: tuple[Path, ...], as_json: bool) -> None:
+    """Describe audio files: container, codec, rate, channels, duration, and whether they go as they are.
+
+    Exit status 1 when any file cannot be read.
+    """
+    failed = 0
+    rows = []
+    for f in files:
+        try:
+            info = probe(f)
+            seen = sniff(f)
+        except AudiopipeError as exc:
+            failed += 1
+            if as_json:
+                click.echo(json.dumps({"path": str(f), "ok": False, "error": str(exc)}))
+            else:
+                click.echo(f"audiopipe: error: {exc}", err=True)
+            continue
+        as_is = (ACCEPTABLE_AS_IS.get((info.container, info.audio.codec)) is not None
+                 and seen.accepted and info.video_streams == 0 and info.audio_streams == 1
+                 and not info.attached_pictures)
+        if as_json:
+            click.echo(json.dumps(dict(info.to_dict(), ok=True, sniffed_mime=seen.mime,
+                                       server_extension=seen.extension, api_type_ok=as_is)))
+        else:
+            rows.append([str(f), info.container.split(",")[0], info.audio.codec, str(info.audio.sample_rate),
+                         str(info.audio.channels), human_duration(info.duration), human_size(info.size),
+                         _kbps(info.audio.bit_rate or info.bit_rate),
+                         f"{info.audio_streams}/{info.video_streams}", seen.mime, "yes" if as_is else "no"])
+    if rows:
+        header = ["FILE", "CONTAINER", "CODEC", "RATE", "CH", "DURATION", "SIZE", "BITRATE", "A/V",
+                  "SNIFFED", "API TYPE"]
+        widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+        for r in [header] + rows:
+            click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    sys.exit(int(ExitCode.FAILED if failed else ExitCode.OK))
+
+
+def _kbps(bitrate: int | None) -> str:
+    return f"{bitrate / 1000:.0f} kb/s" if bitrate else "-"
+
+
+def _describe(outcome: PrepareOutcome) -> str:
+    r = outcome.result
+    assert r is not None
+    outs = ", ".join(f"{o.path} ({human_size(o.size)})" for o in r.outputs)
+    extra = ""
+    if r.action == "trimmed" and r.kept_duration is not None:
+        extra = f" kept {human_duration(r.kept_duration)} of {human_duration(r.info.duration)}"
+    elif r.action == "split":
+        extra = f" into {len(r.outputs)} parts"
+    if r.passes > 1:
+        extra += f" ({r.passes} passes)"
+    if r.cached:
+        extra += " (cached)"
+    return f"{r.action:<11} {outcome.source} -> {outs}{extra}"
+
+
+@cli.command("prepare")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the prepared files (created if missing).")
+@prepare_options
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Files prepared in parallel.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per input on stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no per-file lines.")
+@handle_errors
+def prepare_cmd(inputs: tuple[Path, ...], out_dir: Path, fmt: str, max_size: int, bitrate: int | None,
+                channels: int | None, normalize: bool, voice_note: bool, on_overflow: str,
+                reencode: bool, no_cache: bool, jobs: int, as_json: bool, quiet: bool) -> None:
+    """Make every input (files, or folders searched recursively) ready to send, into --out.
+
+    \b
+    Exit status: 0 every input prepared; 1 some failed (the others are still
+    prepared, and no partial file is left behind); 2 usage error.
+    """
+    settings = settings_from(fmt, max_size, bitrate, channels, normalize, voice_note, on_overflow,
+                             reencode, no_cache)
+    items = collect_inputs(inputs)
+    if not items:
+        raise UsageError("no audio files found in " + ", ".join(map(str, inputs)))
+    bar = progress_bar(len(items), "preparing", enabled=bars_enabled(quiet or as_json))
+
+    def report(outcome: PrepareOutcome) -> None:
+        bar.update(1)
+        if as_json:
+            click.echo(json.dumps(outcome.to_dict()))
+        elif outcome.error is not None:
+            bar.write(f"audiopipe: error: {outcome.error}" + _hint(outcome.error), file=sys.stderr)
+        elif not quiet:
+            bar.write(_describe(outcome))
+
+    with bar:
+        outcomes = prepare_many(items, out_dir, settings, jobs=jobs, progress=report)
+    counts = Counter(o.result.action if o.result else "failed" for o in outcomes)
+    summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("kept", "transcoded", "trimmed", "split", "failed"))
+    if not as_json:
+        click.echo(f"prepared {len(outcomes)} input(s): {summary}", err=True)
+    sys.exit(int(ExitCode.FAILED if counts.get("failed") else ExitCode.OK))
+
+
+def _hint(error: AudiopipeError) -> str:
+    if isinstance(error, DoesNotFit):
+        return " (use --on-overflow trim or split, or raise --max-size)"
+    return ""
+
+
+def main() -> None:
+    cli(prog_name="audiopipe")

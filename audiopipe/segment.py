@@ -1,0 +1,47 @@
+"""The pydub edge: accept and return ``AudioSegment`` for Python users.
+
+Only here is audio decoded into Python memory, and only because the caller already holds it there;
+the main path (files in, files out) never decodes whole inputs into Python.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .prepare import PrepareResult, PrepareSettings, prepare_file
+
+if TYPE_CHECKING:
+    from pydub import AudioSegment
+
+
+def prepare(source: "str | Path | AudioSegment", out_dir: str | Path,
+            settings: PrepareSettings | None = None, *, name: str | None = None,
+            **overrides: Any) -> PrepareResult:
+    """Prepare a file path or a pydub ``AudioSegment`` into ``out_dir``.
+
+    ``overrides`` are PrepareSettings fields (``format="mp3"``, ``max_size=5_000_000``...).
+    A segment is written once as WAV to a temp folder and prepared like any file; ``name`` is the
+    output's stem (default ``segment`` for segments, the file's stem otherwise).
+    """
+    if overrides:
+        base = settings or PrepareSettings()
+        settings = PrepareSettings(**{**base.__dict__, **overrides})
+    if isinstance(source, (str, Path)):
+        return prepare_file(source, out_dir, settings, name=name)
+    with tempfile.TemporaryDirectory(prefix="audiopipe-seg-") as tmp:
+        wav = Path(tmp) / "segment.wav"
+        source.export(str(wav), format="wav")
+        return prepare_file(wav, out_dir, settings, name=name or "segment")
+
+
+def to_segment(result_or_path: PrepareResult | str | Path, part: int = 1) -> "AudioSegment":
+    """Load a prepared output (part ``part`` of a split) back as an ``AudioSegment``."""
+    from pydub import AudioSegment
+
+    if isinstance(result_or_path, PrepareResult):
+        path = result_or_path.outputs[part - 1].path
+    else:
+        path = Path(result_or_path)
+    return AudioSegment.from_file(str(path))
