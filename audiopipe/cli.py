@@ -20,7 +20,9 @@ import click
 
 from . import __version__
 from .console import bars_enabled, human_duration, human_size, progress_bar, setup_logging
-from .errors import AudiopipeError, ToolMissingError, UsageError
+from .client import LancepilotClient, SentMessage
+from .errors import (AudiopipeError, AuthError, ConnectFailed, GaveUp, OutcomeUnknown, RefusedError,
+                     SendError, ToolMissingError, UsageError)
 from .formats import ACCEPTABLE_AS_IS, FORMAT_NAMES
 from .plan import DoesNotFit
 from .prepare import (OVERFLOW_CHOICES, PrepareOutcome, PrepareSettings, collect_inputs,
@@ -59,6 +61,10 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 traceback.print_exc()
             _fail(str(exc), ExitCode.USAGE)
+        except SendError as exc:
+            if debug:
+                traceback.print_exc()
+            _fail(send_error_line(exc), send_exit_code(exc))
         except ToolMissingError as exc:
             if debug:
                 traceback.print_exc()
@@ -262,6 +268,108 @@ def _hint(error: AudiopipeError) -> str:
     if isinstance(error, DoesNotFit):
         return " (use --on-overflow trim or split, or raise --max-size)"
     return ""
+
+
+def send_exit_code(exc: SendError) -> ExitCode:
+    if isinstance(exc, AuthError):
+        return ExitCode.AUTH
+    if isinstance(exc, OutcomeUnknown):
+        return ExitCode.UNKNOWN
+    if isinstance(exc, (GaveUp, ConnectFailed)) or exc.retryable:
+        return ExitCode.NOT_SENT
+    return ExitCode.FAILED
+
+
+def send_error_line(exc: SendError) -> str:
+    if exc.created is None:
+        return f"{exc} -- it MAY have been delivered: check before sending again"
+    return f"{exc} -- the message was not created"
+
+
+def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Where and how to reach the API (send, batch)."""
+    options = [
+        click.option("--base-url", envvar="LANCEPILOT_BASE_URL", default=None,
+                     help="API base URL [env LANCEPILOT_BASE_URL; default https://lancepilot.com/api/v3]."),
+        click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     envvar="LANCEPILOT_TOKEN_FILE",
+                     help="File holding the API token [env LANCEPILOT_TOKEN_FILE]. Otherwise the "
+                          "token is read from LANCEPILOT_TOKEN; it is never printed."),
+        click.option("--connect-timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
+                     help="Seconds to wait for a connection."),
+        click.option("--read-timeout", type=click.FloatRange(0.1), default=120.0, show_default=True,
+                     help="Seconds to wait for the answer once the file is sent."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@cli.command("send")
+@click.argument("input_path", metavar="INPUT", required=False, type=click.Path(path_type=Path))
+@click.option("--workspace", "-w", required=True, envvar="LANCEPILOT_WORKSPACE",
+              help="Workspace UUID [env LANCEPILOT_WORKSPACE].")
+@click.option("--contact", "-c", required=True, help="Contact UUID.")
+@click.option("--url", default=None, help="Send a hosted file by its http(s) URL instead of uploading.")
+@prepare_options
+@client_options
+@click.option("--json", "as_json", is_flag=True, help="Print the created message(s) as JSON.")
+@handle_errors
+def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | None, fmt: str,
+             max_size: int, bitrate: int | None, channels: int | None, normalize: bool,
+             voice_note: bool, on_overflow: str, reencode: bool, no_cache: bool,
+             base_url: str | None, token_file: Path | None, connect_timeout: float,
+             read_timeout: float, as_json: bool) -> None:
+    """Prepare INPUT and send it to one contact (or send a hosted file with --url).
+
+    \b
+    Examples:
+      export LANCEPILOT_TOKEN=...            # or --token-file ~/.config/lancepilot-token
+      audiopipe send talk.flac -w WORKSPACE_UUID -c CONTACT_UUID
+      audiopipe send -w WORKSPACE_UUID -c CONTACT_UUID --url https://example.com/a.mp3
+
+    Only failures that certainly created nothing (connection refused, 429) are retried.
+    A timeout, reset or server error after the file went out is reported as unknown and never
+    resent, because the customer may already have it.
+
+    \b
+    Exit status: 0 sent; 1 refused by the server (404/413/422) or not preparable;
+    2 usage; 3 authentication; 4 outcome unknown; 5 not sent after retries.
+    """
+    import tempfile
+
+    from .client import check_uuid
+    from .prepare import prepare_file
+
+    check_uuid(workspace, "--workspace")
+    check_uuid(contact, "--contact")
+    if (input_path is None) == (url is None):
+        raise UsageError("give either an INPUT file or --url, not both")
+    sent: list[SentMessage] = []
+    with LancepilotClient(base_url=base_url, token_file=token_file, connect_timeout=connect_timeout,
+                          read_timeout=read_timeout) as client:
+        if url is not None:
+            sent.append(client.send_audio(workspace, contact, url))
+        else:
+            assert input_path is not None
+            settings = settings_from(fmt, max_size, bitrate, channels, normalize, voice_note,
+                                     on_overflow, reencode, no_cache)
+            with tempfile.TemporaryDirectory(prefix="audiopipe-send-") as tmp:
+                result = prepare_file(input_path, tmp, settings)
+                for out in result.outputs:  # parts in order, part 1 first
+                    try:
+                        sent.append(client.send_audio(workspace, contact, out.path,
+                                                      content_type=out.content_type))
+                    except SendError as exc:
+                        if sent:
+                            click.echo(f"sent parts 1-{len(sent)} of {len(result.outputs)} before this failure",
+                                       err=True)
+                        raise exc
+    if as_json:
+        click.echo(json.dumps([m.data for m in sent]))
+    else:
+        for m in sent:
+            click.echo(m.id or "(created; the server returned no id)")
 
 
 def main() -> None:

@@ -48,3 +48,55 @@ class PrepareError(AudiopipeError):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+class SendError(AudiopipeError):
+    """An upload did not end in a created message.
+
+    ``created`` says what is known: ``False`` when the message was definitely not created (safe to
+    send again later), ``None`` when it may have been (never resend automatically).
+    """
+
+    created: bool | None = False
+    retryable = False  # whether waiting and sending again may succeed
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 errors: dict[str, list[str]] | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errors = errors or {}
+        self.retry_after = retry_after
+
+    @property
+    def outcome(self) -> str:
+        return "unknown" if self.created is None else "not sent"
+
+
+class AuthError(SendError):
+    """401: the token is wrong or missing; stop the whole run."""
+
+
+class RefusedError(SendError):
+    """404, 413, 422 or another 4xx: the server looked at the request and refused it."""
+
+
+class RateLimited(SendError):
+    """429: nothing was created; wait ``retry_after`` seconds and send again."""
+
+    retryable = True
+
+
+class ConnectFailed(SendError):
+    """The request never reached the server (refused, DNS, connect timeout)."""
+
+    retryable = True
+
+
+class GaveUp(SendError):
+    """Retried as far as allowed and still not sent (connection failures or 429s)."""
+
+
+class OutcomeUnknown(SendError):
+    """The body may have reached the server but no answer came back (timeout, reset, 5xx)."""
+
+    created = None
