@@ -1,0 +1,354 @@
+"""The batch: a folder of recordings against a contacts CSV, every message sent exactly once.
+
+Each unique source file is prepared once (in parallel, cached) however many contacts get it. Sends
+run ``concurrency`` at a time under one rate limit; a 429 pauses every worker for its Retry-After;
+a 401 stops the run (nothing more goes out). Every send goes through the ledger: intent committed
+before the request, result committed after, so a rerun (cron) never sends twice and never skips one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from .cache import file_sha256
+from .client import RetryPolicy, SentMessage
+from .contacts import ContactList, read_contacts
+from .errors import (AuthError, ConnectFailed, OutcomeUnknown, RateLimited, RefusedError,
+                     SendError, UsageError)
+from .ledger import (DEFERRED, FAILED, SENT, UNKNOWN, Ledger, SendKey, SqliteLedger)
+from .prepare import (InputItem, OutputFile, PrepareOutcome, PrepareSettings, collect_inputs,
+                      prepare_many)
+
+log = logging.getLogger(__name__)
+
+# Row statuses in results and reports.
+ST_SENT = "sent"
+ST_ALREADY = "already_sent"
+ST_FAILED = "failed"
+ST_UNKNOWN = "unknown"
+ST_INVALID = "invalid"
+ST_NOT_SENT = "not_sent"      # definitely not sent this run (429s, connection, stopped): the next run sends it
+ST_WOULD_SEND = "would_send"  # --dry-run
+STATUSES = (ST_SENT, ST_ALREADY, ST_FAILED, ST_UNKNOWN, ST_INVALID, ST_NOT_SENT, ST_WOULD_SEND)
+
+
+class Sender(Protocol):
+    """What the batch needs of a client: one request, no retries (the batch paces retries itself)."""
+
+    def send_once(self, workspace: str, contact: str, file_or_url: str | Path, *,
+                  filename: str | None = None, content_type: str | None = None) -> SentMessage: ...
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    folder: Path
+    contacts: Path
+    workspace: str | None = None
+    campaign: str = "default"
+    prepare: PrepareSettings = field(default_factory=PrepareSettings)
+    jobs: int = 1                 # files prepared in parallel
+    concurrency: int = 4          # sends in flight at once
+    rate: float = 10.0            # messages per second across all workers (0: no limit)
+    attempts: int = 5             # tries per message within a run, for definite not-sent outcomes
+    dry_run: bool = False
+    retry_unknown: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.campaign.strip():
+            raise UsageError("--campaign must not be empty")
+        if self.concurrency < 1:
+            raise UsageError("--concurrency must be at least 1")
+        if self.rate < 0:
+            raise UsageError("--rate must be 0 (no limit) or more")
+
+
+@dataclass
+class RowResult:
+    line: int | None
+    contact: str
+    workspace: str
+    file: str
+    part: int | None
+    parts: int | None
+    status: str
+    message_id: str | None = None
+    error: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+    size: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "contact": self.contact, "workspace": self.workspace, "file": self.file,
+                "part": self.part, "parts": self.parts, "status": self.status,
+                "message_id": self.message_id, "error": self.error, "size": self.size, **self.extra}
+
+
+@dataclass
+class BatchResult:
+    campaign: str
+    rows: list[RowResult]
+    extra_columns: tuple[str, ...] = ()
+    unique_files: int = 0
+    prepared: list[PrepareOutcome] = field(default_factory=list)
+    stopped: str | None = None   # why the run stopped early (401)
+    recovered: int = 0           # rows found mid-send from a dead run, now unknown
+    dry_run: bool = False
+
+    def counts(self) -> dict[str, int]:
+        c = {s: 0 for s in STATUSES}
+        for r in self.rows:
+            c[r.status] += 1
+        return c
+
+    def summary(self) -> dict[str, Any]:
+        return {"campaign": self.campaign, "counts": self.counts(), "unique_files": self.unique_files,
+                "stopped": self.stopped, "recovered_unknown": self.recovered, "dry_run": self.dry_run}
+
+
+ProgressCallback = Callable[[str, int, int], None]  # (stage: "prepare" | "send", done, total)
+
+
+class RateLimiter:
+    """One pace for every worker, plus a shared pause that a 429 sets."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = 0.0
+        self._paused_until = 0.0
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._sleep = sleep
+
+    def pause(self, seconds: float) -> None:
+        with self._lock:
+            self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def wait(self, stop: threading.Event) -> bool:
+        """Block until this worker may send; False if the run was stopped meanwhile."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                booked = now >= self._paused_until
+                if booked:
+                    slot = max(now, self._next)
+                    self._next = slot + self.interval
+                    delay = slot - now
+                else:
+                    delay = self._paused_until - now
+            if delay > 0 and stop.wait(delay):
+                return False
+            if booked:
+                with self._lock:
+                    if self._clock() < self._paused_until:
+                        continue  # a 429 paused everyone while we waited for our slot
+                return not stop.is_set()
+
+
+@dataclass
+class _Unit:
+    """One (contact, source file): its parts go in order, part 1 first."""
+
+    row_line: int | None
+    contact: str
+    workspace: str
+    label: str
+    extra: dict[str, str]
+    source_sha256: str
+    outputs: tuple[OutputFile, ...]
+    prepared_sha256: list[str]
+
+
+def _plan_units(contacts: ContactList, folder: Path, prepared: dict[Path, PrepareOutcome],
+                results: list[RowResult]) -> list[_Unit]:
+    units: list[_Unit] = []
+    broadcast = sorted(prepared) if not contacts.has_file_column else []
+    for row in contacts.rows:
+        files = [row.file] if row.file is not None else broadcast
+        for f in files:
+            assert f is not None
+            label = row.file_label if row.file_label else str(f.relative_to(folder.resolve()))
+            outcome = prepared[f]
+            if outcome.result is None:
+                results.append(RowResult(row.line, row.contact, row.workspace, label, None, None, ST_FAILED,
+                                         error=f"could not prepare the file: {outcome.error}", extra=row.extra))
+                continue
+            res = outcome.result
+            units.append(_Unit(row.line, row.contact, row.workspace, label, row.extra, res.source_sha256,
+                               res.outputs, [file_sha256(o.path) for o in res.outputs]))
+    return units
+
+
+def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger | None = None,
+              progress: ProgressCallback | None = None, retry: RetryPolicy | None = None,
+              work_dir: Path | None = None) -> BatchResult:
+    """Run one batch. ``sender`` is a :class:`~audiopipe.client.LancepilotClient` (or anything with
+    ``send_once``); it may be None for a dry run. Returns one result per (row, file, part)."""
+    folder = Path(settings.folder)
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder")
+    contacts = read_contacts(settings.contacts, folder, default_workspace=settings.workspace)
+    own_ledger = ledger is None
+    if own_ledger:
+        ledger = SqliteLedger()
+    try:
+        if ledger is not None and not settings.dry_run:
+            ledger.acquire()  # before any work: a second run exits at once
+        with tempfile.TemporaryDirectory(prefix="audiopipe-batch-") as tmp:
+            return _run(settings, contacts, folder, sender, ledger, progress, retry or RetryPolicy(),
+                        Path(work_dir) if work_dir else Path(tmp))
+    finally:
+        if ledger is not None and not settings.dry_run:
+            ledger.release()
+        if own_ledger and ledger is not None:
+            ledger.close()
+
+
+def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: Sender | None,
+         ledger: Ledger | None, progress: ProgressCallback | None, retry: RetryPolicy,
+         work_dir: Path) -> BatchResult:
+    results: list[RowResult] = [
+        RowResult(r.line, r.contact, r.workspace, r.file, None, None, ST_INVALID, error=r.reason, extra=r.extra)
+        for r in contacts.invalid]
+    # 1. prepare each unique source once
+    if contacts.has_file_column:
+        sources = sorted({r.file for r in contacts.rows if r.file is not None})
+        items = [InputItem(p) for p in sources]
+    else:
+        items = [InputItem(i.path.resolve(), i.out_subdir) for i in collect_inputs([folder])]
+        if not items and contacts.rows:
+            raise UsageError(f"no audio files in {folder}")
+    total_prep = len(items)
+    done_prep = [0]
+
+    def on_prepared(_o: PrepareOutcome) -> None:
+        done_prep[0] += 1
+        if progress:
+            progress("prepare", done_prep[0], total_prep)
+
+    outcomes = prepare_many(items, work_dir, settings.prepare, jobs=settings.jobs, progress=on_prepared)
+    prepared = {item.path: o for item, o in zip(items, outcomes)}
+    batch = BatchResult(settings.campaign, results, contacts.extra_columns, unique_files=len(items),
+                        prepared=outcomes, dry_run=settings.dry_run)
+    units = _plan_units(contacts, folder, prepared, results)
+
+    if ledger is not None and not settings.dry_run:
+        batch.recovered = ledger.recover()
+    if settings.dry_run:
+        for u in units:
+            for o, sha in zip(u.outputs, u.prepared_sha256):
+                key = SendKey(settings.campaign, u.workspace, u.contact, u.source_sha256, o.part)
+                row = ledger.get(key) if ledger is not None else None
+                status, mid, err = _decide(row, sha, settings)
+                results.append(RowResult(u.row_line, u.contact, u.workspace, u.label, o.part, o.parts,
+                                         ST_WOULD_SEND if status is None else status, mid, err,
+                                         u.extra, o.size))
+        return batch
+    assert ledger is not None
+    if sender is None:
+        raise UsageError("a sender (API client) is needed unless this is a dry run")
+
+    # 2. send, concurrently, paced, each send recorded before and after
+    total_send = sum(len(u.outputs) for u in units)
+    done_send = [0]
+    count_lock = threading.Lock()
+    stop = threading.Event()
+    limiter = RateLimiter(settings.rate)
+    rng = random.Random()
+
+    def tick() -> None:
+        with count_lock:
+            done_send[0] += 1
+            if progress:
+                progress("send", done_send[0], total_send)
+
+    def send_part(u: _Unit, o: OutputFile, sha: str) -> RowResult:
+        key = SendKey(settings.campaign, u.workspace, u.contact, u.source_sha256, o.part)
+        base = dict(line=u.row_line, contact=u.contact, workspace=u.workspace, file=u.label, part=o.part,
+                    parts=o.parts, extra=u.extra, size=o.size)
+        status, mid, err = _decide(ledger.get(key), sha, settings)
+        if status is not None:
+            return RowResult(status=status, message_id=mid, error=err, **base)
+        last: SendError | None = None
+        for attempt in range(1, settings.attempts + 1):
+            if not limiter.wait(stop):
+                return RowResult(status=ST_NOT_SENT, error=f"not sent: {batch.stopped}", **base)
+            ledger.begin(key, parts=o.parts, file=u.label, prepared_sha256=sha)
+            try:
+                msg = sender.send_once(u.workspace, u.contact, o.path, content_type=o.content_type,
+                                       filename=Path(u.label).stem + o.path.suffix
+                                       if o.parts == 1 else o.path.name)
+            except OutcomeUnknown as exc:
+                ledger.finish(key, UNKNOWN, error=str(exc), status=exc.status)
+                return RowResult(status=ST_UNKNOWN, error=str(exc), **base)
+            except AuthError as exc:
+                ledger.finish(key, DEFERRED, error=str(exc), status=exc.status)
+                if not stop.is_set():
+                    batch.stopped = "authentication failed (401): the token was refused; nothing more was sent"
+                    stop.set()
+                return RowResult(status=ST_NOT_SENT, error=str(exc), **base)
+            except RefusedError as exc:
+                ledger.finish(key, FAILED, error=str(exc), status=exc.status)
+                return RowResult(status=ST_FAILED, error=str(exc), **base)
+            except (RateLimited, ConnectFailed) as exc:
+                ledger.finish(key, DEFERRED, error=str(exc), status=exc.status)
+                last = exc
+                if isinstance(exc, RateLimited):
+                    wait = exc.retry_after if exc.retry_after is not None else retry.backoff(attempt, rng)
+                    limiter.pause(wait)  # every worker waits, not only this one
+                else:
+                    if stop.wait(retry.backoff(attempt, rng)):
+                        break
+                continue
+            except SendError as exc:  # any other typed outcome: trust its own verdict
+                state = UNKNOWN if exc.created is None else FAILED
+                ledger.finish(key, state, error=str(exc), status=exc.status)
+                return RowResult(status=ST_UNKNOWN if state == UNKNOWN else ST_FAILED, error=str(exc), **base)
+            ledger.finish(key, SENT, message_id=msg.id)
+            return RowResult(status=ST_SENT, message_id=msg.id, **base)
+        return RowResult(status=ST_NOT_SENT, error=f"not sent after {settings.attempts} attempts: {last}", **base)
+
+    def send_unit(u: _Unit) -> list[RowResult]:
+        out: list[RowResult] = []
+        blocked: str | None = None
+        for o, sha in zip(u.outputs, u.prepared_sha256):
+            if blocked:
+                out.append(RowResult(u.row_line, u.contact, u.workspace, u.label, o.part, o.parts,
+                                     ST_NOT_SENT, error=blocked, extra=u.extra, size=o.size))
+            else:
+                r = send_part(u, o, sha)
+                out.append(r)
+                if r.status not in (ST_SENT, ST_ALREADY):
+                    blocked = f"part {o.part} was not sent, so the later parts wait"
+            tick()
+        return out
+
+    with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="send") as pool:
+        for rows in pool.map(send_unit, units):
+            results.extend(rows)
+    return batch
+
+
+def _decide(row: Any, prepared_sha: str, settings: BatchSettings) -> tuple[str | None, str | None, str | None]:
+    """What the ledger says about a send: (status to report without sending, id, error), or
+    (None, None, None) when it must be sent now."""
+    if row is None or row.state == DEFERRED:
+        return None, None, None
+    if row.state == SENT:
+        return ST_ALREADY, row.message_id, None
+    if row.state == UNKNOWN:
+        if settings.retry_unknown:
+            return None, None, None
+        return ST_UNKNOWN, None, (row.error or "outcome unknown") + " (resend with --retry-unknown)"
+    if row.state == FAILED:
+        if row.prepared_sha256 != prepared_sha:
+            return None, None, None  # the file changed since it was refused: try the new one
+        return ST_FAILED, None, row.error
+    return ST_UNKNOWN, None, "the send was interrupted (resend with --retry-unknown)"
