@@ -23,7 +23,7 @@ def parse_size(text: str | int) -> int:
         unit = m.group(2).lower() if m else ""
         if not m or unit not in _SIZE_UNITS:
             raise UsageError(f"cannot read size {text!r}: write it like 16MB, 15MiB, 500KB or 16000000")
-        value = int(float(m.group(1).replace("_", "").replace(",", "")) * _SIZE_UNITS[unit])
+        value = round(float(m.group(1).replace("_", "").replace(",", "")) * _SIZE_UNITS[unit])
     if value <= 0:
         raise UsageError(f"size must be above zero, got {text!r}")
     return value
@@ -42,7 +42,7 @@ def parse_bitrate(text: str | int) -> int:
             raise UsageError(f"cannot read bitrate {text!r}: write it like 64k or 64000")
         unit = (m.group(2) or "").lower()
         scale = 1000 if unit.startswith("k") else 1_000_000 if unit.startswith("m") else 1
-        value = int(float(m.group(1)) * scale)
+        value = round(float(m.group(1)) * scale)
     if value < 1000:
         raise UsageError(f"bitrate {text!r} is too low: it is in bit/s, e.g. 32k")
     return value
