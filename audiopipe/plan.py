@@ -139,6 +139,8 @@ def plan(info: MediaInfo, fmt: TargetFormat, budget: int, *, bitrate_cap: int | 
         ceiling = fmt.ceiling(ch)
         if info.audio.sample_rate <= 16000:
             ceiling = min(ceiling, 32000 * ch)  # a narrowband source needs no more
+        if fmt.name == "mp3" and info.audio.sample_rate < MPEG1_RATES[0]:
+            ceiling = min(ceiling, 160000)  # above that MP3 needs 32 kHz+: never upsample for it
         for cap in (bitrate_cap, source_ceiling(info)):
             if cap:
                 ceiling = min(ceiling, max(cap, fmt.floor))
@@ -151,7 +153,8 @@ def plan(info: MediaInfo, fmt: TargetFormat, budget: int, *, bitrate_cap: int | 
         rate = choose_sample_rate(fmt, b, ch, info.audio.sample_rate)
         # a lower sample rate may change the container overhead; check again at that rate
         raw = bitrate_for(fmt, budget * HEADROOM, dur, rate)
-        b = quantize(fmt, min(raw, ceiling_for(ch), b))
+        # (up to the floor: the first pass may have fallen below it only by the higher rate's overhead)
+        b = quantize(fmt, min(raw, ceiling_for(ch), max(b, fmt.floor)))
         return b, choose_sample_rate(fmt, b, ch, info.audio.sample_rate)
 
     bitrate, rate = fitting(out_channels)
@@ -184,4 +187,8 @@ def replan(previous: EncodePlan, fmt: TargetFormat, measured: int) -> EncodePlan
         bitrate = lower[-1] if lower else fmt.floor - 1
     if bitrate < fmt.floor:
         return None
-    return replace(previous, bitrate=bitrate, expected_size=int(measured * bitrate / previous.bitrate))
+    # the sample rate follows the bitrate down (an MP3 rate only takes some bitrates: LAME would
+    # silently raise 24k at 44.1 kHz back to 32k); never above the previous rate, so never above the source's
+    rate = choose_sample_rate(fmt, bitrate, previous.channels, previous.sample_rate)
+    return replace(previous, bitrate=bitrate, sample_rate=rate,
+                   expected_size=int(measured * bitrate / previous.bitrate))
