@@ -8,9 +8,10 @@ Video, cover art, chapters and metadata are dropped: a customer must not get the
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ffmpeg
@@ -18,8 +19,8 @@ import ffmpeg
 from .errors import InputError, PrepareError
 from .formats import TargetFormat
 from .plan import EncodePlan
-from .probe import MediaInfo, ffmpeg_path_arg, input_options, probe
-from .runner import ffmpeg_base, run
+from .probe import PROBE_TIMEOUT, MediaInfo, ffmpeg_path_arg, input_options, probe
+from .runner import ffmpeg_base, ffprobe_base, run
 from .sniff import sniff
 
 LOUDNORM = {"I": -16, "TP": -1.5, "LRA": 11}  # EBU R128, the usual target for speech on phones
@@ -92,6 +93,19 @@ def duration_tolerance(expected: float) -> float:
     return max(0.25, expected * 0.02)
 
 
+def _counted_duration(path: Path, frame_samples: int, sample_rate: int) -> float:
+    """ADTS has no duration field: ffprobe estimates one from the first frames' bitrate, far off for
+    audio with quiet passages (40 s of half-silence reads as 21 s). Count the frames instead."""
+    argv = ffprobe_base()
+    for key, value in input_options().items():
+        argv += [f"-{key}", value]
+    argv += ["-select_streams", "a:0", "-count_packets", "-show_entries", "stream=nb_read_packets",
+             "-of", "json", ffmpeg_path_arg(path)]
+    out = run(argv, timeout=PROBE_TIMEOUT, what="ffprobe")
+    streams = json.loads(out.stdout.decode("utf-8", "replace") or "{}").get("streams") or [{}]
+    return int(streams[0].get("nb_read_packets") or 0) * frame_samples / sample_rate
+
+
 def verify(path: Path, fmt: TargetFormat, *, budget: int, expected_duration: float | None) -> Verified:
     """Check an output as the server and WhatsApp will: size, sniff, codec, container, duration.
 
@@ -112,6 +126,8 @@ def verify(path: Path, fmt: TargetFormat, *, budget: int, expected_duration: flo
                                  f"{fmt.codec} in {fmt.container}")
     if info.video_streams or info.attached_pictures or info.audio_streams != 1:
         raise PrepareError(path, "the output has more than one audio stream")
+    if info.container == "aac":
+        info = replace(info, duration=_counted_duration(path, fmt.frame_samples, info.audio.sample_rate))
     if expected_duration is not None and abs(info.duration - expected_duration) > duration_tolerance(expected_duration):
         raise PrepareError(path, f"the output lasts {info.duration:.2f} s where {expected_duration:.2f} s "
                                  f"were expected: the input is probably truncated or damaged")
