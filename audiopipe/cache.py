@@ -62,7 +62,9 @@ class Cache:
     def put(self, key: str, manifest: dict[str, Any], files: list[Path]) -> None:
         entry = self._entry(key)
         if entry.exists():
-            return
+            if self.get(key) is not None:
+                return
+            shutil.rmtree(entry, ignore_errors=True)  # damaged: replace it, or it would miss forever
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
         try:
