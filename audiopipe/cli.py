@@ -372,5 +372,179 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
             click.echo(m.id or "(created; the server returned no id)")
 
 
+# --- batch and status ----------------------------------------------------------------------------
+
+@cli.command("batch")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--contacts", "contacts_csv", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV of contacts: a contact column (contact/contact_id/id), optionally workspace "
+                   "and file (file/audio/path, relative to FOLDER). Without a file column every "
+                   "audio file in FOLDER goes to every contact.")
+@click.option("--workspace", "-w", envvar="LANCEPILOT_WORKSPACE", default=None,
+              help="Workspace UUID for rows without one [env LANCEPILOT_WORKSPACE].")
+@click.option("--campaign", default="default", show_default=True, envvar="AUDIOPIPE_CAMPAIGN",
+              help="Name that scopes 'already sent': the same file goes again under a new campaign.")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="AUDIOPIPE_STATE",
+              help="The ledger file [env AUDIOPIPE_STATE; default ~/.local/state/audiopipe/ledger.sqlite3].")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Uploads in flight at once.")
+@click.option("--rate", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="Messages per second across all uploads (0: no limit).")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Files prepared in parallel.")
+@click.option("--dry-run", is_flag=True, help="Prepare and show what would be sent; send nothing.")
+@click.option("--retry-unknown", is_flag=True,
+              help="Also resend messages whose outcome is unknown (they may reach the contact twice).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write one CSV row per (contact, file, part) with its status.")
+@prepare_options
+@client_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@handle_errors
+def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign: str,
+              state_path: Path | None, concurrency: int, rate: float, jobs: int, dry_run: bool,
+              retry_unknown: bool, report_path: Path | None, fmt: str, max_size: int,
+              bitrate: int | None, channels: int | None, normalize: bool, voice_note: bool,
+              on_overflow: str, reencode: bool, no_cache: bool, base_url: str | None,
+              token_file: Path | None, connect_timeout: float, read_timeout: float, as_json: bool,
+              quiet: bool) -> None:
+    """Send every recording in FOLDER to the contacts in a CSV, each message exactly once.
+
+    \b
+    Every send is recorded in a ledger before the request goes out and after the
+    answer comes back, so running the same command again (from cron, after a crash)
+    sends only what has not been sent. Messages whose outcome is unknown (a timeout
+    or server error after the upload) are never resent unless --retry-unknown.
+
+    \b
+    Example (cron, every 10 minutes):
+      */10 * * * * LANCEPILOT_TOKEN_FILE=$HOME/.lancepilot-token audiopipe batch \\
+          /srv/recordings --contacts /srv/contacts.csv -w WORKSPACE_UUID --quiet \\
+          --report /srv/reports/last.csv >> /var/log/audiopipe.log 2>&1
+
+    \b
+    Exit status: 0 all sent (or already sent); 1 some failed or invalid rows;
+    2 usage; 3 authentication (the run stopped); 4 some outcomes unknown;
+    5 some not sent yet (rate limits, connection): the next run sends them;
+    6 another run holds the ledger.
+    """
+    from .batch import BatchSettings, run_batch
+    from .ledger import LedgerLocked, SqliteLedger
+    from .report import write_report
+
+    settings = BatchSettings(
+        folder=folder, contacts=contacts_csv, workspace=workspace, campaign=campaign,
+        prepare=settings_from(fmt, max_size, bitrate, channels, normalize, voice_note, on_overflow,
+                              reencode, no_cache),
+        jobs=jobs, concurrency=concurrency, rate=rate, dry_run=dry_run, retry_unknown=retry_unknown)
+    show = bars_enabled(quiet or as_json)
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            bars[stage] = progress_bar(total, "preparing" if stage == "prepare" else "sending",
+                                       enabled=show, unit="file" if stage == "prepare" else "msg")
+        bar = bars[stage]
+        bar.update(done - bar.n)
+
+    client = None if dry_run else LancepilotClient(base_url=base_url, token_file=token_file,
+                                                   connect_timeout=connect_timeout,
+                                                   read_timeout=read_timeout)
+    ledger = SqliteLedger(state_path)
+    try:
+        result = run_batch(settings, sender=client, ledger=ledger, progress=progress)
+    except LedgerLocked as exc:
+        _fail(str(exc), ExitCode.LOCKED)
+    finally:
+        for bar in bars.values():
+            bar.close()
+        ledger.close()
+        if client is not None:
+            client.close()
+    if report_path:
+        write_report(report_path, (r.to_dict() for r in result.rows), result.extra_columns)
+    counts = result.counts()
+    problems = [r for r in result.rows if r.status in ("failed", "unknown", "invalid", "not_sent")]
+    if as_json:
+        click.echo(json.dumps(dict(result.summary(), report=str(report_path) if report_path else None,
+                                   problems=[r.to_dict() for r in problems[:1000]])))
+    else:
+        for r in problems[:20]:
+            where = f"line {r.line}: " if r.line else ""
+            part = f" part {r.part}/{r.parts}" if r.parts and r.parts > 1 else ""
+            click.echo(f"{r.status}: {where}{r.contact} {r.file}{part}: {r.error}", err=True)
+        if len(problems) > 20:
+            click.echo(f"... and {len(problems) - 20} more (see --report or 'audiopipe status')", err=True)
+        if dry_run:
+            click.echo(f"dry run, campaign {campaign!r}: {len(result.rows)} message(s) from "
+                       f"{result.unique_files} file(s); would send {counts['would_send']} "
+                       f"({_dry_run_bytes(result)}), already sent {counts['already_sent']}, "
+                       f"failed {counts['failed']}, unknown {counts['unknown']}, invalid {counts['invalid']}",
+                       err=True)
+        else:
+            click.echo(f"campaign {campaign!r}: {counts['sent']} sent, {counts['already_sent']} already sent, "
+                       f"{counts['failed']} failed, {counts['unknown']} unknown, {counts['invalid']} invalid, "
+                       f"{counts['not_sent']} not sent yet" + (f" ({result.recovered} found interrupted)"
+                                                               if result.recovered else ""), err=True)
+        if result.stopped:
+            click.echo(f"audiopipe: error: stopped: {result.stopped}", err=True)
+    sys.exit(int(batch_exit_code(result)))
+
+
+def _dry_run_bytes(result: Any) -> str:
+    return human_size(sum(r.size or 0 for r in result.rows if r.status == "would_send"))
+
+
+def batch_exit_code(result: Any) -> ExitCode:
+    counts = result.counts()
+    if result.stopped:
+        return ExitCode.AUTH
+    if counts["unknown"]:
+        return ExitCode.UNKNOWN
+    if counts["failed"] or counts["invalid"]:
+        return ExitCode.FAILED
+    if counts["not_sent"]:
+        return ExitCode.NOT_SENT
+    return ExitCode.OK
+
+
+@cli.command("status")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="AUDIOPIPE_STATE", help="The ledger file [env AUDIOPIPE_STATE].")
+@click.option("--campaign", default=None, help="Only this campaign (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Counts and problem rows as JSON.")
+@handle_errors
+def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> None:
+    """Show what the ledger knows: counts per state, and the failed and unknown sends.
+
+    Exit status 4 when some outcomes are unknown, 1 when some failed, else 0.
+    """
+    from .ledger import FAILED, SENDING, UNKNOWN, SqliteLedger, default_state_path
+
+    path = state_path or default_state_path()
+    if not path.exists():
+        raise UsageError(f"no ledger at {path}: nothing has been sent with it yet (or give --state)")
+    with SqliteLedger(path) as ledger:
+        counts = ledger.counts(campaign)
+        problems = ledger.rows(campaign, (FAILED, UNKNOWN, SENDING))
+    if as_json:
+        click.echo(json.dumps({"state": str(path), "campaign": campaign, "counts": counts, "problems": [
+            {"campaign": r.key.campaign, "workspace": r.key.workspace, "contact": r.key.contact,
+             "file": r.file, "part": r.key.part, "parts": r.parts, "state": r.state, "error": r.error,
+             "status": r.status, "attempts": r.attempts} for r in problems]}))
+    else:
+        click.echo(f"ledger {path}" + (f", campaign {campaign!r}" if campaign else ""))
+        click.echo("  " + "  ".join(f"{k}: {v}" for k, v in counts.items()))
+        for r in problems:
+            part = f" part {r.key.part}/{r.parts}" if r.parts > 1 else ""
+            click.echo(f"{r.state}: [{r.key.campaign}] {r.key.contact} {r.file}{part}: {r.error}")
+    code = ExitCode.UNKNOWN if counts["unknown"] or counts["sending"] else (
+        ExitCode.FAILED if counts["failed"] else ExitCode.OK)
+    sys.exit(int(code))
+
+
 def main() -> None:
     cli(prog_name="audiopipe")

@@ -1,0 +1,38 @@
+"""The per-row report of a batch, as CSV a spreadsheet can open safely."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from .encode import temp_path_for
+
+REPORT_COLUMNS = ("contact", "workspace", "file", "part", "parts", "status", "message_id", "error", "line")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_cell(value: Any) -> str:
+    """Text a spreadsheet will not run as a formula (REFERENCE §6): such cells get a leading '."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def write_report(path: str | Path, rows: Iterable[dict[str, Any]], extra_columns: Iterable[str] = ()) -> Path:
+    """Write the rows (``RowResult.to_dict()``) to ``path`` atomically; returns the path."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    extras = [c for c in extra_columns if c not in REPORT_COLUMNS]
+    columns = list(REPORT_COLUMNS) + extras
+    tmp = temp_path_for(dest)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(columns)
+            for row in rows:
+                w.writerow([escape_cell(row.get(c)) for c in columns])
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
