@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -361,6 +361,11 @@ class _Drop(Exception):
     """Raised inside the app to drop the connection without answering."""
 
 
+class _JsonTooLarge(HTTPException):
+    code = 413
+    description = "The JSON body is too large."
+
+
 class _Handler(WSGIRequestHandler):
     """werkzeug's handler, logging through our logger (werkzeug's own would print to stderr)."""
 
@@ -515,7 +520,7 @@ class Sandbox:
 
     # ---- WSGI
 
-    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         with self._inflight_cond:
             self._inflight += 1
         request = Request(environ)
@@ -747,11 +752,6 @@ class Sandbox:
         self._store.insert(row)
         log.info("sandbox: stored message %s (URL, not fetched)", row["id"])
         return _public(row)
-
-
-class _JsonTooLarge(HTTPException):
-    code = 413
-    description = "The JSON body is too large."
 
 
 def _client_file_name(name: str | None) -> str | None:
