@@ -546,5 +546,90 @@ def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> 
     sys.exit(int(code))
 
 
+# --- the sandbox -----------------------------------------------------------------------------------
+
+def default_sandbox_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "audiopipe" / "sandbox"
+
+
+@cli.command("sandbox")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port (0 picks a free one).")
+@click.option("--token", envvar="AUDIOPIPE_SANDBOX_TOKEN", default="sandbox-token", show_default=True,
+              help="The bearer token clients must send [env AUDIOPIPE_SANDBOX_TOKEN].")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where messages and uploaded files are stored [default ~/.local/state/audiopipe/sandbox].")
+@click.option("--contacts", "contacts_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Strict mode: only the contacts in this CSV exist (others get 404).")
+@click.option("--php-upload-limit", type=SizeParam(), default=None,
+              help="Act like PHP with a smaller upload_max_filesize (e.g. 2MB): bigger files get 422.")
+@click.option("--proxy-body-limit", type=SizeParam(), default=None,
+              help="Act like nginx's client_max_body_size: bigger bodies get 413 HTML.")
+@click.option("--latency", type=click.FloatRange(0), default=0.0, help="Seconds added to every answer.")
+@click.option("--rate-429", type=click.FloatRange(0, 1), default=0.0, help="Share of requests answered 429.")
+@click.option("--rps-limit", type=click.IntRange(1), default=None, help="Answer 429 above this many requests a second.")
+@click.option("--retry-after", type=click.IntRange(0), default=1, show_default=True, help="Retry-After of a 429, seconds.")
+@click.option("--rate-500", type=click.FloatRange(0, 1), default=0.0, help="Share answered 500 before anything is stored.")
+@click.option("--rate-lost", type=click.FloatRange(0, 1), default=0.0,
+              help="Share of messages stored whose answer is then lost (see --lost-mode).")
+@click.option("--lost-mode", type=click.Choice(["drop", "502", "delay", "mixed"]), default="mixed",
+              show_default=True, help="How an answer is lost: connection dropped, 502, or delayed.")
+@click.option("--lost-delay", type=click.FloatRange(0), default=30.0, show_default=True,
+              help="Seconds a 'delay' answer waits (longer than the client's read timeout).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the faults.")
+@click.option("--list", "list_only", is_flag=True, help="Print the stored messages as JSON and exit.")
+@handle_errors
+def sandbox_cmd(host: str, port: int, token: str, data_dir: Path | None, contacts_csv: Path | None,
+                php_upload_limit: int | None, proxy_body_limit: int | None, latency: float,
+                rate_429: float, rps_limit: int | None, retry_after: int, rate_500: float,
+                rate_lost: float, lost_mode: str, lost_delay: float, seed: int, list_only: bool) -> None:
+    """Run a local stand-in for the Lancepilot API, to try everything without an account.
+
+    \b
+    It checks what the real server checks (bearer token, UUIDs, field 'file' sniffed
+    with libmagic, 16384 KB) and stores every created message in --data; the stored
+    messages are at GET /_sandbox/messages, or: audiopipe sandbox --list.
+
+    \b
+    Example:
+      audiopipe sandbox --port 8765 --token secret &
+      LANCEPILOT_BASE_URL=http://127.0.0.1:8765/api/v3 LANCEPILOT_TOKEN=secret \\
+          audiopipe send talk.wav -w WORKSPACE_UUID -c CONTACT_UUID
+
+    Stops cleanly on Ctrl-C.
+    """
+    from .sandbox import Faults, SandboxConfig, serve, stored_messages
+
+    data = data_dir or default_sandbox_dir()
+    if list_only:
+        click.echo(json.dumps(stored_messages(data), indent=2))
+        return
+    faults = Faults(seed=seed, latency=latency, rate_429=rate_429, rps_limit=rps_limit,
+                    retry_after=retry_after, rate_500=rate_500, rate_lost=rate_lost,
+                    lost_mode=lost_mode, lost_delay=lost_delay)
+    config = SandboxConfig(host=host, port=port, token=token, data_dir=data, contacts_csv=contacts_csv,
+                           php_upload_limit=php_upload_limit, proxy_body_limit=proxy_body_limit,
+                           faults=faults)
+
+    def ready(sb: Any) -> None:
+        click.echo(f"sandbox listening on {sb.url}", err=True)
+        click.echo(f"  token: {token}   (the sandbox's own; not a Lancepilot token)", err=True)
+        click.echo(f"  data:  {data}", err=True)
+        click.echo(f"  try:   LANCEPILOT_BASE_URL={sb.url} LANCEPILOT_TOKEN={token} audiopipe send ...", err=True)
+        click.echo("  Ctrl-C to stop", err=True)
+
+    import signal
+    import threading
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # stop cleanly under kill / systemd too
+    serve(config, stop_event=stop, on_ready=ready)
+    click.echo("sandbox stopped", err=True)
+
+
 def main() -> None:
     cli(prog_name="audiopipe")

@@ -510,13 +510,7 @@ class Sandbox:
         if self._store is not None:
             store = self._store
             return [_inspected(store, r) for r in store.rows()]
-        if not (self.config.data_dir / _DB_NAME).exists():
-            return []
-        store = _Store(self.config.data_dir)
-        try:
-            return [_inspected(store, r) for r in store.rows()]
-        finally:
-            store.close()
+        return stored_messages(self.config.data_dir)
 
     # ---- WSGI
 
@@ -762,6 +756,18 @@ def _client_file_name(name: str | None) -> str | None:
 
 # --------------------------------------------------------------------------------------------
 # For the CLI
+
+
+def stored_messages(data_dir: str | Path) -> list[dict[str, Any]]:
+    """The messages a sandbox stored in ``data_dir``, oldest first (it need not be running)."""
+    data_dir = Path(data_dir).expanduser()
+    if not (data_dir / _DB_NAME).exists():
+        return []
+    store = _Store(data_dir)
+    try:
+        return [_inspected(store, r) for r in store.rows()]
+    finally:
+        store.close()
 
 
 def serve(config: SandboxConfig, *, stop_event: threading.Event | None = None,
