@@ -472,12 +472,21 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
         click.echo(json.dumps(dict(result.summary(), report=str(report_path) if report_path else None,
                                    problems=[r.to_dict() for r in problems[:1000]])))
     else:
-        for r in problems[:20]:
+        # a file that could not be prepared is one problem, however many contacts it was for
+        unpreparable = [o for o in result.prepared if o.error is not None]
+        for o in unpreparable:
+            click.echo(f"failed: {o.error} (skipped for every contact)", err=True)
+        listed = [r for r in problems if not (r.status == "failed" and r.part is None)]
+        for r in listed[:20]:
             where = f"line {r.line}: " if r.line else ""
+            what = " ".join(x for x in (r.contact, r.file) if x)
             part = f" part {r.part}/{r.parts}" if r.parts and r.parts > 1 else ""
-            click.echo(f"{r.status}: {where}{r.contact} {r.file}{part}: {r.error}", err=True)
-        if len(problems) > 20:
-            click.echo(f"... and {len(problems) - 20} more (see --report or 'audiopipe status')", err=True)
+            click.echo(f"{r.status}: {where}{what}{part}: {r.error}", err=True)
+        if len(listed) > 20:
+            click.echo(f"... and {len(listed) - 20} more (see --report or 'audiopipe status')", err=True)
+        actions = Counter(o.result.action if o.result else "failed" for o in result.prepared)
+        click.echo(f"{result.unique_files} file(s) prepared once each: "
+                   + ", ".join(f"{n} {a}" for a, n in sorted(actions.items())), err=True)
         if dry_run:
             click.echo(f"dry run, campaign {campaign!r}: {len(result.rows)} message(s) from "
                        f"{result.unique_files} file(s); would send {counts['would_send']} "
