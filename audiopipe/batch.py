@@ -330,9 +330,22 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
             tick()
         return out
 
+    def guarded(u: _Unit) -> list[RowResult]:
+        try:
+            return send_unit(u)
+        except BaseException:
+            stop.set()  # a broken ledger or a bug: queued sends must not go out unrecorded
+            raise
+
     with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="send") as pool:
-        for rows in pool.map(send_unit, units):
-            results.extend(rows)
+        try:
+            for rows in pool.map(guarded, units):
+                results.extend(rows)
+        except BaseException:  # Ctrl-C, SIGTERM, a failed ledger write: finish in-flight sends only
+            if batch.stopped is None:
+                batch.stopped = "interrupted"
+            stop.set()
+            raise
     return batch
 
 

@@ -42,6 +42,7 @@ class ExitCode(enum.IntEnum):
     UNKNOWN = 4       # an upload's outcome is unknown: it may have been delivered
     NOT_SENT = 5      # not sent after retries
     LOCKED = 6        # another run holds the ledger
+    INTERRUPTED = 130  # Ctrl-C / SIGTERM
 
 
 def _fail(message: str, code: ExitCode) -> NoReturn:
@@ -454,10 +455,19 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
                                                    connect_timeout=connect_timeout,
                                                    read_timeout=read_timeout)
     ledger = SqliteLedger(state_path)
+    import signal
+
+    def on_term(*_: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM (cron timeout, systemd): stop like Ctrl-C, in-flight sends recorded
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         result = run_batch(settings, sender=client, ledger=ledger, progress=progress)
     except LedgerLocked as exc:
         _fail(str(exc), ExitCode.LOCKED)
+    except KeyboardInterrupt:
+        _fail("interrupted: sends in flight were recorded; run the same command again to continue",
+              ExitCode.INTERRUPTED)
     finally:
         for bar in bars.values():
             bar.close()

@@ -155,15 +155,19 @@ class SqliteLedger:
 
     def _write(self, sql: str, args: tuple[Any, ...], event: tuple[Any, ...] | None = None) -> None:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute(sql, args)
-                if event:
-                    self._db.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", event)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.execute(sql, args)
+                    if event:
+                        self._db.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", event)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise AudiopipeError(f"cannot write the ledger {self.path}: {exc}; the run stops so that "
+                                     "nothing is sent unrecorded") from exc
 
     def recover(self) -> int:
         """Rows left "sending" by a run that died: their outcome is unknown. Returns how many."""
