@@ -143,8 +143,9 @@ def read_contacts(csv_path: str | Path, folder: str | Path, *, default_workspace
     invalid: list[InvalidRow] = []
     seen: dict[tuple[str, ...], int] = {}
     line = 1
+    end = reader.line_num  # the last physical line read so far
     for record in reader:
-        line = reader.line_num
+        line, end = end + 1, reader.line_num  # a quoted cell may span lines: report where the row starts
         if not any(cell.strip() for cell in record):
             continue
         cell = lambda role: record[cols[role]].strip() if role in cols and cols[role] < len(record) else ""  # noqa: E731
