@@ -330,16 +330,23 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
             tick()
         return out
 
-    def guarded(u: _Unit) -> list[RowResult]:
+    # Units with the same content for the same contact share their ledger rows: send them one after
+    # the other in one task, or two workers race on a row (both send, or one takes the other's
+    # in-flight "sending" for an interrupted send and reports it unknown).
+    groups: dict[tuple[str, str, str], list[_Unit]] = {}
+    for unit in units:
+        groups.setdefault((unit.workspace, unit.contact, unit.source_sha256), []).append(unit)
+
+    def guarded(group: list[_Unit]) -> list[RowResult]:
         try:
-            return send_unit(u)
+            return [r for u in group for r in send_unit(u)]
         except BaseException:
             stop.set()  # a broken ledger or a bug: queued sends must not go out unrecorded
             raise
 
     with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="send") as pool:
         try:
-            for rows in pool.map(guarded, units):
+            for rows in pool.map(guarded, groups.values()):
                 results.extend(rows)
         except BaseException:  # Ctrl-C, SIGTERM, a failed ledger write: finish in-flight sends only
             if batch.stopped is None:
