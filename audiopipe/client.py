@@ -17,6 +17,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import timezone
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urljoin, urlparse
@@ -75,6 +76,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None, cap: float
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
+        if when.tzinfo is None:  # asctime dates carry no zone; HTTP dates are always UTC
+            when = when.replace(tzinfo=timezone.utc)
         seconds = when.timestamp() - (time.time() if now is None else now)
     return min(max(seconds, 0.0), cap)
 
