@@ -85,9 +85,10 @@ class RowResult:
     size: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "contact": self.contact, "workspace": self.workspace, "file": self.file,
-                "part": self.part, "parts": self.parts, "status": self.status,
-                "message_id": self.message_id, "error": self.error, "size": self.size, **self.extra}
+        # The CSV's own columns first: one named like ours ("status", "error"...) must not replace ours.
+        return {**self.extra, "line": self.line, "contact": self.contact, "workspace": self.workspace,
+                "file": self.file, "part": self.part, "parts": self.parts, "status": self.status,
+                "message_id": self.message_id, "error": self.error, "size": self.size}
 
 
 @dataclass
