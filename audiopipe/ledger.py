@@ -113,9 +113,12 @@ class SqliteLedger:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path else default_state_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._lockfile: Any = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a --state under a file, or where we may not write
+            raise AudiopipeError(f"cannot open the ledger {self.path}: {exc.strerror or exc}") from None
         try:
             self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
                                        check_same_thread=False)
