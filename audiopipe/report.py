@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .encode import temp_path_for
+from .errors import AudiopipeError
 
 REPORT_COLUMNS = ("contact", "workspace", "file", "part", "parts", "status", "message_id", "error", "line")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -22,17 +23,20 @@ def escape_cell(value: Any) -> str:
 def write_report(path: str | Path, rows: Iterable[dict[str, Any]], extra_columns: Iterable[str] = ()) -> Path:
     """Write the rows (``RowResult.to_dict()``) to ``path`` atomically; returns the path."""
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     extras = [c for c in extra_columns if c not in REPORT_COLUMNS]
     columns = list(REPORT_COLUMNS) + extras
     tmp = temp_path_for(dest)
     try:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(columns)
-            for row in rows:
-                w.writerow([escape_cell(row.get(c)) for c in columns])
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f)
+                w.writerow(columns)
+                for row in rows:
+                    w.writerow([escape_cell(row.get(c)) for c in columns])
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as exc:  # a --report under a file, a full disk...: one line, not a traceback
+        raise AudiopipeError(f"cannot write the report {dest}: {exc.strerror or exc}") from None
     return dest
