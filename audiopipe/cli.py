@@ -314,13 +314,15 @@ def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--url", default=None, help="Send a hosted file by its http(s) URL instead of uploading.")
 @prepare_options
 @client_options
+@click.option("--retries", type=click.IntRange(0, 20), default=4, show_default=True,
+              help="Times to try again when nothing was sent (connection refused, 429); 0 fails at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print the created message(s) as JSON.")
 @handle_errors
 def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | None, fmt: str,
              max_size: int, bitrate: int | None, channels: int | None, normalize: bool,
              voice_note: bool, on_overflow: str, reencode: bool, no_cache: bool,
              base_url: str | None, token_file: Path | None, connect_timeout: float,
-             read_timeout: float, as_json: bool) -> None:
+             read_timeout: float, retries: int, as_json: bool) -> None:
     """Prepare INPUT and send it to one contact (or send a hosted file with --url).
 
     \b
@@ -339,7 +341,7 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
     """
     import tempfile
 
-    from .client import check_uuid
+    from .client import RetryPolicy, check_uuid
     from .prepare import prepare_file
 
     check_uuid(workspace, "--workspace")
@@ -348,7 +350,7 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
         raise UsageError("give either an INPUT file or --url, not both")
     sent: list[SentMessage] = []
     with LancepilotClient(base_url=base_url, token_file=token_file, connect_timeout=connect_timeout,
-                          read_timeout=read_timeout) as client:
+                          read_timeout=read_timeout, retry=RetryPolicy(attempts=retries + 1)) as client:
         if url is not None:
             sent.append(client.send_audio(workspace, contact, url))
         else:
