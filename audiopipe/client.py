@@ -177,7 +177,9 @@ class LancepilotClient:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.headers["Accept"] = "application/json"
-        self.session.trust_env = True
+        # A loopback sandbox is never reached through an HTTP proxy from the environment, which
+        # would see the bearer token in clear text.
+        self.session.trust_env = not _is_loopback(parsed.hostname)
 
     def __repr__(self) -> str:  # never the token
         return f"LancepilotClient(base_url={self.base_url!r}, token=<hidden>)"
@@ -266,6 +268,10 @@ class LancepilotClient:
             try:
                 resp = self.session.post(target, headers=headers, allow_redirects=False,
                                          timeout=(self.connect_timeout, self.read_timeout), **kwargs)
+            except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL,
+                    requests.exceptions.MissingSchema) as exc:
+                # raised before any connection: nothing was sent
+                raise RefusedError(f"cannot send to {target}: {type(exc).__name__}") from None
             except requests.exceptions.RequestException as exc:
                 raise self._transport_error(exc, target) from None
             finally:
