@@ -21,7 +21,7 @@ from typing import Any, Callable, Protocol
 from .cache import file_sha256
 from .client import RetryPolicy, SentMessage
 from .contacts import ContactList, read_contacts
-from .errors import (AuthError, ConnectFailed, OutcomeUnknown, RateLimited, RefusedError,
+from .errors import (AuthError, ConnectFailed, InputError, OutcomeUnknown, RateLimited, RefusedError,
                      SendError, UsageError)
 from .ledger import (DEFERRED, FAILED, SENT, UNKNOWN, Ledger, SendKey, SqliteLedger)
 from .prepare import (InputItem, OutputFile, PrepareOutcome, PrepareSettings, collect_inputs,
@@ -219,12 +219,22 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
         RowResult(r.line, r.contact, r.workspace, r.file, None, None, ST_INVALID, error=r.reason, extra=r.extra)
         for r in contacts.invalid]
     # 1. prepare each unique source once
+    refused: dict[Path, PrepareOutcome] = {}
     if contacts.has_file_column:
         sources = sorted({r.file for r in contacts.rows if r.file is not None})
         items = [InputItem(p) for p in sources]
     else:
-        items = [InputItem(i.path.resolve(), i.out_subdir) for i in collect_inputs([folder])]
-        if not items and contacts.rows:
+        root = folder.resolve()
+        items = []
+        for i in collect_inputs([folder]):
+            real = i.path.resolve()
+            if real == root or root in real.parents:
+                items.append(InputItem(real, i.out_subdir))
+            else:  # REFERENCE §6: a link out of the folder must not send some other recording to everyone
+                link = root / i.path.relative_to(folder)
+                refused[link] = PrepareOutcome(link, error=InputError(link, "is a link that leads outside "
+                                                                            "the folder"))
+        if not items and not refused and contacts.rows:
             raise UsageError(f"no audio files in {folder}")
     total_prep = len(items)
     done_prep = [0]
@@ -236,8 +246,9 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
 
     outcomes = prepare_many(items, work_dir, settings.prepare, jobs=settings.jobs, progress=on_prepared)
     prepared = {item.path: o for item, o in zip(items, outcomes)}
-    batch = BatchResult(settings.campaign, results, contacts.extra_columns, unique_files=len(items),
-                        prepared=outcomes, dry_run=settings.dry_run)
+    prepared.update(refused)
+    batch = BatchResult(settings.campaign, results, contacts.extra_columns, unique_files=len(items) + len(refused),
+                        prepared=outcomes + list(refused.values()), dry_run=settings.dry_run)
     units = _plan_units(contacts, folder, prepared, results)
 
     if ledger is not None and not settings.dry_run:
