@@ -456,6 +456,11 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     client = None if dry_run else LancepilotClient(base_url=base_url, token_file=token_file,
                                                    connect_timeout=connect_timeout,
                                                    read_timeout=read_timeout)
+    if report_path:  # find out now, not after every message has gone out
+        try:
+            report_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot write the report {report_path}: {exc.strerror or exc}") from None
     ledger = SqliteLedger(state_path)
     import signal
 
