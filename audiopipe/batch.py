@@ -60,6 +60,7 @@ class BatchSettings:
     attempts: int = 5             # tries per message within a run, for definite not-sent outcomes
     dry_run: bool = False
     retry_unknown: bool = False
+    retry_failed: bool = False    # resend rows the server refused (e.g. a contact added since)
 
     def __post_init__(self) -> None:
         if not self.campaign.strip():
@@ -380,7 +381,7 @@ def _decide(row: Any, prepared_sha: str, settings: BatchSettings) -> tuple[str |
             return None, None, None
         return ST_UNKNOWN, None, (row.error or "outcome unknown") + " (resend with --retry-unknown)"
     if row.state == FAILED:
-        if row.prepared_sha256 != prepared_sha:
-            return None, None, None  # the file changed since it was refused: try the new one
-        return ST_FAILED, None, row.error
+        if row.prepared_sha256 != prepared_sha or settings.retry_failed:
+            return None, None, None  # the file changed since it was refused (or asked to): try again
+        return ST_FAILED, None, (row.error or "refused") + " (resend with --retry-failed once fixed)"
     return ST_UNKNOWN, None, "the send was interrupted (resend with --retry-unknown)"

@@ -400,6 +400,12 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
 @click.option("--dry-run", is_flag=True, help="Prepare and show what would be sent; send nothing.")
 @click.option("--retry-unknown", is_flag=True,
               help="Also resend messages whose outcome is unknown (they may reach the contact twice).")
+@click.option("--retry-failed", is_flag=True,
+              help="Also resend messages the server refused (404/413/422), e.g. once a missing "
+                   "contact exists. A changed file is always tried again.")
+@click.option("--attempts", type=click.IntRange(1, 20), default=5, show_default=True,
+              help="Tries per message within a run when it was certainly not sent (429, connection "
+                   "refused); what is left is sent by the next run.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write one CSV row per (contact, file, part) with its status.")
 @prepare_options
@@ -409,7 +415,8 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
 @handle_errors
 def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign: str,
               state_path: Path | None, concurrency: int, rate: float, jobs: int, dry_run: bool,
-              retry_unknown: bool, report_path: Path | None, fmt: str, max_size: int,
+              retry_unknown: bool, retry_failed: bool, attempts: int, report_path: Path | None,
+              fmt: str, max_size: int,
               bitrate: int | None, channels: int | None, normalize: bool, voice_note: bool,
               on_overflow: str, reencode: bool, no_cache: bool, base_url: str | None,
               token_file: Path | None, connect_timeout: float, read_timeout: float, as_json: bool,
@@ -442,7 +449,8 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
         folder=folder, contacts=contacts_csv, workspace=workspace, campaign=campaign,
         prepare=settings_from(fmt, max_size, bitrate, channels, normalize, voice_note, on_overflow,
                               reencode, no_cache),
-        jobs=jobs, concurrency=concurrency, rate=rate, dry_run=dry_run, retry_unknown=retry_unknown)
+        jobs=jobs, concurrency=concurrency, rate=rate, dry_run=dry_run, retry_unknown=retry_unknown,
+        retry_failed=retry_failed, attempts=attempts)
     show = bars_enabled(quiet or as_json)
     bars: dict[str, Any] = {}
 
@@ -546,29 +554,46 @@ def batch_exit_code(result: Any) -> ExitCode:
 def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> None:
     """Show what the ledger knows: counts per state, and the failed and unknown sends.
 
-    Exit status 4 when some outcomes are unknown, 1 when some failed, else 0.
+    \b
+    States: sent; failed (refused by the server); deferred (certainly not sent yet:
+    the next batch sends it); unknown (may have been delivered; resent only with
+    batch --retry-unknown); sending (in flight now, or left by a run that died:
+    the next batch calls it unknown).
+
+    Exit status: 4 some unknown, 1 some failed, 5 some deferred, 0 otherwise.
     """
-    from .ledger import FAILED, SENDING, UNKNOWN, SqliteLedger, default_state_path
+    from .ledger import DEFERRED, FAILED, SENDING, UNKNOWN, SqliteLedger, default_state_path
 
     path = state_path or default_state_path()
     if not path.exists():
         raise UsageError(f"no ledger at {path}: nothing has been sent with it yet (or give --state)")
     with SqliteLedger(path) as ledger:
         counts = ledger.counts(campaign)
-        problems = ledger.rows(campaign, (FAILED, UNKNOWN, SENDING))
+        problems = ledger.rows(campaign, (FAILED, UNKNOWN, SENDING, DEFERRED))
+        running = ledger.running()
     if as_json:
-        click.echo(json.dumps({"state": str(path), "campaign": campaign, "counts": counts, "problems": [
+        click.echo(json.dumps({"state": str(path), "campaign": campaign, "counts": counts, "running": running,
+                               "problems": [
             {"campaign": r.key.campaign, "workspace": r.key.workspace, "contact": r.key.contact,
              "file": r.file, "part": r.key.part, "parts": r.parts, "state": r.state, "error": r.error,
              "status": r.status, "attempts": r.attempts} for r in problems]}))
     else:
         click.echo(f"ledger {path}" + (f", campaign {campaign!r}" if campaign else ""))
+        if running:
+            click.echo(f"  a batch is running now ({running}): 'sending' rows are in flight")
         click.echo("  " + "  ".join(f"{k}: {v}" for k, v in counts.items()))
         for r in problems:
             part = f" part {r.key.part}/{r.parts}" if r.parts > 1 else ""
             click.echo(f"{r.state}: [{r.key.campaign}] {r.key.contact} {r.file}{part}: {r.error}")
-    code = ExitCode.UNKNOWN if counts["unknown"] or counts["sending"] else (
-        ExitCode.FAILED if counts["failed"] else ExitCode.OK)
+    interrupted = counts[SENDING] if not running else 0
+    if counts[UNKNOWN] or interrupted:
+        code = ExitCode.UNKNOWN
+    elif counts[FAILED]:
+        code = ExitCode.FAILED
+    elif counts[DEFERRED]:
+        code = ExitCode.NOT_SENT
+    else:
+        code = ExitCode.OK
     sys.exit(int(code))
 
 

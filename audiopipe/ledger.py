@@ -62,6 +62,7 @@ class Ledger(Protocol):
     """What the batch needs from a ledger."""
 
     def acquire(self) -> None: ...
+    def running(self) -> str | None: ...
     def release(self) -> None: ...
     def recover(self) -> int: ...
     def get(self, key: SendKey) -> LedgerRow | None: ...
@@ -148,6 +149,22 @@ class SqliteLedger:
         fh.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
         fh.flush()
         self._lockfile = fh  # the kernel drops the lock if this process dies, however it dies
+
+    def running(self) -> str | None:
+        """Who holds the run lock (a run in progress), or None."""
+        import fcntl
+
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        if self._lockfile is not None or not lock_path.exists():
+            return None
+        with open(lock_path, "a+") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                return fh.read().strip() or "another process"
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return None
 
     def release(self) -> None:
         if self._lockfile is not None:

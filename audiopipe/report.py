@@ -10,7 +10,8 @@ from typing import Any, Iterable
 from .encode import temp_path_for
 from .errors import AudiopipeError
 
-REPORT_COLUMNS = ("contact", "workspace", "file", "part", "parts", "status", "message_id", "error", "line")
+REPORT_COLUMNS = ("contact", "workspace", "file", "part", "parts", "status", "message_id", "error", "line",
+                  "size")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 

@@ -1,0 +1,76 @@
+"""--retry-failed, status's view of deferred and in-flight rows, and the report's size column."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from audiopipe.batch import ST_ALREADY, ST_FAILED, ST_SENT
+from audiopipe.ledger import DEFERRED, SendKey, SqliteLedger
+from test_batch import (contacts_for, folder, ledger, make_sandbox, run, settings,  # noqa: F401
+                        write_csv)
+
+AUDIOPIPE = [sys.executable, "-m", "audiopipe"]
+
+
+def test_retry_failed_resends_a_refusal_once_the_contact_exists(tmp_path, folder, make_sandbox, ledger,
+                                                                settings):
+    people = contacts_for(3)
+    (folder / "tone.wav").unlink()
+    (folder / "tone.mp3").unlink()
+    csv_path = write_csv(tmp_path / "c.csv", "contact", people)
+    sb = make_sandbox(contacts_csv=write_csv(tmp_path / "known.csv", "contact", people[:2]))
+    first = run(sb, settings(folder, csv_path), ledger)
+    assert Counter(r.status for r in first.rows) == {ST_SENT: 2, ST_FAILED: 1}
+    failed = next(r for r in first.rows if r.status == ST_FAILED)
+    # the contact is created on the server; without --retry-failed nothing changes
+    sb = make_sandbox(contacts_csv=write_csv(tmp_path / "known2.csv", "contact", people))
+    again = run(sb, settings(folder, csv_path), ledger)
+    assert Counter(r.status for r in again.rows) == {ST_ALREADY: 2, ST_FAILED: 1}
+    assert sum(1 for m in sb.messages() if m["contact_id"] == failed.contact) == 0
+    assert "--retry-failed" in next(r.error for r in again.rows if r.status == ST_FAILED)
+    retried = run(sb, settings(folder, csv_path, retry_failed=True), ledger)
+    assert Counter(r.status for r in retried.rows) == {ST_ALREADY: 2, ST_SENT: 1}
+    assert sum(1 for m in sb.messages() if m["contact_id"] == failed.contact) == 1
+
+
+def _status(state: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(AUDIOPIPE + ["status", "--state", str(state)], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, HOME=str(state.parent)))
+
+
+def test_status_exit_codes_for_deferred_and_in_flight(tmp_path):
+    state = tmp_path / "ledger.sqlite3"
+    key = SendKey("c", "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01", "5f0c3a6e-1b2d-4e8f-9a7b-0c1d2e3f4a51", "ab", 1)
+    with SqliteLedger(state) as led:
+        led.begin(key, parts=1, file="a.wav", prepared_sha256="x")
+        led.finish(key, DEFERRED, error="rate limited (429)")
+    proc = _status(state)
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert "deferred: [c]" in proc.stdout
+    # a row in flight while a run holds the lock is not called unknown ...
+    with SqliteLedger(state) as holder:
+        holder.acquire()
+        holder.begin(key, parts=1, file="a.wav", prepared_sha256="x")
+        proc = _status(state)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "a batch is running now" in proc.stdout
+    # ... but the same row with no run alive was interrupted: its outcome is unknown
+    proc = _status(state)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "a batch is running now" not in proc.stdout
+
+
+def test_report_has_sizes(tmp_path, folder, make_sandbox, ledger, settings):
+    from audiopipe.report import write_report
+
+    sb = make_sandbox()
+    result = run(sb, settings(folder, write_csv(tmp_path / "c.csv", "contact", contacts_for(1))), ledger)
+    path = write_report(tmp_path / "r.csv", (r.to_dict() for r in result.rows))
+    rows = list(csv.DictReader(open(path, encoding="utf-8")))
+    stored = {m["size"] for m in sb.messages()}
+    assert rows and {int(r["size"]) for r in rows} == stored
