@@ -172,6 +172,13 @@ def _plan_units(contacts: ContactList, folder: Path, prepared: dict[Path, Prepar
                 results: list[RowResult]) -> list[_Unit]:
     units: list[_Unit] = []
     broadcast = sorted(prepared) if not contacts.has_file_column else []
+    hashes: dict[Path, str] = {}  # each prepared output hashed once, however many contacts get it
+
+    def sha(path: Path) -> str:
+        if path not in hashes:
+            hashes[path] = file_sha256(path)
+        return hashes[path]
+
     for row in contacts.rows:
         files = [row.file] if row.file is not None else broadcast
         for f in files:
@@ -184,7 +191,7 @@ def _plan_units(contacts: ContactList, folder: Path, prepared: dict[Path, Prepar
                 continue
             res = outcome.result
             units.append(_Unit(row.line, row.contact, row.workspace, label, row.extra, res.source_sha256,
-                               res.outputs, [file_sha256(o.path) for o in res.outputs]))
+                               res.outputs, [sha(o.path) for o in res.outputs]))
     return units
 
 

@@ -21,8 +21,8 @@ import click
 from . import __version__
 from .console import bars_enabled, human_duration, human_size, progress_bar, setup_logging
 from .client import LancepilotClient, SentMessage
-from .errors import (AudiopipeError, AuthError, ConnectFailed, GaveUp, OutcomeUnknown, RefusedError,
-                     SendError, ToolMissingError, UsageError)
+from .errors import (AudiopipeError, AuthError, ConnectFailed, GaveUp, OutcomeUnknown, SendError,
+                     ToolMissingError, UsageError)
 from .formats import ACCEPTABLE_AS_IS, FORMAT_NAMES
 from .plan import DoesNotFit
 from .prepare import (OVERFLOW_CHOICES, PrepareOutcome, PrepareSettings, collect_inputs,

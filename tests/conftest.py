@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -17,3 +18,34 @@ def fixtures_dir() -> Path:
 def audio_dir(fixtures_dir: Path) -> Path:
     """``fixtures/audio``: the small audio files described in ``fixtures/README.md``."""
     return fixtures_dir / "audio"
+
+
+@pytest.fixture
+def make_sandbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start in-process sandboxes on free ports; all are stopped after the test.
+
+    The token is the test module's ``TOKEN``. By default every sandbox of a test shares one data
+    folder; a module with ``SANDBOX_RESTARTS = True`` stops the running one first (a restart that
+    keeps what was stored), one with ``SANDBOX_FRESH_DATA = True`` gives each its own folder.
+    Keyword arguments are ``SandboxConfig`` fields.
+    """
+    from audiopipe.sandbox import Sandbox, SandboxConfig
+
+    module = request.module
+    started: list[Sandbox] = []
+
+    def factory(**overrides: Any) -> Sandbox:
+        if getattr(module, "SANDBOX_RESTARTS", False):
+            for sb in started:
+                sb.stop()
+        name = f"data{len(started)}" if getattr(module, "SANDBOX_FRESH_DATA", False) else "sandbox"
+        settings: dict[str, Any] = {"token": getattr(module, "TOKEN", "test-token"),
+                                    "data_dir": tmp_path / name}
+        settings.update(overrides)
+        sb = Sandbox(SandboxConfig(**settings)).start()
+        started.append(sb)
+        return sb
+
+    yield factory
+    for sb in started:
+        sb.stop()

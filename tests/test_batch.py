@@ -23,11 +23,12 @@ from audiopipe.client import LancepilotClient, RetryPolicy
 from audiopipe.errors import UsageError
 from audiopipe.ledger import DEFERRED, FAILED, SENT, UNKNOWN, LedgerLocked, SqliteLedger
 from audiopipe.prepare import PrepareSettings
-from audiopipe.sandbox import Faults, Sandbox, SandboxConfig
+from audiopipe.sandbox import Faults, Sandbox
 
 pytestmark = pytest.mark.timeout(120)
 
 TOKEN = "batch-test-token"
+SANDBOX_RESTARTS = True
 WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"  # the fixtures' workspace
 
 
@@ -39,25 +40,6 @@ def contacts_for(n: int, seed: int = 7) -> list[str]:
 def write_csv(path: Path, header: str, rows: list[str]) -> Path:
     path.write_text(header + "\n" + "".join(r + "\n" for r in rows), encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def make_sandbox(tmp_path: Path) -> Iterator[Callable[..., Sandbox]]:
-    """Start sandboxes that share one data folder (a restart keeps what was stored)."""
-    started: list[Sandbox] = []
-
-    def factory(**overrides: Any) -> Sandbox:
-        for sb in started:
-            sb.stop()
-        settings: dict[str, Any] = {"token": TOKEN, "data_dir": tmp_path / "sandbox"}
-        settings.update(overrides)
-        sb = Sandbox(SandboxConfig(**settings)).start()
-        started.append(sb)
-        return sb
-
-    yield factory
-    for sb in started:
-        sb.stop()
 
 
 @pytest.fixture

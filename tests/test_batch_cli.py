@@ -12,16 +12,17 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable
 
 import pytest
 
 from audiopipe.ledger import SqliteLedger
-from audiopipe.sandbox import Faults, Sandbox, SandboxConfig
+from audiopipe.sandbox import Faults, Sandbox
 
 pytestmark = pytest.mark.timeout(120)
 
 TOKEN = "cli-test-token"
+SANDBOX_RESTARTS = True
 WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
 AUDIOPIPE = str(Path(sys.executable).with_name("audiopipe"))
 REPORT_BASE = ["contact", "workspace", "file", "part", "status", "message_id", "error"]
@@ -30,24 +31,6 @@ REPORT_BASE = ["contact", "workspace", "file", "part", "status", "message_id", "
 def contacts_for(n: int, seed: int = 11) -> list[str]:
     rng = random.Random(seed)
     return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)]
-
-
-@pytest.fixture
-def make_sandbox(tmp_path: Path) -> Iterator[Callable[..., Sandbox]]:
-    started: list[Sandbox] = []
-
-    def factory(**overrides: Any) -> Sandbox:
-        for sb in started:
-            sb.stop()
-        settings: dict[str, Any] = {"token": TOKEN, "data_dir": tmp_path / "sandbox"}
-        settings.update(overrides)
-        sb = Sandbox(SandboxConfig(**settings)).start()
-        started.append(sb)
-        return sb
-
-    yield factory
-    for sb in started:
-        sb.stop()
 
 
 @pytest.fixture

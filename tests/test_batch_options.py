@@ -11,8 +11,9 @@ from pathlib import Path
 
 from audiopipe.batch import ST_ALREADY, ST_FAILED, ST_SENT
 from audiopipe.ledger import DEFERRED, SendKey, SqliteLedger
-from test_batch import (contacts_for, folder, ledger, make_sandbox, run, settings,  # noqa: F401
-                        write_csv)
+from test_batch import TOKEN, contacts_for, folder, ledger, run, settings, write_csv  # noqa: F401
+
+SANDBOX_RESTARTS = True
 
 AUDIOPIPE = [sys.executable, "-m", "audiopipe"]
 

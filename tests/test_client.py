@@ -89,22 +89,6 @@ class RecordingSleep:
 
 
 @pytest.fixture
-def make_sandbox(tmp_path: Path) -> Iterator[Callable[..., Sandbox]]:
-    started: list[Sandbox] = []
-
-    def factory(**overrides: Any) -> Sandbox:
-        settings: dict[str, Any] = {"token": TOKEN, "data_dir": tmp_path / "data"}
-        settings.update(overrides)
-        sandbox = Sandbox(SandboxConfig(**settings)).start()
-        started.append(sandbox)
-        return sandbox
-
-    yield factory
-    for sandbox in started:
-        sandbox.stop()
-
-
-@pytest.fixture
 def make_client() -> Iterator[Callable[..., LancepilotClient]]:
     clients: list[LancepilotClient] = []
 

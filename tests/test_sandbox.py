@@ -9,7 +9,6 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,22 +54,6 @@ def audio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                        check=True, timeout=60)
         files[name] = out
     return files
-
-
-@pytest.fixture
-def make_sandbox(tmp_path: Path) -> Iterator[Callable[..., Sandbox]]:
-    started: list[Sandbox] = []
-
-    def factory(**overrides: Any) -> Sandbox:
-        settings: dict[str, Any] = {"token": TOKEN, "data_dir": tmp_path / "data"}
-        settings.update(overrides)
-        sandbox = Sandbox(SandboxConfig(**settings)).start()
-        started.append(sandbox)
-        return sandbox
-
-    yield factory
-    for sandbox in started:
-        sandbox.stop()
 
 
 def audio_url(sandbox: Sandbox, workspace: str = WS, contact: str = CONTACT) -> str:

@@ -9,37 +9,21 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from audiopipe.sandbox import Faults, Sandbox, SandboxConfig
+from audiopipe.sandbox import Faults
 
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "cli-test-token"
+SANDBOX_FRESH_DATA = True
 CANARY = "CANARY-7f3e9b2a"
 WS = "0b6f2a52-6a1f-4b52-9a53-2f0f6a0f7c11"
 CONTACT = "6d1c9b0e-3c1a-4f7e-8f5e-8d2b7a7c4e21"
 AUDIOPIPE = Path(sys.executable).parent / "audiopipe"
-
-
-@pytest.fixture
-def make_sandbox(tmp_path: Path) -> Iterator[Callable[..., Sandbox]]:
-    started: list[Sandbox] = []
-
-    def factory(**overrides: Any) -> Sandbox:
-        settings: dict[str, Any] = {"token": TOKEN, "data_dir": tmp_path / f"data{len(started)}"}
-        settings.update(overrides)
-        sandbox = Sandbox(SandboxConfig(**settings)).start()
-        started.append(sandbox)
-        return sandbox
-
-    yield factory
-    for sandbox in started:
-        sandbox.stop()
 
 
 @pytest.fixture
