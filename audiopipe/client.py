@@ -47,21 +47,36 @@ def check_uuid(value: str, what: str) -> str:
         raise UsageError(f"{what} {value!r} is not a UUID (like 0b7e4f9c-1d2a-4c7e-9a51-3f0d2c8b6e11)") from None
 
 
-def load_token(token: str | None = None, token_file: str | Path | None = None) -> str:
-    """The token from the argument, a token file, ``LANCEPILOT_TOKEN`` or ``LANCEPILOT_TOKEN_FILE``."""
-    token = token or os.environ.get("LANCEPILOT_TOKEN")
-    path = token_file or (None if token else os.environ.get("LANCEPILOT_TOKEN_FILE"))
+def load_token(token: str | None = None, token_file: str | Path | None = None) -> tuple[str, str]:
+    """The token and where it came from: the argument, then a token file given here, then
+    ``LANCEPILOT_TOKEN``, then ``LANCEPILOT_TOKEN_FILE``. A token file named explicitly wins over
+    the environment, so a stale exported token cannot shadow it."""
+    source = "the token given"
+    if not token and token_file:
+        path, source = token_file, f"the token file {token_file}"
+    elif not token and os.environ.get("LANCEPILOT_TOKEN"):
+        token, source, path = os.environ["LANCEPILOT_TOKEN"], "LANCEPILOT_TOKEN", None
+    elif not token and os.environ.get("LANCEPILOT_TOKEN_FILE"):
+        path = os.environ["LANCEPILOT_TOKEN_FILE"]
+        source = f"the token file {path} (LANCEPILOT_TOKEN_FILE)"
+    else:
+        path = None
     if path and not token:
         try:
-            token = Path(path).expanduser().read_text().strip()
+            token = Path(path).expanduser().read_text(encoding="utf-8", errors="replace").strip()
         except OSError as exc:
             raise UsageError(f"cannot read the token file {path}: {exc.strerror}") from None
+        if not token:
+            raise UsageError(f"{source} is empty: put the API token in it")
     token = (token or "").strip()
     if not token:
         raise UsageError("no API token: set LANCEPILOT_TOKEN, or give --token-file / LANCEPILOT_TOKEN_FILE")
-    if any(c.isspace() for c in token):
-        raise UsageError("the API token contains white space; check the token file")
-    return token
+    # An HTTP header carries printable ASCII only; a pasted zero-width space or emoji would fail
+    # mid-request. Refuse it here, before anything is recorded or sent.
+    if not all(33 <= ord(c) < 127 for c in token):
+        raise UsageError(f"{source} holds characters a token cannot have (spaces, accents, invisible "
+                         "or non-ASCII characters); copy it again")
+    return token, source
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None, cap: float = RETRY_AFTER_CAP) -> float | None:
@@ -168,7 +183,7 @@ class LancepilotClient:
         if parsed.scheme == "http" and not _is_loopback(parsed.hostname) and not allow_insecure_http:
             raise UsageError(f"refusing to send the token over plain http to {parsed.hostname}; use https "
                              "(plain http is allowed for 127.0.0.1/localhost, e.g. the sandbox)")
-        self._token = load_token(token, token_file)
+        self._token, self.token_source = load_token(token, token_file)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.retry = retry or RetryPolicy()
@@ -312,7 +327,7 @@ class LancepilotClient:
             data = body.get("data")
             return SentMessage(data=data if isinstance(data, dict) else {}, status=status)
         if status == 401:
-            raise AuthError("the server refused the token (401 Unauthenticated): check LANCEPILOT_TOKEN",
+            raise AuthError(f"the server refused the token (401 Unauthenticated): check {self.token_source}",
                             status=status)
         if status == 429:
             wait = parse_retry_after(resp.headers.get("Retry-After"), cap=self.retry.retry_after_cap)
@@ -325,7 +340,8 @@ class LancepilotClient:
             raise RefusedError(f"refused by the server (422): {detail}", status=status,
                                errors={k: list(v) if isinstance(v, list) else [str(v)] for k, v in errors.items()})
         if status == 404:
-            raise RefusedError("the workspace or contact was not found (404)", status=status)
+            raise RefusedError("the workspace or contact was not found (404); check the UUIDs, and that "
+                               f"the base URL ({self.base_url}) ends in /api/v3", status=status)
         if status == 413:
             raise RefusedError("the file is too large for the server (413): lower --max-size", status=status)
         if status >= 500:
