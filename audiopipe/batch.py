@@ -61,6 +61,7 @@ class BatchSettings:
     dry_run: bool = False
     retry_unknown: bool = False
     retry_failed: bool = False    # resend rows the server refused (e.g. a contact added since)
+    settle: float = 10.0          # a file changed less than this many seconds ago may still be arriving
 
     def __post_init__(self) -> None:
         if not self.campaign.strip():
@@ -169,9 +170,10 @@ class _Unit:
 
 
 def _plan_units(contacts: ContactList, folder: Path, prepared: dict[Path, PrepareOutcome],
-                results: list[RowResult]) -> list[_Unit]:
+                results: list[RowResult], waiting: dict[Path, float] | None = None) -> list[_Unit]:
     units: list[_Unit] = []
-    broadcast = sorted(prepared) if not contacts.has_file_column else []
+    waiting = waiting or {}
+    broadcast = sorted(set(prepared) | set(waiting)) if not contacts.has_file_column else []
     hashes: dict[Path, str] = {}  # each prepared output hashed once, however many contacts get it
 
     def sha(path: Path) -> str:
@@ -184,6 +186,11 @@ def _plan_units(contacts: ContactList, folder: Path, prepared: dict[Path, Prepar
         for f in files:
             assert f is not None
             label = row.file_label if row.file_label else str(f.relative_to(folder.resolve()))
+            if f in waiting:
+                results.append(RowResult(row.line, row.contact, row.workspace, label, None, None, ST_NOT_SENT,
+                                         error=f"the file changed {waiting[f]:.0f} s ago and may still be "
+                                               "arriving; the next run sends it", extra=row.extra))
+                continue
             outcome = prepared[f]
             if outcome.result is None:
                 results.append(RowResult(row.line, row.contact, row.workspace, label, None, None, ST_FAILED,
@@ -244,6 +251,18 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
                                                                             "the folder"))
         if not items and not refused and contacts.rows:
             raise UsageError(f"no audio files in {folder}")
+    # A file still being copied in must not go out half-written (and then again, whole): leave files
+    # changed in the last `settle` seconds for the next run.
+    now = time.time()
+    waiting: dict[Path, float] = {}
+    for item in list(items):
+        try:
+            age = now - item.path.stat().st_mtime
+        except OSError:
+            continue  # prepare reports it
+        if age < settings.settle:
+            waiting[item.path] = age
+            items.remove(item)
     total_prep = len(items)
     done_prep = [0]
 
@@ -257,7 +276,7 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
     prepared.update(refused)
     batch = BatchResult(settings.campaign, results, contacts.extra_columns, unique_files=len(items) + len(refused),
                         prepared=outcomes + list(refused.values()), dry_run=settings.dry_run)
-    units = _plan_units(contacts, folder, prepared, results)
+    units = _plan_units(contacts, folder, prepared, results, waiting)
 
     if ledger is not None and not settings.dry_run:
         batch.recovered = ledger.recover()

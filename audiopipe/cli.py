@@ -403,6 +403,9 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
 @click.option("--retry-failed", is_flag=True,
               help="Also resend messages the server refused (404/413/422), e.g. once a missing "
                    "contact exists. A changed file is always tried again.")
+@click.option("--settle", type=click.FloatRange(0), default=10.0, show_default=True, envvar="AUDIOPIPE_SETTLE",
+              help="Seconds a file must have been left unchanged before it is sent, so a recording "
+                   "still being copied in never goes out half-written [env AUDIOPIPE_SETTLE].")
 @click.option("--attempts", type=click.IntRange(1, 20), default=5, show_default=True,
               help="Tries per message within a run when it was certainly not sent (429, connection "
                    "refused); what is left is sent by the next run.")
@@ -415,7 +418,7 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
 @handle_errors
 def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign: str,
               state_path: Path | None, concurrency: int, rate: float, jobs: int, dry_run: bool,
-              retry_unknown: bool, retry_failed: bool, attempts: int, report_path: Path | None,
+              retry_unknown: bool, retry_failed: bool, settle: float, attempts: int, report_path: Path | None,
               fmt: str, max_size: int,
               bitrate: int | None, channels: int | None, normalize: bool, voice_note: bool,
               on_overflow: str, reencode: bool, no_cache: bool, base_url: str | None,
@@ -450,7 +453,7 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
         prepare=settings_from(fmt, max_size, bitrate, channels, normalize, voice_note, on_overflow,
                               reencode, no_cache),
         jobs=jobs, concurrency=concurrency, rate=rate, dry_run=dry_run, retry_unknown=retry_unknown,
-        retry_failed=retry_failed, attempts=attempts)
+        retry_failed=retry_failed, settle=settle, attempts=attempts)
     show = bars_enabled(quiet or as_json)
     bars: dict[str, Any] = {}
 

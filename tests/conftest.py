@@ -8,6 +8,13 @@ from typing import Any, Callable, Iterator
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _no_settle_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test files are written just before a batch runs: don't wait for them to settle (the
+    settle rule has its own test, which sets it explicitly)."""
+    monkeypatch.setenv("AUDIOPIPE_SETTLE", "0")
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     """The committed fixtures folder (regenerate with ``.venv/bin/python fixtures/make_fixtures.py``)."""

@@ -75,3 +75,25 @@ def test_report_has_sizes(tmp_path, folder, make_sandbox, ledger, settings):
     rows = list(csv.DictReader(open(path, encoding="utf-8")))
     stored = {m["size"] for m in sb.messages()}
     assert rows and {int(r["size"]) for r in rows} == stored
+
+
+def test_a_file_still_arriving_waits_for_the_next_run(tmp_path, folder, make_sandbox, ledger, settings):
+    import os
+    import time
+
+    sb = make_sandbox()
+    people = contacts_for(2)
+    csv_path = write_csv(tmp_path / "c.csv", "contact", people)
+    old = time.time() - 3600
+    for f in folder.iterdir():
+        os.utime(f, (old, old))
+    os.utime(folder / "tone.wav", None)  # just written
+    first = run(sb, settings(folder, csv_path, settle=30), ledger)
+    waiting = [r for r in first.rows if r.file == "tone.wav"]
+    assert [r.status for r in waiting] == ["not_sent", "not_sent"]
+    assert "may still be arriving" in waiting[0].error
+    assert not any(m["file_name"].startswith("tone.ogg") for m in sb.messages())
+    assert Counter(r.status for r in first.rows)[ST_SENT] == 4  # the settled files went out
+    os.utime(folder / "tone.wav", (old, old))
+    second = run(sb, settings(folder, csv_path, settle=30), ledger)
+    assert Counter(r.status for r in second.rows) == {ST_ALREADY: 4, ST_SENT: 2}
