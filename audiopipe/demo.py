@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     base = f"http://127.0.0.1:{port}/api/v3"
     env = dict(os.environ, LANCEPILOT_BASE_URL=base, LANCEPILOT_TOKEN=token,
                AUDIOPIPE_STATE=str(root / "state" / "ledger.sqlite3"),
-               AUDIOPIPE_CACHE_DIR=str(root / "cache"))
+               AUDIOPIPE_CACHE_DIR=str(root / "cache"),
+               AUDIOPIPE_SETTLE="0")  # the demo has just written its recordings: no need to wait
     say(f"2. starting the sandbox on {base}")
     sandbox = subprocess.Popen(exe + ["sandbox", "--port", str(port), "--data", str(root / "sandbox"),
                                       "--latency", "0.05"],

@@ -57,7 +57,7 @@ def audiopipe(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
         e = {k: v for k, v in os.environ.items()
              if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
         e.update(HOME=str(home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path),
-                 LANCEPILOT_TOKEN=token)
+                 LANCEPILOT_TOKEN=token, AUDIOPIPE_SETTLE="0")
         if sandbox is not None:
             e["LANCEPILOT_BASE_URL"] = sandbox.url
         e.update(env or {})

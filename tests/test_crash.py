@@ -61,7 +61,7 @@ def _env(tmp_path: Path, sb: Sandbox) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
     (tmp_path / "tmp").mkdir(exist_ok=True)
     env.update(LANCEPILOT_BASE_URL=sb.url, LANCEPILOT_TOKEN=TOKEN, AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"),
-               TMPDIR=str(tmp_path / "tmp"), HOME=str(tmp_path))
+               TMPDIR=str(tmp_path / "tmp"), HOME=str(tmp_path), AUDIOPIPE_SETTLE="0")
     return env
 
 
