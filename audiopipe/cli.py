@@ -23,9 +23,9 @@ from .console import bars_enabled, human_duration, human_size, progress_bar, set
 from .client import LancepilotClient, SentMessage
 from .errors import (AudiopipeError, AuthError, ConnectFailed, GaveUp, OutcomeUnknown, SendError,
                      ToolMissingError, UsageError)
-from .formats import ACCEPTABLE_AS_IS, FORMAT_NAMES
+from .formats import FORMAT_NAMES
 from .plan import DoesNotFit
-from .prepare import (OVERFLOW_CHOICES, PrepareOutcome, PrepareSettings, collect_inputs,
+from .prepare import (OVERFLOW_CHOICES, PrepareOutcome, PrepareSettings, acceptable, collect_inputs,
                       prepare_many)
 from .probe import probe
 from .sniff import sniff
@@ -166,8 +166,11 @@ def cli(debug: bool, verbose: int) -> None:
 def probe_cmd(files: tuple[Path, ...], as_json: bool) -> None:
     """Describe audio files: container, codec, rate, channels, duration, and whether they go as they are.
 
+    "SENT AS IS?" says whether 'prepare' (with default settings) would send the file byte for
+    byte, and if not, why: another type, tags or cover art, or over the 16,000,000-byte budget.
     Exit status 1 when any file cannot be read.
     """
+    default_settings = PrepareSettings()
     failed = 0
     rows = []
     for f in files:
@@ -181,20 +184,20 @@ def probe_cmd(files: tuple[Path, ...], as_json: bool) -> None:
             else:
                 click.echo(f"audiopipe: error: {exc}", err=True)
             continue
-        as_is = (ACCEPTABLE_AS_IS.get((info.container, info.audio.codec)) is not None
-                 and seen.accepted and info.video_streams == 0 and info.audio_streams == 1
-                 and not info.attached_pictures)
+        as_is, why = acceptable(info, default_settings, seen.extension)
         if as_json:
             click.echo(json.dumps(dict(info.to_dict(), ok=True, sniffed_mime=seen.mime,
-                                       server_extension=seen.extension, api_type_ok=as_is)))
+                                       server_extension=seen.extension, sends_as_is=as_is,
+                                       why_not=None if as_is else why)))
         else:
             rows.append([str(f), info.container.split(",")[0], info.audio.codec, str(info.audio.sample_rate),
                          str(info.audio.channels), human_duration(info.duration), human_size(info.size),
                          _kbps(info.audio.bit_rate or info.bit_rate),
-                         f"{info.audio_streams}/{info.video_streams}", seen.mime, "yes" if as_is else "no"])
+                         f"{info.audio_streams}/{info.video_streams}", seen.mime,
+                         "yes" if as_is else f"no: {why}"])
     if rows:
         header = ["FILE", "CONTAINER", "CODEC", "RATE", "CH", "DURATION", "SIZE", "BITRATE", "A/V",
-                  "SNIFFED", "API TYPE"]
+                  "SNIFFED", "SENT AS IS?"]
         widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
         for r in [header] + rows:
             click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -259,7 +262,7 @@ def prepare_cmd(inputs: tuple[Path, ...], out_dir: Path, fmt: str, max_size: int
     with bar:
         outcomes = prepare_many(items, out_dir, settings, jobs=jobs, progress=report)
     counts = Counter(o.result.action if o.result else "failed" for o in outcomes)
-    summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("kept", "transcoded", "trimmed", "split", "failed"))
+    summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("kept", "remuxed", "transcoded", "trimmed", "split", "failed"))
     if not as_json:
         click.echo(f"prepared {len(outcomes)} input(s): {summary}", err=True)
     sys.exit(int(ExitCode.FAILED if counts.get("failed") else ExitCode.OK))

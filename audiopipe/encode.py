@@ -65,6 +65,28 @@ def build_argv(source: str | Path, plan: EncodePlan, output: str | Path) -> list
     return list(out.compile(cmd=ffmpeg_base()))
 
 
+def build_copy_argv(source: str | Path, audio_index: int, muxer: str, output: str | Path) -> list[str]:
+    """The ffmpeg command line that copies one audio stream, unchanged, into ``muxer`` (pure)."""
+    stream = ffmpeg.input(ffmpeg_path_arg(source), **input_options())[f"a:{audio_index}"]
+    out = ffmpeg.output(stream, ffmpeg_path_arg(output), **{
+        "c:a": "copy", "f": muxer, "map_metadata": "-1", "map_chapters": "-1",
+        "fflags": "+bitexact", "flags:a": "+bitexact"})
+    return list(out.compile(cmd=ffmpeg_base()))
+
+
+def remux(source: str | Path, audio_index: int, muxer: str, dest: Path, duration: float) -> Path:
+    """Copy the audio stream into another container (atomically), dropping tags, art and video."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(dest)
+    try:
+        run(build_copy_argv(source, audio_index, muxer, tmp), timeout=encode_timeout(duration) / 4 + 30,
+            what="ffmpeg remux")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
 def temp_path_for(dest: Path) -> Path:
     return dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.part"
 
@@ -126,6 +148,8 @@ def verify(path: Path, fmt: TargetFormat, *, budget: int, expected_duration: flo
                                  f"{fmt.codec} in {fmt.container}")
     if info.video_streams or info.attached_pictures or info.audio_streams != 1:
         raise PrepareError(path, "the output has more than one audio stream")
+    if info.tags:
+        raise PrepareError(path, f"the output still carries tags ({', '.join(info.tags)})")
     if info.container == "aac":
         info = replace(info, duration=_counted_duration(path, fmt.frame_samples, info.audio.sample_rate))
     if expected_duration is not None and abs(info.duration - expected_duration) > duration_tolerance(expected_duration):

@@ -7,6 +7,7 @@ Results are cached by the input's content hash and the settings.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -17,13 +18,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from .cache import Cache, cache_key, file_sha256
-from .encode import encode, temp_path_for, verify
+from .encode import encode, remux, temp_path_for, verify
 from .errors import AudiopipeError, PrepareError, UsageError
 from .formats import ACCEPTABLE_AS_IS, FORMATS, TargetFormat, get_format
 from .plan import DoesNotFit, EncodePlan, plan, replan
 from .probe import AudioStream, MediaInfo, probe
 from .runner import ffmpeg_version
 from .sniff import sniff
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SIZE = 16_000_000
 VOICE_NOTE_BUDGET = 512_000     # WhatsApp plays a voice note inline up to 512 KB
@@ -102,7 +105,7 @@ class PrepareResult:
     source: Path
     source_sha256: str
     info: MediaInfo
-    action: str          # kept, transcoded, trimmed, split
+    action: str          # kept, remuxed, transcoded, trimmed, split
     outputs: tuple[OutputFile, ...]
     passes: int = 0      # encodes it took (the longest part, when split); 0 when kept
     kept_duration: float | None = None  # seconds kept, when trimmed
@@ -138,29 +141,51 @@ class PrepareOutcome:
 
 # --- deciding whether a file can go as it is -------------------------------------------------
 
+# codec -> the format its audio can be copied into unchanged (a remux: no second lossy encode)
+COPY_INTO = {"mp3": "mp3", "opus": "ogg", "aac": "m4a", "amr_nb": "amr"}
+
+
+def copyable(info: MediaInfo, settings: PrepareSettings) -> tuple[str | None, str]:
+    """The format the audio can go out in without re-encoding (kept or remuxed), or None and why."""
+    if settings.reencode:
+        return None, "re-encode asked for"
+    if settings.normalize:
+        return None, "loudness normalisation asked for"
+    as_format = ACCEPTABLE_AS_IS.get((info.container, info.audio.codec)) or COPY_INTO.get(info.audio.codec)
+    if as_format is None:
+        return None, f"{info.audio.codec} in {info.container} is not a type the API takes"
+    if settings.voice_note and (as_format != "ogg" or info.audio.channels != 1):
+        return None, "a voice note must be mono Ogg/Opus"
+    if settings.channels is not None and info.audio.channels != settings.channels:
+        return None, f"{info.audio.channels} channels where {settings.channels} were asked for"
+    bitrate = info.audio.bit_rate or info.bit_rate or 0
+    if settings.bitrate and bitrate > settings.bitrate * 1.05:
+        return None, "its bitrate is over the --bitrate ceiling"
+    audio_bytes = bitrate * info.duration / 8 if info.audio.bit_rate else info.size
+    if audio_bytes > settings.max_size * 0.98:
+        return None, f"its audio alone is over the {settings.max_size:,}-byte budget"
+    return as_format, ""
+
+
 def acceptable(info: MediaInfo, settings: PrepareSettings, sniffed_extension: str | None) -> tuple[bool, str]:
     """Whether ``info`` can be sent byte for byte; the reason when not."""
-    if settings.reencode:
-        return False, "re-encode asked for"
-    if settings.normalize:
-        return False, "loudness normalisation asked for"
-    as_format = ACCEPTABLE_AS_IS.get((info.container, info.audio.codec))
+    as_format, why = copyable(info, settings)
     if as_format is None:
-        return False, f"{info.audio.codec} in {info.container} is not a type the API takes"
-    if settings.voice_note and as_format != "ogg":
-        return False, "a voice note must be Ogg/Opus"
+        return False, why
+    if ACCEPTABLE_AS_IS.get((info.container, info.audio.codec)) != as_format:
+        return False, f"{info.audio.codec} in {info.container} must be put in a .{as_format} container"
     if sniffed_extension != FORMATS[as_format].extension:
         return False, f"the content would be taken by the server as .{sniffed_extension or 'unknown'}"
-    if info.audio_streams != 1 or info.video_streams or info.attached_pictures:
-        return False, "it carries more than one audio stream, video or cover art"
+    if info.attached_pictures:
+        return False, "it carries cover art"
+    if info.video_streams:
+        return False, "it carries video"
+    if info.audio_streams != 1:
+        return False, f"it has {info.audio_streams} audio streams"
+    if info.tags:
+        return False, f"it carries the sender's tags ({', '.join(info.tags)})"
     if info.size > settings.max_size:
         return False, f"{info.size:,} bytes is over the {settings.max_size:,}-byte budget"
-    if settings.channels is not None and info.audio.channels != settings.channels:
-        return False, f"{info.audio.channels} channels where {settings.channels} were asked for"
-    if settings.bitrate and (info.audio.bit_rate or info.bit_rate or 0) > settings.bitrate * 1.05:
-        return False, "its bitrate is over the --bitrate ceiling"
-    if settings.voice_note and info.audio.channels != 1:
-        return False, "a voice note must be mono"
     return True, "already acceptable"
 
 
@@ -291,6 +316,28 @@ def _restore(hit: tuple[dict[str, Any], Path], dest_stem: Path, source: Path, sh
                          plan=EncodePlan(**plan_d) if plan_d else None)
 
 
+def _remux(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: Path) -> OutputFile | None:
+    """Copy the audio, unchanged, into an accepted container without tags, cover art or video
+    (an MP3 with a picture, an ``isom`` M4A, Opus in WebM). None when that is not possible."""
+    as_format, _why = copyable(info, settings)
+    if as_format is None:
+        return None
+    fmt = FORMATS[as_format]
+    dest = dest_stem.with_name(f"{dest_stem.name}.{fmt.extension}")
+    try:
+        remux(source, info.audio.audio_index, fmt.muxer, dest, info.duration)
+        checked = verify(dest, fmt, budget=settings.max_size, expected_duration=info.duration)
+    except AudiopipeError as exc:
+        dest.unlink(missing_ok=True)
+        log.info("%s: cannot be remuxed (%s); converting it instead", source, exc)
+        return None
+    if checked.size > settings.max_size:
+        dest.unlink(missing_ok=True)
+        return None
+    return _output_from(dest, fmt, checked.size, checked.mime, checked.info,
+                        info.audio.bit_rate or checked.info.bit_rate)
+
+
 def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSettings | None = None, *,
                  name: str | None = None) -> PrepareResult:
     """Prepare one file into ``out_dir``; raises an :class:`AudiopipeError` when it cannot."""
@@ -318,9 +365,14 @@ def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSetti
                           bitrate=info.audio.bit_rate or info.bit_rate)
         result = PrepareResult(source=src, source_sha256=sha, info=info, action="kept", outputs=(kept,))
     else:
-        action, outputs, passes, kept_duration, last_plan = _transcode(src, info, settings, dest_stem)
-        result = PrepareResult(source=src, source_sha256=sha, info=info, action=action, outputs=outputs,
-                               passes=passes, kept_duration=kept_duration, plan=last_plan)
+        remuxed = _remux(src, info, settings, dest_stem)
+        if remuxed is not None:
+            result = PrepareResult(source=src, source_sha256=sha, info=info, action="remuxed",
+                                   outputs=(remuxed,), passes=1)
+        else:
+            action, outputs, passes, kept_duration, last_plan = _transcode(src, info, settings, dest_stem)
+            result = PrepareResult(source=src, source_sha256=sha, info=info, action=action, outputs=outputs,
+                                   passes=passes, kept_duration=kept_duration, plan=last_plan)
     if cache:
         manifest = result.to_dict()
         manifest["stem"] = stem

@@ -63,6 +63,7 @@ class MediaInfo:
     video_streams: int      # real video, cover art not counted
     attached_pictures: int  # cover art
     brand: str | None       # major_brand of MP4-family files
+    tags: tuple[str, ...] = ()  # names of tags that say something about the sender (title, GPS...)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,6 +122,17 @@ def probe(path: str | Path) -> MediaInfo:
     return media_info_from_json(p, size, data)
 
 
+# Tags that only describe the file's technical make-up; anything else (title, artist, comment,
+# location, dates...) is the sender's metadata and must not reach a customer.
+TECHNICAL_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder", "handler_name",
+                            "vendor_id", "language", "duration", "encoder_options"})
+
+
+def personal_tags(*tag_maps: dict[str, Any]) -> tuple[str, ...]:
+    names = {str(k) for m in tag_maps for k in m if str(k).lower() not in TECHNICAL_TAGS}
+    return tuple(sorted(names))
+
+
 def media_info_from_json(path: Path, size: int, data: dict[str, Any]) -> MediaInfo:
     """Build a MediaInfo from ffprobe's JSON (pure; unit-tested on its own)."""
     fmt = data.get("format") or {}
@@ -167,4 +179,5 @@ def media_info_from_json(path: Path, size: int, data: dict[str, Any]) -> MediaIn
         video_streams=len(video),
         attached_pictures=len(pictures),
         brand=str(brand).strip() if brand else None,
+        tags=personal_tags(tags, s.get("tags") or {}),
     )

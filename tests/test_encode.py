@@ -95,21 +95,21 @@ DEFAULT_CASES = [
     ("tone.flac", "transcoded", "tone.ogg", "ogg"),
     ("tone.mp3", "kept", "tone.mp3", "mp3"),
     ("tone.m4a", "kept", "tone.m4a", "m4a"),
-    ("isom.m4a", "transcoded", "isom.ogg", "ogg"),
+    ("isom.m4a", "remuxed", "isom.m4a", "m4a"),
     ("tone.aac", "kept", "tone.aac", "aac"),
     ("vorbis.ogg", "transcoded", "vorbis.ogg", "ogg"),
     ("oggflac.ogg", "transcoded", "oggflac.ogg", "ogg"),
     ("voice.opus", "kept", "voice.ogg", "ogg"),
-    ("tone.webm", "transcoded", "tone.ogg", "ogg"),
-    ("video.mp4", "transcoded", "video.ogg", "ogg"),
-    ("multi.mka", "transcoded", "multi.ogg", "ogg"),
+    ("tone.webm", "remuxed", "tone.ogg", "ogg"),
+    ("video.mp4", "remuxed", "video.m4a", "m4a"),
+    ("multi.mka", "remuxed", "multi.m4a", "m4a"),
     ("surround.wav", "transcoded", "surround.ogg", "ogg"),
     ("hires.flac", "transcoded", "hires.ogg", "ogg"),
     ("mulaw.wav", "transcoded", "mulaw.ogg", "ogg"),
     ("liar.wav", "kept", "liar.mp3", "mp3"),
     ("silence.wav", "transcoded", "silence.ogg", "ogg"),
     ("short.wav", "transcoded", "short.ogg", "ogg"),
-    ("cover.mp3", "transcoded", "cover.ogg", "ogg"),
+    ("cover.mp3", "remuxed", "cover.mp3", "mp3"),
 ]
 
 
@@ -148,8 +148,12 @@ def test_cover_art_and_tags_do_not_leak(audio_dir: Path, tmp_path: Path) -> None
 def test_default_stream_of_multi_stream_file_is_used(audio_dir: Path, tmp_path: Path) -> None:
     # multi.mka: stream #0 is 44.1 kHz mono (not default), #1 is 48 kHz stereo (default)
     result = prepare_file(audio_dir / "multi.mka", tmp_path / "out", settings(tmp_path))
-    assert result.plan is not None and result.plan.audio_index == 1
-    assert ffprobe(result.outputs[0].path)["streams"][0]["channels"] == 2
+    assert result.info.audio.audio_index == 1
+    (stream,) = ffprobe(result.outputs[0].path)["streams"]
+    assert stream["channels"] == 2 and stream["sample_rate"] == "48000"
+    forced = prepare_file(audio_dir / "multi.mka", tmp_path / "re", settings(tmp_path, reencode=True))
+    assert forced.plan is not None and forced.plan.audio_index == 1
+    assert ffprobe(forced.outputs[0].path)["streams"][0]["channels"] == 2
 
 
 def test_audio_is_taken_out_of_a_video(audio_dir: Path, tmp_path: Path) -> None:

@@ -111,10 +111,7 @@ def test_kept_byte_for_byte(audio_dir: Path, tmp_path: Path, name: str, out_name
 
 
 @pytest.mark.parametrize("name, why", [
-    ("isom.m4a", "brand isom sniffs video/mp4: the server refuses it"),
     ("vorbis.ogg", "WhatsApp takes Ogg with Opus only"),
-    ("cover.mp3", "the cover art must not be sent"),
-    ("tone.webm", "Opus, but in WebM"),
     ("oggflac.ogg", "FLAC in Ogg"),
 ])
 def test_not_kept(audio_dir: Path, tmp_path: Path, name: str, why: str) -> None:
@@ -125,6 +122,46 @@ def test_not_kept(audio_dir: Path, tmp_path: Path, name: str, why: str) -> None:
     assert sha256(o.path) != sha256(src)
     assert mime_of(o.path) == "audio/ogg"
     assert ffprobe(o.path)["streams"][0]["codec_name"] == "opus"
+
+
+def audio_packets(path: Path) -> list[str]:
+    """The audio packets' sizes: equal lists mean the audio was copied, not re-encoded."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+                          "packet=size", "-of", "csv=p=0", str(path)],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    return [line.strip(",") for line in out.split()]
+
+
+@pytest.mark.parametrize("name, out_name, mime, why", [
+    ("isom.m4a", "isom.m4a", "audio/x-m4a", "brand isom sniffs video/mp4: the server refuses it"),
+    ("cover.mp3", "cover.mp3", "audio/mpeg", "the cover art and tags must not be sent"),
+    ("tone.webm", "tone.ogg", "audio/ogg", "Opus, but in WebM"),
+    ("video.mp4", "video.m4a", "audio/x-m4a", "AAC beside a video track"),
+])
+def test_remuxed_without_a_second_encode(audio_dir: Path, tmp_path: Path, name: str, out_name: str,
+                                         mime: str, why: str) -> None:
+    src = audio_dir / name
+    result = prepare_file(src, tmp_path / "out", settings(tmp_path))
+    assert result.action == "remuxed", why
+    (o,) = result.outputs
+    assert o.path.name == out_name
+    assert mime_of(o.path) == mime == o.mime
+    assert audio_packets(o.path) == audio_packets(src)  # the very same audio
+    probed = ffprobe(o.path)
+    assert [s["codec_type"] for s in probed["streams"]] == ["audio"]
+    tags = {k.lower() for k in (probed["format"].get("tags") or {})}
+    assert not tags & {"title", "artist", "comment", "album"}
+
+
+def test_tags_alone_make_a_remux(tmp_path: Path, audio_dir: Path) -> None:
+    tagged = tmp_path / "tagged.m4a"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(audio_dir / "tone.m4a"), "-c", "copy",
+                    "-metadata", "artist=Private Sender", "-metadata", "location=+48.85+002.35/",
+                    "-f", "ipod", str(tagged)], check=True, timeout=60)
+    result = prepare_file(tagged, tmp_path / "out", settings(tmp_path))
+    assert result.action == "remuxed" and result.info.tags
+    tags = ffprobe(result.outputs[0].path)["format"].get("tags") or {}
+    assert "artist" not in tags and "location" not in tags
 
 
 def test_reencode_forces_transcode(audio_dir: Path, tmp_path: Path) -> None:
