@@ -9,7 +9,7 @@ The stages are importable on their own::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from .errors import (AudiopipeError, FFmpegError, InputError, PrepareError, ToolMissingError,
                      UsageError)

@@ -20,7 +20,6 @@ import click
 
 from . import __version__
 from .console import bars_enabled, human_duration, human_size, progress_bar, setup_logging
-from .client import LancepilotClient, SentMessage
 from .errors import (AudiopipeError, AuthError, ConnectFailed, GaveUp, OutcomeUnknown, SendError,
                      ToolMissingError, UsageError)
 from .formats import FORMAT_NAMES
@@ -351,6 +350,8 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
     check_uuid(contact, "--contact")
     if (input_path is None) == (url is None):
         raise UsageError("give either an INPUT file or --url, not both")
+    from .client import LancepilotClient, SentMessage
+
     sent: list[SentMessage] = []
     with LancepilotClient(base_url=base_url, token_file=token_file, connect_timeout=connect_timeout,
                           read_timeout=read_timeout, retry=RetryPolicy(attempts=retries + 1)) as client:
@@ -448,6 +449,7 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     6 another run holds the ledger.
     """
     from .batch import BatchSettings, run_batch
+    from .client import LancepilotClient
     from .ledger import LedgerLocked, SqliteLedger
     from .report import write_report
 

@@ -73,11 +73,11 @@ FORMATS: dict[str, TargetFormat] = {
     "m4a": TargetFormat(
         name="m4a", extension="m4a", muxer="ipod", encoder="aac", codec="aac",
         container="mov,mp4,m4a,3gp,3g2,mj2", content_type="audio/mp4", floor=16000,
-        ceiling_per_channel=128000, fixed_overhead=8192, bytes_per_frame=4.5, bitrate_factor=1.02),
+        ceiling_per_channel=128000, fixed_overhead=8192, bytes_per_frame=4.5, bitrate_factor=1.04),
     "aac": TargetFormat(
         name="aac", extension="aac", muxer="adts", encoder="aac", codec="aac", container="aac",
         content_type="audio/aac", floor=16000, ceiling_per_channel=128000,
-        fixed_overhead=1024, bytes_per_frame=7.0, bitrate_factor=1.02),
+        fixed_overhead=1024, bytes_per_frame=7.0, bitrate_factor=1.04),
     "amr": TargetFormat(
         name="amr", extension="amr", muxer="amr", encoder="libopencore_amrnb", codec="amr_nb",
         container="amr", content_type="audio/amr", floor=4750, ceiling_per_channel=12200,

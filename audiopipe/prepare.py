@@ -19,11 +19,12 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .cache import Cache, cache_key, file_sha256
 from .encode import encode, remux, temp_path_for, verify
-from .errors import AudiopipeError, PrepareError, UsageError
+from .errors import AudiopipeError, InputError, PrepareError, UsageError
 from .formats import ACCEPTABLE_AS_IS, FORMATS, TargetFormat, get_format
 from .plan import DoesNotFit, EncodePlan, plan, replan
-from .probe import AudioStream, MediaInfo, probe
+from .probe import AudioStream, MediaInfo, check_readable, probe
 from .runner import ffmpeg_version
+from .version import __version__
 from .sniff import sniff
 
 log = logging.getLogger(__name__)
@@ -309,6 +310,7 @@ def _restore(hit: tuple[dict[str, Any], Path], dest_stem: Path, source: Path, sh
     inp = dict(manifest["input"])
     inp["audio"] = AudioStream(**inp["audio"])
     inp["path"] = str(source)
+    inp["tags"] = tuple(inp.get("tags") or ())
     plan_d = manifest.get("plan")
     return PrepareResult(source=source, source_sha256=sha, info=MediaInfo(**inp), action=manifest["action"],
                          outputs=tuple(outputs), passes=manifest["passes"],
@@ -338,6 +340,28 @@ def _remux(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: 
                         info.audio.bit_rate or checked.info.bit_rate)
 
 
+def _hash_in_background(path: Path) -> Callable[[], str]:
+    """Start hashing ``path`` on another thread (it overlaps the encode); call the result to join."""
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["sha"] = file_sha256(path)
+        except OSError as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=work, name="hash", daemon=True)
+    t.start()
+
+    def join() -> str:
+        t.join()
+        if "error" in box:
+            raise InputError(path, f"cannot be read: {box['error'].strerror}")
+        return str(box["sha"])
+
+    return join
+
+
 def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSettings | None = None, *,
                  name: str | None = None) -> PrepareResult:
     """Prepare one file into ``out_dir``; raises an :class:`AudiopipeError` when it cannot."""
@@ -346,14 +370,22 @@ def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSetti
     out = Path(out_dir)
     stem = name or src.stem
     dest_stem = out / stem
-    info = probe(src)  # refuses missing, empty, corrupt, playlist and no-audio inputs
-    sha = file_sha256(src)
+    check_readable(src)
     cache = Cache(settings.cache_dir) if settings.cache else None
-    key = cache_key(sha, settings.cache_fields(), ffmpeg_version()) if cache else ""
     if cache:
+        # the content hash first: a hit needs neither ffprobe nor ffmpeg
+        try:
+            sha = file_sha256(src)
+        except OSError as exc:
+            raise InputError(src, f"cannot be read: {exc.strerror}") from None
+        key = cache_key(sha, settings.cache_fields(), f"{ffmpeg_version()} audiopipe {__version__}")
         hit = cache.get(key)
         if hit:
             return _restore(hit, dest_stem, src, sha)
+        source_sha = lambda: sha  # noqa: E731
+    else:
+        source_sha = _hash_in_background(src)
+    info = probe(src)  # refuses missing, empty, corrupt, playlist and no-audio inputs
 
     ok, _why = acceptable(info, settings, sniff(src).extension)
     if ok:
@@ -363,16 +395,17 @@ def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSetti
         kept = OutputFile(path=dest, size=info.size, format=fmt.name, content_type=fmt.content_type,
                           mime=sniff(dest).mime, codec=info.audio.codec, duration=info.duration,
                           bitrate=info.audio.bit_rate or info.bit_rate)
-        result = PrepareResult(source=src, source_sha256=sha, info=info, action="kept", outputs=(kept,))
+        result = PrepareResult(source=src, source_sha256=source_sha(), info=info, action="kept",
+                               outputs=(kept,))
     else:
         remuxed = _remux(src, info, settings, dest_stem)
         if remuxed is not None:
-            result = PrepareResult(source=src, source_sha256=sha, info=info, action="remuxed",
+            result = PrepareResult(source=src, source_sha256=source_sha(), info=info, action="remuxed",
                                    outputs=(remuxed,), passes=1)
         else:
             action, outputs, passes, kept_duration, last_plan = _transcode(src, info, settings, dest_stem)
-            result = PrepareResult(source=src, source_sha256=sha, info=info, action=action, outputs=outputs,
-                                   passes=passes, kept_duration=kept_duration, plan=last_plan)
+            result = PrepareResult(source=src, source_sha256=source_sha(), info=info, action=action,
+                                   outputs=outputs, passes=passes, kept_duration=kept_duration, plan=last_plan)
     if cache:
         manifest = result.to_dict()
         manifest["stem"] = stem

@@ -97,9 +97,8 @@ def _explain(stderr: str, path: Path) -> str:
     return f"cannot be read: {last}"
 
 
-def probe(path: str | Path) -> MediaInfo:
-    """Describe ``path``; raise :class:`InputError` for anything that is not usable audio."""
-    p = Path(path)
+def check_readable(p: Path) -> int:
+    """The size of ``p``; :class:`InputError` when it is missing, not a file, or empty."""
     if not p.exists():
         raise InputError(p, "no such file")
     if not p.is_file():
@@ -107,6 +106,13 @@ def probe(path: str | Path) -> MediaInfo:
     size = p.stat().st_size
     if size == 0:
         raise InputError(p, "the file is empty")
+    return size
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Describe ``path``; raise :class:`InputError` for anything that is not usable audio."""
+    p = Path(path)
+    size = check_readable(p)
     argv = ffprobe_base()
     for key, value in input_options().items():
         argv += [f"-{key}", value]
