@@ -23,7 +23,8 @@ from .client import RetryPolicy, SentMessage
 from .contacts import ContactList, read_contacts
 from .errors import (AuthError, ConnectFailed, InputError, OutcomeUnknown, RateLimited, RefusedError,
                      SendError, UsageError)
-from .ledger import (DEFERRED, FAILED, SENT, UNKNOWN, Ledger, SendKey, SqliteLedger)
+from .ledger import (DEFERRED, FAILED, SENT, UNKNOWN, Ledger, SendKey, SqliteLedger, default_state_path)
+from .report import extra_column_name
 from .prepare import (InputItem, OutputFile, PrepareOutcome, PrepareSettings, collect_inputs,
                       prepare_many)
 
@@ -87,8 +88,8 @@ class RowResult:
     size: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        # The CSV's own columns first: one named like ours ("status", "error"...) must not replace ours.
-        return {**self.extra, "line": self.line, "contact": self.contact, "workspace": self.workspace,
+        # The CSV's own columns are kept; one named like ours ("status", "error"...) becomes csv_status.
+        return {**{extra_column_name(k): v for k, v in self.extra.items()}, "line": self.line, "contact": self.contact, "workspace": self.workspace,
                 "file": self.file, "part": self.part, "parts": self.parts, "status": self.status,
                 "message_id": self.message_id, "error": self.error, "size": self.size}
 
@@ -129,10 +130,14 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
+        self._spread = 0.0
+        self._rng = random.Random()
 
     def pause(self, seconds: float) -> None:
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
+            # workers resume spread over a moment, not all at once into the same limit
+            self._spread = min(1.0, max(seconds, 0.05) * 0.5)
 
     def wait(self, stop: threading.Event) -> bool:
         """Block until this worker may send; False if the run was stopped meanwhile."""
@@ -145,7 +150,7 @@ class RateLimiter:
                     self._next = slot + self.interval
                     delay = slot - now
                 else:
-                    delay = self._paused_until - now
+                    delay = self._paused_until - now + self._rng.uniform(0, self._spread)
             if delay > 0 and stop.wait(delay):
                 return False
             if booked:
@@ -211,7 +216,7 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder")
     contacts = read_contacts(settings.contacts, folder, default_workspace=settings.workspace)
-    own_ledger = ledger is None
+    own_ledger = ledger is None and (not settings.dry_run or default_state_path().exists())
     if own_ledger:
         ledger = SqliteLedger()
     try:
@@ -285,7 +290,7 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
             for o, sha in zip(u.outputs, u.prepared_sha256):
                 key = SendKey(settings.campaign, u.workspace, u.contact, u.source_sha256, o.part)
                 row = ledger.get(key) if ledger is not None else None
-                status, mid, err = _decide(row, sha, settings)
+                status, mid, err = _decide(row, sha, settings, u.label)
                 results.append(RowResult(u.row_line, u.contact, u.workspace, u.label, o.part, o.parts,
                                          ST_WOULD_SEND if status is None else status, mid, err,
                                          u.extra, o.size))
@@ -312,7 +317,7 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
         key = SendKey(settings.campaign, u.workspace, u.contact, u.source_sha256, o.part)
         base = dict(line=u.row_line, contact=u.contact, workspace=u.workspace, file=u.label, part=o.part,
                     parts=o.parts, extra=u.extra, size=o.size)
-        status, mid, err = _decide(ledger.get(key), sha, settings)
+        status, mid, err = _decide(ledger.get(key), sha, settings, u.label)
         if status is not None:
             return RowResult(status=status, message_id=mid, error=err, **base)
         last: SendError | None = None
@@ -395,13 +400,15 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
     return batch
 
 
-def _decide(row: Any, prepared_sha: str, settings: BatchSettings) -> tuple[str | None, str | None, str | None]:
+def _decide(row: Any, prepared_sha: str, settings: BatchSettings,
+            label: str | None = None) -> tuple[str | None, str | None, str | None]:
     """What the ledger says about a send: (status to report without sending, id, error), or
     (None, None, None) when it must be sent now."""
     if row is None or row.state == DEFERRED:
         return None, None, None
     if row.state == SENT:
-        return ST_ALREADY, row.message_id, None
+        return ST_ALREADY, row.message_id, (f"same content as {row.file}, already sent"
+                                            if label is not None and row.file != label else None)
     if row.state == UNKNOWN:
         if settings.retry_unknown:
             return None, None, None

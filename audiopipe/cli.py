@@ -36,12 +36,12 @@ log = logging.getLogger(__name__)
 class ExitCode(enum.IntEnum):
     OK = 0
     FAILED = 1        # some inputs failed / refused by the server
-    USAGE = 2
+    USAGE = 2         # a bad flag, setting or set-up (ffmpeg missing)
     AUTH = 3
     UNKNOWN = 4       # an upload's outcome is unknown: it may have been delivered
     NOT_SENT = 5      # not sent after retries
     LOCKED = 6        # another run holds the ledger
-    INTERRUPTED = 130  # Ctrl-C / SIGTERM
+    INTERRUPTED = 130  # Ctrl-C (SIGTERM: 143)
 
 
 def _fail(message: str, code: ExitCode) -> NoReturn:
@@ -68,7 +68,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except ToolMissingError as exc:
             if debug:
                 traceback.print_exc()
-            _fail(str(exc), ExitCode.FAILED)
+            _fail(str(exc), ExitCode.USAGE)
         except AudiopipeError as exc:
             if debug:
                 traceback.print_exc()
@@ -104,11 +104,11 @@ def prepare_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      default="ogg", show_default=True, envvar="AUDIOPIPE_FORMAT",
                      help="Format for files that must be converted: ogg (Opus; plays as a voice "
                           "message when mono), mp3, m4a (AAC), aac (ADTS), amr (needs an ffmpeg "
-                          "with libopencore_amrnb)."),
+                          "with libopencore_amrnb) [env AUDIOPIPE_FORMAT]."),
         click.option("--max-size", type=SizeParam(), default="16000000", show_default=True,
                      envvar="AUDIOPIPE_MAX_SIZE",
                      help="Byte budget per file: 16MB, 15MiB, 500KB... The server's hard limit is "
-                          "16384 KiB (16,777,216 bytes)."),
+                          "16384 KiB (16,777,216 bytes) [env AUDIOPIPE_MAX_SIZE]."),
         click.option("--bitrate", type=BitrateParam(), default=None,
                      help="Highest bitrate to use, e.g. 64k (a ceiling; lower is chosen to fit)."),
         click.option("--channels", type=click.IntRange(1, 2), default=None,
@@ -244,7 +244,7 @@ def prepare_cmd(inputs: tuple[Path, ...], out_dir: Path, fmt: str, max_size: int
     """
     settings = settings_from(fmt, max_size, bitrate, channels, normalize, voice_note, on_overflow,
                              reencode, no_cache)
-    items = collect_inputs(inputs)
+    items = collect_inputs(inputs, exclude=out_dir)
     if not items:
         raise UsageError("no audio files found in " + ", ".join(map(str, inputs)))
     bar = progress_bar(len(items), "preparing", enabled=bars_enabled(quiet or as_json))
@@ -348,8 +348,12 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
 
     check_uuid(workspace, "--workspace")
     check_uuid(contact, "--contact")
-    if (input_path is None) == (url is None):
+    if input_path is None and url is None:
+        raise UsageError("give an INPUT file to upload, or --url URL to send a hosted file")
+    if input_path is not None and url is not None:
         raise UsageError("give either an INPUT file or --url, not both")
+    if url is not None and not url.lower().startswith(("http://", "https://")):
+        raise UsageError(f"--url {url!r} must be an http(s) URL")
     from .client import LancepilotClient, SentMessage
 
     sent: list[SentMessage] = []
@@ -368,9 +372,14 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
                         sent.append(client.send_audio(workspace, contact, out.path,
                                                       content_type=out.content_type))
                     except SendError as exc:
+                        if as_json:
+                            click.echo(json.dumps({"ok": False, "error": str(exc), "created": exc.created,
+                                                   "sent": [m.data for m in sent]}))
+                        for i, m in enumerate(sent, 1):
+                            click.echo(f"part {i} of {len(result.outputs)} was sent: {m.id}", err=True)
                         if sent:
-                            click.echo(f"sent parts 1-{len(sent)} of {len(result.outputs)} before this failure",
-                                       err=True)
+                            click.echo("to send the rest only, split the file yourself or use 'audiopipe "
+                                       "batch' (it records every part)", err=True)
                         raise exc
     if as_json:
         click.echo(json.dumps([m.data for m in sent]))
@@ -391,7 +400,8 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
 @click.option("--workspace", "-w", envvar="LANCEPILOT_WORKSPACE", default=None,
               help="Workspace UUID for rows without one [env LANCEPILOT_WORKSPACE].")
 @click.option("--campaign", default="default", show_default=True, envvar="AUDIOPIPE_CAMPAIGN",
-              help="Name that scopes 'already sent': the same file goes again under a new campaign.")
+              help="Name that scopes 'already sent': the same file goes again under a new campaign "
+                   "[env AUDIOPIPE_CAMPAIGN].")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               envvar="AUDIOPIPE_STATE",
               help="The ledger file [env AUDIOPIPE_STATE; default ~/.local/state/audiopipe/ledger.sqlite3].")
@@ -477,10 +487,17 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
             report_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot write the report {report_path}: {exc.strerror or exc}") from None
-    ledger = SqliteLedger(state_path)
+    from .ledger import default_state_path
+
+    state_file = state_path or default_state_path()
+    # a dry run reads the ledger when there is one (to say what was already sent) but never makes one
+    ledger = SqliteLedger(state_file) if not dry_run or state_file.exists() else None
     import signal
 
+    terminated: list[bool] = []
+
     def on_term(*_: object) -> None:
+        terminated.append(True)
         raise KeyboardInterrupt  # SIGTERM (cron timeout, systemd): stop like Ctrl-C, in-flight sends recorded
 
     signal.signal(signal.SIGTERM, on_term)
@@ -489,12 +506,14 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     except LedgerLocked as exc:
         _fail(str(exc), ExitCode.LOCKED)
     except KeyboardInterrupt:
-        _fail("interrupted: sends in flight were recorded; run the same command again to continue",
-              ExitCode.INTERRUPTED)
+        click.echo("audiopipe: error: interrupted: sends in flight were recorded; run the same command "
+                   "again to continue", err=True)
+        sys.exit(143 if terminated else int(ExitCode.INTERRUPTED))
     finally:
         for bar in bars.values():
             bar.close()
-        ledger.close()
+        if ledger is not None:
+            ledger.close()
         if client is not None:
             client.close()
     if report_path:
@@ -510,6 +529,11 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
         for o in unpreparable:
             click.echo(f"failed: {o.error} (skipped for every contact)", err=True)
         listed = [r for r in problems if not (r.status == "failed" and r.part is None)]
+        if result.stopped:  # one line for everything the stop held back, not one per row
+            held = [r for r in listed if r.status == "not_sent"]
+            listed = [r for r in listed if r.status != "not_sent"]
+            if held:
+                click.echo(f"not_sent: {len(held)} message(s), because the run stopped", err=True)
         for r in listed[:20]:
             where = f"line {r.line}: " if r.line else ""
             what = " ".join(x for x in (r.contact, r.file) if x)
@@ -518,8 +542,9 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
         if len(listed) > 20:
             click.echo(f"... and {len(listed) - 20} more (see --report or 'audiopipe status')", err=True)
         actions = Counter(o.result.action if o.result else "failed" for o in result.prepared)
-        click.echo(f"{result.unique_files} file(s) prepared once each: "
-                   + ", ".join(f"{n} {a}" for a, n in sorted(actions.items())), err=True)
+        if actions:
+            click.echo(f"{result.unique_files} file(s) prepared once each: "
+                       + ", ".join(f"{n} {a}" for a, n in sorted(actions.items())), err=True)
         if dry_run:
             click.echo(f"dry run, campaign {campaign!r}: {len(result.rows)} message(s) from "
                        f"{result.unique_files} file(s); would send {counts['would_send']} "
@@ -555,7 +580,8 @@ def batch_exit_code(result: Any) -> ExitCode:
 
 @cli.command("status")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              envvar="AUDIOPIPE_STATE", help="The ledger file [env AUDIOPIPE_STATE].")
+              envvar="AUDIOPIPE_STATE",
+              help="The ledger file [env AUDIOPIPE_STATE; default ~/.local/state/audiopipe/ledger.sqlite3].")
 @click.option("--campaign", default=None, help="Only this campaign (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Counts and problem rows as JSON.")
 @handle_errors
@@ -592,7 +618,8 @@ def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> 
         click.echo("  " + "  ".join(f"{k}: {v}" for k, v in counts.items()))
         for r in problems:
             part = f" part {r.key.part}/{r.parts}" if r.parts > 1 else ""
-            click.echo(f"{r.state}: [{r.key.campaign}] {r.key.contact} {r.file}{part}: {r.error}")
+            detail = r.error or ("in flight" if running else "interrupted mid-request")
+            click.echo(f"{r.state}: [{r.key.campaign}] {r.key.contact} {r.file}{part}: {detail}")
     interrupted = counts[SENDING] if not running else 0
     if counts[UNKNOWN] or interrupted:
         code = ExitCode.UNKNOWN

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import ffmpeg
 
-from .errors import InputError, PrepareError
+from .errors import InputError, PrepareError, UsageError
 from .formats import TargetFormat
 from .plan import EncodePlan
 from .probe import PROBE_TIMEOUT, MediaInfo, ffmpeg_path_arg, input_options, probe
@@ -30,7 +30,13 @@ def encode_timeout(duration: float) -> float:
     """Generous: ffmpeg encodes audio at 50-500× real time; this only catches a hung process."""
     configured = os.environ.get("AUDIOPIPE_FFMPEG_TIMEOUT")
     if configured:
-        return float(configured)
+        try:
+            seconds = float(configured)
+        except ValueError:
+            seconds = -1.0
+        if seconds <= 0:
+            raise UsageError(f"AUDIOPIPE_FFMPEG_TIMEOUT={configured!r} must be a number of seconds above 0")
+        return seconds
     return 120.0 + duration * 1.0
 
 

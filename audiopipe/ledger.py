@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
-from .errors import AudiopipeError
+from .errors import AudiopipeError, UsageError
 
 # States a row can be in.
 SENDING = "sending"     # intent written, result not yet: outcome unknown if found by a later run
@@ -119,7 +119,7 @@ class SqliteLedger:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a --state under a file, or where we may not write
-            raise AudiopipeError(f"cannot open the ledger {self.path}: {exc.strerror or exc}") from None
+            raise UsageError(f"cannot open the ledger {self.path}: {exc.strerror or exc}") from None
         try:
             self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
                                        check_same_thread=False)
@@ -127,7 +127,8 @@ class SqliteLedger:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise AudiopipeError(f"cannot open the ledger {self.path}: {exc}") from None
+            raise UsageError(f"cannot open the ledger {self.path}: {exc} "
+                             "(is it an audiopipe ledger? see --state)") from None
 
     # -- the run lock: one run per ledger at a time -------------------------------------------------
 

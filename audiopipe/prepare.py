@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .cache import Cache, cache_key, file_sha256
 from .encode import encode, remux, temp_path_for, verify
-from .errors import AudiopipeError, InputError, PrepareError, UsageError
+from .errors import AudiopipeError, InputError, PrepareError, ToolMissingError, UsageError
 from .formats import ACCEPTABLE_AS_IS, FORMATS, TargetFormat, get_format
 from .plan import DoesNotFit, EncodePlan, plan, replan
 from .probe import AudioStream, MediaInfo, check_readable, probe
@@ -30,6 +30,7 @@ from .sniff import sniff
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SIZE = 16_000_000
+SERVER_LIMIT = 16_777_216     # Laravel's max:16384, in KiB
 VOICE_NOTE_BUDGET = 512_000     # WhatsApp plays a voice note inline up to 512 KB
 VOICE_NOTE_MIN_BITRATE = 12_000  # below this, a longer note is better sent as a plain file
 OVERFLOW_CHOICES = ("trim", "split", "fail")
@@ -64,9 +65,17 @@ class PrepareSettings:
         if self.on_overflow not in OVERFLOW_CHOICES:
             raise UsageError(f"on_overflow must be one of {', '.join(OVERFLOW_CHOICES)}, got {self.on_overflow!r}")
         if self.max_size < 4096:
-            raise UsageError(f"max_size {self.max_size} is too small to hold any audio (at least 4096 bytes)")
+            raise UsageError(f"--max-size {self.max_size} is too small to hold any audio (at least 4096 bytes)")
+        if self.max_size > SERVER_LIMIT:
+            raise UsageError(f"--max-size {self.max_size:,} is over the server's limit of {SERVER_LIMIT:,} bytes "
+                             "(16384 KB): it would refuse such files")
+        if self.voice_note and self.format != "ogg":
+            raise UsageError("--voice-note makes mono Ogg/Opus (what WhatsApp shows as a voice message); "
+                             f"drop --format {self.format}")
+        if self.bitrate is not None and not 4000 <= self.bitrate <= 512000:
+            raise UsageError(f"--bitrate {self.bitrate // 1000}k is outside 4k..512k")
         if self.channels is not None and self.channels not in (1, 2):
-            raise UsageError("channels must be 1 (mono) or 2 (stereo)")
+            raise UsageError("--channels must be 1 (mono) or 2 (stereo)")
         if self.max_passes < 1:
             raise UsageError("max_passes must be at least 1")
 
@@ -217,6 +226,9 @@ def _encode_to_fit(source: Path, p: EncodePlan, fmt: TargetFormat, dest: Path,
         encode(source, p, dest)
         try:
             checked = verify(dest, fmt, budget=p.budget, expected_duration=p.duration)
+        except PrepareError as exc:
+            dest.unlink(missing_ok=True)
+            raise PrepareError(source, exc.reason) from None  # name the input, not a file that is gone
         except AudiopipeError:
             dest.unlink(missing_ok=True)
             raise
@@ -422,15 +434,21 @@ class InputItem:
     out_subdir: Path = field(default_factory=Path)  # relative folder under the output folder
 
 
-def collect_inputs(paths: Iterable[str | Path]) -> list[InputItem]:
-    """Files as given, and media files found recursively under folders (sorted, hidden ones skipped)."""
+def collect_inputs(paths: Iterable[str | Path], *, exclude: str | Path | None = None) -> list[InputItem]:
+    """Files as given, and media files found recursively under folders (sorted, hidden ones skipped).
+
+    ``exclude`` is a folder never searched (the output folder, when it lies inside an input folder).
+    """
     items: list[InputItem] = []
+    skip = Path(exclude).resolve() if exclude else None
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
             for found in sorted(p.rglob("*")):
                 rel = found.relative_to(p)
                 if any(part.startswith(".") for part in rel.parts):
+                    continue
+                if skip is not None and (found.resolve() == skip or skip in found.resolve().parents):
                     continue
                 if found.is_file() and found.suffix.lower() in MEDIA_EXTENSIONS:
                     items.append(InputItem(found, rel.parent))
@@ -479,6 +497,8 @@ def prepare_many(items: Sequence[InputItem | str | Path], out_dir: str | Path,
         try:
             res = prepare_file(item.path, out / stem.parent, settings, name=stem.name)
             outcome = PrepareOutcome(item.path, result=res)
+        except (UsageError, ToolMissingError):
+            raise  # the set-up is wrong (ffmpeg missing, a bad setting): no file can succeed
         except AudiopipeError as exc:
             outcome = PrepareOutcome(item.path, error=exc)
         if progress:

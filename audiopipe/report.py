@@ -15,6 +15,11 @@ REPORT_COLUMNS = ("contact", "workspace", "file", "part", "parts", "status", "me
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+def extra_column_name(name: str) -> str:
+    """A CSV's own column as it appears in the report: one named like ours gets a ``csv_`` prefix."""
+    return f"csv_{name}" if name in REPORT_COLUMNS or name.startswith("csv_") else name
+
+
 def escape_cell(value: Any) -> str:
     """Text a spreadsheet will not run as a formula (REFERENCE §6): such cells get a leading '."""
     text = "" if value is None else str(value)
@@ -24,7 +29,7 @@ def escape_cell(value: Any) -> str:
 def write_report(path: str | Path, rows: Iterable[dict[str, Any]], extra_columns: Iterable[str] = ()) -> Path:
     """Write the rows (``RowResult.to_dict()``) to ``path`` atomically; returns the path."""
     dest = Path(path)
-    extras = [c for c in extra_columns if c not in REPORT_COLUMNS]
+    extras = [extra_column_name(c) for c in extra_columns]
     columns = list(REPORT_COLUMNS) + extras
     tmp = temp_path_for(dest)
     try:

@@ -71,7 +71,7 @@ def run(argv: list[str], *, timeout: float | None = DEFAULT_TIMEOUT, what: str =
                               stderr=subprocess.PIPE, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
         stderr = (exc.stderr or b"").decode("utf-8", "replace")
-        raise FFmpegError(f"{what} did not finish within {timeout:.0f} s and was stopped",
+        raise FFmpegError(f"{what} did not finish within {timeout:g} s and was stopped (AUDIOPIPE_FFMPEG_TIMEOUT)",
                           argv=argv, stderr=stderr) from None
     except FileNotFoundError:
         raise ToolMissingError(f"{argv[0]} could not be started: " +

@@ -308,7 +308,7 @@ def test_unusable_state_or_report_path_is_one_line_not_a_traceback(tmp_path, fol
     (tmp_path / "afile").write_text("x")
     csv_path = write_csv(tmp_path / "c.csv", "contact", contacts_for(1))
     proc = audiopipe(*batch_args(folder, csv_path, tmp_path / "afile" / "ledger.sqlite3"), sandbox=sb)
-    assert proc.returncode == 1 and "cannot open the ledger" in proc.stderr
+    assert proc.returncode == 2 and "cannot open the ledger" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and sb.request_count == 0
     st = audiopipe("status", "--state", str(tmp_path / "afile" / "ledger.sqlite3"))
     assert st.returncode == 2 and "no ledger" in st.stderr

@@ -217,7 +217,7 @@ def test_sigterm_stops_after_the_sends_in_flight_are_recorded(tmp_path, audio_di
             time.sleep(0.002)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
-        assert proc.returncode == 130, err
+        assert proc.returncode == 143, err  # 128 + SIGTERM
         assert "Traceback" not in err and "interrupted" in err
         with SqliteLedger(state) as led:
             counts = led.counts()

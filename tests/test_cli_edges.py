@@ -1,0 +1,136 @@
+"""What a new user runs into: settings that cannot work, set-up errors, and friendly batch output.
+
+Each case: one line on stderr, no traceback, the documented exit code."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from audiopipe.errors import UsageError
+from audiopipe.prepare import PrepareSettings
+
+TOKEN = "edge-token"
+SANDBOX_RESTARTS = True
+WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
+PEOPLE = ["5f0c3a6e-1b2d-4e8f-9a7b-0c1d2e3f4a51", "8a9b0c1d-2e3f-4a5b-8c7d-9e0f1a2b3c52",
+          "c3d4e5f6-a7b8-4c9d-8e0f-1a2b3c4d5e53"]
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    e = dict(os.environ, **(env or {}))
+    proc = subprocess.run([sys.executable, "-m", "audiopipe", *args], capture_output=True, text=True,
+                          env=e, cwd=cwd, timeout=120)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"max_size": 20_000_000}, "over the server's limit"),
+    ({"voice_note": True, "format": "mp3"}, "--voice-note"),
+    ({"bitrate": 1000}, "--bitrate"),
+    ({"bitrate": 10_000_000}, "--bitrate"),
+    ({"max_size": 10}, "--max-size 10"),
+])
+def test_settings_that_cannot_work_are_refused(kw: dict, words: str) -> None:
+    with pytest.raises(UsageError, match=words):
+        PrepareSettings(**kw)
+
+
+def test_max_size_at_the_server_limit_is_fine() -> None:
+    assert PrepareSettings(max_size=16_777_216).max_size == 16_777_216
+
+
+def test_bad_ffmpeg_timeout_is_a_usage_error(tmp_path: Path, audio_dir: Path) -> None:
+    proc = cli("prepare", str(audio_dir / "tone.wav"), "--out", str(tmp_path), "--no-cache",
+               env={"AUDIOPIPE_FFMPEG_TIMEOUT": "abc"})
+    assert proc.returncode == 2 and "AUDIOPIPE_FFMPEG_TIMEOUT" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 2
+
+
+def test_missing_ffmpeg_stops_at_once_with_exit_2(tmp_path: Path, audio_dir: Path) -> None:
+    proc = cli("prepare", str(audio_dir / "tone.wav"), str(audio_dir / "tone.flac"), "--out", str(tmp_path),
+               "--no-cache", env={"AUDIOPIPE_FFMPEG": "/nonexistent/ffmpeg"})
+    assert proc.returncode == 2
+    assert proc.stderr.count("AUDIOPIPE_FFMPEG") == 1  # one line for the set-up, not one per file
+
+
+def test_output_folder_inside_the_input_folder_is_not_read_back(tmp_path: Path, audio_dir: Path) -> None:
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    shutil.copy(audio_dir / "tone.wav", rec / "tone.wav")
+    for _ in range(2):
+        proc = cli("prepare", str(rec), "--out", str(rec / "ready"), "--no-cache", "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert len(proc.stdout.strip().splitlines()) == 1
+    assert sorted(p.relative_to(rec).as_posix() for p in rec.rglob("*") if p.is_file()) == [
+        "ready/tone.ogg", "tone.wav"]
+
+
+@pytest.mark.parametrize("args, words", [
+    ((), "give an INPUT file to upload, or --url"),
+    (("--url", "notaurl"), "must be an http(s) URL"),
+])
+def test_send_argument_errors_say_what_to_do(args: tuple[str, ...], words: str) -> None:
+    proc = cli("send", "-w", WS, "-c", PEOPLE[0], *args, env={"LANCEPILOT_TOKEN": TOKEN})
+    assert proc.returncode == 2 and words in proc.stderr
+
+
+def _csv(path: Path, header: str, rows: list[str]) -> Path:
+    path.write_text(header + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def _batch(folder: Path, contacts: Path, state: Path, sb, token: str = TOKEN, *extra: str):
+    return cli("batch", str(folder), "--contacts", str(contacts), "-w", WS, "--state", str(state), "--rate", "0",
+               *extra, env={"LANCEPILOT_BASE_URL": sb.url, "LANCEPILOT_TOKEN": token,
+                            "AUDIOPIPE_CACHE_DIR": str(state.parent / "cache")})
+
+
+def test_a_401_is_one_line_not_one_per_row(tmp_path: Path, audio_dir: Path, make_sandbox) -> None:
+    sb = make_sandbox()
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    shutil.copy(audio_dir / "tone.mp3", folder / "a.mp3")
+    contacts = _csv(tmp_path / "c.csv", "contact", PEOPLE)
+    proc = _batch(folder, contacts, tmp_path / "s" / "l.sqlite3", sb, "wrong-token", "--concurrency", "1")
+    assert proc.returncode == 3
+    assert proc.stderr.count("not_sent") == 1 and "because the run stopped" in proc.stderr
+
+
+def test_identical_files_say_so_and_csv_columns_named_like_ours_are_kept(tmp_path: Path, audio_dir: Path,
+                                                                          make_sandbox) -> None:
+    sb = make_sandbox()
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    shutil.copy(audio_dir / "tone.mp3", folder / "a.mp3")
+    shutil.copy(audio_dir / "tone.mp3", folder / "b.mp3")
+    contacts = _csv(tmp_path / "c.csv", "contact,status,error", [f"{PEOPLE[0]},vip,none"])
+    report = tmp_path / "r.csv"
+    proc = _batch(folder, contacts, tmp_path / "s" / "l.sqlite3", sb, TOKEN, "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(report.open(encoding="utf-8")))
+    assert sorted(r["status"] for r in rows) == ["already_sent", "sent"]
+    twin = next(r for r in rows if r["status"] == "already_sent")
+    assert "same content as" in twin["error"]
+    assert all(r["csv_status"] == "vip" and r["csv_error"] == "none" for r in rows)
+    assert len(sb.messages()) == 1
+
+
+def test_a_dry_run_creates_no_ledger(tmp_path: Path, audio_dir: Path) -> None:
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    shutil.copy(audio_dir / "tone.mp3", folder / "a.mp3")
+    contacts = _csv(tmp_path / "c.csv", "contact", PEOPLE[:1])
+    state = tmp_path / "s" / "l.sqlite3"
+    proc = cli("batch", str(folder), "--contacts", str(contacts), "-w", WS, "--state", str(state), "--dry-run",
+               env={"AUDIOPIPE_CACHE_DIR": str(tmp_path / "cache"), "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert "would send 1" in proc.stderr
+    assert not state.exists()
