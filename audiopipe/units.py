@@ -23,7 +23,12 @@ def parse_size(text: str | int) -> int:
         unit = m.group(2).lower() if m else ""
         if not m or unit not in _SIZE_UNITS:
             raise UsageError(f"cannot read size {text!r}: write it like 16MB, 15MiB, 500KB or 16000000")
-        value = round(float(m.group(1).replace("_", "").replace(",", "")) * _SIZE_UNITS[unit])
+        number = m.group(1)
+        if "," in number and not re.fullmatch(r"\d{1,3}(,\d{3})+(\.\d+)?", number):
+            # "1,5MB" is a decimal comma, not 15 MB: refuse rather than guess
+            raise UsageError(f"cannot read size {text!r}: use a dot for decimals (1.5MB); commas only "
+                             "group thousands (16,000,000)")
+        value = round(float(number.replace("_", "").replace(",", "")) * _SIZE_UNITS[unit])
     if value <= 0:
         raise UsageError(f"size must be above zero, got {text!r}")
     return value

@@ -93,3 +93,11 @@ def test_parse_bitrate_rejects(text: str | int) -> None:
 def test_parse_bitrate_too_low_says_unit() -> None:
     with pytest.raises(UsageError, match="bit/s"):
         parse_bitrate("64")
+
+
+def test_a_decimal_comma_is_refused_not_read_as_thousands() -> None:
+    from audiopipe.units import parse_size
+
+    with pytest.raises(UsageError, match="dot for decimals"):
+        parse_size("1,5MB")
+    assert parse_size("16,000,000") == 16_000_000
