@@ -77,24 +77,26 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-class SizeParam(click.ParamType):
-    name = "size"
+class ParsedParam(click.ParamType):
+    """A click type from one of our parsers: its UsageError becomes click's usage message."""
+
+    def __init__(self, name: str, parser: Callable[[Any], int]) -> None:
+        self.name = name
+        self.parser = parser
 
     def convert(self, value: Any, param: Any, ctx: Any) -> int:
         try:
-            return parse_size(value)
+            return self.parser(value)
         except UsageError as exc:
             self.fail(str(exc), param, ctx)
 
 
-class BitrateParam(click.ParamType):
-    name = "bitrate"
+def SizeParam() -> ParsedParam:  # noqa: N802 (used like a type)
+    return ParsedParam("size", parse_size)
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> int:
-        try:
-            return parse_bitrate(value)
-        except UsageError as exc:
-            self.fail(str(exc), param, ctx)
+
+def BitrateParam() -> ParsedParam:  # noqa: N802
+    return ParsedParam("bitrate", parse_bitrate)
 
 
 def prepare_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -23,6 +23,7 @@ from audiopipe.plan import plan
 from audiopipe.prepare import PrepareSettings, prepare_file
 from audiopipe.probe import probe
 from audiopipe.runner import audio_encoders
+from helpers import files_in, settings
 
 MP4_FAMILY = "mov,mp4,m4a,3gp,3g2,mj2"
 # What the Laravel rule mimes:aac,amr,mp3,m4a,ogg takes (REFERENCE §2), written out independently.
@@ -55,15 +56,6 @@ def all_tags(data: dict) -> dict[str, str]:
     return tags
 
 
-def files_in(folder: Path) -> list[str]:
-    """Every file under ``folder``, hidden ones included (temp ``.part`` files are hidden)."""
-    if not folder.exists():
-        return []
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-
-
-def settings(tmp_path: Path, **kw) -> PrepareSettings:  # type: ignore[no-untyped-def]
-    return PrepareSettings(cache_dir=tmp_path / "cache", **kw)
 
 
 def check_output(path: Path, fmt: str, *, source_duration: float, max_size: int = 16_000_000) -> dict:

@@ -27,6 +27,7 @@ from audiopipe.prepare import (
     prepare_file,
     prepare_many,
 )
+from helpers import files_in, settings
 
 REAL_FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
 
@@ -49,15 +50,6 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def files_in(folder: Path) -> list[str]:
-    """Every file under ``folder``, hidden ones (temp ``.part`` files) included."""
-    if not folder.exists():
-        return []
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-
-
-def settings(tmp_path: Path, **kw) -> PrepareSettings:  # type: ignore[no-untyped-def]
-    return PrepareSettings(cache_dir=tmp_path / "cache", **kw)
 
 
 def generate(dest: Path, source: str, *extra: str) -> Path:
