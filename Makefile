@@ -43,6 +43,8 @@ fixtures: system-deps venv
 
 bench: system-deps venv
 	$(PY) bench/run.py
+	$(PY) bench/bench_upload.py
+	$(PY) bench/bench_batch.py
 
 clean:
 	rm -rf $(VENV) demo bench/out
