@@ -57,22 +57,13 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         debug = bool(click.get_current_context().find_root().params.get("debug"))
         try:
             return func(*args, **kwargs)
-        except UsageError as exc:
-            if debug:
-                traceback.print_exc()
-            _fail(str(exc), ExitCode.USAGE)
-        except SendError as exc:
-            if debug:
-                traceback.print_exc()
-            _fail(send_error_line(exc), send_exit_code(exc))
-        except ToolMissingError as exc:
-            if debug:
-                traceback.print_exc()
-            _fail(str(exc), ExitCode.USAGE)
         except AudiopipeError as exc:
             if debug:
                 traceback.print_exc()
-            _fail(str(exc), ExitCode.FAILED)
+            if isinstance(exc, SendError):
+                _fail(send_error_line(exc), send_exit_code(exc))
+            usage = isinstance(exc, (UsageError, ToolMissingError))  # a flag, a setting or the set-up
+            _fail(str(exc), ExitCode.USAGE if usage else ExitCode.FAILED)
 
     return wrapper
 
