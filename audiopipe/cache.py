@@ -79,6 +79,15 @@ class Cache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def usage(self) -> tuple[int, int]:
+        """(entries, bytes) held in the cache."""
+        entries = 0
+        size = 0
+        for manifest in self.root.glob("*/*/manifest.json"):
+            entries += 1
+            size += sum(f.stat().st_size for f in manifest.parent.iterdir() if f.is_file())
+        return entries, size
+
     def clear(self) -> int:
         """Remove every entry; return how many there were."""
         if not self.root.exists():

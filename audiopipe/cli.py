@@ -625,6 +625,25 @@ def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> 
     sys.exit(int(code))
 
 
+@cli.command("cache")
+@click.option("--clear", is_flag=True, help="Remove every cached result.")
+@handle_errors
+def cache_cmd(clear: bool) -> None:
+    """Show (or --clear) the cache of prepared files [env AUDIOPIPE_CACHE_DIR; default ~/.cache/audiopipe].
+
+    Preparing a file again with the same settings reuses its cached result. The cache only
+    grows: clear it now and then (e.g. monthly from cron); nothing is lost but time.
+    """
+    from .cache import Cache
+
+    cache = Cache()
+    if clear:
+        click.echo(f"removed {cache.clear()} cached result(s) from {cache.root}")
+        return
+    entries, size = cache.usage()
+    click.echo(f"{cache.root}: {entries} cached result(s), {human_size(size)}")
+
+
 # --- the sandbox -----------------------------------------------------------------------------------
 
 def default_sandbox_dir() -> Path:

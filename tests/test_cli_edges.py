@@ -134,3 +134,13 @@ def test_a_dry_run_creates_no_ledger(tmp_path: Path, audio_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "would send 1" in proc.stderr
     assert not state.exists()
+
+
+def test_cache_command_shows_and_clears(tmp_path: Path, audio_dir: Path) -> None:
+    env = {"AUDIOPIPE_CACHE_DIR": str(tmp_path / "cache")}
+    assert "0 cached result(s)" in cli("cache", env=env).stdout
+    assert cli("prepare", str(audio_dir / "tone.wav"), "--out", str(tmp_path / "o"), env=env).returncode == 0
+    shown = cli("cache", env=env).stdout
+    assert "1 cached result(s)" in shown and "0 B" not in shown
+    assert "removed 1" in cli("cache", "--clear", env=env).stdout
+    assert "0 cached result(s)" in cli("cache", env=env).stdout
