@@ -399,13 +399,14 @@ def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSetti
         source_sha = _hash_in_background(src)
     info = probe(src)  # refuses missing, empty, corrupt, playlist and no-audio inputs
 
-    ok, _why = acceptable(info, settings, sniff(src).extension)
+    seen = sniff(src)
+    ok, _why = acceptable(info, settings, seen.extension)
     if ok:
         fmt = FORMATS[ACCEPTABLE_AS_IS[(info.container, info.audio.codec)]]
         dest = dest_stem.with_name(f"{stem}.{fmt.extension}")
         _copy_atomic(src, dest)
         kept = OutputFile(path=dest, size=info.size, format=fmt.name, content_type=fmt.content_type,
-                          mime=sniff(dest).mime, codec=info.audio.codec, duration=info.duration,
+                          mime=seen.mime, codec=info.audio.codec, duration=info.duration,
                           bitrate=info.audio.bit_rate or info.bit_rate)
         result = PrepareResult(source=src, source_sha256=source_sha(), info=info, action="kept",
                                outputs=(kept,))
