@@ -33,16 +33,12 @@ from audiopipe.errors import (AuthError, ConnectFailed, GaveUp, OutcomeUnknown, 
                               RefusedError, SendError, UsageError)
 from audiopipe.sandbox import Faults, Sandbox, SandboxConfig
 from audiopipe.sniff import sniff
+from helpers import CONTACT, MAX_BYTES, MIMES_MSG, SIZE_MSG, WS
 
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "client-test-token"
 CANARY = "CANARY-7f3e9b2a"
-WS = "0b6f2a52-6a1f-4b52-9a53-2f0f6a0f7c11"
-CONTACT = "6d1c9b0e-3c1a-4f7e-8f5e-8d2b7a7c4e21"
-MIMES_MSG = "The file field must be a file of type: aac, amr, mp3, m4a, ogg."
-SIZE_MSG = "The file field must not be greater than 16384 kilobytes."
-MAX_BYTES = 16_777_216
 FAST = RetryPolicy(base=0.01, cap=0.05)
 
 

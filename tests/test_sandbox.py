@@ -18,15 +18,11 @@ import requests
 from audiopipe.errors import UsageError
 from audiopipe.sandbox import Faults, Sandbox, SandboxConfig, load_contacts, serve
 from audiopipe.sniff import sniff
+from helpers import CONTACT, MAX_BYTES, MIMES_MSG, SIZE_MSG, WS
 
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "sandbox-test-token"
-WS = "0b6f2a52-6a1f-4b52-9a53-2f0f6a0f7c11"
-CONTACT = "6d1c9b0e-3c1a-4f7e-8f5e-8d2b7a7c4e21"
-MIMES_MSG = "The file field must be a file of type: aac, amr, mp3, m4a, ogg."
-SIZE_MSG = "The file field must not be greater than 16384 kilobytes."
-MAX_BYTES = 16_777_216
 
 # name -> ffmpeg output options; each is one second of a 440 Hz tone (REFERENCE §2 for the brands).
 AUDIO_RECIPES: dict[str, list[str]] = {
