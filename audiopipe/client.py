@@ -17,6 +17,7 @@ import random
 import re
 import socket
 import ssl
+import stat
 import time
 import uuid
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ DEFAULT_BASE_URL = "https://lancepilot.com/api/v3"
 USER_AGENT = "audiopipe/0.1 (+https://pypi.org/project/audiopipe)"
 RETRY_AFTER_CAP = 300.0
 MAX_REDIRECTS = 3
+TOKEN_FILE_LIMIT = 4096  # bytes; API tokens are far shorter, so more means the wrong file
 
 CONTENT_TYPES = {f".{fmt.extension}": fmt.content_type for fmt in FORMATS.values()}
 CONTENT_TYPES[".opus"] = "audio/ogg"
@@ -66,10 +68,7 @@ def load_token(token: str | None = None, token_file: str | Path | None = None) -
     else:
         path = None
     if path and not token:
-        try:
-            token = Path(path).expanduser().read_text(encoding="utf-8", errors="replace").strip()
-        except OSError as exc:
-            raise UsageError(f"cannot read the token file {path}: {exc.strerror}") from None
+        token = _read_token_file(path, source)
         if not token:
             raise UsageError(f"{source} is empty: put the API token in it")
     token = (token or "").strip()
@@ -81,6 +80,31 @@ def load_token(token: str | None = None, token_file: str | Path | None = None) -
         raise UsageError(f"{source} holds characters a token cannot have (spaces, accents, invisible "
                          "or non-ASCII characters); copy it again")
     return token, source
+
+
+def _read_token_file(path: str | Path, source: str) -> str:
+    """A token file read bounded: a device (/dev/zero), a pipe or a folder named by mistake must
+    neither exhaust memory nor wait forever for a writer, so only a small regular file is read."""
+    try:
+        # O_NONBLOCK: opening a FIFO for reading would otherwise block until someone writes to it.
+        fd = os.open(Path(path).expanduser(), os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"{source} is not a regular file (it is a folder, device or pipe): "
+                             "give the file that holds the token")
+        data = b""
+        while len(data) <= TOKEN_FILE_LIMIT and (chunk := os.read(fd, TOKEN_FILE_LIMIT + 1 - len(data))):
+            data += chunk
+    except OSError as exc:
+        raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > TOKEN_FILE_LIMIT:
+        raise UsageError(f"{source} is larger than {TOKEN_FILE_LIMIT // 1024} KiB, far too large for a "
+                         "token: is it the right file?")
+    return data.decode("utf-8", errors="replace").strip()
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None, cap: float = RETRY_AFTER_CAP) -> float | None:
