@@ -209,13 +209,13 @@ def _nothing_sent_reason(exc: BaseException, chain: list[BaseException], origin:
             return f"could not look up the host name {origin.host} (DNS did not answer)"
         return f"the host name {origin.host} was not found (DNS)"
     if _first(chain, ConnectionRefusedError):
-        return f"{host} refused the connection (is the server running, on that port?)"
+        return f"could not connect to {host}: connection refused (is the server running, on that port?)"
     # requests' own test: urllib3's NewConnectionError subclasses ConnectTimeoutError
     if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return f"timed out connecting to {host} after {connect_timeout:g} s"
+        return f"could not connect to {host}: timed out after {connect_timeout:g} s"
     if _first(chain, NewConnectionError):
         cause = _first(chain, OSError)
-        return f"could not connect to {host}" + (f" ({cause.strerror.lower()})" if cause and cause.strerror else "")
+        return f"could not connect to {host}" + (f": {cause.strerror.lower()}" if cause and cause.strerror else "")
     tls = _first(chain, ssl.SSLError)
     if tls is not None and _in_tls_handshake(tls):
         return f"the TLS handshake with {host} failed ({_tls_reason(tls)})"
