@@ -8,19 +8,23 @@ message may exist, and resending could reach the customer twice.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
-import ipaddress
+import http.client
 import logging
 import os
 import random
 import re
+import socket
+import ssl
+import stat
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import timezone
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urljoin, urlparse
+from urllib.parse import urlparse
 
 import requests
 from requests_toolbelt import MultipartEncoder
@@ -28,6 +32,7 @@ from requests_toolbelt import MultipartEncoder
 from .errors import (AuthError, ConnectFailed, GaveUp, OutcomeUnknown, RateLimited, RefusedError,
                      SendError, UsageError)
 from .formats import FORMATS
+from .origin import AmbiguousURL, CheckedURL, Origin, check_url, redact, resolve_redirect
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,7 @@ DEFAULT_BASE_URL = "https://lancepilot.com/api/v3"
 USER_AGENT = "audiopipe/0.1 (+https://pypi.org/project/audiopipe)"
 RETRY_AFTER_CAP = 300.0
 MAX_REDIRECTS = 3
+TOKEN_FILE_LIMIT = 4096  # bytes; API tokens are far shorter, so more means the wrong file
 
 CONTENT_TYPES = {f".{fmt.extension}": fmt.content_type for fmt in FORMATS.values()}
 CONTENT_TYPES[".opus"] = "audio/ogg"
@@ -62,10 +68,7 @@ def load_token(token: str | None = None, token_file: str | Path | None = None) -
     else:
         path = None
     if path and not token:
-        try:
-            token = Path(path).expanduser().read_text(encoding="utf-8", errors="replace").strip()
-        except OSError as exc:
-            raise UsageError(f"cannot read the token file {path}: {exc.strerror}") from None
+        token = _read_token_file(path, source)
         if not token:
             raise UsageError(f"{source} is empty: put the API token in it")
     token = (token or "").strip()
@@ -77,6 +80,31 @@ def load_token(token: str | None = None, token_file: str | Path | None = None) -
         raise UsageError(f"{source} holds characters a token cannot have (spaces, accents, invisible "
                          "or non-ASCII characters); copy it again")
     return token, source
+
+
+def _read_token_file(path: str | Path, source: str) -> str:
+    """A token file read bounded: a device (/dev/zero), a pipe or a folder named by mistake must
+    neither exhaust memory nor wait forever for a writer, so only a small regular file is read."""
+    try:
+        # O_NONBLOCK: opening a FIFO for reading would otherwise block until someone writes to it.
+        fd = os.open(Path(path).expanduser(), os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"{source} is not a regular file (it is a folder, device or pipe): "
+                             "give the file that holds the token")
+        data = b""
+        while len(data) <= TOKEN_FILE_LIMIT and (chunk := os.read(fd, TOKEN_FILE_LIMIT + 1 - len(data))):
+            data += chunk
+    except OSError as exc:
+        raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > TOKEN_FILE_LIMIT:
+        raise UsageError(f"{source} is larger than {TOKEN_FILE_LIMIT // 1024} KiB, far too large for a "
+                         "token: is it the right file?")
+    return data.decode("utf-8", errors="replace").strip()
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None, cap: float = RETRY_AFTER_CAP) -> float | None:
@@ -125,17 +153,6 @@ class SentMessage:
         return str(value) if value is not None else None
 
 
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _json(resp: requests.Response) -> dict[str, Any]:
     try:
         body = resp.json()
@@ -144,23 +161,92 @@ def _json(resp: requests.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _caused_by_connect(exc: BaseException) -> bool:
-    """True when requests failed before a connection existed (so nothing was sent)."""
-    from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
-
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception behind it (causes, contexts, urllib3's ``reason``), outermost first."""
+    chain: list[BaseException] = []
+    stack: list[object] = [exc]
     while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, (NewConnectionError, ConnectTimeoutError, NameResolutionError,
-                          requests.exceptions.ConnectTimeout)):
-            return True
-        stack.extend([e.__cause__, e.__context__, getattr(e, "reason", None)])
-        stack.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
-    return False
+        e = stack.pop(0)
+        if not isinstance(e, BaseException) or any(e is seen for seen in chain):
+            continue  # ssl.SSLError's ``reason`` is a string, not an exception
+        chain.append(e)
+        stack.extend([e.__cause__, e.__context__, getattr(e, "reason", None), *getattr(e, "args", ())])
+    return chain
+
+
+def _in_tls_handshake(exc: ssl.SSLError) -> bool:
+    """True when the TLS error came from the handshake, before any HTTP byte could be sent."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return True
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name == "do_handshake"
+
+
+def _tls_reason(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"certificate not trusted: {exc.verify_message}"
+    reason = str(getattr(exc, "reason", "") or "").replace("_", " ").lower()
+    if reason == "wrong version number":
+        return "the server does not speak TLS there: is it an http:// address?"
+    return reason or "handshake failed"
+
+
+def _first(chain: list[BaseException], *types: type[BaseException]) -> Any:
+    return next((e for e in chain if isinstance(e, types)), None)
+
+
+def _nothing_sent_reason(exc: BaseException, chain: list[BaseException], origin: Origin,
+                         connect_timeout: float) -> str | None:
+    """Why the request never left, when it certainly did not (no connection, or no TLS session)."""
+    from urllib3.exceptions import NameResolutionError, NewConnectionError
+
+    host = origin.netloc
+    if _first(chain, NameResolutionError, socket.gaierror):
+        lookup = _first(chain, socket.gaierror)
+        if lookup is not None and lookup.errno == socket.EAI_AGAIN:
+            return f"could not look up the host name {origin.host} (DNS did not answer)"
+        return f"the host name {origin.host} was not found (DNS)"
+    if _first(chain, ConnectionRefusedError):
+        return f"could not connect to {host}: connection refused (is the server running, on that port?)"
+    # requests' own test: urllib3's NewConnectionError subclasses ConnectTimeoutError
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"could not connect to {host}: timed out after {connect_timeout:g} s"
+    if _first(chain, NewConnectionError):
+        cause = _first(chain, OSError)
+        return f"could not connect to {host}" + (f": {cause.strerror.lower()}" if cause and cause.strerror else "")
+    tls = _first(chain, ssl.SSLError)
+    if tls is not None and _in_tls_handshake(tls):
+        return f"the TLS handshake with {host} failed ({_tls_reason(tls)})"
+    return None
+
+
+def _mid_request_reason(exc: BaseException, chain: list[BaseException], host: str) -> str:
+    """What broke once the request may have reached the server."""
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return f"no answer from {host} before the read timeout"
+    if _first(chain, ssl.SSLError):
+        return f"the TLS connection to {host} broke mid-request"
+    if _first(chain, ConnectionResetError):
+        return f"the connection to {host} was reset mid-request"
+    if _first(chain, BrokenPipeError):
+        return f"{host} closed the connection while the file was being sent"
+    if _first(chain, http.client.RemoteDisconnected):
+        return f"{host} closed the connection without answering"
+    if _first(chain, requests.exceptions.ChunkedEncodingError, http.client.IncompleteRead):
+        return f"the answer from {host} was cut off"
+    return f"the connection to {host} failed mid-request"
+
+
+def parse_base_url(url: str) -> CheckedURL:
+    """The base URL read once, strictly (see :mod:`audiopipe.origin`); one UsageError line otherwise."""
+    try:
+        checked = check_url(url, base=True)
+    except AmbiguousURL as exc:
+        raise UsageError(f"base URL {redact(url)!r} refused: {exc}. Write it as https://host[:port]/path, "
+                         f"e.g. {DEFAULT_BASE_URL}") from None
+    return dataclasses.replace(checked, path=checked.path.rstrip("/"))
 
 
 class LancepilotClient:
@@ -176,12 +262,11 @@ class LancepilotClient:
                  read_timeout: float = 120.0, retry: RetryPolicy | None = None,
                  allow_insecure_http: bool = False, sleep: Callable[[float], None] = time.sleep,
                  seed: int | None = None) -> None:
-        self.base_url = (base_url or os.environ.get("LANCEPILOT_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        parsed = urlparse(self.base_url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise UsageError(f"base URL {self.base_url!r} must look like https://host/api/v3")
-        if parsed.scheme == "http" and not _is_loopback(parsed.hostname) and not allow_insecure_http:
-            raise UsageError(f"refusing to send the token over plain http to {parsed.hostname}; use https "
+        self._base = parse_base_url(base_url or os.environ.get("LANCEPILOT_BASE_URL") or DEFAULT_BASE_URL)
+        self.origin = self._base.origin
+        self.base_url = str(self._base)  # rebuilt from the checked parts: what requests connects to
+        if self.origin.scheme == "http" and not self.origin.is_loopback and not allow_insecure_http:
+            raise UsageError(f"refusing to send the token over plain http to {self.origin.host}; use https "
                              "(plain http is allowed for 127.0.0.1/localhost, e.g. the sandbox)")
         self._token, self.token_source = load_token(token, token_file)
         self.connect_timeout = connect_timeout
@@ -194,7 +279,7 @@ class LancepilotClient:
         self.session.headers["Accept"] = "application/json"
         # A loopback sandbox is never reached through an HTTP proxy from the environment, which
         # would see the bearer token in clear text.
-        self.session.trust_env = not _is_loopback(parsed.hostname)
+        self.session.trust_env = not self.origin.is_loopback
 
     def __repr__(self) -> str:  # never the token
         return f"LancepilotClient(base_url={self.base_url!r}, token=<hidden>)"
@@ -272,54 +357,89 @@ class LancepilotClient:
     # -- one request, every answer typed ----------------------------------------------------------
 
     def _post(self, url: str, make_body: Callable[[], dict[str, Any]]) -> SentMessage:
-        target = url
+        target = check_url(url, base=False)  # built from the checked base URL and two UUIDs
         for _hop in range(MAX_REDIRECTS + 1):
+            if target.origin != self.origin:  # _follow never lets this happen; the token depends on it
+                raise RefusedError(f"refusing to send to {target.origin}, not the configured {self.origin}")
             kwargs = make_body()
             fh = kwargs.pop("_file", None)
             headers = dict(kwargs.pop("headers", {}))
-            if self._may_carry_token(url, target):
-                headers["Authorization"] = f"Bearer {self._token}"
+            headers["Authorization"] = f"Bearer {self._token}"
             log.debug("POST %s", target)
             try:
-                resp = self.session.post(target, headers=headers, allow_redirects=False,
+                resp = self.session.post(str(target), headers=headers, allow_redirects=False,
                                          timeout=(self.connect_timeout, self.read_timeout), **kwargs)
-            except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL,
-                    requests.exceptions.MissingSchema) as exc:
-                # raised before any connection: nothing was sent
-                raise RefusedError(f"cannot send to {target}: {type(exc).__name__}") from None
+            except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                    requests.exceptions.InvalidHeader):
+                # raised before any connection, and sending again would not change it
+                raise RefusedError(f"the request to {target.origin} could not be built (an invalid address "
+                                   "or header); nothing was sent") from None
             except requests.exceptions.RequestException as exc:
                 raise self._transport_error(exc, target) from None
             finally:
                 if fh is not None:
                     fh.close()
             if resp.status_code in (307, 308) and resp.headers.get("Location"):
-                target = urljoin(target, resp.headers["Location"])
                 resp.close()
+                target = self._follow(target, resp.status_code, resp.headers["Location"])
                 log.info("redirected to %s", target)
                 continue
-            return self._result(resp)
-        raise RefusedError(f"too many redirects (last: {target})", status=None)
+            return self._result(resp, target)
+        raise RefusedError(f"too many redirects (last: {target.path})", status=None)
+
+    def _follow(self, current: CheckedURL, status: int, location: str) -> CheckedURL:
+        """Where a 307/308 of the POST may go: the same origin only (same scheme, host and port).
+
+        A redirect answer creates nothing, so refusing to follow it is a definite "not created".
+        Another origin never gets the upload (nor the token), and its answer is never taken for
+        the API's: an https API that redirects to http, or to another host, is misconfigured or
+        compromised, and the user must look.
+        """
+        try:
+            new = resolve_redirect(current, location)
+        except AmbiguousURL as exc:
+            raise RefusedError(f"the server answered {status} redirecting the upload to an address audiopipe "
+                               f"will not follow ({exc}); nothing was sent there, check the base URL "
+                               f"({self.base_url})", status=status) from None
+        if new.origin != self.origin:
+            downgrade = " (down from https to plain http)" if (self.origin.scheme, new.origin.scheme) == (
+                "https", "http") else ""
+            raise RefusedError(f"the server answered {status} redirecting the upload to another origin, "
+                               f"{new.origin}{downgrade}; not followed, nothing was sent there: check the "
+                               f"base URL ({self.base_url})", status=status)
+        return new
+
+    def _describe_location(self, current: CheckedURL, location: str) -> str:
+        """Where a redirect points, for a message: a path on this origin, else the other origin
+        alone (a query string may hold a signature or a token, and is never shown)."""
+        try:
+            new = resolve_redirect(current, location)
+        except AmbiguousURL:
+            return "an ambiguous address"
+        return (new.path or "/") if new.origin == self.origin else str(new.origin)
 
     @staticmethod
     def _may_carry_token(origin: str, target: str) -> bool:
-        """The token goes only to the configured host, and never down to plain http."""
-        o, t = urlparse(origin), urlparse(target)
-        if (t.hostname, t.port) != (o.hostname, o.port):
+        """The token goes only to the configured origin: same scheme, host and port."""
+        try:
+            return check_url(origin, base=False).origin == check_url(target, base=False).origin
+        except AmbiguousURL:
             return False
-        return not (o.scheme == "https" and t.scheme != "https")
 
-    @staticmethod
-    def _transport_error(exc: requests.exceptions.RequestException, url: str) -> SendError:
-        host = urlparse(url).netloc
-        if _caused_by_connect(exc):
-            return ConnectFailed(f"could not connect to {host}: {type(exc).__name__}; nothing was sent")
-        if isinstance(exc, requests.exceptions.ReadTimeout):
-            return OutcomeUnknown(f"no answer from {host} before the read timeout; the message may "
-                                  "have been created")
-        return OutcomeUnknown(f"the connection to {host} failed mid-request ({type(exc).__name__}); "
-                              "the message may have been created")
+    def _transport_error(self, exc: requests.exceptions.RequestException, url: CheckedURL) -> SendError:
+        """One plain line (no Python class names) that says whether anything may have been sent."""
+        chain = _exception_chain(exc)
+        reason = _nothing_sent_reason(exc, chain, url.origin, self.connect_timeout)
+        if reason is not None:
+            failed = ConnectFailed(f"{reason}; nothing was sent")
+            tls = _first(chain, ssl.SSLError)
+            # a certificate or protocol mismatch does not mend in seconds: say so now, not after retries
+            failed.retryable = tls is None
+            return failed
+        return OutcomeUnknown(f"{_mid_request_reason(exc, chain, url.origin.netloc)}; the message may have "
+                              "been created")
 
-    def _result(self, resp: requests.Response) -> SentMessage:
+    def _result(self, resp: requests.Response, target: CheckedURL) -> SentMessage:
         status = resp.status_code
         body = _json(resp)
         server_msg = str(body.get("message") or resp.reason or "").strip()
@@ -347,6 +467,8 @@ class LancepilotClient:
         if status >= 500:
             raise OutcomeUnknown(f"server error {status}; the message may have been created", status=status)
         if 300 <= status < 400:
-            raise RefusedError(f"the server answered {status} redirecting to "
-                               f"{resp.headers.get('Location', '?')}: fix the base URL", status=status)
+            location = resp.headers.get("Location")
+            where = self._describe_location(target, location) if location else "nowhere (no Location)"
+            raise RefusedError(f"the server answered {status} redirecting to {where}: fix the base URL",
+                               status=status)
         raise RefusedError(f"refused by the server ({status}): {server_msg}", status=status)

@@ -576,7 +576,7 @@ def _exception_texts(exc: BaseException) -> list[str]:
     return texts
 
 
-def test_token_canary_never_appears(make_sandbox, make_client, audio_dir, tmp_path, caplog):
+def test_token_canary_never_appears(make_sandbox, make_client, make_recorder, audio_dir, tmp_path, caplog):
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setLevel(logging.DEBUG)
@@ -629,6 +629,16 @@ def test_token_canary_never_appears(make_sandbox, make_client, audio_dir, tmp_pa
                    .send_audio(WS, CONTACT, mp3))
             sandbox.stop()
         expect(UsageError, lambda: LancepilotClient(token=CANARY, base_url="http://api.example.com/v3"))
+        # a token pasted into the URL's user-info, or the URL's password, is never echoed
+        for url in (f"https://{CANARY}@api.example.com/v3", f"https://user:{CANARY}@api.example.com/v3",
+                    f"http://{CANARY}\\@127.0.0.1:{free_port()}/v3", f"{ok.url}?token={CANARY}"):
+            expect(UsageError, lambda: LancepilotClient(token=TOKEN, base_url=url))
+        elsewhere = make_recorder(lambda r, req: (307, {"Location": f"http://localhost:{ok.port}/x?t={CANARY}"}, b""))
+        expect(RefusedError, lambda: make_client(elsewhere.origin + "/api/v3", token=CANARY).send_audio(WS, CONTACT, mp3))
+        refused = make_client(f"http://127.0.0.1:{free_port()}/api/v3", token=CANARY, retry=RetryPolicy(attempts=1))
+        expect(ConnectFailed, lambda: refused.send_once(WS, CONTACT, mp3))
+        expect(ConnectFailed, lambda: make_client(f"https://127.0.0.1:{ok.port}/api/v3", token=CANARY)
+               .send_once(WS, CONTACT, mp3))  # a TLS handshake with a plain http server
         expect(UsageError, lambda: LancepilotClient(token=CANARY + " x", base_url=ok.url))
     finally:
         root.removeHandler(handler)
@@ -646,19 +656,17 @@ def test_token_canary_never_appears(make_sandbox, make_client, audio_dir, tmp_pa
 # ---- redirects: the token stays with its host
 
 
-def test_307_to_another_host_drops_the_token(make_recorder, make_client, audio_dir):
+def test_307_to_another_host_is_refused_and_nothing_goes_there(make_recorder, make_client, audio_dir):
     other = make_recorder(created)
     first = make_recorder(lambda r, req: (307, {"Location": other.origin + "/elsewhere/audio"}, b""))
     client = make_client(first.origin + "/api/v3")
 
-    msg = client.send_audio(WS, CONTACT, audio_dir / "tone.mp3")
+    with pytest.raises(RefusedError, match="another origin") as info:
+        client.send_audio(WS, CONTACT, audio_dir / "tone.mp3")
 
-    assert msg.id == "rec-1"
+    assert info.value.created is False and info.value.status == 307
     assert first.requests[0]["headers"]["Authorization"] == f"Bearer {TOKEN}"
-    [moved] = other.requests
-    assert moved["path"] == "/elsewhere/audio"
-    assert "Authorization" not in moved["headers"]
-    assert (audio_dir / "tone.mp3").read_bytes() in moved["body"]  # the body followed the 307
+    assert other.requests == []  # neither the body nor the token; tests/test_origin.py has the rest
 
 
 def test_307_to_the_same_host_keeps_the_token(make_recorder, make_client, audio_dir):
@@ -703,7 +711,11 @@ def test_other_redirects_are_not_followed(make_recorder, make_client):
     ("https://api.example.com/v3", "https://api.example.com:8443/v3", False),  # another port
     ("https://api.example.com/v3", "https://sub.api.example.com/v3", False),
     ("http://127.0.0.1:8000/v3", "http://127.0.0.1:8000/x", True),
-    ("http://127.0.0.1:8000/v3", "https://127.0.0.1:8000/x", True),            # upgrade is fine
+    ("http://127.0.0.1:8000/v3", "https://127.0.0.1:8000/x", False),           # another origin, even up
+    ("https://api.example.com/v3", "https://api.example.com:443/x", True),     # the default port
+    ("https://api.example.com/v3", "https://API.example.com/x", True),
+    ("http://127.0.0.1:8000/v3", "http://evil.example\\@127.0.0.1:8000/x", False),  # ambiguous
+    ("http://127.0.0.1:8000/v3", "http://evil.example#@127.0.0.1:8000/x", False),
     ("http://127.0.0.1:8000/v3", "http://127.0.0.1:8001/x", False),
     ("http://127.0.0.1:8000/v3", "http://localhost:8000/x", False),
 ])
@@ -717,7 +729,7 @@ def test_plain_http_only_to_loopback(monkeypatch):
         LancepilotClient(token=TOKEN, base_url="http://api.example.com/api/v3")
     with pytest.raises(UsageError, match="plain http"):
         LancepilotClient(token=TOKEN, base_url="http://10.0.0.5:8000/api/v3")
-    with pytest.raises(UsageError, match="must look like"):
+    with pytest.raises(UsageError, match="must start with https://"):
         LancepilotClient(token=TOKEN, base_url="ftp://api.example.com/api/v3")
     for ok in ("http://127.0.0.1:8000/api/v3", "http://localhost/api/v3", "http://[::1]:8000/api/v3",
                "https://api.example.com/api/v3"):
