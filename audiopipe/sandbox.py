@@ -7,6 +7,10 @@ Laravel server does (REFERENCE §1-2): bearer token, UUID path parameters, the
 misbehave on purpose (:class:`Faults`): latency, 429 with ``Retry-After``, 500 before anything is
 stored, and the dangerous case of REFERENCE §5, "created but the answer is lost".
 
+Against broken or hostile clients it is bounded (see :class:`SandboxConfig`): a malformed request gets
+a 4xx in the API's JSON shape and one log line, bodies are capped as they stream (chunked ones too),
+slow and idle connections are dropped, and only so many are served at once.
+
 Every created message is stored durably (SQLite in WAL mode plus the uploaded bytes under
 ``data_dir/files/``) so a test, or a person, can check what the "customer" would have received,
 also after a restart. ``GET /_sandbox/messages`` lists them; ``GET /_sandbox/health`` says it is up.
@@ -756,7 +760,8 @@ class _Server(ThreadedWSGIServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
-        log.error("sandbox: a connection failed: %s: %s", type(exc).__name__, exc)
+        level = logging.INFO if isinstance(exc, OSError) else logging.ERROR  # OSError: the client's socket
+        log.log(level, "sandbox: a connection failed: %s: %s", type(exc).__name__, exc)
         log.debug("sandbox: traceback", exc_info=True)
 
     def log(self, type: str, message: str, *args: Any) -> None:
@@ -928,7 +933,7 @@ class Sandbox:
             except HTTPException as exc:  # a malformed or late body
                 if isinstance(exc, ClientDisconnected):  # werkzeug's words for a body cut short
                     exc = _MalformedBody()
-                log.info("sandbox: %d for %s %s: %s", exc.code, request.method, _printable(request.path),
+                log.info("sandbox: %s for %s %s: %s", exc.code, request.method, _printable(request.path),
                          exc.description)
                 response = _json(exc.code or 400, {"message": exc.description or exc.name})
             except Exception as exc:  # the boundary: log the cause, answer like Laravel in production

@@ -130,6 +130,9 @@ MALFORMED: dict[str, tuple[bytes, bool, int]] = {
     "multipart truncated": (post(multipart([("file", "a.mp3", b"ID3")])[:-20], MP), False, 422),
     "multipart without boundary": (post(b"--x\r\n\r\n", "multipart/form-data"), False, 422),
     "multipart with 5000 parts": (post(multipart([("f", None, b"x")] * 5000), MP), False, 413),
+    "multipart file name not utf-8": (post(b'--b0undary\r\nContent-Disposition: form-data; name="file"; '
+                                           b'filename="\xff\xfe.mp3"\r\n\r\nID3\r\n--b0undary--\r\n', MP),
+                                      False, 422),
     "request line of binary garbage": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", False, 400),
     "request line over 64 KiB": (head("GET", "/" + "a" * 70_000), False, 414),
     "bad HTTP version": (b"GET /_sandbox/health HTTP/x.y\r\n\r\n", False, 400),
@@ -381,6 +384,16 @@ def test_an_unread_body_closes_the_connection(make_sandbox):
     assert received == b""
 
 
+def test_stop_closes_kept_alive_connections_at_once(make_sandbox):
+    sandbox = make_sandbox(idle_timeout=30)
+    with socket.create_connection(("127.0.0.1", sandbox.port), timeout=5) as sock:
+        sock.sendall(head("GET", "/_sandbox/health", auth=False))
+        assert read_answer(sock).status == 200
+        sandbox.stop()
+        received, elapsed = closed_within(sock, 5)
+    assert received == b"" and elapsed < 2
+
+
 def handler_threads() -> int:
     return sum("process_request_thread" in t.name for t in threading.enumerate())
 
@@ -388,7 +401,7 @@ def handler_threads() -> int:
 def test_connections_are_capped_and_the_server_still_answers(make_sandbox):
     sandbox = make_sandbox(max_connections=3, **FAST)
     before = handler_threads()
-    idle = [socket.create_connection(("127.0.0.1", sandbox.port)) for _ in range(20)]
+    idle = [socket.create_connection(("127.0.0.1", sandbox.port)) for _ in range(12)]
     try:
         time.sleep(0.3)
         assert handler_threads() - before <= 3
