@@ -667,6 +667,16 @@ def default_sandbox_dir() -> Path:
               help="Act like PHP with a smaller upload_max_filesize (e.g. 2MB): bigger files get 422.")
 @click.option("--proxy-body-limit", type=SizeParam(), default=None,
               help="Act like nginx's client_max_body_size: bigger bodies get 413 HTML.")
+@click.option("--post-max-size", type=SizeParam(), default=None,
+              help="Act like PHP's post_max_size: bigger uploads get 413 [default: the file limit + 4 MiB].")
+@click.option("--idle-timeout", type=click.FloatRange(0, min_open=True), default=5.0, show_default=True,
+              help="Seconds a connection may stay silent, between requests or within one.")
+@click.option("--header-timeout", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True,
+              help="Seconds the request line and headers may take in all.")
+@click.option("--body-timeout", type=click.FloatRange(0, min_open=True), default=120.0, show_default=True,
+              help="Seconds a request body may take in all.")
+@click.option("--max-connections", type=click.IntRange(1), default=64, show_default=True,
+              help="Connections served at once; more wait their turn.")
 @click.option("--latency", type=click.FloatRange(0), default=0.0, help="Seconds added to every answer.")
 @click.option("--rate-429", type=click.FloatRange(0, 1), default=0.0, help="Share of requests answered 429.")
 @click.option("--rps-limit", type=click.IntRange(1), default=None, help="Answer 429 above this many requests a second.")
@@ -682,8 +692,9 @@ def default_sandbox_dir() -> Path:
 @click.option("--list", "list_only", is_flag=True, help="Print the stored messages as JSON and exit.")
 @handle_errors
 def sandbox_cmd(host: str, port: int, token: str, data_dir: Path | None, contacts_csv: Path | None,
-                php_upload_limit: int | None, proxy_body_limit: int | None, latency: float,
-                rate_429: float, rps_limit: int | None, retry_after: int, rate_500: float,
+                php_upload_limit: int | None, proxy_body_limit: int | None, post_max_size: int | None,
+                idle_timeout: float, header_timeout: float, body_timeout: float, max_connections: int,
+                latency: float, rate_429: float, rps_limit: int | None, retry_after: int, rate_500: float,
                 rate_lost: float, lost_mode: str, lost_delay: float, seed: int, list_only: bool) -> None:
     """Run a local stand-in for the Lancepilot API, to try everything without an account.
 
@@ -711,7 +722,9 @@ def sandbox_cmd(host: str, port: int, token: str, data_dir: Path | None, contact
                     lost_mode=lost_mode, lost_delay=lost_delay)
     config = SandboxConfig(host=host, port=port, token=token, data_dir=data, contacts_csv=contacts_csv,
                            php_upload_limit=php_upload_limit, proxy_body_limit=proxy_body_limit,
-                           faults=faults)
+                           post_max_size=post_max_size, idle_timeout=idle_timeout,
+                           header_timeout=header_timeout, body_timeout=body_timeout,
+                           max_connections=max_connections, faults=faults)
 
     def ready(sb: Any) -> None:
         click.echo(f"sandbox listening on {sb.url}", err=True)

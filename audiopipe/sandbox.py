@@ -7,6 +7,10 @@ Laravel server does (REFERENCE §1-2): bearer token, UUID path parameters, the
 misbehave on purpose (:class:`Faults`): latency, 429 with ``Retry-After``, 500 before anything is
 stored, and the dangerous case of REFERENCE §5, "created but the answer is lost".
 
+Against broken or hostile clients it is bounded (see :class:`SandboxConfig`): a malformed request gets
+a 4xx in the API's JSON shape and one log line, bodies are capped as they stream (chunked ones too),
+slow and idle connections are dropped, and only so many are served at once.
+
 Every created message is stored durably (SQLite in WAL mode plus the uploaded bytes under
 ``data_dir/files/``) so a test, or a person, can check what the "customer" would have received,
 also after a restart. ``GET /_sandbox/messages`` lists them; ``GET /_sandbox/health`` says it is up.
@@ -26,6 +30,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
+import http.client
+import io
 import json
 import logging
 import os
@@ -33,6 +39,7 @@ import random
 import re
 import socket
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -40,14 +47,23 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from werkzeug.datastructures import FileStorage
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import (
+    BadRequest,
+    ClientDisconnected,
+    HTTPException,
+    MethodNotAllowed,
+    NotFound,
+    RequestEntityTooLarge,
+)
+from werkzeug.http import parse_options_header
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
 from .errors import UsageError
@@ -72,8 +88,8 @@ _CONCRETE_LOST_MODES = ("drop", "502", "delay")  # the order "mixed" draws from:
 # Laravel's whereUuid() pattern: hyphenated, any case, nothing around it.
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
-_MAX_JSON_BODY = 1 << 20  # a URL message is tiny; refuse to buffer anything bigger
 _COPY_CHUNK = 1 << 16
+_KiB, _MiB = 1 << 10, 1 << 20
 _DB_NAME = "messages.sqlite3"
 _FILES_DIR = "files"
 _PART_SUFFIX = ".part"
@@ -82,6 +98,7 @@ _STOP_GRACE_S = 5.0  # how long stop() waits for requests still being handled
 _MSG_REQUIRED = "The file field is required."
 _MSG_UPLOAD_FAILED = "The file failed to upload."
 _MSG_URL = "The file field must be a valid URL."
+_MSG_POST_TOO_LARGE = "The POST data is too large."  # Laravel's PostTooLargeException, rendered as JSON
 
 _NGINX_413 = (
     "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n"
@@ -145,7 +162,16 @@ class SandboxConfig:
     (bytes) mimics a smaller PHP ``upload_max_filesize``: a larger file is refused with 422
     "The file failed to upload.". ``proxy_body_limit`` (bytes) mimics nginx's
     ``client_max_body_size``: a larger ``Content-Length`` gets a 413 HTML page before the body is
-    parsed. ``contacts_csv`` turns on strict mode: only the contacts it lists exist.
+    parsed (chunked bodies are counted as they stream). ``contacts_csv`` turns on strict mode: only
+    the contacts it lists exist.
+
+    What a hostile or broken client can cost is bounded. ``post_max_size`` (bytes) is PHP's: a
+    multipart body over it gets Laravel's 413 (default: the file limit plus 4 MiB, so a file just
+    over ``max_kb`` still gets the 422 that names the limit). ``max_json_body`` caps every other body
+    (JSON, form-urlencoded): a URL message is tiny. ``idle_timeout`` is how long a connection may
+    stay silent (between keep-alive requests, or within one); ``header_timeout`` is how long the
+    request line and headers may take in all, ``body_timeout`` the body; ``max_connections``
+    connections are served at once, the others wait in the listen queue.
     """
 
     host: str = "127.0.0.1"
@@ -155,6 +181,12 @@ class SandboxConfig:
     max_kb: int = 16384
     php_upload_limit: int | None = None
     proxy_body_limit: int | None = None
+    post_max_size: int | None = None
+    max_json_body: int = 64 * _KiB
+    idle_timeout: float = 5.0
+    header_timeout: float = 10.0
+    body_timeout: float = 120.0
+    max_connections: int = 64
     contacts_csv: Path | None = None
     faults: Faults = field(default_factory=Faults)
 
@@ -168,20 +200,36 @@ class SandboxConfig:
             raise UsageError(f"port must be between 0 and 65535, not {self.port!r}")
         if self.max_kb < 1:
             raise UsageError(f"max_kb must be at least 1, not {self.max_kb!r}")
-        for name in ("php_upload_limit", "proxy_body_limit"):
+        for name in ("php_upload_limit", "proxy_body_limit", "post_max_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"{name} must be a positive number of bytes (or None), not {value!r}")
+        if self.max_json_body < 1:
+            raise UsageError(f"max_json_body must be a positive number of bytes, not {self.max_json_body!r}")
+        for name in ("idle_timeout", "header_timeout", "body_timeout"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise UsageError(f"{name} must be a positive number of seconds, not {value!r}")
+        if self.max_connections < 1:
+            raise UsageError(f"max_connections must be at least 1, not {self.max_connections!r}")
 
     @property
     def max_bytes(self) -> int:
         """The largest accepted file, in bytes (Laravel's kilobytes are 1024 bytes)."""
         return self.max_kb * 1024
 
+    @property
+    def post_limit(self) -> int:
+        """The largest multipart body the app reads (``post_max_size`` or its default)."""
+        return self.post_max_size if self.post_max_size is not None else self.max_bytes + 4 * _MiB
+
     def __repr__(self) -> str:  # never show the token, even in a traceback or a log line
         return (f"SandboxConfig(host={self.host!r}, port={self.port!r}, token='***', data_dir={self.data_dir!r}, "
                 f"max_kb={self.max_kb!r}, php_upload_limit={self.php_upload_limit!r}, "
-                f"proxy_body_limit={self.proxy_body_limit!r}, contacts_csv={self.contacts_csv!r}, "
+                f"proxy_body_limit={self.proxy_body_limit!r}, post_max_size={self.post_max_size!r}, "
+                f"max_json_body={self.max_json_body!r}, idle_timeout={self.idle_timeout!r}, "
+                f"header_timeout={self.header_timeout!r}, body_timeout={self.body_timeout!r}, "
+                f"max_connections={self.max_connections!r}, contacts_csv={self.contacts_csv!r}, "
                 f"faults={self.faults!r})")
 
 
@@ -361,25 +409,373 @@ class _Drop(Exception):
     """Raised inside the app to drop the connection without answering."""
 
 
-class _JsonTooLarge(HTTPException):
-    code = 413
-    description = "The JSON body is too large."
+# --------------------------------------------------------------------------------------------
+# The HTTP layer: werkzeug's development server, bounded
+#
+# werkzeug's handler trusts its clients: no socket timeout, a thread per connection however many,
+# a drain of up to 10 GB after each answer, "Connection: close" on every answer, HTML error pages,
+# and tracebacks on stderr. The classes below keep its request parsing and WSGI environ and bound
+# the rest; the app (Sandbox._wsgi) caps each body by its kind and answers like the API.
+
+_METER_KEY = "audiopipe.sandbox.body"  # the app's _BodyMeter in the environ, read back by the handler
+_MAX_HEAD_BYTES = 64 * _KiB           # the request line and headers, all together (nginx allows 32 KiB)
+_LINGER_BYTES = 1 * _MiB              # taken and dropped after refusing a body before its end, so that
+_LINGER_SECONDS = 1.0                 # the client reads the answer rather than a reset; then we close
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """A client's bytes, fit for one log line: no terminal escapes, no forged lines."""
+    return _CONTROL_CHARS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class _BodyTooLarge(RequestEntityTooLarge):
+    """A body is over a cap: ``proxy`` says whose, nginx's (413 HTML) or PHP's (413 JSON)."""
+
+    def __init__(self, limit: int, *, proxy: bool = False) -> None:
+        super().__init__(f"the body is over {limit} bytes")
+        self.limit, self.proxy = limit, proxy
+
+
+class _MalformedBody(BadRequest):
+    description = "The request body is malformed: bad chunked encoding, or shorter than its Content-Length."
+
+
+class _BodyTimeout(HTTPException):
+    code = 408
+    description = "The request body did not arrive in time."
+
+
+class _HeadTooLarge(http.client.LineTooLong):
+    """The request line and headers are over _MAX_HEAD_BYTES (a LineTooLong, so that http.server's
+    header parser answers 431 for it)."""
+
+    def __init__(self) -> None:
+        super().__init__("request head")
+
+
+@dataclass(frozen=True)
+class _BodyLimit:
+    limit: int
+    proxy: bool  # nginx's client_max_body_size rather than PHP's post_max_size or our JSON cap
+
+
+class _BodyMeter(io.RawIOBase):
+    """The request body as the app reads it (de-chunked), counted. Over the limit it raises
+    :class:`_BodyTooLarge` at once: a chunked body is cut off as it streams, not after. A read
+    that times out or finds bad framing raises the matching 4xx, never an OSError."""
+
+    def __init__(self, stream: BinaryIO, limit: _BodyLimit) -> None:
+        super().__init__()
+        self._stream = stream
+        self.limit = limit
+        self.count = 0
+        self.ended = False  # the stream said it was over (for chunked: its last chunk came)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.ended:
+            return 0
+        room = self.limit.limit - self.count + 1  # one byte past the limit proves the body is over it
+        view = memoryview(buffer).cast("B")[:room]
+        try:
+            n = self._stream.readinto(view)  # type: ignore[attr-defined]
+        except TimeoutError:
+            raise _BodyTimeout() from None
+        except (OSError, ValueError):  # how werkzeug's de-chunker and a reset socket report
+            raise _MalformedBody() from None
+        if not n:
+            self.ended = True
+            return 0
+        self.count += n
+        if self.count > self.limit.limit:
+            raise _BodyTooLarge(self.limit.limit, proxy=self.limit.proxy)
+        return n
+
+
+def _body_read_to_end(environ: dict[str, Any]) -> bool:
+    """Whether the app read the request body to its end, so the next request starts right after."""
+    meter = environ.get(_METER_KEY)
+    if environ.get("wsgi.input_terminated"):  # chunked
+        return isinstance(meter, _BodyMeter) and meter.ended
+    length = environ.get("CONTENT_LENGTH") or "0"
+    if length == "0":
+        return True
+    return isinstance(meter, _BodyMeter) and str(meter.count) == length
+
+
+class _SocketReader(io.RawIOBase):
+    """A connection's socket as a raw stream whose reads are bounded in time and in bytes.
+
+    A read waits at most ``idle_timeout``, and never past the deadline of the current phase (the
+    request head, its body, the linger after an answer). A phase may also cap the bytes read in
+    it: past them a read raises ``over()``, or is the end of the stream when ``over`` is None.
+    """
+
+    def __init__(self, sock: socket.socket, idle_timeout: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._idle = idle_timeout
+        self._deadline: float | None = None
+        self._budget: int | None = None
+        self._over: Callable[[], BaseException] | None = None
+        self.received = 0  # bytes read in the current phase
+
+    def phase(self, seconds: float, budget: int, over: Callable[[], BaseException] | None = None) -> None:
+        self._deadline = time.monotonic() + seconds
+        self._budget, self._over, self.received = budget, over, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._budget is not None:
+            room = self._budget - self.received
+            if room <= 0:
+                if self._over is None:
+                    return 0
+                raise self._over()
+            view = view[:room]
+        timeout = self._idle
+        if self._deadline is not None:
+            timeout = min(timeout, self._deadline - time.monotonic())
+            if timeout <= 0:
+                raise TimeoutError("the client took too long")
+        self._sock.settimeout(timeout)
+        try:
+            n = self._sock.recv_into(view)
+        finally:
+            self._sock.settimeout(self._idle)  # what a send may wait
+        self.received += n
+        return n
+
+
+def _no_write(data: bytes) -> None:
+    raise AssertionError("the sandbox's app returns its body, it never calls write()")
 
 
 class _Handler(WSGIRequestHandler):
-    """werkzeug's handler, logging through our logger (werkzeug's own would print to stderr).
-
-    HTTP/1.1 keeps connections alive between requests, as the real API behind its proxy does.
-    """
+    """werkzeug's request handler, bounded: every read under a timeout, the request head under a
+    size cap and a deadline, keep-alive only after a body read to its end, errors answered in the
+    API's JSON shape with one log line (never a traceback), and no unbounded drain."""
 
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # an error answer to a garbled request line still has a status line
+    disable_nagle_algorithm = True  # an answer's head and body are two writes on a kept-alive connection
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # http.server and werkzeug read self.rfile: make it the bounded one
+        idle = self.server.config.idle_timeout
+        self.connection.settimeout(idle)
+        self._reader = _SocketReader(self.connection, idle)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        config = self.server.config
+        self.close_connection = True  # until a well-formed HTTP/1.1 request says otherwise
+        self.command, self.request_version, self.requestline = None, "", ""  # type: ignore[assignment]
+        self.raw_requestline = b""
+        self._reader.phase(config.header_timeout, _MAX_HEAD_BYTES, _HeadTooLarge)
+        try:
+            try:
+                self.raw_requestline = self.rfile.readline(65537)
+            except _HeadTooLarge:
+                self.send_error(414, "The request line is too long.")
+                return
+            if not self.raw_requestline:
+                return  # the client closed its idle connection
+            if not self.parse_request():
+                return  # it answered already
+            problem = self._framing_problem()
+            if problem is not None:
+                self.send_error(400, problem)
+                return
+            raw_limit = self.server.raw_body_limit
+            self._reader.phase(config.body_timeout, raw_limit, lambda: _BodyTooLarge(raw_limit))
+            self.run_wsgi()
+        except TimeoutError:
+            self.close_connection = True
+            if self._reader.received == 0 and not self.raw_requestline:
+                log.debug("sandbox: closed a connection idle for %s s", config.idle_timeout)
+                return
+            self.send_error(408, "The request did not arrive in time.")
+
+    def _framing_problem(self) -> str | None:
+        """Why the body's length is ambiguous, or None. Two lengths, or a length and chunked, are
+        how requests get smuggled past a proxy: refused, as nginx does."""
+        codings = [c.strip().lower() for v in self.headers.get_all("Transfer-Encoding") or [] for c in v.split(",")]
+        lengths = [n.strip() for v in self.headers.get_all("Content-Length") or [] for n in v.split(",")]
+        if codings:
+            if codings != ["chunked"]:
+                return "The only Transfer-Encoding accepted is chunked."
+            if lengths:
+                return "A request cannot have both a Content-Length and a Transfer-Encoding."
+        if lengths and (len(set(lengths)) != 1 or not (lengths[0].isascii() and lengths[0].isdigit())):
+            return "The Content-Length must be one whole number of bytes."
+        return None
+
+    def run_wsgi(self) -> None:
+        self.environ = environ = self.make_environ()
+        status, headers, body = self._call_app(environ)
+        if status.startswith("444"):  # the app dropped the connection on purpose
+            self.close_connection = True
+            return
+        keep_alive = (not self.close_connection and self.request_version == "HTTP/1.1"
+                      and not self.server.stopping.is_set() and _body_read_to_end(environ))
+        code, _, reason = status.partition(" ")
+        try:
+            self.send_response(int(code), reason)
+            for name, value in headers:
+                if name.lower() != "connection":
+                    self.send_header(name, value)
+            if not keep_alive:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if body:
+                self.wfile.write(body)
+        except OSError:  # the client is gone
+            self.close_connection = True
+            return
+        if not keep_alive:
+            self.close_connection = True
+            if not _body_read_to_end(environ):
+                self._linger()
+
+    def _call_app(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+        answer: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            answer[:] = [status, headers]
+            return _no_write
+
+        try:
+            chunks = self.server.app(environ, start_response)
+            try:
+                body = b"".join(chunks)
+            finally:
+                getattr(chunks, "close", lambda: None)()
+        except Exception as exc:  # the app answers everything itself: this is a bug in it
+            log.error("sandbox: %s while answering %s: %s", type(exc).__name__, _printable(self.requestline), exc)
+            log.debug("sandbox: traceback", exc_info=True)
+            return "500 INTERNAL SERVER ERROR", [("Content-Type", "application/json")], b'{"message": "Server Error"}'
+        return answer[0], answer[1], body
+
+    def _linger(self) -> None:
+        """After answering a body we did not read to its end, take and drop a bounded amount more,
+        so the client reads our answer rather than a reset; then the connection closes."""
+        self._reader.phase(_LINGER_SECONDS, _LINGER_BYTES)
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            while self.rfile.read1(64 * _KiB):
+                pass
+        except OSError:
+            pass
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's error page, as the API's JSON; the connection closes after it."""
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "Error"
+        if code == 431:  # http.server says "Line too long" or "Too many headers"
+            message = f"The request headers are too large ({_MAX_HEAD_BYTES // _KiB} KiB and 100 headers at most)."
+        self.log_error("%d %s", code, message or phrase)
+        self.close_connection = True
+        body = json.dumps({"message": message or phrase}).encode()
+        try:
+            self.send_response(code, phrase)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except OSError:
+            pass  # the client is gone
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        log.debug('%s "%s" %s', self.address_string(), getattr(self, "requestline", ""), code)
+        log.debug("sandbox: %s %s %s", self.address_string(), _printable(getattr(self, "requestline", "")), code)
 
     def log(self, type: str, message: str, *args: Any) -> None:
-        level = logging.ERROR if type == "error" else logging.DEBUG
-        log.log(level, message.rstrip(), *args)
+        # What reaches here is a client's mistake (a refusal, a timeout): one line, not an error of ours.
+        text = message % args if args else message
+        log.info("sandbox: %s: %s", self.address_string(), _printable(text.rstrip()))
+
+
+class _Server(ThreadedWSGIServer):
+    """werkzeug's threaded server, with ``config.max_connections`` connections served at once (the
+    others wait in the listen queue), the open ones closed when the sandbox stops, and an error a
+    handler lets through reported in one log line."""
+
+    def __init__(self, config: SandboxConfig, app: Callable[..., Any], *, fd: int,
+                 stopping: threading.Event) -> None:
+        self.config = config
+        self.stopping = stopping
+        # The raw bytes of a body, chunk framing included, are capped too: 1-byte chunks cost more
+        # to read than the bytes they carry.
+        self.raw_body_limit = 2 * max(config.post_limit, config.max_json_body) + _MAX_HEAD_BYTES
+        self._slots = threading.BoundedSemaphore(config.max_connections)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(config.host, config.port, app, handler=_Handler, fd=fd)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        while not self._slots.acquire(timeout=0.05):
+            if self.stopping.is_set():
+                self.shutdown_request(request)
+                return
+        with self._open_lock:
+            self._open.add(request)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._forget(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._forget(request)
+
+    def _forget(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        self._slots.release()
+
+    def close_connections(self) -> None:
+        """End every open connection (idle keep-alive ones included): the sandbox is stopping."""
+        with self._open_lock:
+            still_open = list(self._open)
+        for sock in still_open:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        level = logging.INFO if isinstance(exc, OSError) else logging.ERROR  # OSError: the client's socket
+        log.log(level, "sandbox: a connection failed: %s: %s", type(exc).__name__, exc)
+        log.debug("sandbox: traceback", exc_info=True)
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        text = message % args if args else message
+        first, _, rest = text.partition("\n")
+        log.log(logging.ERROR if type == "error" else logging.DEBUG, "sandbox: %s", _printable(first))
+        if rest:
+            log.debug("%s", rest)
+
+
+class _Request(Request):
+    # The API reads one field; PHP takes at most 20 files. (werkzeug's max_form_memory_size stays:
+    # it also bounds the parser's buffer, which holds more than one 64 KiB read at times.)
+    max_form_parts = 32
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,7 +802,7 @@ class Sandbox:
         self._inflight = 0
         self._inflight_cond = threading.Condition()
         self._stopping = threading.Event()
-        self._server: BaseWSGIServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._store: _Store | None = None
         self._urls = Map([
@@ -440,7 +836,7 @@ class Sandbox:
         log.info("Lancepilot sandbox listening on %s (data in %s)", self.url, self.config.data_dir)
         return self
 
-    def _make_server(self) -> BaseWSGIServer:
+    def _make_server(self) -> _Server:
         # Bind the socket ourselves: werkzeug prints to stderr and calls sys.exit() when binding fails.
         host, port = self.config.host, self.config.port
         try:
@@ -454,8 +850,7 @@ class Sandbox:
             sock.bind(sockaddr)
             sock.listen(128)
             # werkzeug dups the descriptor, so ours is closed below either way.
-            return make_server(host, port, self._wsgi, threaded=True, request_handler=_Handler,
-                               fd=sock.fileno())
+            return _Server(self.config, self._wsgi, fd=sock.fileno(), stopping=self._stopping)
         except OSError as exc:
             raise UsageError(f"the sandbox cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         finally:
@@ -472,6 +867,7 @@ class Sandbox:
             thread.join()
         with self._inflight_cond:
             self._inflight_cond.wait_for(lambda: self._inflight == 0, timeout=_STOP_GRACE_S)
+        server.close_connections()  # idle keep-alive ones would otherwise wait for their timeout
         if self._store is not None:
             self._store.close()
         self._server = self._thread = self._store = None
@@ -522,17 +918,28 @@ class Sandbox:
     def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         with self._inflight_cond:
             self._inflight += 1
-        request = Request(environ)
+        # Every read of the body goes through the meter, chunked or not (werkzeug caps only what a
+        # Content-Length announces); the handler asks it afterwards whether the body was read to its end.
+        environ["wsgi.input"] = environ[_METER_KEY] = _BodyMeter(environ["wsgi.input"], self._body_limit(environ))
+        request = _Request(environ)
         try:
             try:
                 response = self._dispatch(request)
             except _Drop:
                 self._drop(environ)
                 response = Response(b"", status=444)  # nginx's "closed without answering"; never sent
-            except HTTPException as exc:  # werkzeug's own refusals (a form field too big...)
+            except RequestEntityTooLarge as exc:  # ours, or werkzeug's (too many multipart parts)
+                response = self._too_large(request, exc)
+            except HTTPException as exc:  # a malformed or late body
+                if isinstance(exc, ClientDisconnected):  # werkzeug's words for a body cut short
+                    exc = _MalformedBody()
+                log.info("sandbox: %s for %s %s: %s", exc.code, request.method, _printable(request.path),
+                         exc.description)
                 response = _json(exc.code or 400, {"message": exc.description or exc.name})
-            except Exception:  # the boundary: log the cause, answer like Laravel in production
-                log.exception("sandbox: error while handling %s %s", request.method, request.path)
+            except Exception as exc:  # the boundary: log the cause, answer like Laravel in production
+                log.error("sandbox: %s while handling %s %s: %s", type(exc).__name__, request.method,
+                          _printable(request.path), exc)
+                log.debug("sandbox: traceback", exc_info=True)
                 response = _json(500, {"message": "Server Error"})
             return response(environ, start_response)
         finally:
@@ -544,9 +951,8 @@ class Sandbox:
     @staticmethod
     def _drop(environ: dict[str, Any]) -> None:
         # Shut the socket down, both ways: the client sees the connection end without an answer.
-        # werkzeug's handler closes it afterwards; closing it here would make werkzeug's own
-        # clean-up fail with EBADF and log a traceback, while its write to a shut socket is a
-        # BrokenPipeError it treats as a dropped connection.
+        # The handler writes nothing for a 444 and closes it afterwards (closing it here would make
+        # the handler's own clean-up fail with EBADF).
         sock = environ.get("werkzeug.socket")
         if sock is None:
             return
@@ -555,16 +961,33 @@ class Sandbox:
         except OSError:
             pass
 
+    def _body_limit(self, environ: dict[str, Any]) -> _BodyLimit:
+        """The cap on this request's body: a multipart upload may be as large as PHP's post_max_size,
+        anything else is a small JSON or form message; nginx's limit, when lower, comes first."""
+        mimetype = parse_options_header(environ.get("CONTENT_TYPE", ""))[0].lower()
+        own = self.config.post_limit if mimetype == "multipart/form-data" else self.config.max_json_body
+        proxy = self.config.proxy_body_limit
+        if proxy is not None and proxy <= own:
+            return _BodyLimit(proxy, proxy=True)
+        return _BodyLimit(own, proxy=False)
+
+    @staticmethod
+    def _too_large(request: Request, exc: RequestEntityTooLarge) -> Response:
+        log.info("sandbox: 413 for %s %s: %s", request.method, _printable(request.path), exc.description)
+        if isinstance(exc, _BodyTooLarge) and exc.proxy:
+            return _html(413, _NGINX_413)
+        return _json(413, {"message": _MSG_POST_TOO_LARGE})
+
     def _dispatch(self, request: Request) -> Response:
         if request.method == "POST":
             with self._count_lock:
                 self._request_count += 1
-        limit = self.config.proxy_body_limit
-        if limit is not None and request.content_length is not None and request.content_length > limit:
-            # nginx refuses on the header alone; werkzeug's handler discards the unread body after
-            # the answer so the client gets to read it.
-            log.info("sandbox: 413, body of %d bytes over the proxy limit of %d", request.content_length, limit)
-            return _html(413, _NGINX_413)
+        meter = request.environ[_METER_KEY]
+        declared = request.content_length
+        if declared is not None and declared > meter.limit.limit:
+            # Refused on the header alone, as nginx and Laravel's ValidatePostSize do, before the
+            # token is checked; the handler closes the connection rather than read the body.
+            raise _BodyTooLarge(meter.limit.limit, proxy=meter.limit.proxy)
         adapter = self._urls.bind_to_environ(request.environ)
         try:
             endpoint, args = adapter.match()
@@ -694,11 +1117,9 @@ class Sandbox:
                 return "text", text
             return "missing", None
         if request.is_json:
-            if request.content_length is not None and request.content_length > _MAX_JSON_BODY:
-                raise _JsonTooLarge()
-            body = request.get_json(silent=True)  # malformed JSON is an empty input bag to Laravel
-            value = body.get("file") if isinstance(body, dict) else None
-            if value is None or (isinstance(value, str) and not value.strip()):
+            body = _json_object(request.get_data(cache=False))
+            value = body.get("file") if body is not None else None
+            if _is_blank(value):
                 return "missing", None
             return "text", value
         return "missing", None
@@ -750,6 +1171,23 @@ class Sandbox:
         self._store.insert(row)
         log.info("sandbox: stored message %s (URL, not fetched)", row["id"])
         return _public(row)
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    """A JSON body as Laravel's input bag sees it: an object, or nothing at all (PHP's json_decode
+    gives up on bad syntax, bad UTF-8 and deep nesting; here json.loads raises)."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _is_blank(value: object) -> bool:
+    """What Laravel's ``required`` refuses: null, an empty or blank string, an empty array."""
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or (isinstance(value, (list, dict)) and not value)
 
 
 def _client_file_name(name: str | None) -> str | None:
