@@ -646,8 +646,14 @@ class MarkerEntry:
     updated: float
 
 
-def _data_home() -> Path:
-    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+def _data_home() -> Path | None:
+    configured = os.environ.get("XDG_DATA_HOME")
+    if configured:
+        return Path(configured)
+    try:
+        return Path.home() / ".local" / "share"
+    except (KeyError, RuntimeError):  # no HOME and no passwd entry: there is no such place
+        return None
 
 
 class WorkMarker:
@@ -669,7 +675,8 @@ class WorkMarker:
         self.campaign = campaign
         self.in_folder = self.folder / MARKER_NAME
         digest = hashlib.sha256(os.fsencode(self.folder)).hexdigest()[:32]
-        self.fallback = (data_home or _data_home()) / "audiopipe" / "folders" / f"{digest}.json"
+        home = data_home or _data_home()
+        self.fallback = home / "audiopipe" / "folders" / f"{digest}.json" if home else None
 
     @property
     def label(self) -> str:
@@ -677,7 +684,9 @@ class WorkMarker:
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def _load(self, path: Path, *, tolerant: bool) -> list[MarkerEntry]:
+    def _load(self, path: Path | None, *, tolerant: bool) -> list[MarkerEntry]:
+        if path is None:
+            return []
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -689,7 +698,8 @@ class WorkMarker:
             raise LedgerRefused(f"cannot read {path} ({reason}), which says which ledger recorded earlier "
                                 f"sends of this folder; make it readable, or {NEW_LEDGER_HINT}") from None
         try:
-            return [MarkerEntry(**e) for e in json.loads(text)["work"]]
+            known = MarkerEntry.__dataclass_fields__
+            return [MarkerEntry(**{k: v for k, v in e.items() if k in known}) for e in json.loads(text)["work"]]
         except (ValueError, KeyError, TypeError):
             if tolerant:
                 return []
@@ -746,11 +756,14 @@ class WorkMarker:
         except OSError as exc:
             here = exc.strerror or str(exc)
         try:
+            if self.fallback is None:
+                raise OSError(0, "no home folder")
             before = self._mine(self._load(self.fallback, tolerant=True))
             self._store(self.fallback, entry)
         except OSError as exc:
-            return (f"cannot note which ledger sends {self.folder} ({self.in_folder}: {here}; {self.fallback}: "
-                    f"{exc.strerror or exc}): if this ledger is lost, a later run cannot tell")
+            return (f"cannot note which ledger sends {self.folder} ({self.in_folder}: {here}; "
+                    f"{self.fallback or '$XDG_DATA_HOME'}: {exc.strerror or exc}): if this ledger is lost, "
+                    "a later run cannot tell")
         if before is None or before.ledger_id != entry.ledger_id:
             return (f"cannot write {self.in_folder} ({here}): the note of which ledger sends this folder is "
                     f"kept in {self.fallback} instead")
