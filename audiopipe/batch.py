@@ -236,7 +236,7 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
         identity = _identity(ledger)
         if not settings.new_ledger:
             marker.check(getattr(ledger, "path", state_path), identity, expected)
-        notes = [n for n in [marker.record(identity)] if n] if real_run and identity else []
+        note = marker.record(identity) if real_run and identity else None  # before anything is sent
         try:
             with tempfile.TemporaryDirectory(prefix="audiopipe-batch-") as tmp:
                 result = _run(settings, contacts, folder, sender, ledger, progress, retry or RetryPolicy(),
@@ -244,7 +244,8 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
         finally:
             if real_run and identity:
                 _record_quietly(marker, ledger)
-        result.notes.extend(notes)
+        if note:
+            result.notes.append(note)
         return result
     finally:
         if real_run:

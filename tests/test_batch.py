@@ -21,7 +21,7 @@ from audiopipe.batch import (ST_ALREADY, ST_FAILED, ST_INVALID, ST_NOT_SENT, ST_
                              ST_WOULD_SEND, BatchSettings, run_batch)
 from audiopipe.client import LancepilotClient, RetryPolicy
 from audiopipe.errors import UsageError
-from audiopipe.ledger import DEFERRED, FAILED, SENT, UNKNOWN, LedgerLocked, SqliteLedger
+from audiopipe.ledger import DEFERRED, FAILED, SENT, UNKNOWN, LedgerLocked, LedgerRefused, SqliteLedger
 from audiopipe.prepare import PrepareSettings
 from audiopipe.sandbox import Faults, Sandbox
 
@@ -368,6 +368,26 @@ def test_a_locked_ledger_refuses_before_any_work(tmp_path, folder, make_sandbox,
     finally:
         other.close()
     assert sb.request_count == 0 and not (tmp_path / "cache").exists()
+
+
+def test_another_ledger_for_the_same_work_is_refused_before_any_work(tmp_path, folder, make_sandbox, ledger,
+                                                                     settings):
+    """A caller of run_batch gets the same guard as the CLI: the ledger must be the one that recorded
+    this folder, contacts file and campaign before, unless new_ledger says to start afresh."""
+    sb = make_sandbox()
+    csv = write_csv(tmp_path / "c.csv", "contact", contacts_for(2))
+    assert statuses(run(sb, settings(folder, csv), ledger)) == {ST_SENT: 6}
+    with SqliteLedger(tmp_path / "other.sqlite3") as other:
+        with pytest.raises(LedgerRefused, match="is not the one that recorded"):
+            run(sb, settings(folder, csv), other)
+        with pytest.raises(LedgerRefused):
+            run_batch(settings(folder, csv, dry_run=True), sender=None, ledger=other)
+        assert sb.request_count == 6 and other.counts()[SENT] == 0
+        assert statuses(run(sb, settings(folder, csv, new_ledger=True), other)) == {ST_SENT: 6}
+        assert statuses(run(sb, settings(folder, csv), other)) == {ST_ALREADY: 6}
+    with pytest.raises(LedgerRefused):  # and now the first ledger is the other one
+        run(sb, settings(folder, csv), ledger)
+    assert statuses(run(sb, settings(folder, csv, campaign="autumn"), ledger)) == {ST_SENT: 6}  # other work
 
 
 def test_usage_errors(tmp_path, folder, ledger, settings):
