@@ -23,7 +23,8 @@ from .client import RetryPolicy, SentMessage
 from .contacts import ContactList, read_contacts
 from .errors import (AuthError, ConnectFailed, InputError, OutcomeUnknown, RateLimited, RefusedError,
                      SendError, UsageError)
-from .ledger import (DEFERRED, FAILED, SENT, UNKNOWN, Ledger, SendKey, SqliteLedger, default_state_path)
+from .ledger import (DEFERRED, FAILED, SENT, UNKNOWN, Ledger, SendKey, WorkMarker, default_state_path,
+                     open_batch_ledger)
 from .report import extra_column_name
 from .prepare import (InputItem, OutputFile, PrepareOutcome, PrepareSettings, collect_inputs,
                       prepare_many)
@@ -63,6 +64,7 @@ class BatchSettings:
     retry_unknown: bool = False
     retry_failed: bool = False    # resend rows the server refused (e.g. a contact added since)
     settle: float = 10.0          # a file changed less than this many seconds ago may still be arriving
+    new_ledger: bool = False      # start afresh although another ledger recorded this work before
 
     def __post_init__(self) -> None:
         if not self.campaign.strip():
@@ -104,6 +106,7 @@ class BatchResult:
     stopped: str | None = None   # why the run stopped early (401)
     recovered: int = 0           # rows found mid-send from a dead run, now unknown
     dry_run: bool = False
+    notes: list[str] = field(default_factory=list)  # warnings for the user (where the ledger marker went)
 
     def counts(self) -> dict[str, int]:
         c = {s: 0 for s in STATUSES}
@@ -209,27 +212,63 @@ def _plan_units(contacts: ContactList, folder: Path, prepared: dict[Path, Prepar
 
 def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger | None = None,
               progress: ProgressCallback | None = None, retry: RetryPolicy | None = None,
-              work_dir: Path | None = None) -> BatchResult:
+              work_dir: Path | None = None, state_path: Path | None = None) -> BatchResult:
     """Run one batch. ``sender`` is a :class:`~audiopipe.client.LancepilotClient` (or anything with
-    ``send_once``); it may be None for a dry run. Returns one result per (row, file, part)."""
+    ``send_once``); it may be None for a dry run. Without ``ledger`` the one at ``state_path`` (or the
+    default) is opened. Returns one result per (row, file, part).
+
+    The ledger must be the one that recorded this work before (see :class:`WorkMarker`): a missing,
+    emptied, other or older ledger is refused, unless ``settings.new_ledger``."""
     folder = Path(settings.folder)
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder")
     contacts = read_contacts(settings.contacts, folder, default_workspace=settings.workspace)
-    own_ledger = ledger is None and (not settings.dry_run or default_state_path().exists())
-    if own_ledger:
-        ledger = SqliteLedger()
+    marker = WorkMarker(folder, settings.contacts, settings.campaign)
+    expected = marker.expected(tolerant=settings.new_ledger)
+    own_ledger = ledger is None
+    if ledger is None:
+        ledger = open_batch_ledger(state_path or default_state_path(), marker, expected,
+                                   new_ledger=settings.new_ledger, dry_run=settings.dry_run)
+    real_run = ledger is not None and not settings.dry_run
     try:
-        if ledger is not None and not settings.dry_run:
+        if real_run:
             ledger.acquire()  # before any work: a second run exits at once
-        with tempfile.TemporaryDirectory(prefix="audiopipe-batch-") as tmp:
-            return _run(settings, contacts, folder, sender, ledger, progress, retry or RetryPolicy(),
-                        Path(work_dir) if work_dir else Path(tmp))
+        identity = _identity(ledger)
+        if not settings.new_ledger:
+            marker.check(getattr(ledger, "path", state_path), identity, expected)
+        note = marker.record(identity) if real_run and identity else None  # before anything is sent
+        try:
+            with tempfile.TemporaryDirectory(prefix="audiopipe-batch-") as tmp:
+                result = _run(settings, contacts, folder, sender, ledger, progress, retry or RetryPolicy(),
+                              Path(work_dir) if work_dir else Path(tmp))
+        finally:
+            if real_run and identity:
+                _record_quietly(marker, ledger)
+        if note:
+            result.notes.append(note)
+        return result
     finally:
-        if ledger is not None and not settings.dry_run:
+        if real_run:
             ledger.release()
         if own_ledger and ledger is not None:
             ledger.close()
+
+
+def _identity(ledger: Ledger | None) -> Any:
+    """The ledger's id, where it lives and its record count; None for a ledger that has none."""
+    identity = getattr(ledger, "identity", None)
+    return identity() if identity is not None else None
+
+
+def _record_quietly(marker: WorkMarker, ledger: Ledger) -> None:
+    """After the run: the count of records grows the marker's 'held at least' (best effort: the note
+    made before sending already names the ledger)."""
+    try:
+        identity = _identity(ledger)
+        if identity is not None:
+            marker.record(identity)
+    except Exception:  # a ledger or disk that just failed the run: its own error is the one to show
+        log.debug("could not update %s", marker.in_folder, exc_info=True)
 
 
 def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: Sender | None,

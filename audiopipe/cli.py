@@ -410,6 +410,10 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
 @click.option("--retry-failed", is_flag=True,
               help="Also resend messages the server refused (404/413/422), e.g. once a missing "
                    "contact exists. A changed file is always tried again.")
+@click.option("--new-ledger", is_flag=True,
+              help="Start afresh with the ledger at --state although another ledger recorded this "
+                   "folder, contacts file and campaign before (or it was lost, emptied or replaced): "
+                   "what it has no record of is sent again. Records the new ledger; deletes nothing.")
 @click.option("--settle", type=click.FloatRange(0), default=10.0, show_default=True, envvar="AUDIOPIPE_SETTLE",
               help="Seconds a file must have been left unchanged before it is sent, so a recording "
                    "still being copied in never goes out half-written [env AUDIOPIPE_SETTLE].")
@@ -425,7 +429,8 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
 @handle_errors
 def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign: str,
               state_path: Path | None, concurrency: int, rate: float, jobs: int, dry_run: bool,
-              retry_unknown: bool, retry_failed: bool, settle: float, attempts: int, report_path: Path | None,
+              retry_unknown: bool, retry_failed: bool, new_ledger: bool, settle: float, attempts: int,
+              report_path: Path | None,
               fmt: str, max_size: int,
               bitrate: int | None, channels: int | None, normalize: bool, voice_note: bool,
               on_overflow: str, reencode: bool, no_cache: bool, base_url: str | None,
@@ -438,6 +443,12 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     answer comes back, so running the same command again (from cron, after a crash)
     sends only what has not been sent. Messages whose outcome is unknown (a timeout
     or server error after the upload) are never resent unless --retry-unknown.
+
+    \b
+    The ledger must be the one that recorded this folder, contacts file and
+    campaign before (FOLDER/.audiopipe-ledger names it): a missing, emptied,
+    replaced or older ledger is refused (exit 2) instead of sending it all
+    again. --new-ledger starts afresh on purpose.
 
     \b
     Example (cron, every 10 minutes):
@@ -453,7 +464,7 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     """
     from .batch import BatchSettings, run_batch
     from .client import LancepilotClient
-    from .ledger import LedgerLocked, SqliteLedger
+    from .ledger import LedgerLocked
     from .report import write_report
 
     settings = BatchSettings(
@@ -461,7 +472,7 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
         prepare=settings_from(fmt, max_size, bitrate, channels, normalize, voice_note, on_overflow,
                               reencode, no_cache),
         jobs=jobs, concurrency=concurrency, rate=rate, dry_run=dry_run, retry_unknown=retry_unknown,
-        retry_failed=retry_failed, settle=settle, attempts=attempts)
+        retry_failed=retry_failed, settle=settle, attempts=attempts, new_ledger=new_ledger)
     show = bars_enabled(quiet or as_json)
     bars: dict[str, Any] = {}
 
@@ -480,11 +491,6 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
             report_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot write the report {report_path}: {exc.strerror or exc}") from None
-    from .ledger import default_state_path
-
-    state_file = state_path or default_state_path()
-    # a dry run reads the ledger when there is one (to say what was already sent) but never makes one
-    ledger = SqliteLedger(state_file) if not dry_run or state_file.exists() else None
     import signal
 
     terminated: list[bool] = []
@@ -495,7 +501,8 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        result = run_batch(settings, sender=client, ledger=ledger, progress=progress)
+        # a dry run reads the ledger when there is one (to say what was already sent) but never makes one
+        result = run_batch(settings, sender=client, state_path=state_path, progress=progress)
     except LedgerLocked as exc:
         _fail(str(exc), ExitCode.LOCKED)
     except KeyboardInterrupt:
@@ -505,10 +512,10 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     finally:
         for bar in bars.values():
             bar.close()
-        if ledger is not None:
-            ledger.close()
         if client is not None:
             client.close()
+    for note in result.notes:
+        click.echo(f"audiopipe: warning: {note}", err=True)
     if report_path:
         write_report(report_path, (r.to_dict() for r in result.rows), result.extra_columns)
     counts = result.counts()
@@ -594,18 +601,21 @@ def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> 
     path = state_path or default_state_path()
     if not path.exists():
         raise UsageError(f"no ledger at {path}: nothing has been sent with it yet (or give --state)")
-    with SqliteLedger(path) as ledger:
+    with SqliteLedger(path, create=False) as ledger:
         counts = ledger.counts(campaign)
         problems = ledger.rows(campaign, (FAILED, UNKNOWN, SENDING, DEFERRED))
         running = ledger.running()
+        ledger_id = ledger.ledger_id
     if as_json:
-        click.echo(json.dumps({"state": str(path), "campaign": campaign, "counts": counts, "running": running,
+        click.echo(json.dumps({"state": str(path), "ledger_id": ledger_id, "campaign": campaign,
+                               "counts": counts, "running": running,
                                "problems": [
             {"campaign": r.key.campaign, "workspace": r.key.workspace, "contact": r.key.contact,
              "file": r.file, "part": r.key.part, "parts": r.parts, "state": r.state, "error": r.error,
              "status": r.status, "attempts": r.attempts} for r in problems]}))
     else:
-        click.echo(f"ledger {path}" + (f", campaign {campaign!r}" if campaign else ""))
+        click.echo(f"ledger {path}" + (f" (id {ledger_id[:8]})" if ledger_id else "")
+                   + (f", campaign {campaign!r}" if campaign else ""))
         if running:
             click.echo(f"  a batch is running now ({running}): 'sending' rows are in flight")
         click.echo("  " + "  ".join(f"{k}: {v}" for k, v in counts.items()))

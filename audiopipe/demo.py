@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     recordings = root / "recordings"
     contacts = root / "contacts.csv"
     if root.exists():  # a fresh run every time: new ledger, new sandbox, same recordings
-        for sub in ("sandbox", "state", "report.csv"):
+        # the recordings' note of their ledger goes with the ledger, or the new one would be refused
+        for sub in ("sandbox", "state", "report.csv", "recordings/.audiopipe-ledger"):
             p = root / sub
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     say(f"1. making demo recordings in {recordings}")

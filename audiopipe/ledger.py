@@ -7,15 +7,40 @@ so it becomes "unknown" and is resent only when the user says so (``--retry-unkn
 
 The batch speaks to the :class:`Ledger` protocol only, so a shared database ledger can take the
 place of :class:`SqliteLedger` without touching the batch.
+
+**One ledger, whatever names it.** A ledger file can be reached by many paths: a symlink, a relative
+path, ``..``, a hard link. The run lock is therefore an ``flock`` on the ledger file itself (its
+inode), not on a file named after the path given, so every name of one ledger meets the same lock.
+SQLite names its ``-wal`` file after the path it opened, so a hard link would give the same database
+a second write-ahead log and hide the first one's commits: each ledger records the path it was
+created at, and any other name of the same file opens that one.
+
+SQLite locks with POSIX locks, which the kernel drops for the whole process as soon as *any*
+descriptor on the file is closed. The descriptors this module opens on a ledger (for the flock and
+to read its header) are therefore only closed once no connection of this process uses that file.
+
+**A lost ledger must not resend a campaign.** A ledger is created whole (written beside, then linked
+into place), so a file that is empty, not SQLite, or SQLite without our tables was never a ledger of
+ours, and is refused rather than initialised over. Each ledger has a random id. The batch keeps a
+small :class:`WorkMarker` beside its work (``.audiopipe-ledger`` in the batch folder) naming, for
+each contacts file and campaign, the ledger that recorded those sends and how many records it held.
+A batch whose ledger is missing, another one, or holds fewer records than that (an old backup put
+back) is refused; ``--new-ledger`` starts afresh on purpose and records the new ledger.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import sqlite3
+import stat
 import threading
 import time
+import uuid
+from urllib.parse import quote
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol
@@ -30,9 +55,20 @@ DEFERRED = "deferred"   # definitely not sent (429, connection failures): the ne
 UNKNOWN = "unknown"     # may have been created: never resent without --retry-unknown
 STATES = (SENDING, SENT, FAILED, DEFERRED, UNKNOWN)
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+NEW_LEDGER_HINT = "add --new-ledger to start afresh on purpose"
+
 
 class LedgerLocked(AudiopipeError):
     """Another run holds the ledger."""
+
+
+class LedgerRefused(UsageError):
+    """The ledger is missing, empty, not ours, or not the one that recorded this work before."""
+
+
+class LedgerIOError(AudiopipeError):
+    """The ledger could not be read or written (disk full, read-only, I/O error...)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +94,16 @@ class LedgerRow:
     updated_at: float
 
 
+@dataclass(frozen=True)
+class LedgerIdentity:
+    """Which ledger this is: its random id, where it lives, and how many records it has written
+    (a number that only grows, so an older copy of the same ledger shows as fewer)."""
+
+    ledger_id: str
+    path: str
+    records: int
+
+
 class Ledger(Protocol):
     """What the batch needs from a ledger."""
 
@@ -71,6 +117,7 @@ class Ledger(Protocol):
                error: str | None = None, status: int | None = None) -> None: ...
     def rows(self, campaign: str | None = None, states: tuple[str, ...] | None = None) -> list[LedgerRow]: ...
     def counts(self, campaign: str | None = None) -> dict[str, int]: ...
+    def identity(self) -> LedgerIdentity | None: ...
     def close(self) -> None: ...
 
 
@@ -106,99 +153,382 @@ CREATE TABLE IF NOT EXISTS events (
     at REAL NOT NULL, campaign TEXT, workspace TEXT, contact TEXT, source_sha256 TEXT, part INTEGER,
     state TEXT NOT NULL, detail TEXT
 );
+CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+# SQLite's primary result codes, in words a user can act on.
+_SQLITE_REASONS = {
+    13: "the disk is full",                                                   # SQLITE_FULL
+    8: "it is read-only (the file, its folder or the file system)",           # SQLITE_READONLY
+    10: "an I/O error (a failing, full or removed disk?)",                    # SQLITE_IOERR
+    14: "it or its -wal/-shm files cannot be opened (permissions, or a read-only folder?)",  # CANTOPEN
+    5: "another program kept it locked for 30 s",                             # SQLITE_BUSY
+    6: "another program kept it locked for 30 s",                             # SQLITE_LOCKED
+    11: "it is damaged (not a valid SQLite database)",                        # SQLITE_CORRUPT
+    26: "it is not a SQLite database",                                        # SQLITE_NOTADB
+    23: "permission denied",                                                  # SQLITE_AUTH
+    3: "permission denied",                                                   # SQLITE_PERM
+}
+
+
+def sqlite_reason(exc: sqlite3.Error) -> str:
+    """What went wrong, in words, rather than SQLite's (a failed COMMIT on a full disk otherwise
+    surfaces as "cannot rollback - no transaction is active")."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _SQLITE_REASONS:
+        return _SQLITE_REASONS[code & 0xFF]
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
+        return _SQLITE_REASONS[26]
+    return str(exc) or type(exc).__name__
+
+
+class _OpenLedgerFiles:
+    """The descriptors this process holds on ledger files, by inode.
+
+    Closing any descriptor on a file drops every POSIX lock this process holds on it, SQLite's
+    included (another process could then think it is the last user and remove the -wal file under
+    us). So a descriptor of ours is parked until the last :class:`SqliteLedger` on that inode has
+    closed its connection, and only then closed. The path the ledger is opened by (see
+    ``_open_name``) is remembered here too, so that every SqliteLedger of this process uses one.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._users: dict[tuple[int, int], int] = {}
+        self._parked: dict[tuple[int, int], list[int]] = {}
+        self.names: dict[tuple[int, int], str] = {}
+
+    def enter(self, inode: tuple[int, int]) -> bool:
+        """Count one more user; True when it is the first."""
+        with self.lock:
+            self._users[inode] = self._users.get(inode, 0) + 1
+            return self._users[inode] == 1
+
+    def leave(self, inode: tuple[int, int], fd: int) -> None:
+        with self.lock:
+            self._parked.setdefault(inode, []).append(fd)
+            self._users[inode] -= 1
+            if self._users[inode]:
+                return
+            del self._users[inode]
+            self.names.pop(inode, None)
+            for parked in self._parked.pop(inode):
+                os.close(parked)
+
+
+_FILES = _OpenLedgerFiles()
+
+
+def _inode(st: os.stat_result) -> tuple[int, int]:
+    return (st.st_dev, st.st_ino)
 
 
 class SqliteLedger:
-    """The ledger in one SQLite file (WAL, synchronous=FULL: a commit survives a crash)."""
+    """The ledger in one SQLite file (WAL, synchronous=FULL: a commit survives a crash).
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    ``create``: make the ledger if the file does not exist (``False`` for readers such as
+    ``audiopipe status``, which also never add an id to an old ledger). ``allow_empty``: a 0-byte
+    file is made a new ledger instead of being refused (``--new-ledger``: it holds nothing to lose).
+    """
+
+    def __init__(self, path: str | Path | None = None, *, create: bool = True,
+                 allow_empty: bool = False) -> None:
         self.path = Path(path) if path else default_state_path()
         self._lock = threading.Lock()
-        self._lockfile: Any = None
+        self._holding = False
+        self._legacy_lock: Any = None
+        self.ledger_id: str | None = None
+        real = Path(os.path.realpath(self.path))
+        if not real.exists():
+            if not create:
+                raise LedgerRefused(f"no ledger at {self.path}")
+            self._create(real)
+        self._fd = self._open_fd(real)
+        st = os.fstat(self._fd)
+        self._inode = _inode(st)
+        first = _FILES.enter(self._inode)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # a --state under a file, or where we may not write
-            raise UsageError(f"cannot open the ledger {self.path}: {exc.strerror or exc}") from None
-        try:
-            self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise UsageError(f"cannot open the ledger {self.path}: {exc} "
-                             "(is it an audiopipe ledger? see --state)") from None
+            self._check_file(st, allow_empty)
+            self.real_path = Path(self._open_name(real, st, first))
+            self._db = self._connect(allow_empty, create)
+        except BaseException:
+            _FILES.leave(self._inode, self._fd)
+            raise
 
-    # -- the run lock: one run per ledger at a time -------------------------------------------------
+    # -- opening ----------------------------------------------------------------------------------
+
+    def _fail_open(self, reason: str) -> LedgerRefused:
+        return LedgerRefused(f"cannot open the ledger {self.path}: {reason}")
+
+    def _create(self, real: Path) -> None:
+        """Write a whole new ledger beside ``real`` and link it into place: the path never holds a
+        half-made ledger, and a ledger made meanwhile by another run is kept, not replaced."""
+        try:
+            real.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a --state under a file, or where we may not write
+            raise self._fail_open(exc.strerror or str(exc)) from None
+        tmp = real.with_name(f".{real.name}.new-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            db = sqlite3.connect(str(tmp), isolation_level=None)
+            try:
+                db.execute("PRAGMA synchronous=FULL")
+                db.executescript("BEGIN;" + SCHEMA)
+                self._write_meta(db, real)
+                db.execute("COMMIT")
+            finally:
+                db.close()
+            try:
+                os.link(tmp, real)
+            except FileExistsError:
+                return  # another run made it first: use theirs
+            except OSError:  # a file system without hard links: copy into a file only we created
+                self._copy_exclusive(tmp, real)
+            _fsync_dir(real.parent)
+        except sqlite3.Error as exc:
+            raise self._fail_open(sqlite_reason(exc)) from None
+        except OSError as exc:
+            raise self._fail_open(exc.strerror or str(exc)) from None
+        finally:
+            for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
+                try:
+                    leftover.unlink()
+                except FileNotFoundError:
+                    pass
+
+    @staticmethod
+    def _copy_exclusive(src: Path, dest: Path) -> None:
+        try:
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            return
+        with os.fdopen(fd, "wb") as out:
+            out.write(src.read_bytes())
+            out.flush()
+            os.fsync(out.fileno())
+
+    @staticmethod
+    def _write_meta(db: sqlite3.Connection, real: Path) -> None:
+        for k, v in (("ledger_id", uuid.uuid4().hex), ("created_at", repr(time.time())),
+                     ("created_path", str(real))):
+            db.execute("INSERT OR IGNORE INTO ledger_meta VALUES (?, ?)", (k, v))
+
+    def _open_fd(self, real: Path) -> int:
+        try:
+            # O_NONBLOCK: a FIFO named as the ledger is refused below instead of hanging the run here
+            return os.open(real, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            raise self._fail_open(exc.strerror or str(exc)) from None
+
+    def _check_file(self, st: os.stat_result, allow_empty: bool) -> None:
+        if not stat.S_ISREG(st.st_mode):
+            raise self._fail_open("it is not a regular file")
+        if st.st_size == 0:
+            if allow_empty:
+                return
+            raise LedgerRefused(f"the ledger {self.path} is empty (0 bytes): whatever it recorded is lost, "
+                                "so a batch would send everything again; put back a copy of it, "
+                                f"or {NEW_LEDGER_HINT} in this file")
+        try:
+            head = os.pread(self._fd, len(SQLITE_MAGIC), 0)
+        except OSError as exc:
+            raise self._fail_open(exc.strerror or str(exc)) from None
+        if head != SQLITE_MAGIC:
+            raise self._fail_open("it is not an audiopipe ledger (not a SQLite database), and it is "
+                                  "left as it is; give --state another path")
+
+    def _open_name(self, real: Path, st: os.stat_result, first: bool) -> str:
+        """The path to open: the one the ledger was created at when ``real`` is another hard link
+        to the same file, so there is one -wal file, never two."""
+        with _FILES.lock:
+            if not first and self._inode in _FILES.names:
+                return _FILES.names[self._inode]
+            name = str(real)
+            if st.st_nlink > 1 and st.st_size > 0:
+                created = self._created_path(real)
+                try:
+                    if created and _inode(os.stat(created)) == self._inode:
+                        name = created
+                except OSError:
+                    pass
+            _FILES.names[self._inode] = name
+            return name
+
+    @staticmethod
+    def _created_path(real: Path) -> str | None:
+        # immutable: reads the main file only, takes no lock and opens no -wal. The id and the
+        # created path are written when the ledger is made, before it is ever in WAL mode.
+        try:
+            db = sqlite3.connect(f"file:{quote(str(real))}?immutable=1", uri=True)
+            try:
+                row = db.execute("SELECT value FROM ledger_meta WHERE key='created_path'").fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return None
+        return row[0] if row else None
+
+    def _connect(self, allow_empty: bool, create: bool) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(str(self.real_path), timeout=30, isolation_level=None,
+                                 check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise self._fail_open(sqlite_reason(exc)) from None
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "sends" not in tables and not (allow_empty and not tables):
+                raise self._not_ours(tables)
+            if create and not {"sends", "events", "ledger_meta"} <= tables:
+                # a new ledger in an empty file (--new-ledger), or one from before ledgers had ids
+                db.executescript("BEGIN IMMEDIATE;" + SCHEMA)
+                self._write_meta(db, self.real_path)
+                db.execute("COMMIT")
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the id into the main file (see _created_path)
+                tables |= {"sends", "events", "ledger_meta"}
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            if "ledger_meta" in tables:
+                row = db.execute("SELECT value FROM ledger_meta WHERE key='ledger_id'").fetchone()
+                self.ledger_id = row[0] if row else None
+        except sqlite3.Error as exc:
+            db.close()
+            raise self._fail_open(sqlite_reason(exc)) from None
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _not_ours(self, tables: set[str]) -> LedgerRefused:
+        if not tables:
+            return LedgerRefused(f"the ledger {self.path} is an empty SQLite database with nothing recorded "
+                                 f"in it; put back the ledger that was there, or {NEW_LEDGER_HINT} in this file")
+        shown = ", ".join(sorted(tables)[:5])
+        return self._fail_open(f"it is a SQLite database of something else (tables {shown}), not an "
+                               "audiopipe ledger, and it is left as it is; give --state another path")
+
+    # -- the run lock: one run per ledger file at a time ---------------------------------------------
 
     def acquire(self) -> None:
-        import fcntl
+        """Take the run lock (an flock on the ledger file itself) and note who holds it."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise self._locked(self._holder()) from None
+        try:
+            self._lock_legacy()
+            with self._transaction():
+                self._db.execute("INSERT OR REPLACE INTO ledger_meta VALUES ('holder', ?)",
+                                 (f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}",))
+        except BaseException:
+            self._unlock()
+            raise
+        self._holding = True  # the kernel drops the flock if this process dies, however it dies
 
+    def _lock_legacy(self) -> None:
+        """Audiopipe before 0.x locked ``<ledger>.lock`` instead; while such a run may still be going
+        (an upgrade during a long batch), hold that lock too. No new .lock file is made."""
         lock_path = self.path.with_name(self.path.name + ".lock")
-        fh = open(lock_path, "a+")
+        try:
+            fh = open(lock_path, "r+")
+        except OSError:
+            return
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            fh.seek(0)
             holder = fh.read().strip()
             fh.close()
-            raise LedgerLocked(f"another audiopipe run holds the ledger {self.path}"
-                               + (f" ({holder})" if holder else "") + "; try again when it ends") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        fh.flush()
-        self._lockfile = fh  # the kernel drops the lock if this process dies, however it dies
+            raise self._locked(holder) from None
+        self._legacy_lock = fh
+
+    def _locked(self, holder: str | None) -> LedgerLocked:
+        return LedgerLocked(f"another audiopipe run holds the ledger {self.path}"
+                            + (f" ({holder})" if holder else "") + "; try again when it ends")
+
+    def _holder(self) -> str | None:
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT value FROM ledger_meta WHERE key='holder'").fetchone()
+        except sqlite3.Error:
+            return None
+        return row[0] if row else None
 
     def running(self) -> str | None:
         """Who holds the run lock (a run in progress), or None."""
-        import fcntl
-
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        if self._lockfile is not None or not lock_path.exists():
+        if self._holding:
             return None
-        with open(lock_path, "a+") as fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.seek(0)
-                return fh.read().strip() or "another process"
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return self._holder() or "another process"
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
         return None
 
+    def _unlock(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)  # not close(): see _OpenLedgerFiles
+        if self._legacy_lock is not None:
+            self._legacy_lock.close()
+            self._legacy_lock = None
+
     def release(self) -> None:
-        if self._lockfile is not None:
-            self._lockfile.close()
-            self._lockfile = None
+        if self._holding:
+            self._unlock()
+            self._holding = False
+
+    # -- identity -------------------------------------------------------------------------------
+
+    def identity(self) -> LedgerIdentity | None:
+        if self.ledger_id is None:
+            return None
+        return LedgerIdentity(self.ledger_id, str(self.real_path), self.records())
+
+    def records(self) -> int:
+        """How many records this ledger has ever written (events are only ever added)."""
+        return int(self._fetch("SELECT COALESCE(MAX(rowid), 0) FROM events")[0][0])
 
     # -- rows ---------------------------------------------------------------------------------
 
-    def _write(self, sql: str, args: tuple[Any, ...], event: tuple[Any, ...] | None = None) -> None:
+    def _io_error(self, doing: str, exc: sqlite3.Error) -> LedgerIOError:
+        return LedgerIOError(f"cannot {doing} the ledger {self.path}: {sqlite_reason(exc)}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction. A failure of any part (a full disk often fails the COMMIT itself,
+        and SQLite may already have rolled back) is one LedgerIOError saying what happened."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    self._db.execute(sql, args)
-                    if event:
-                        self._db.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", event)
+                    yield
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:
+                        try:
+                            self._db.execute("ROLLBACK")
+                        except sqlite3.Error:
+                            pass  # the error that matters is the one being raised
                     raise
             except sqlite3.Error as exc:
-                raise AudiopipeError(f"cannot write the ledger {self.path}: {exc}; the run stops so that "
-                                     "nothing is sent unrecorded") from exc
+                raise self._io_error("write", exc) from None
+
+    def _fetch(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> list[Any]:
+        try:
+            with self._lock:
+                return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise self._io_error("read", exc) from None
+
+    def _write(self, sql: str, args: tuple[Any, ...], event: tuple[Any, ...] | None = None) -> None:
+        with self._transaction():
+            self._db.execute(sql, args)
+            if event:
+                self._db.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", event)
 
     def recover(self) -> int:
         """Rows left "sending" by a run that died: their outcome is unknown. Returns how many."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._transaction():
             cur = self._db.execute(
                 "UPDATE sends SET state=?, error=?, updated_at=? WHERE state=?",
                 (UNKNOWN, "the run stopped while this message was being sent; it may have been delivered",
                  time.time(), SENDING))
-            self._db.execute("COMMIT")
             return cur.rowcount
 
     @staticmethod
@@ -211,12 +541,11 @@ class SqliteLedger:
              "message_id, error, status, attempts, created_at, updated_at")
 
     def get(self, key: SendKey) -> LedgerRow | None:
-        with self._lock:
-            r = self._db.execute(
-                f"SELECT {self._COLS} FROM sends WHERE campaign=? AND workspace=? AND contact=? "
-                "AND source_sha256=? AND part=?",
-                (key.campaign, key.workspace, key.contact, key.source_sha256, key.part)).fetchone()
-        return self._row(r) if r else None
+        found = self._fetch(
+            f"SELECT {self._COLS} FROM sends WHERE campaign=? AND workspace=? AND contact=? "
+            "AND source_sha256=? AND part=?",
+            (key.campaign, key.workspace, key.contact, key.source_sha256, key.part))
+        return self._row(found[0]) if found else None
 
     def begin(self, key: SendKey, *, parts: int, file: str, prepared_sha256: str) -> None:
         """Commit the intent to send, before the request goes out."""
@@ -256,8 +585,7 @@ class SqliteLedger:
             sql += f" AND state IN ({','.join('?' * len(states))})"
             args.extend(states)
         sql += " ORDER BY campaign, updated_at"
-        with self._lock:
-            return [self._row(r) for r in self._db.execute(sql, args).fetchall()]
+        return [self._row(r) for r in self._fetch(sql, args)]
 
     def counts(self, campaign: str | None = None) -> dict[str, int]:
         sql = "SELECT state, COUNT(*) FROM sends"
@@ -265,18 +593,20 @@ class SqliteLedger:
         if campaign is not None:
             sql += " WHERE campaign=?"
             args = (campaign,)
-        with self._lock:
-            found = dict(self._db.execute(sql + " GROUP BY state", args).fetchall())
+        found = dict(self._fetch(sql + " GROUP BY state", args))
         return {s: int(found.get(s, 0)) for s in STATES}
 
     def campaigns(self) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._db.execute("SELECT DISTINCT campaign FROM sends ORDER BY 1")]
+        return [r[0] for r in self._fetch("SELECT DISTINCT campaign FROM sends ORDER BY 1")]
 
     def close(self) -> None:
+        if self._fd < 0:
+            return
         self.release()
         with self._lock:
             self._db.close()
+        _FILES.leave(self._inode, self._fd)
+        self._fd = -1
 
     def __enter__(self) -> "SqliteLedger":
         return self
@@ -286,3 +616,195 @@ class SqliteLedger:
 
     def __iter__(self) -> Iterator[LedgerRow]:
         return iter(self.rows())
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- which ledger recorded a batch's work ------------------------------------------------------------
+
+MARKER_NAME = ".audiopipe-ledger"
+
+
+@dataclass(frozen=True)
+class MarkerEntry:
+    contacts: str
+    campaign: str
+    ledger_id: str
+    ledger: str
+    records: int
+    updated: float
+
+
+def _data_home() -> Path | None:
+    configured = os.environ.get("XDG_DATA_HOME")
+    if configured:
+        return Path(configured)
+    try:
+        return Path.home() / ".local" / "share"
+    except (KeyError, RuntimeError):  # no HOME and no passwd entry: there is no such place
+        return None
+
+
+class WorkMarker:
+    """Which ledger recorded the sends of one batch's work.
+
+    The work is (folder, contacts file, campaign): "already sent" is scoped by campaign, and the same
+    folder may go to other contact lists with ledgers of their own. The note lives beside the work,
+    in ``.audiopipe-ledger`` in the batch folder, so it survives whatever happens to the ledger's own
+    folder; when the batch folder cannot be written it lives in
+    ``$XDG_DATA_HOME/audiopipe/folders/<hash of the folder's path>.json`` instead (the caller is told
+    once). Both are read; the newest entry counts. It is written before anything is sent, and again
+    after, with the number of records the ledger then holds.
+    """
+
+    def __init__(self, folder: str | Path, contacts: str | Path, campaign: str, *,
+                 data_home: Path | None = None) -> None:
+        self.folder = Path(os.path.realpath(folder))
+        self.contacts = os.path.realpath(contacts)
+        self.campaign = campaign
+        self.in_folder = self.folder / MARKER_NAME
+        digest = hashlib.sha256(os.fsencode(self.folder)).hexdigest()[:32]
+        home = data_home or _data_home()
+        self.fallback = home / "audiopipe" / "folders" / f"{digest}.json" if home else None
+
+    @property
+    def label(self) -> str:
+        return f"{self.folder} with {Path(self.contacts).name}, campaign {self.campaign!r}"
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _load(self, path: Path | None, *, tolerant: bool) -> list[MarkerEntry]:
+        if path is None:
+            return []
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError) as exc:
+            if tolerant:
+                return []
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8"
+            raise LedgerRefused(f"cannot read {path} ({reason}), which says which ledger recorded earlier "
+                                f"sends of this folder; make it readable, or {NEW_LEDGER_HINT}") from None
+        try:
+            known = MarkerEntry.__dataclass_fields__
+            return [MarkerEntry(**{k: v for k, v in e.items() if k in known}) for e in json.loads(text)["work"]]
+        except (ValueError, KeyError, TypeError):
+            if tolerant:
+                return []
+            raise LedgerRefused(f"{path} is damaged, so it is unknown which ledger recorded earlier sends of "
+                                f"this folder; {NEW_LEDGER_HINT} (it rewrites that file)") from None
+
+    def _mine(self, entries: list[MarkerEntry]) -> MarkerEntry | None:
+        for e in entries:
+            if e.contacts == self.contacts and e.campaign == self.campaign:
+                return e
+        return None
+
+    def expected(self, *, tolerant: bool = False) -> MarkerEntry | None:
+        """The ledger that last recorded this work, or None for work never sent with a marker."""
+        found = [e for p in (self.in_folder, self.fallback)
+                 if (e := self._mine(self._load(p, tolerant=tolerant))) is not None]
+        return max(found, key=lambda e: e.updated) if found else None
+
+    # -- checking ---------------------------------------------------------------------------------
+
+    def check(self, ledger_path: str | Path, identity: LedgerIdentity | None,
+              expected: MarkerEntry | None) -> None:
+        """Refuse a ledger that is not the one that recorded this work, or an older copy of it."""
+        if expected is None or identity is None:
+            return
+        was = f"{expected.ledger} (id {expected.ledger_id[:8]})"
+        if identity.ledger_id != expected.ledger_id:
+            raise LedgerRefused(
+                f"the ledger {ledger_path} (id {identity.ledger_id[:8]}) is not the one that recorded earlier "
+                f"sends of {self.label}, {was}: they would all be sent again; point --state at that "
+                f"ledger, or {NEW_LEDGER_HINT}")
+        if identity.records < expected.records:
+            raise LedgerRefused(
+                f"the ledger {ledger_path} holds {identity.records} records but held {expected.records} after "
+                f"the last run of {self.label}: it looks like an older copy, and what it lost would be sent "
+                f"again; put back the newer copy, or {NEW_LEDGER_HINT}")
+
+    def missing(self, ledger_path: str | Path, expected: MarkerEntry) -> LedgerRefused:
+        return LedgerRefused(
+            f"the ledger {ledger_path} does not exist, but {expected.ledger} (id {expected.ledger_id[:8]}) "
+            f"recorded earlier sends of {self.label}: without it they would all be sent again; put that "
+            f"ledger back or point --state at it, or {NEW_LEDGER_HINT}")
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def record(self, identity: LedgerIdentity) -> str | None:
+        """Note that ``identity`` records this work. Returns a line for the user when the note had to
+        go elsewhere than the batch folder (the first time only), or could not be kept at all."""
+        entry = MarkerEntry(self.contacts, self.campaign, identity.ledger_id, identity.path,
+                            identity.records, time.time())
+        try:
+            self._store(self.in_folder, entry)
+            return None
+        except OSError as exc:
+            here = exc.strerror or str(exc)
+        try:
+            if self.fallback is None:
+                raise OSError(0, "no home folder")
+            before = self._mine(self._load(self.fallback, tolerant=True))
+            self._store(self.fallback, entry)
+        except OSError as exc:
+            return (f"cannot note which ledger sends {self.folder} ({self.in_folder}: {here}; "
+                    f"{self.fallback or '$XDG_DATA_HOME'}: {exc.strerror or exc}): if this ledger is lost, "
+                    "a later run cannot tell")
+        if before is None or before.ledger_id != entry.ledger_id:
+            return (f"cannot write {self.in_folder} ({here}): the note of which ledger sends this folder is "
+                    f"kept in {self.fallback} instead")
+        return None
+
+    def _store(self, path: Path, entry: MarkerEntry) -> None:
+        entries = self._load(path, tolerant=True)
+        old = self._mine(entries)
+        if old is not None and (old.ledger_id, old.ledger, old.records) == (entry.ledger_id, entry.ledger,
+                                                                           entry.records):
+            return  # unchanged: leave the folder (and its mtime) alone
+        entries = [e for e in entries if e is not old] + [entry]
+        body = json.dumps({"about": "which audiopipe ledger recorded the sends of this folder, per contacts "
+                                    "file and campaign (see the README, 'Batch'); remove it only with "
+                                    "the ledger", "work": [e.__dict__ for e in entries]}, indent=1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(body + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise
+        _fsync_dir(path.parent)
+
+
+def open_batch_ledger(path: str | Path, marker: WorkMarker, expected: MarkerEntry | None, *,
+                      new_ledger: bool, dry_run: bool) -> SqliteLedger | None:
+    """Open the ledger for a batch: refuse a missing one that this work was recorded in before
+    (rather than make an empty one), and let a dry run create nothing (None: no ledger yet)."""
+    real = Path(os.path.realpath(path))
+    if not real.exists():
+        if expected is not None and not new_ledger:
+            raise marker.missing(path, expected)
+        return None if dry_run else SqliteLedger(path)
+    if dry_run and new_ledger and real.is_file() and real.stat().st_size == 0:
+        return None  # would be made anew; a dry run makes nothing
+    return SqliteLedger(path, create=not dry_run, allow_empty=new_ledger and not dry_run)

@@ -6,7 +6,7 @@
 
 What it measures, all in the same run (bench/.work/batch/ holds the inputs and every run's files):
 
-(a) `audiopipe batch DIR --contacts CSV -w W --state <fresh> --concurrency C --rate 0 --quiet --json`
+(a) `audiopipe batch DIR --contacts CSV -w W --state <fresh> --new-ledger --concurrency C --rate 0 --quiet --json`
     as a subprocess, for C = 8 and the default C = 4, each repetition against a FRESH sandbox
     (`audiopipe sandbox --latency 0.05`, a separate process, so its CPU is not the client's), a
     fresh ledger and a fresh prepare cache. Wall time; the client's CPU (getrusage(RUSAGE_CHILDREN)
@@ -221,7 +221,8 @@ def run_audiopipe(folder: Path, csv: Path, contacts: list[str], concurrency: int
     state = run_dir / "ledger.sqlite3"
     ff_log = run_dir / "ffmpeg.log"
     argv = [*AUDIOPIPE, "batch", str(folder), "--contacts", str(csv), "-w", WORKSPACE,
-            "--state", str(state), "--concurrency", str(concurrency), "--rate", "0", "--quiet", "--json"]
+            "--state", str(state), "--new-ledger",  # every run starts afresh on the same recordings
+            "--concurrency", str(concurrency), "--rate", "0", "--quiet", "--json"]
     env = {k: v for k, v in os.environ.items()
            if k not in ("AUDIOPIPE_STATE", "AUDIOPIPE_CAMPAIGN", "LANCEPILOT_WORKSPACE",
                         "LANCEPILOT_TOKEN_FILE", "AUDIOPIPE_FFPROBE")}
@@ -544,7 +545,7 @@ def main() -> int:
     ff = ff.splitlines()[0].split(" Copyright")[0] if ff else "ffmpeg ?"
     env_line = f"{platform.machine()}, {os.cpu_count()} vCPUs, Python {platform.python_version()}, {ff}"
     load = f"load average {load0[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
-    batch_cmd = (f"audiopipe batch recordings/ --contacts contacts.csv -w W --state <fresh> "
+    batch_cmd = (f"audiopipe batch recordings/ --contacts contacts.csv -w W --state <fresh> --new-ledger "
                  f"--concurrency C --rate 0 --quiet --json")
     text = (f"`{cmd}` ({'quick run' if args.quick else 'full run'}: one {SOURCE_SECONDS} s WAV to {n} contacts, "
             f"sandbox with {LATENCY * 1000:.0f} ms latency in its own process; `{batch_cmd}`; "

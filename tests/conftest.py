@@ -56,3 +56,14 @@ def make_sandbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cal
     yield factory
     for sb in started:
         sb.stop()
+
+
+@pytest.fixture
+def audio_copy(tmp_path: Path, audio_dir: Path) -> Path:
+    """A private copy of ``fixtures/audio`` to run a batch on: a batch notes in its folder which
+    ledger recorded it (``.audiopipe-ledger``), and the committed fixtures must stay as they are."""
+    import shutil
+
+    dest = tmp_path / "audio"
+    shutil.copytree(audio_dir, dest)
+    return dest

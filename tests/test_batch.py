@@ -21,7 +21,7 @@ from audiopipe.batch import (ST_ALREADY, ST_FAILED, ST_INVALID, ST_NOT_SENT, ST_
                              ST_WOULD_SEND, BatchSettings, run_batch)
 from audiopipe.client import LancepilotClient, RetryPolicy
 from audiopipe.errors import UsageError
-from audiopipe.ledger import DEFERRED, FAILED, SENT, UNKNOWN, LedgerLocked, SqliteLedger
+from audiopipe.ledger import DEFERRED, FAILED, SENT, UNKNOWN, LedgerLocked, LedgerRefused, SqliteLedger
 from audiopipe.prepare import PrepareSettings
 from audiopipe.sandbox import Faults, Sandbox
 
@@ -136,9 +136,9 @@ def test_broadcast_sends_every_file_to_every_contact_once(tmp_path, folder, make
 
 
 @pytest.mark.parametrize("name", ["per_row.csv", "semicolon_bom.csv"])
-def test_per_row_fixture_csv(fixtures_dir, audio_dir, make_sandbox, ledger, settings, name):
+def test_per_row_fixture_csv(fixtures_dir, audio_copy, make_sandbox, ledger, settings, name):
     sb = make_sandbox()
-    s = settings(audio_dir, fixtures_dir / "contacts" / name, workspace=None)
+    s = settings(audio_copy, fixtures_dir / "contacts" / name, workspace=None)
     result = run(sb, s, ledger)
     assert statuses(result) == {ST_SENT: 5}
     assert result.unique_files == 3 and len(result.prepared) == 3  # tone.wav twice, voice.opus twice
@@ -156,9 +156,9 @@ def test_per_row_fixture_csv(fixtures_dir, audio_dir, make_sandbox, ledger, sett
     assert sb.request_count == before
 
 
-def test_bad_rows_are_reported_and_the_good_ones_sent(fixtures_dir, audio_dir, make_sandbox, ledger, settings):
+def test_bad_rows_are_reported_and_the_good_ones_sent(fixtures_dir, audio_copy, make_sandbox, ledger, settings):
     sb = make_sandbox()
-    result = run(sb, settings(audio_dir, fixtures_dir / "contacts" / "bad_rows.csv"), ledger)
+    result = run(sb, settings(audio_copy, fixtures_dir / "contacts" / "bad_rows.csv"), ledger)
     bad = {r.line: r for r in result.rows if r.status == ST_INVALID}
     assert sorted(bad) == [2, 3, 4, 5, 8]
     assert "duplicate of line 6" in bad[8].error and "absolute" in bad[5].error
@@ -217,21 +217,21 @@ def test_404_in_strict_mode_is_failed_and_not_retried(tmp_path, folder, make_san
     assert all("404" in r.error for r in again.rows if r.status == ST_FAILED)
 
 
-def test_422_is_failed_and_only_a_changed_file_is_tried_again(fixtures_dir, audio_dir, make_sandbox, ledger,
+def test_422_is_failed_and_only_a_changed_file_is_tried_again(fixtures_dir, audio_copy, make_sandbox, ledger,
                                                              settings):
     sb = make_sandbox(php_upload_limit=20_000)  # tone.* are ~33 KB, voice.opus ~5 KB
     csv = fixtures_dir / "contacts" / "per_row.csv"
-    result = run(sb, settings(audio_dir, csv), ledger)
+    result = run(sb, settings(audio_copy, csv), ledger)
     by_file = Counter((r.file, r.status) for r in result.rows)
     assert by_file == {("tone.wav", ST_FAILED): 2, ("tone.mp3", ST_FAILED): 1, ("voice.opus", ST_SENT): 2}
     assert all("422" in r.error and "failed to upload" in r.error for r in result.rows if r.status == ST_FAILED)
     assert len(sb.messages()) == 2
     before = sb.request_count
-    again = run(sb, settings(audio_dir, csv), ledger)
+    again = run(sb, settings(audio_copy, csv), ledger)
     assert sb.request_count == before
     assert statuses(again) == {ST_FAILED: 3, ST_ALREADY: 2}
     # a smaller file is a different message: the refused rows are tried with it
-    small = run(sb, settings(audio_dir, csv, prepare={"max_size": 15_000, "reencode": True}), ledger)
+    small = run(sb, settings(audio_copy, csv, prepare={"max_size": 15_000, "reencode": True}), ledger)
     assert statuses(small) == {ST_SENT: 3, ST_ALREADY: 2}
     assert len(sb.messages()) == 5
 
@@ -370,6 +370,26 @@ def test_a_locked_ledger_refuses_before_any_work(tmp_path, folder, make_sandbox,
     assert sb.request_count == 0 and not (tmp_path / "cache").exists()
 
 
+def test_another_ledger_for_the_same_work_is_refused_before_any_work(tmp_path, folder, make_sandbox, ledger,
+                                                                     settings):
+    """A caller of run_batch gets the same guard as the CLI: the ledger must be the one that recorded
+    this folder, contacts file and campaign before, unless new_ledger says to start afresh."""
+    sb = make_sandbox()
+    csv = write_csv(tmp_path / "c.csv", "contact", contacts_for(2))
+    assert statuses(run(sb, settings(folder, csv), ledger)) == {ST_SENT: 6}
+    with SqliteLedger(tmp_path / "other.sqlite3") as other:
+        with pytest.raises(LedgerRefused, match="is not the one that recorded"):
+            run(sb, settings(folder, csv), other)
+        with pytest.raises(LedgerRefused):
+            run_batch(settings(folder, csv, dry_run=True), sender=None, ledger=other)
+        assert sb.request_count == 6 and other.counts()[SENT] == 0
+        assert statuses(run(sb, settings(folder, csv, new_ledger=True), other)) == {ST_SENT: 6}
+        assert statuses(run(sb, settings(folder, csv), other)) == {ST_ALREADY: 6}
+    with pytest.raises(LedgerRefused):  # and now the first ledger is the other one
+        run(sb, settings(folder, csv), ledger)
+    assert statuses(run(sb, settings(folder, csv, campaign="autumn"), ledger)) == {ST_SENT: 6}  # other work
+
+
 def test_usage_errors(tmp_path, folder, ledger, settings):
     csv = write_csv(tmp_path / "c.csv", "contact", contacts_for(1))
     with pytest.raises(UsageError):
@@ -386,9 +406,9 @@ def test_usage_errors(tmp_path, folder, ledger, settings):
         run_batch(settings(empty, csv, dry_run=True), sender=None, ledger=ledger)
 
 
-def test_413_from_a_proxy_is_failed(fixtures_dir, audio_dir, make_sandbox, ledger, settings):
+def test_413_from_a_proxy_is_failed(fixtures_dir, audio_copy, make_sandbox, ledger, settings):
     sb = make_sandbox(proxy_body_limit=20_000)
-    result = run(sb, settings(audio_dir, fixtures_dir / "contacts" / "per_row.csv"), ledger)
+    result = run(sb, settings(audio_copy, fixtures_dir / "contacts" / "per_row.csv"), ledger)
     assert Counter((r.file, r.status) for r in result.rows) == {
         ("tone.wav", ST_FAILED): 2, ("tone.mp3", ST_FAILED): 1, ("voice.opus", ST_SENT): 2}
     assert all("413" in r.error for r in result.rows if r.status == ST_FAILED)

@@ -88,11 +88,11 @@ def batch_args(folder: Path, contacts: Path, state: Path, *extra: str) -> list[s
 
 # --- exit codes ------------------------------------------------------------------------------------
 
-def test_all_sent_exits_0_json_summary_and_report(tmp_path, fixtures_dir, audio_dir, make_sandbox, state,
+def test_all_sent_exits_0_json_summary_and_report(tmp_path, fixtures_dir, audio_copy, make_sandbox, state,
                                                   audiopipe):
     sb = make_sandbox()
     report = tmp_path / "out" / "report.csv"
-    args = batch_args(audio_dir, fixtures_dir / "contacts" / "per_row.csv", state, "--report", str(report), "--json")
+    args = batch_args(audio_copy, fixtures_dir / "contacts" / "per_row.csv", state, "--report", str(report), "--json")
     proc = audiopipe(*args, sandbox=sb)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
@@ -128,11 +128,11 @@ def test_human_summary_on_stderr(tmp_path, folder, make_sandbox, state, audiopip
     assert proc.returncode == 0 and "6 sent" in proc.stderr and len(sb.messages()) == 12
 
 
-def test_invalid_rows_exit_1_and_are_listed_with_lines(tmp_path, fixtures_dir, audio_dir, make_sandbox, state,
+def test_invalid_rows_exit_1_and_are_listed_with_lines(tmp_path, fixtures_dir, audio_copy, make_sandbox, state,
                                                       audiopipe):
     sb = make_sandbox()
     report = tmp_path / "r.csv"
-    proc = audiopipe(*batch_args(audio_dir, fixtures_dir / "contacts" / "bad_rows.csv", state,
+    proc = audiopipe(*batch_args(audio_copy, fixtures_dir / "contacts" / "bad_rows.csv", state,
                                  "--report", str(report)), sandbox=sb)
     assert proc.returncode == 1, proc.stderr
     for line in (2, 3, 4, 5, 8):

@@ -1,5 +1,7 @@
 """The SQLite ledger: intent committed before a send, results after, recovery of sends left
-mid-flight, counts, and the run lock (also across processes, and after the holder is SIGKILLed).
+mid-flight, counts, and the run lock (also across processes, and after the holder is SIGKILLed)
+whatever path names the file; files that are not our ledger; write failures on real full and
+read-only file systems; the note of which ledger recorded a batch's work.
 
 Every check of "committed" reads the file through a second, independent sqlite3 connection."""
 
@@ -17,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from audiopipe.errors import AudiopipeError
-from audiopipe.ledger import (DEFERRED, FAILED, SENDING, SENT, STATES, UNKNOWN, LedgerLocked, SendKey,
-                              SqliteLedger, default_state_path)
+from audiopipe.ledger import (DEFERRED, FAILED, MARKER_NAME, SCHEMA, SENDING, SENT, STATES, UNKNOWN,
+                              LedgerIdentity, LedgerIOError, LedgerLocked, LedgerRefused, SendKey, SqliteLedger,
+                              WorkMarker, default_state_path)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -257,3 +260,265 @@ def test_readers_do_not_wait_for_a_running_writer(path, ledger):
     with SqliteLedger(path) as other:
         assert other.counts()[SENDING] == 1
     assert time.monotonic() - t0 < 2
+
+
+# --- one ledger, whatever path names it --------------------------------------------------------------
+
+def _other_name(path: Path, how: str, tmp_path: Path) -> Path:
+    """Another name of the ledger file at ``path``."""
+    if how == "symlink":
+        link = tmp_path / "elsewhere" / "link.sqlite3"
+        link.parent.mkdir(exist_ok=True)
+        link.symlink_to(path)
+        return link
+    if how == "hardlink":
+        twin = tmp_path / "elsewhere" / "twin.sqlite3"
+        twin.parent.mkdir(exist_ok=True)
+        os.link(path, twin)
+        return twin
+    if how == "dotdot":
+        return path.parent / ".." / path.parent.name / "." / path.name
+    assert how == "relative"
+    return Path(os.path.relpath(path))
+
+
+NAMES = ["symlink", "hardlink", "dotdot", "relative"]
+
+
+@pytest.mark.parametrize("how", NAMES)
+def test_the_lock_belongs_to_the_file_not_the_name(path, tmp_path, how, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with SqliteLedger(path) as first:
+        first.acquire()
+        with SqliteLedger(_other_name(path, how, tmp_path)) as second:
+            with pytest.raises(LedgerLocked, match=f"pid {os.getpid()}"):
+                second.acquire()
+            assert second.running().startswith(f"pid {os.getpid()} since ")
+            first.release()
+            second.acquire()
+
+
+@pytest.mark.parametrize("how", ["symlink", "hardlink"])
+def test_the_lock_holds_across_processes_whatever_the_name(path, tmp_path, how):
+    with SqliteLedger(path):
+        pass
+    proc = _start_holder(path, "hold")
+    try:
+        with SqliteLedger(_other_name(path, how, tmp_path)) as led:
+            with pytest.raises(LedgerLocked, match=f"pid {proc.pid}"):
+                led.acquire()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_hard_link_opens_the_ledger_by_the_name_it_was_made_with(path, tmp_path):
+    """SQLite names the -wal after the path it opened: through a hard link a second log would hide
+    the commits of a run that was killed before its log was copied into the file."""
+    proc = _start_holder(path, "begin")  # intent committed, in the -wal, then SIGKILL
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert path.with_name(path.name + "-wal").stat().st_size > 0
+    twin = _other_name(path, "hardlink", tmp_path)
+    with SqliteLedger(twin) as led:
+        assert led.real_path == path
+        row = led.get(SendKey("default", "ws", "c1", "sha", 1))
+        assert row is not None and row.state == SENDING
+        led.acquire()
+        assert led.recover() == 1
+    assert not twin.with_name(twin.name + "-wal").exists()
+
+
+def test_closing_one_ledger_keeps_the_sqlite_locks_of_another_in_the_same_process(path):
+    """Closing any descriptor on a file drops every POSIX lock of the process on it, SQLite's too:
+    another process would then take itself for the last user and delete the -wal under us."""
+    a, b = SqliteLedger(path), SqliteLedger(path)
+    b.begin(key("before"), parts=1, file="a", prepared_sha256="x")
+    a.close()
+    reader = "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); db.execute('SELECT 1 FROM sends'); db.close()"
+    subprocess.run([sys.executable, "-c", reader, str(path)], check=True, timeout=30)
+    b.begin(key("after"), parts=1, file="a", prepared_sha256="x")
+    assert peek(path, key("after")) is not None, "a commit went into a -wal file that was deleted"
+    b.close()
+
+
+# --- a file that is not our ledger is refused, never initialised over -------------------------------
+
+def test_a_new_ledger_has_a_random_id_that_stays(path, tmp_path):
+    with SqliteLedger(path) as led:
+        first = led.identity()
+    assert first is not None and len(first.ledger_id) == 32 and first.path == str(path) and first.records == 0
+    with SqliteLedger(path) as led:
+        led.begin(key(), parts=1, file="a", prepared_sha256="x")
+        led.finish(key(), SENT, message_id="m")
+        again = led.identity()
+    assert again.ledger_id == first.ledger_id and again.records == 2
+    with SqliteLedger(tmp_path / "other.sqlite3") as other:
+        assert other.identity().ledger_id != first.ledger_id
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ledger.sqlite3"]  # no temp file left
+
+
+def test_runs_that_create_one_ledger_at_once_share_it(path):
+    code = "import sys; from audiopipe.ledger import SqliteLedger; print(SqliteLedger(sys.argv[1]).ledger_id)"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    ids = {p.communicate(timeout=30)[0].strip() for p in procs}
+    assert len(ids) == 1 and all(p.returncode == 0 for p in procs)
+    with SqliteLedger(path) as led:
+        assert {led.ledger_id} == ids
+
+
+def test_a_zero_byte_ledger_is_refused_and_left_alone(path):
+    path.parent.mkdir(parents=True)
+    path.touch()
+    for create in (True, False):
+        with pytest.raises(LedgerRefused, match=r"is empty \(0 bytes\).*--new-ledger") as info:
+            SqliteLedger(path, create=create)
+        assert len(str(info.value).splitlines()) == 1 and str(path) in str(info.value)
+    assert path.stat().st_size == 0 and sorted(p.name for p in path.parent.iterdir()) == ["ledger.sqlite3"]
+    with SqliteLedger(path, allow_empty=True) as led:  # --new-ledger: nothing in it to lose
+        assert led.ledger_id and led.counts()[SENT] == 0
+
+
+@pytest.mark.parametrize("content", ["text", "other-sqlite", "empty-sqlite"])
+def test_a_file_that_is_not_our_ledger_is_refused_and_left_alone(path, content):
+    path.parent.mkdir(parents=True)
+    if content == "text":
+        path.write_bytes(b"contact,workspace\n" * 50)
+    else:
+        db = sqlite3.connect(str(path))
+        db.execute("CREATE TABLE notes (body TEXT)" if content == "other-sqlite" else "PRAGMA user_version=1")
+        db.commit()
+        db.close()
+    before = path.read_bytes()
+    allowed = (True, False) if content != "empty-sqlite" else (False,)
+    for allow_empty in allowed:
+        with pytest.raises(LedgerRefused) as info:
+            SqliteLedger(path, allow_empty=allow_empty)
+        assert str(path) in str(info.value) and len(str(info.value).splitlines()) == 1
+    assert path.read_bytes() == before
+    if content == "empty-sqlite":  # a database with no tables at all holds nothing: --new-ledger may use it
+        with SqliteLedger(path, allow_empty=True) as led:
+            assert led.ledger_id
+
+
+def test_a_ledger_from_before_ids_gets_one_and_keeps_its_rows(path):
+    path.parent.mkdir(parents=True)
+    db = sqlite3.connect(str(path))
+    db.executescript(SCHEMA.split("CREATE TABLE IF NOT EXISTS ledger_meta")[0])
+    db.execute("INSERT INTO sends VALUES ('default', ?, 'c1', ?, 1, 1, 'a.wav', 'p', 'sent', 'm-1', NULL, 201, 1, 0, 0)",
+               (WS, SHA))
+    db.commit()
+    db.close()
+    with SqliteLedger(path, create=False) as reader:  # `audiopipe status` changes nothing
+        assert reader.ledger_id is None and reader.identity() is None and reader.counts()[SENT] == 1
+    with SqliteLedger(path) as led:
+        assert led.ledger_id and led.get(key()).message_id == "m-1"
+        given = led.ledger_id
+    with SqliteLedger(path, create=False) as reader:
+        assert reader.ledger_id == given
+
+
+# --- a ledger that cannot be written stops the run with one line -------------------------------------
+
+def test_a_full_ledger_says_disk_full_not_rollback(path, ledger):
+    """PRAGMA max_page_count makes SQLite's own 'database or disk is full' happen for real."""
+    ledger.begin(key("first"), parts=1, file="a", prepared_sha256="x")
+    ledger._db.execute("PRAGMA max_page_count=" + str(ledger._db.execute("PRAGMA page_count").fetchone()[0]))
+    with pytest.raises(LedgerIOError) as info:
+        for n in range(2000):
+            ledger.begin(key(f"c{n}"), parts=1, file="a" * 500, prepared_sha256="x" * 500)
+    message = str(info.value)
+    assert message == f"cannot write the ledger {path}: the disk is full", message
+    assert "rollback" not in message
+    assert ledger.get(key("first")).state == SENDING  # what was committed stays; reads still work
+    assert not ledger._db.in_transaction
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A real 256 KB file system (tmpfs), when this process may mount one."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_real_full_disk_is_one_line_and_commits_stay(tiny_disk):
+    path = tiny_disk / "ledger.sqlite3"
+    committed = 0
+    with SqliteLedger(path) as led:
+        with pytest.raises(LedgerIOError) as info:
+            for n in range(10_000):
+                led.begin(key(f"c{n}"), parts=1, file="x" * 200, prepared_sha256=f"{n}")
+                committed += 1
+        assert str(info.value) == f"cannot write the ledger {path}: the disk is full"
+        assert 0 < committed < 10_000
+    with SqliteLedger(path, create=False) as led:
+        assert led.counts()[SENDING] == committed
+
+
+def test_a_read_only_ledger_fails_before_the_run_starts(tiny_disk):
+    path = tiny_disk / "ledger.sqlite3"
+    with SqliteLedger(path) as led:
+        led.begin(key(), parts=1, file="a", prepared_sha256="x")
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
+    with pytest.raises(AudiopipeError) as info:
+        with SqliteLedger(path) as led:
+            led.acquire()  # notes its holder: a run that cannot write learns it here, before any send
+    assert str(path) in str(info.value) and "read-only" in str(info.value)
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_a_fifo_or_a_folder_named_as_the_ledger_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "ledger.fifo"
+    os.mkfifo(fifo)
+    for bad in (fifo, tmp_path):
+        with pytest.raises(LedgerRefused, match="not a regular file"):
+            SqliteLedger(bad)
+
+
+# --- the note of which ledger recorded a batch's work ------------------------------------------------
+
+def test_the_marker_names_one_ledger_per_contacts_file_and_campaign(tmp_path):
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    marker = WorkMarker(folder, tmp_path / "c.csv", "default", data_home=tmp_path / "data")
+    assert marker.expected() is None
+    with SqliteLedger(tmp_path / "a.sqlite3") as a, SqliteLedger(tmp_path / "b.sqlite3") as b:
+        assert marker.record(a.identity()) is None
+        marker.check(a.path, a.identity(), marker.expected())  # the same ledger: fine
+        with pytest.raises(LedgerRefused, match="is not the one that recorded") as info:
+            marker.check(b.path, b.identity(), marker.expected())
+        assert str(b.path) in str(info.value) and str(a.real_path) in str(info.value)
+        a.begin(key(), parts=1, file="a", prepared_sha256="x")
+        marker.record(a.identity())
+        assert marker.expected().records == 1
+        older = LedgerIdentity(a.ledger_id, str(a.real_path), 0)
+        with pytest.raises(LedgerRefused, match="older copy"):
+            marker.check(a.path, older, marker.expected())
+        # another campaign on the same folder is other work: its own ledger is fine
+        spring = WorkMarker(folder, tmp_path / "c.csv", "spring", data_home=tmp_path / "data")
+        assert spring.expected() is None
+        spring.record(b.identity())
+        assert marker.expected().ledger_id == a.ledger_id and spring.expected().ledger_id == b.ledger_id
+    assert sorted(p.name for p in folder.iterdir()) == [MARKER_NAME]  # no temp file left
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_damaged_marker_is_refused_unless_starting_afresh(tmp_path):
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    (folder / MARKER_NAME).write_text("{ half written")
+    marker = WorkMarker(folder, tmp_path / "c.csv", "default", data_home=tmp_path / "data")
+    with pytest.raises(LedgerRefused, match="is damaged.*--new-ledger"):
+        marker.expected()
+    assert marker.expected(tolerant=True) is None
+    with SqliteLedger(tmp_path / "l.sqlite3") as led:
+        marker.record(led.identity())
+        assert marker.expected().ledger_id == led.ledger_id
