@@ -317,17 +317,18 @@ def test_full_out_names_the_input_and_leaves_nothing(
     assert list(out.iterdir()) == []
 
 
-def test_batch_report_in_an_unwritable_place_is_refused_before_sending(
-        tmp_path: Path, audio_dir: Path, make_sandbox: Callable[..., Sandbox]) -> None:
+def test_batch_report_in_a_read_only_folder_is_refused_before_sending(
+        tmp_path: Path, audio_dir: Path, mount_tmpfs: Callable[..., Path],
+        make_sandbox: Callable[..., Sandbox]) -> None:
     folder = recordings(tmp_path, audio_dir)
-    (tmp_path / "a-file").write_text("")
+    read_only = mount_tmpfs("ro", "ro,size=64k")  # the folder exists: only writing in it fails
     csv_path = write_csv(tmp_path / "c.csv", f"contact\n{PEOPLE[0]}\n")
     sb = make_sandbox()
     proc = run_cli(tmp_path, "batch", str(folder), "--contacts", str(csv_path), "-w", WS,
-                   "--report", str(tmp_path / "a-file" / "report.csv"), sandbox=sb)
+                   "--report", str(read_only / "report.csv"), sandbox=sb)
     assert proc.returncode == 2
-    one_error_line(proc, "--report", str(tmp_path / "a-file"))
-    assert sb.messages() == []
+    one_error_line(proc, "--report", str(read_only), "read-only")
+    assert sb.messages() == []  # found out before sending, not after every message went out
 
 
 # --- untrusted text on the terminal ---------------------------------------------------------------
