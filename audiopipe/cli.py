@@ -495,7 +495,7 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
                                                    connect_timeout=connect_timeout,
                                                    read_timeout=read_timeout)
     if report_path:  # find out now, not after every message has gone out
-        check_output_folder(report_path.parent, "the folder of --report")
+        check_output_folder(report_path.parent, f"cannot write the report {report_path}")
     from .ledger import default_state_path
 
     state_file = state_path or default_state_path()

@@ -487,17 +487,19 @@ def _real_path(p: Path) -> Path | None:
         return None
 
 
-def check_output_folder(folder: str | Path, what: str = "--out") -> None:
-    """Make ``folder`` and check a file can be written in it, before any work is done:
-    :class:`UsageError` naming it and the reason (read-only, full, not a folder...) otherwise."""
+def check_output_folder(folder: str | Path, refusal: str | None = None) -> None:
+    """Make ``folder`` and check a file can be written in it, before any work is done; otherwise
+    :class:`UsageError`: ``refusal`` (default: ``--out FOLDER: cannot write there``) and the reason."""
     out = Path(folder)
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe_file = tempfile.mkstemp(prefix=".audiopipe-write-test-", dir=out)
         os.close(fd)
         os.unlink(probe_file)
+    except FileExistsError:
+        raise UsageError(f"{refusal or f'--out {out}: cannot write there'}: {out} is a file, not a folder") from None
     except (OSError, ValueError) as exc:
-        raise UsageError(f"{what} {out}: cannot write there: {os_reason(exc)}") from None
+        raise UsageError(f"{refusal or f'--out {out}: cannot write there'}: {os_reason(exc)}") from None
 
 
 def output_stems(items: Sequence[InputItem]) -> list[Path]:

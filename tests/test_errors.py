@@ -327,7 +327,7 @@ def test_batch_report_in_a_read_only_folder_is_refused_before_sending(
     proc = run_cli(tmp_path, "batch", str(folder), "--contacts", str(csv_path), "-w", WS,
                    "--report", str(read_only / "report.csv"), sandbox=sb)
     assert proc.returncode == 2
-    one_error_line(proc, "--report", str(read_only), "read-only")
+    one_error_line(proc, "cannot write the report", str(read_only), "read-only")
     assert sb.messages() == []  # found out before sending, not after every message went out
 
 
