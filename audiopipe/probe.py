@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FFmpegError, InputError, os_reason
-from .runner import ffprobe_base, run
+from .runner import ffprobe_base, run, telling_line
 
 # Demuxers audiopipe will open. Anything else (hls, concat, image2, data URIs...) is refused.
 INPUT_FORMATS = (
@@ -86,8 +86,7 @@ def _float(value: Any) -> float | None:
 
 
 def _explain(stderr: str, path: Path) -> str:
-    text = stderr.strip().splitlines()
-    last = text[-1] if text else "ffprobe could not read it"
+    last = telling_line(stderr) or "ffprobe could not read it"
     for prefix in (f"file:{Path(path).absolute()}: ", f"{path}: "):
         last = last.replace(prefix, "")
     if "not on whitelist" in stderr or "whitelist" in last:

@@ -84,10 +84,11 @@ def symlink_loop(folder: Path, name: str) -> Path:
     return folder / name
 
 
-def undecodable_wav(path: Path) -> Path:
-    """A WAV that probes as MS ADPCM but whose blocks are garbage: ffprobe is happy, the decoder is not."""
+def undecodable_wav(path: Path, codec_tag: int = 2, block_align: int = 0) -> Path:
+    """A WAV that probes as MS ADPCM but whose blocks are garbage: ffprobe is happy, the decoder is not.
+    (As GSM, tag 0x31, with a block alignment of 7, ffprobe itself fails.)"""
     data = bytes((i * 97 + 13) % 256 for i in range(20_000))
-    fmt = struct.pack("<HHIIHH", 2, 1, 8000, 4000, 0, 4) + struct.pack("<H", 0)
+    fmt = struct.pack("<HHIIHH", codec_tag, 1, 8000, 4000, block_align, 4) + struct.pack("<HH", 2, 0)
     body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
     return path
@@ -435,6 +436,14 @@ def test_failing_ffmpeg_is_one_line_naming_the_file(tmp_path: Path) -> None:
 
     verbose = run_cli(tmp_path, "-v", "prepare", str(broken), "--out", str(tmp_path / "out"), "--no-cache")
     assert verbose.stderr.decode().count("Error while decoding stream") > 2  # the whole stderr, with -v
+
+
+def test_failing_ffprobe_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    broken = undecodable_wav(tmp_path / "gsm.wav", codec_tag=0x31, block_align=7)
+    proc = run_cli(tmp_path, "probe", str(broken))
+    assert proc.returncode == 1
+    line = one_error_line(proc, str(broken), "Invalid block alignment")
+    assert " @ 0x" not in line and len(proc.stderr.decode().splitlines()) == 1
 
 
 def test_failing_ffmpeg_in_send_names_the_file(tmp_path: Path, make_sandbox: Callable[..., Sandbox]) -> None:
