@@ -247,6 +247,17 @@ def test_name_over_255_bytes_on_the_command_line(
     assert sb.messages() == []
 
 
+def test_output_name_over_255_bytes_fails_that_file_only(tmp_path: Path, audio_dir: Path) -> None:
+    folder = recordings(tmp_path, audio_dir, "tone.wav")
+    near_limit = folder / ("y" * 246 + ".mp3")  # fits; its temp output name (".NAME.mp3.1234abcd.part") does not
+    shutil.copyfile(audio_dir / "tone.mp3", near_limit)
+    out = tmp_path / "out"
+    proc = run_cli(tmp_path, "prepare", str(folder), "--out", str(out), "--no-cache")
+    assert proc.returncode == 1
+    one_error_line(proc, str(near_limit), "name is too long")
+    assert [p.name for p in out.iterdir()] == ["tone.ogg"]  # the rest is prepared, no temp file left
+
+
 def test_name_over_255_bytes_in_a_csv_cell(
         tmp_path: Path, audio_dir: Path, make_sandbox: Callable[..., Sandbox]) -> None:
     folder = recordings(tmp_path, audio_dir)
