@@ -22,7 +22,7 @@ from .cache import file_sha256
 from .client import RetryPolicy, SentMessage
 from .contacts import ContactList, read_contacts
 from .errors import (AuthError, ConnectFailed, InputError, OutcomeUnknown, RateLimited, RefusedError,
-                     SendError, UsageError)
+                     SendError, UsageError, os_reason)
 from .ledger import (DEFERRED, FAILED, SENT, UNKNOWN, Ledger, SendKey, WorkMarker, default_state_path,
                      open_batch_ledger)
 from .report import extra_column_name
@@ -286,7 +286,12 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
         root = folder.resolve()
         items = []
         for i in collect_inputs([folder]):
-            real = i.path.resolve()
+            try:
+                real = i.path.resolve(strict=True)
+            except (OSError, RuntimeError) as exc:  # a link loop, a dangling link: this file only
+                link = root / i.path.relative_to(folder)
+                refused[link] = PrepareOutcome(link, error=InputError(link, os_reason(exc)))
+                continue
             if real == root or root in real.parents:
                 items.append(InputItem(real, i.out_subdir))
             else:  # REFERENCE §6: a link out of the folder must not send some other recording to everyone

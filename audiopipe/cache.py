@@ -2,20 +2,33 @@
 
 Preparing the same folder again costs a hash per file and a copy per output. Entries are written
 to a temp folder and renamed into place, so a killed run never leaves a half entry behind.
+
+The cache only saves time: a cache that cannot be written (a full or read-only disk, no permission)
+is left alone for the rest of the process with one warning, and the work goes on without it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
+from .errors import os_reason
+
+log = logging.getLogger(__name__)
+
 CHUNK = 1 << 20
 SCHEMA = 1
+
+# Cache folders found unwritable in this process: not tried again, warned about once.
+_unwritable: set[Path] = set()
+_unwritable_lock = threading.Lock()
 
 
 def default_cache_dir() -> Path:
@@ -48,18 +61,40 @@ class Cache:
         return self.root / key[:2] / key
 
     def get(self, key: str) -> tuple[dict[str, Any], Path] | None:
-        """The manifest and folder of an entry, or None. A damaged entry is treated as missing."""
+        """The manifest and folder of an entry, or None. A damaged or unreadable entry is a miss."""
         entry = self._entry(key)
         try:
             manifest = json.loads((entry / "manifest.json").read_text())
-        except (OSError, ValueError):
-            return None
-        for name in manifest.get("files", []):
-            if not (entry / name).is_file():
+            if not all((entry / name).is_file() for name in manifest.get("files", [])):
                 return None
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None
         return manifest, entry
 
+    @property
+    def writable(self) -> bool:
+        with _unwritable_lock:
+            return self.root not in _unwritable
+
     def put(self, key: str, manifest: dict[str, Any], files: list[Path]) -> None:
+        """Store an entry; when the cache cannot be written, warn once and go on without it."""
+        if not self.writable:
+            return
+        try:
+            self._put(key, manifest, files)
+        except OSError as exc:
+            self._give_up(exc)
+
+    def _give_up(self, exc: OSError) -> None:
+        with _unwritable_lock:
+            first = self.root not in _unwritable
+            _unwritable.add(self.root)
+        if first:
+            log.warning("cannot write the cache of prepared files in %s (%s); going on without it. "
+                        "Fix it, point AUDIOPIPE_CACHE_DIR elsewhere, or pass --no-cache",
+                        self.root, os_reason(exc))
+
+    def _put(self, key: str, manifest: dict[str, Any], files: list[Path]) -> None:
         entry = self._entry(key)
         if entry.exists():
             if self.get(key) is not None:

@@ -19,13 +19,13 @@ from typing import Any, Callable, NoReturn
 import click
 
 from . import __version__
-from .console import bars_enabled, human_duration, human_size, progress_bar, setup_logging
-from .errors import (AudiopipeError, AuthError, ConnectFailed, GaveUp, OutcomeUnknown, SendError,
-                     ToolMissingError, UsageError)
+from .console import bars_enabled, human_duration, human_size, progress_bar, safe, say, setup_logging
+from .errors import (AudiopipeError, AuthError, ConnectFailed, FFmpegError, GaveUp, OutcomeUnknown, PrepareError,
+                     SendError, ToolMissingError, UsageError, os_error_line)
 from .formats import FORMAT_NAMES
 from .plan import DoesNotFit
-from .prepare import (OVERFLOW_CHOICES, PrepareOutcome, PrepareSettings, acceptable, collect_inputs,
-                      prepare_many)
+from .prepare import (OVERFLOW_CHOICES, PrepareOutcome, PrepareSettings, acceptable, check_output_folder,
+                      collect_inputs, prepare_many)
 from .probe import probe
 from .sniff import sniff
 from .units import parse_bitrate, parse_size
@@ -45,7 +45,7 @@ class ExitCode(enum.IntEnum):
 
 
 def _fail(message: str, code: ExitCode) -> NoReturn:
-    click.echo(f"audiopipe: error: {message}", err=True)
+    say(f"audiopipe: error: {message}", err=True)
     sys.exit(int(code))
 
 
@@ -64,6 +64,15 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
                 _fail(send_error_line(exc), send_exit_code(exc))
             usage = isinstance(exc, (UsageError, ToolMissingError))  # a flag, a setting or the set-up
             _fail(str(exc), ExitCode.USAGE if usage else ExitCode.FAILED)
+        except OSError as exc:  # a path nothing else explained (a full or read-only disk...): the set-up
+            if debug:
+                traceback.print_exc()
+            _fail(os_error_line(exc), ExitCode.USAGE)
+        except MemoryError:
+            if debug:
+                traceback.print_exc()
+            _fail("out of memory: an input is far larger than it should be; check the files given",
+                  ExitCode.FAILED)
 
     return wrapper
 
@@ -174,7 +183,7 @@ def probe_cmd(files: tuple[Path, ...], as_json: bool) -> None:
             if as_json:
                 click.echo(json.dumps({"path": str(f), "ok": False, "error": str(exc)}))
             else:
-                click.echo(f"audiopipe: error: {exc}", err=True)
+                say(f"audiopipe: error: {exc}", err=True)
             continue
         as_is, why = acceptable(info, default_settings, seen.extension)
         if as_json:
@@ -182,17 +191,17 @@ def probe_cmd(files: tuple[Path, ...], as_json: bool) -> None:
                                        server_extension=seen.extension, sends_as_is=as_is,
                                        why_not=None if as_is else why)))
         else:
-            rows.append([str(f), info.container.split(",")[0], info.audio.codec, str(info.audio.sample_rate),
-                         str(info.audio.channels), human_duration(info.duration), human_size(info.size),
-                         _kbps(info.audio.bit_rate or info.bit_rate),
-                         f"{info.audio_streams}/{info.video_streams}", seen.mime,
-                         "yes" if as_is else f"no: {why}"])
+            rows.append([safe(c) for c in (  # escaped before the columns are measured
+                str(f), info.container.split(",")[0], info.audio.codec, str(info.audio.sample_rate),
+                str(info.audio.channels), human_duration(info.duration), human_size(info.size),
+                _kbps(info.audio.bit_rate or info.bit_rate), f"{info.audio_streams}/{info.video_streams}",
+                seen.mime, "yes" if as_is else f"no: {why}")])
     if rows:
         header = ["FILE", "CONTAINER", "CODEC", "RATE", "CH", "DURATION", "SIZE", "BITRATE", "A/V",
                   "SNIFFED", "SENT AS IS?"]
         widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
         for r in [header] + rows:
-            click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            say("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     sys.exit(int(ExitCode.FAILED if failed else ExitCode.OK))
 
 
@@ -237,6 +246,7 @@ def prepare_cmd(inputs: tuple[Path, ...], out_dir: Path, fmt: str, max_size: int
     """
     settings = settings_from(fmt, max_size, bitrate, channels, normalize, voice_note, on_overflow,
                              reencode, no_cache)
+    check_output_folder(out_dir)  # a read-only or full --out: one line now, not one per file
     items = collect_inputs(inputs, exclude=out_dir)
     if not items:
         raise UsageError("no audio files found in " + ", ".join(map(str, inputs)))
@@ -247,17 +257,23 @@ def prepare_cmd(inputs: tuple[Path, ...], out_dir: Path, fmt: str, max_size: int
         if as_json:
             click.echo(json.dumps(outcome.to_dict()))
         elif outcome.error is not None:
-            bar.write(f"audiopipe: error: {outcome.error}" + _hint(outcome.error), file=sys.stderr)
+            bar.write(safe(f"audiopipe: error: {failure_line(outcome)}" + _hint(outcome.error)), file=sys.stderr)
         elif not quiet:
-            bar.write(_describe(outcome))
+            bar.write(safe(_describe(outcome)))
 
     with bar:
         outcomes = prepare_many(items, out_dir, settings, jobs=jobs, progress=report)
     counts = Counter(o.result.action if o.result else "failed" for o in outcomes)
     summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("kept", "remuxed", "transcoded", "trimmed", "split", "failed"))
     if not as_json:
-        click.echo(f"prepared {len(outcomes)} input(s): {summary}", err=True)
+        say(f"prepared {len(outcomes)} input(s): {summary}", err=True)
     sys.exit(int(ExitCode.FAILED if counts.get("failed") else ExitCode.OK))
+
+
+def failure_line(outcome: PrepareOutcome) -> str:
+    """Why an input could not be prepared, starting with its path (an ffmpeg error does not name it)."""
+    text = str(outcome.error)
+    return text if text.startswith(str(outcome.source)) else f"{outcome.source}: {text}"
 
 
 def _hint(error: AudiopipeError) -> str:
@@ -359,7 +375,10 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
             settings = settings_from(fmt, max_size, bitrate, channels, normalize, voice_note,
                                      on_overflow, reencode, no_cache)
             with tempfile.TemporaryDirectory(prefix="audiopipe-send-") as tmp:
-                result = prepare_file(input_path, tmp, settings)
+                try:
+                    result = prepare_file(input_path, tmp, settings)
+                except FFmpegError as exc:  # its message does not say which file
+                    raise PrepareError(input_path, str(exc)) from None
                 for out in result.outputs:  # parts in order, part 1 first
                     try:
                         sent.append(client.send_audio(workspace, contact, out.path,
@@ -369,16 +388,16 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
                             click.echo(json.dumps({"ok": False, "error": str(exc), "created": exc.created,
                                                    "sent": [m.data for m in sent]}))
                         for i, m in enumerate(sent, 1):
-                            click.echo(f"part {i} of {len(result.outputs)} was sent: {m.id}", err=True)
+                            say(f"part {i} of {len(result.outputs)} was sent: {m.id}", err=True)
                         if sent:
-                            click.echo("to send the rest only, split the file yourself or use 'audiopipe "
-                                       "batch' (it records every part)", err=True)
+                            say("to send the rest only, split the file yourself or use 'audiopipe "
+                                "batch' (it records every part)", err=True)
                         raise exc
     if as_json:
         click.echo(json.dumps([m.data for m in sent]))
     else:
         for m in sent:
-            click.echo(m.id or "(created; the server returned no id)")
+            say(m.id or "(created; the server returned no id)")
 
 
 # --- batch and status ----------------------------------------------------------------------------
@@ -487,10 +506,7 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
                                                    connect_timeout=connect_timeout,
                                                    read_timeout=read_timeout)
     if report_path:  # find out now, not after every message has gone out
-        try:
-            report_path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot write the report {report_path}: {exc.strerror or exc}") from None
+        check_output_folder(report_path.parent, f"cannot write the report {report_path}")
     import signal
 
     terminated: list[bool] = []
@@ -506,8 +522,8 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     except LedgerLocked as exc:
         _fail(str(exc), ExitCode.LOCKED)
     except KeyboardInterrupt:
-        click.echo("audiopipe: error: interrupted: sends in flight were recorded; run the same command "
-                   "again to continue", err=True)
+        say("audiopipe: error: interrupted: sends in flight were recorded; run the same command "
+            "again to continue", err=True)
         sys.exit(143 if terminated else int(ExitCode.INTERRUPTED))
     finally:
         for bar in bars.values():
@@ -515,7 +531,7 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
         if client is not None:
             client.close()
     for note in result.notes:
-        click.echo(f"audiopipe: warning: {note}", err=True)
+        say(f"audiopipe: warning: {note}", err=True)
     if report_path:
         write_report(report_path, (r.to_dict() for r in result.rows), result.extra_columns)
     counts = result.counts()
@@ -527,37 +543,37 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
         # a file that could not be prepared is one problem, however many contacts it was for
         unpreparable = [o for o in result.prepared if o.error is not None]
         for o in unpreparable:
-            click.echo(f"failed: {o.error} (skipped for every contact)", err=True)
+            say(f"failed: {failure_line(o)} (skipped for every contact)", err=True)
         listed = [r for r in problems if not (r.status == "failed" and r.part is None)]
         if result.stopped:  # one line for everything the stop held back, not one per row
             held = [r for r in listed if r.status == "not_sent"]
             listed = [r for r in listed if r.status != "not_sent"]
             if held:
-                click.echo(f"not_sent: {len(held)} message(s), because the run stopped", err=True)
+                say(f"not_sent: {len(held)} message(s), because the run stopped", err=True)
         for r in listed[:20]:
             where = f"line {r.line}: " if r.line else ""
             what = " ".join(x for x in (r.contact, r.file) if x)
             part = f" part {r.part}/{r.parts}" if r.parts and r.parts > 1 else ""
-            click.echo(f"{r.status}: {where}{what}{part}: {r.error}", err=True)
+            say(f"{r.status}: {where}{what}{part}: {r.error}", err=True)
         if len(listed) > 20:
-            click.echo(f"... and {len(listed) - 20} more (see --report or 'audiopipe status')", err=True)
+            say(f"... and {len(listed) - 20} more (see --report or 'audiopipe status')", err=True)
         actions = Counter(o.result.action if o.result else "failed" for o in result.prepared)
         if actions:
-            click.echo(f"{result.unique_files} file(s) prepared once each: "
-                       + ", ".join(f"{n} {a}" for a, n in sorted(actions.items())), err=True)
+            say(f"{result.unique_files} file(s) prepared once each: "
+                + ", ".join(f"{n} {a}" for a, n in sorted(actions.items())), err=True)
         if dry_run:
-            click.echo(f"dry run, campaign {campaign!r}: {len(result.rows)} message(s) from "
-                       f"{result.unique_files} file(s); would send {counts['would_send']} "
-                       f"({_dry_run_bytes(result)}), already sent {counts['already_sent']}, "
-                       f"failed {counts['failed']}, unknown {counts['unknown']}, invalid {counts['invalid']}",
-                       err=True)
+            say(f"dry run, campaign {campaign!r}: {len(result.rows)} message(s) from "
+                f"{result.unique_files} file(s); would send {counts['would_send']} "
+                f"({_dry_run_bytes(result)}), already sent {counts['already_sent']}, "
+                f"failed {counts['failed']}, unknown {counts['unknown']}, invalid {counts['invalid']}",
+                err=True)
         else:
-            click.echo(f"campaign {campaign!r}: {counts['sent']} sent, {counts['already_sent']} already sent, "
-                       f"{counts['failed']} failed, {counts['unknown']} unknown, {counts['invalid']} invalid, "
-                       f"{counts['not_sent']} not sent yet" + (f" ({result.recovered} found interrupted)"
-                                                               if result.recovered else ""), err=True)
+            say(f"campaign {campaign!r}: {counts['sent']} sent, {counts['already_sent']} already sent, "
+                f"{counts['failed']} failed, {counts['unknown']} unknown, {counts['invalid']} invalid, "
+                f"{counts['not_sent']} not sent yet" + (f" ({result.recovered} found interrupted)"
+                                                        if result.recovered else ""), err=True)
         if result.stopped:
-            click.echo(f"audiopipe: error: stopped: {result.stopped}", err=True)
+            say(f"audiopipe: error: stopped: {result.stopped}", err=True)
     sys.exit(int(batch_exit_code(result)))
 
 
@@ -614,15 +630,15 @@ def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> 
              "file": r.file, "part": r.key.part, "parts": r.parts, "state": r.state, "error": r.error,
              "status": r.status, "attempts": r.attempts} for r in problems]}))
     else:
-        click.echo(f"ledger {path}" + (f" (id {ledger_id[:8]})" if ledger_id else "")
-                   + (f", campaign {campaign!r}" if campaign else ""))
+        say(f"ledger {path}" + (f" (id {ledger_id[:8]})" if ledger_id else "")
+            + (f", campaign {campaign!r}" if campaign else ""))
         if running:
-            click.echo(f"  a batch is running now ({running}): 'sending' rows are in flight")
-        click.echo("  " + "  ".join(f"{k}: {v}" for k, v in counts.items()))
+            say(f"  a batch is running now ({running}): 'sending' rows are in flight")
+        say("  " + "  ".join(f"{k}: {v}" for k, v in counts.items()))
         for r in problems:
             part = f" part {r.key.part}/{r.parts}" if r.parts > 1 else ""
             detail = r.error or ("in flight" if running else "interrupted mid-request")
-            click.echo(f"{r.state}: [{r.key.campaign}] {r.key.contact} {r.file}{part}: {detail}")
+            say(f"{r.state}: [{r.key.campaign}] {r.key.contact} {r.file}{part}: {detail}")
     interrupted = counts[SENDING] if not running else 0
     if counts[UNKNOWN] or interrupted:
         code = ExitCode.UNKNOWN
@@ -648,10 +664,10 @@ def cache_cmd(clear: bool) -> None:
 
     cache = Cache()
     if clear:
-        click.echo(f"removed {cache.clear()} cached result(s) from {cache.root}")
+        say(f"removed {cache.clear()} cached result(s) from {cache.root}")
         return
     entries, size = cache.usage()
-    click.echo(f"{cache.root}: {entries} cached result(s), {human_size(size)}")
+    say(f"{cache.root}: {entries} cached result(s), {human_size(size)}")
 
 
 # --- the sandbox -----------------------------------------------------------------------------------
@@ -737,11 +753,11 @@ def sandbox_cmd(host: str, port: int, token: str, data_dir: Path | None, contact
                            max_connections=max_connections, faults=faults)
 
     def ready(sb: Any) -> None:
-        click.echo(f"sandbox listening on {sb.url}", err=True)
-        click.echo(f"  token: {token}   (the sandbox's own; not a Lancepilot token)", err=True)
-        click.echo(f"  data:  {data}", err=True)
-        click.echo(f"  try:   LANCEPILOT_BASE_URL={sb.url} LANCEPILOT_TOKEN={token} audiopipe send ...", err=True)
-        click.echo("  Ctrl-C to stop", err=True)
+        say(f"sandbox listening on {sb.url}", err=True)
+        say(f"  token: {token}   (the sandbox's own; not a Lancepilot token)", err=True)
+        say(f"  data:  {data}", err=True)
+        say(f"  try:   LANCEPILOT_BASE_URL={sb.url} LANCEPILOT_TOKEN={token} audiopipe send ...", err=True)
+        say("  Ctrl-C to stop", err=True)
 
     import signal
     import threading
@@ -749,7 +765,7 @@ def sandbox_cmd(host: str, port: int, token: str, data_dir: Path | None, contact
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # stop cleanly under kill / systemd too
     serve(config, stop_event=stop, on_ready=ready)
-    click.echo("sandbox stopped", err=True)
+    say("sandbox stopped", err=True)
 
 
 def main() -> None:

@@ -3,17 +3,23 @@
 UTF-8 with or without BOM; delimiter detected (``,`` ``;`` tab); headers matched with common aliases.
 A bad row (bad UUID, missing file, a path that leaves the folder, an exact duplicate) is reported with
 its line number and skipped; the rest go on. Paths from the CSV always stay inside the folder.
+Only a regular file of at most 256 MiB is read: a FIFO or a device (``/dev/zero``) is refused
+before it is opened, so it can neither hang the run nor fill the memory.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
+import stat
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from .errors import UsageError
+from .errors import UsageError, os_reason
+
+MAX_CONTACTS_BYTES = 256 * 1024 * 1024  # about two million rows: far past any real contact list
 
 ALIASES = {
     "contact": ("contact", "contact_id", "contactid", "contact_uuid", "id"),
@@ -72,21 +78,41 @@ def safe_path(folder: Path, written: str) -> tuple[Path | None, str]:
     parts = PurePosixPath(text.replace("\\", "/")).parts
     if ".." in parts:
         return None, f"file {text!r} leaves the folder ('..' is not allowed)"
-    root = folder.resolve()
-    candidate = root.joinpath(*parts)
-    resolved = candidate.resolve()
-    if resolved != root and root not in resolved.parents:
-        return None, f"file {text!r} is a link that leads outside the folder"
-    if not resolved.is_file():
-        return None, f"file {text!r} does not exist in {folder}"
+    try:
+        root = folder.resolve()
+        resolved = root.joinpath(*parts).resolve()
+        if resolved != root and root not in resolved.parents:
+            return None, f"file {text!r} is a link that leads outside the folder"
+        if not resolved.is_file():
+            return None, f"file {text!r} does not exist in {folder}"
+    except (OSError, RuntimeError, ValueError) as exc:  # a link loop, a name over 255 bytes...
+        return None, f"file {text!r}: {os_reason(exc)}"
     return resolved, ""
 
 
-def _decode(path: Path) -> str:
+def _read_bounded(path: Path) -> bytes:
+    """The bytes of a regular file of at most MAX_CONTACTS_BYTES; UsageError for anything else."""
+    def refuse(reason: str) -> UsageError:
+        return UsageError(f"cannot read contacts file {path}: {reason}")
+
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read contacts file {path}: {exc.strerror}") from None
+        if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: a FIFO would block, /dev/zero never ends
+            raise refuse("not a regular file (a pipe, a device or a folder); give a CSV file")
+        # O_NONBLOCK: if it became a FIFO since the check, opening it still cannot hang
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise refuse("not a regular file (a pipe, a device or a folder); give a CSV file")
+            raw = f.read(MAX_CONTACTS_BYTES + 1)
+    except (OSError, ValueError) as exc:
+        raise refuse(os_reason(exc)) from None
+    if len(raw) > MAX_CONTACTS_BYTES:
+        raise refuse(f"larger than {MAX_CONTACTS_BYTES // (1024 * 1024)} MiB; split it into several CSV files")
+    return raw
+
+
+def _decode(path: Path) -> str:
+    raw = _read_bounded(path)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -120,6 +146,9 @@ def read_contacts(csv_path: str | Path, folder: str | Path, *, default_workspace
         header = next(reader)
     except StopIteration:
         raise UsageError(f"{path}: the contacts file is empty") from None
+    if any("\x00" in h for h in header):  # UTF-16 saved without a BOM reads as text full of NULs
+        raise UsageError(f"{path}:1: the header holds a NUL byte: the file is damaged or not UTF-8 text "
+                         "(save the CSV as UTF-8)")
     names = [_norm_header(h) for h in header]
     cols: dict[str, int] = {}
     for role, aliases in ALIASES.items():
@@ -148,6 +177,9 @@ def read_contacts(csv_path: str | Path, folder: str | Path, *, default_workspace
         line, end = end + 1, reader.line_num  # a quoted cell may span lines: report where the row starts
         if not any(cell.strip() for cell in record):
             continue
+        nul = any("\x00" in c for c in record)
+        if nul:  # keep the row for the report, with the NUL shown rather than carried along
+            record = [c.replace("\x00", "\\x00") for c in record]
         cell = lambda role: record[cols[role]].strip() if role in cols and cols[role] < len(record) else ""  # noqa: E731
         extra = {n: (record[i] if i < len(record) else "") for n, i in zip(extra_names, extra_idx)}
         raw_contact, raw_ws, raw_file = cell("contact"), cell("workspace"), cell("file")
@@ -155,6 +187,9 @@ def read_contacts(csv_path: str | Path, folder: str | Path, *, default_workspace
         def bad(reason: str) -> None:
             invalid.append(InvalidRow(line, reason, raw_contact, raw_ws or (ws_default or ""), raw_file, extra))
 
+        if nul:
+            bad("the row holds a NUL byte: the file is damaged there; fix or remove that row")
+            continue
         contact = _uuid(raw_contact)
         if not contact:
             bad(f"contact {raw_contact!r} is not a UUID" if raw_contact else "no contact")

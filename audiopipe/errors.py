@@ -6,6 +6,7 @@ user can act on (what went wrong, where, and how to fix it).
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -100,3 +101,43 @@ class OutcomeUnknown(SendError):
     """The body may have reached the server but no answer came back (timeout, reset, 5xx)."""
 
     created = None
+
+
+# What a user can do about the OS errors audiopipe meets on paths it is given or writes to.
+_OS_REASONS = {
+    errno.ENOENT: "no such file",
+    errno.EACCES: "permission denied: check its permissions (and those of the folders above it)",
+    errno.EPERM: "operation not permitted: check its permissions",
+    errno.ENAMETOOLONG: "the name is too long (a file name has at most 255 bytes): rename it",
+    errno.ELOOP: "a symbolic link loop (a link that leads back to itself): fix or remove the link",
+    errno.ENOSPC: "no space left on the disk: free some space or choose another place",
+    errno.EDQUOT: "over the disk quota: free some space or choose another place",
+    errno.EROFS: "a read-only file system: choose a writable place",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "a folder, not a file",
+    errno.EMFILE: "too many open files: raise the limit (ulimit -n)",
+    errno.ENFILE: "too many open files on this machine: try again later",
+    errno.EIO: "an input/output error: the disk or network share may be failing",
+    errno.EFBIG: "the file is too large for this file system",
+}
+
+
+def os_reason(exc: BaseException) -> str:
+    """A short reason, with what to do, for an error met on a path.
+
+    Takes an OSError, pathlib's RuntimeError for a symlink loop (Python < 3.13 raises that instead
+    of ELOOP), or the ValueError of a path holding a NUL byte.
+    """
+    if isinstance(exc, OSError):
+        return _OS_REASONS.get(exc.errno or 0) or (exc.strerror or str(exc) or type(exc).__name__).lower()
+    if isinstance(exc, RuntimeError) and "symlink loop" in str(exc).lower():
+        return _OS_REASONS[errno.ELOOP]
+    if isinstance(exc, ValueError) and "null" in str(exc).lower():
+        return "the name holds a NUL byte, which no file name can"
+    return str(exc) or type(exc).__name__
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError nothing else explained: the path(s) it names, then the reason."""
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    return f"{where}: {os_reason(exc)}" if where else os_reason(exc)

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -19,7 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .cache import Cache, cache_key, file_sha256
 from .encode import encode, remux, temp_path_for, verify
-from .errors import AudiopipeError, InputError, PrepareError, ToolMissingError, UsageError
+from .errors import AudiopipeError, InputError, PrepareError, ToolMissingError, UsageError, os_reason
 from .formats import ACCEPTABLE_AS_IS, FORMATS, TargetFormat, get_format
 from .plan import DoesNotFit, EncodePlan, plan, replan
 from .probe import AudioStream, MediaInfo, check_readable, probe
@@ -439,23 +440,66 @@ def collect_inputs(paths: Iterable[str | Path], *, exclude: str | Path | None = 
     """Files as given, and media files found recursively under folders (sorted, hidden ones skipped).
 
     ``exclude`` is a folder never searched (the output folder, when it lies inside an input folder).
+    A media name found in a folder that cannot be read as a file (a link loop, a dangling link) is
+    kept, so that it is reported in its turn rather than silently skipped.
     """
     items: list[InputItem] = []
-    skip = Path(exclude).resolve() if exclude else None
+    skip = _real_path(Path(exclude)) if exclude else None
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
-            for found in sorted(p.rglob("*")):
-                rel = found.relative_to(p)
-                if any(part.startswith(".") for part in rel.parts):
-                    continue
-                if skip is not None and (found.resolve() == skip or skip in found.resolve().parents):
-                    continue
-                if found.is_file() and found.suffix.lower() in MEDIA_EXTENSIONS:
+        if not _is_folder(p):
+            items.append(InputItem(p))  # a missing or unreadable file is reported by probe, in its turn
+            continue
+        try:
+            found_all = sorted(p.rglob("*"))
+        except OSError as exc:
+            raise InputError(p, f"cannot list the folder: {os_reason(exc)}") from None
+        for found in found_all:
+            rel = found.relative_to(p)
+            if any(part.startswith(".") for part in rel.parts) or found.suffix.lower() not in MEDIA_EXTENSIONS:
+                continue
+            real = _real_path(found)
+            if real is None or _is_file(found):
+                if skip is None or real is None or not (real == skip or skip in real.parents):
                     items.append(InputItem(found, rel.parent))
-        else:
-            items.append(InputItem(p))  # a missing file is reported by probe, in its turn
     return items
+
+
+def _is_folder(p: Path) -> bool:
+    try:
+        return p.is_dir()
+    except (OSError, ValueError):  # a name over 255 bytes, say: not a folder; probe says what it is
+        return False
+
+
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except (OSError, ValueError):
+        return True  # something is there that cannot be read: keep it, so it is reported
+
+
+def _real_path(p: Path) -> Path | None:
+    """Where ``p`` really is, or None when its links cannot be followed (a loop, a dangling link)."""
+    try:
+        return p.resolve(strict=True)
+    except (OSError, RuntimeError, ValueError):
+        return None
+
+
+def check_output_folder(folder: str | Path, refusal: str | None = None) -> None:
+    """Make ``folder`` and check a file can be written in it, before any work is done; otherwise
+    :class:`UsageError`: ``refusal`` (default: ``--out FOLDER: cannot write there``) and the reason."""
+    out = Path(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe_file = tempfile.mkstemp(prefix=".audiopipe-write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe_file)
+    except FileExistsError:
+        raise UsageError(f"{refusal or f'--out {out}: cannot write there'}: {out} is a file, not a folder") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{refusal or f'--out {out}: cannot write there'}: {os_reason(exc)}") from None
 
 
 def output_stems(items: Sequence[InputItem]) -> list[Path]:
@@ -502,6 +546,9 @@ def prepare_many(items: Sequence[InputItem | str | Path], out_dir: str | Path,
             raise  # the set-up is wrong (ffmpeg missing, a bad setting): no file can succeed
         except AudiopipeError as exc:
             outcome = PrepareOutcome(item.path, error=exc)
+        except OSError as exc:  # an output that cannot be written (a name too long, a full disk): this file only
+            where = f"{exc.filename}: " if exc.filename else ""
+            outcome = PrepareOutcome(item.path, error=PrepareError(item.path, where + os_reason(exc)))
         if progress:
             with lock:
                 progress(outcome)

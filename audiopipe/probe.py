@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import FFmpegError, InputError
-from .runner import ffprobe_base, run
+from .errors import FFmpegError, InputError, os_reason
+from .runner import ffprobe_base, run, telling_line
 
 # Demuxers audiopipe will open. Anything else (hls, concat, image2, data URIs...) is refused.
 INPUT_FORMATS = (
@@ -85,8 +86,7 @@ def _float(value: Any) -> float | None:
 
 
 def _explain(stderr: str, path: Path) -> str:
-    text = stderr.strip().splitlines()
-    last = text[-1] if text else "ffprobe could not read it"
+    last = telling_line(stderr) or "ffprobe could not read it"
     for prefix in (f"file:{Path(path).absolute()}: ", f"{path}: "):
         last = last.replace(prefix, "")
     if "not on whitelist" in stderr or "whitelist" in last:
@@ -99,11 +99,14 @@ def _explain(stderr: str, path: Path) -> str:
 
 def check_readable(p: Path) -> int:
     """The size of ``p``; :class:`InputError` when it is missing, not a file, or empty."""
-    if not p.exists():
-        raise InputError(p, "no such file")
-    if not p.is_file():
+    try:
+        st = p.stat()
+    except (OSError, ValueError) as exc:  # a link loop, a name over 255 bytes, no permission...
+        dangling = isinstance(exc, FileNotFoundError) and p.is_symlink()
+        raise InputError(p, "a link to a file that does not exist" if dangling else os_reason(exc)) from None
+    if not stat.S_ISREG(st.st_mode):
         raise InputError(p, "not a regular file")
-    size = p.stat().st_size
+    size = st.st_size
     if size == 0:
         raise InputError(p, "the file is empty")
     return size

@@ -12,7 +12,7 @@ from .errors import AudiopipeError
 
 REPORT_COLUMNS = ("contact", "workspace", "file", "part", "parts", "status", "message_id", "error", "line",
                   "size")
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = ("=", "+", "-", "@")
 
 
 def extra_column_name(name: str) -> str:
@@ -21,9 +21,11 @@ def extra_column_name(name: str) -> str:
 
 
 def escape_cell(value: Any) -> str:
-    """Text a spreadsheet will not run as a formula (REFERENCE §6): such cells get a leading '."""
+    """Text a spreadsheet will not run as a formula: a cell that starts with = + - @, a tab or a
+    line break, or with spaces before one of those (spreadsheets skip them), gets a leading '."""
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_START) else text
+    risky = text[:1] in ("\t", "\r", "\n") or text.lstrip().startswith(FORMULA_START)
+    return "'" + text if risky else text
 
 
 def write_report(path: str | Path, rows: Iterable[dict[str, Any]], extra_columns: Iterable[str] = ()) -> Path:
@@ -37,7 +39,7 @@ def write_report(path: str | Path, rows: Iterable[dict[str, Any]], extra_columns
         try:
             with open(tmp, "w", newline="", encoding="utf-8") as f:
                 w = csv.writer(f)
-                w.writerow(columns)
+                w.writerow([escape_cell(c) for c in columns])  # a CSV's own column may be named =cmd()
                 for row in rows:
                     w.writerow([escape_cell(row.get(c)) for c in columns])
             os.replace(tmp, dest)

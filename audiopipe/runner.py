@@ -2,7 +2,8 @@
 
 Every run is an argv list (never a shell string), with ``-nostdin``, a timeout, and stderr captured
 by ``communicate`` (so a chatty ffmpeg can never fill a pipe and hang). The command is logged at
-debug level; a failure raises :class:`FFmpegError` carrying the tail of stderr.
+debug level; a failure raises :class:`FFmpegError` whose message holds the one line of stderr that
+says most (the whole stderr is carried on the error and logged, shown with -v).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -59,8 +61,24 @@ class RunResult:
     stderr: str
 
 
-def _tail(text: str, lines: int = 12) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+# Lines that only say that something failed, not what: skipped when picking the line to show.
+_GENERIC = re.compile(r"^(conversion failed!?|exiting normally.*|error opening output files?.*|"
+                      r"last message repeated \d+ times?|press \[q\].*|)$", re.IGNORECASE)
+_CONTEXT = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\]\s*")  # "[adpcm_ms @ 0x55a5a9b87080] "
+# ffmpeg 5 exits 0 when the output could not be finished (a full disk while writing the trailer).
+_WRITE_FAILED = re.compile(r"^(error writing trailer|error closing file)\b", re.IGNORECASE | re.MULTILINE)
+
+
+def telling_line(stderr: str) -> str:
+    """The line of ffmpeg's stderr that says most about a failure: the last one that is not a
+    generic "Conversion failed!", without the decoder's memory address."""
+    lines = [_CONTEXT.sub("", line.strip()) for line in stderr.splitlines()]
+    telling = [line for line in lines if not _GENERIC.match(line)]
+    return telling[-1] if telling else ""
+
+
+def _failure(what: str, detail: str) -> str:
+    return f"{what} failed: {detail} (run with -v to see ffmpeg's whole output)"
 
 
 def run(argv: list[str], *, timeout: float | None = DEFAULT_TIMEOUT, what: str = "ffmpeg") -> RunResult:
@@ -77,10 +95,10 @@ def run(argv: list[str], *, timeout: float | None = DEFAULT_TIMEOUT, what: str =
         raise ToolMissingError(f"{argv[0]} could not be started: " +
                                INSTALL_HINT.format(env="AUDIOPIPE_FFMPEG")) from None
     stderr = proc.stderr.decode("utf-8", "replace")
-    if proc.returncode != 0:
-        detail = _tail(stderr) or f"exit code {proc.returncode}"
-        raise FFmpegError(f"{what} failed: {detail}", argv=argv, stderr=stderr,
-                          returncode=proc.returncode)
+    if proc.returncode != 0 or _WRITE_FAILED.search(stderr):
+        log.info("%s exited with %s; its stderr:\n%s", what, proc.returncode, stderr.rstrip())
+        detail = telling_line(stderr) or f"exit code {proc.returncode}"
+        raise FFmpegError(_failure(what, detail), argv=argv, stderr=stderr, returncode=proc.returncode)
     return RunResult(argv=argv, stdout=proc.stdout, stderr=stderr)
 
 
