@@ -17,7 +17,6 @@ import random
 import re
 import socket
 import ssl
-import stat
 import time
 import uuid
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from .errors import (AuthError, ConnectFailed, GaveUp, OutcomeUnknown, RateLimit
                      SendError, UsageError)
 from .formats import FORMATS
 from .origin import AmbiguousURL, CheckedURL, Origin, check_url, redact, resolve_redirect
+from .smallfile import NOT_REGULAR, SmallFileError, read_small_file
 
 log = logging.getLogger(__name__)
 
@@ -86,24 +86,13 @@ def _read_token_file(path: str | Path, source: str) -> str:
     """A token file read bounded: a device (/dev/zero), a pipe or a folder named by mistake must
     neither exhaust memory nor wait forever for a writer, so only a small regular file is read."""
     try:
-        # O_NONBLOCK: opening a FIFO for reading would otherwise block until someone writes to it.
-        fd = os.open(Path(path).expanduser(), os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise UsageError(f"cannot read {source}: {exc.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageError(f"{source} is not a regular file (it is a folder, device or pipe): "
-                             "give the file that holds the token")
-        data = b""
-        while len(data) <= TOKEN_FILE_LIMIT and (chunk := os.read(fd, TOKEN_FILE_LIMIT + 1 - len(data))):
-            data += chunk
-    except OSError as exc:
-        raise UsageError(f"cannot read {source}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(data) > TOKEN_FILE_LIMIT:
-        raise UsageError(f"{source} is larger than {TOKEN_FILE_LIMIT // 1024} KiB, far too large for a "
-                         "token: is it the right file?")
+        data = read_small_file(path, TOKEN_FILE_LIMIT)
+    except SmallFileError as exc:
+        if str(exc) == NOT_REGULAR:
+            raise UsageError(f"{source} is {NOT_REGULAR}: give the file that holds the token") from None
+        if str(exc).startswith("larger than"):
+            raise UsageError(f"{source} is {exc}, far too large for a token: is it the right file?") from None
+        raise UsageError(f"cannot read {source}: {exc}") from None
     return data.decode("utf-8", errors="replace").strip()
 
 

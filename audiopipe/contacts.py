@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import stat
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .errors import UsageError, os_reason
+from .smallfile import NOT_REGULAR, SmallFileError, read_small_file
 
 MAX_CONTACTS_BYTES = 256 * 1024 * 1024  # about two million rows: far past any real contact list
 
@@ -92,23 +91,13 @@ def safe_path(folder: Path, written: str) -> tuple[Path | None, str]:
 
 def _read_bounded(path: Path) -> bytes:
     """The bytes of a regular file of at most MAX_CONTACTS_BYTES; UsageError for anything else."""
-    def refuse(reason: str) -> UsageError:
-        return UsageError(f"cannot read contacts file {path}: {reason}")
-
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: a FIFO would block, /dev/zero never ends
-            raise refuse("not a regular file (a pipe, a device or a folder); give a CSV file")
-        # O_NONBLOCK: if it became a FIFO since the check, opening it still cannot hang
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise refuse("not a regular file (a pipe, a device or a folder); give a CSV file")
-            raw = f.read(MAX_CONTACTS_BYTES + 1)
-    except (OSError, ValueError) as exc:
-        raise refuse(os_reason(exc)) from None
-    if len(raw) > MAX_CONTACTS_BYTES:
-        raise refuse(f"larger than {MAX_CONTACTS_BYTES // (1024 * 1024)} MiB; split it into several CSV files")
-    return raw
+        return read_small_file(path, MAX_CONTACTS_BYTES)
+    except SmallFileError as exc:
+        hint = {NOT_REGULAR: "; give a CSV file"}.get(str(exc), "")
+        if str(exc).startswith("larger than"):
+            hint = "; split it into several CSV files"
+        raise UsageError(f"cannot read contacts file {path}: {exc}{hint}") from None
 
 
 def _decode(path: Path) -> str:

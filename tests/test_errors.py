@@ -170,6 +170,17 @@ def test_contacts_that_are_not_a_regular_file_are_refused_at_once(
     one_error_line(proc, str(path), "not a regular file")
 
 
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo"])  # a folder: click's own check refuses it
+def test_sandbox_strict_contacts_that_are_not_a_regular_file_are_refused(kind: str, tmp_path: Path) -> None:
+    path = {"dev-zero": Path("/dev/zero"), "fifo": tmp_path / "c.csv"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    proc = run_cli(tmp_path, "sandbox", "--port", "0", "--data", str(tmp_path / "data"),
+                   "--contacts", str(path), timeout=30)
+    assert proc.returncode == 2
+    one_error_line(proc, str(path), "not a regular file")
+
+
 def test_contacts_over_the_size_cap_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(contacts_module, "MAX_CONTACTS_BYTES", 1 << 20)
     big = tmp_path / "big.csv"
