@@ -80,7 +80,7 @@ def fifo(tmp_path: Path) -> Path:
     ("fifo", "not a regular file"),
     ("folder", "not a regular file"),
     ("too large", "larger than 4 KiB"),
-    ("missing", "No such file"),
+    ("missing", "no such file"),
 ])
 def test_a_token_file_that_is_not_a_small_file_is_one_line(tmp_path: Path, monkeypatch, kind, expected) -> None:
     monkeypatch.delenv("LANCEPILOT_TOKEN", raising=False)
