@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import random
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from .errors import (AuthError, ConnectFailed, InputError, OutcomeUnknown, RateL
                      SendError, UsageError)
 from .ledger import (DEFERRED, FAILED, SENT, UNKNOWN, Ledger, SendKey, SqliteLedger, default_state_path)
 from .report import extra_column_name
+from .scratch import temp_dir
 from .prepare import (InputItem, OutputFile, PrepareOutcome, PrepareSettings, collect_inputs,
                       prepare_many)
 
@@ -222,9 +222,10 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
     try:
         if ledger is not None and not settings.dry_run:
             ledger.acquire()  # before any work: a second run exits at once
-        with tempfile.TemporaryDirectory(prefix="audiopipe-batch-") as tmp:
+        # a known place, named after this process: what a SIGKILL leaves, the next run sweeps
+        with temp_dir("batch", settings.prepare.cache_dir) as tmp:
             return _run(settings, contacts, folder, sender, ledger, progress, retry or RetryPolicy(),
-                        Path(work_dir) if work_dir else Path(tmp))
+                        Path(work_dir) if work_dir else tmp)
     finally:
         if ledger is not None and not settings.dry_run:
             ledger.release()

@@ -18,7 +18,7 @@ from typing import Any, Callable, NoReturn
 
 import click
 
-from . import __version__
+from . import __version__, scratch
 from .console import bars_enabled, human_duration, human_size, progress_bar, setup_logging
 from .errors import (AudiopipeError, AuthError, ConnectFailed, GaveUp, OutcomeUnknown, SendError,
                      ToolMissingError, UsageError)
@@ -334,8 +334,6 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
     Exit status: 0 sent; 1 refused by the server (404/413/422) or not preparable;
     2 usage; 3 authentication; 4 outcome unknown; 5 not sent after retries.
     """
-    import tempfile
-
     from .client import RetryPolicy, check_uuid
     from .prepare import prepare_file
 
@@ -358,7 +356,7 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
             assert input_path is not None
             settings = settings_from(fmt, max_size, bitrate, channels, normalize, voice_note,
                                      on_overflow, reencode, no_cache)
-            with tempfile.TemporaryDirectory(prefix="audiopipe-send-") as tmp:
+            with scratch.temp_dir("send", settings.cache_dir) as tmp:
                 result = prepare_file(input_path, tmp, settings)
                 for out in result.outputs:  # parts in order, part 1 first
                     try:

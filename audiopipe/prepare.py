@@ -24,6 +24,7 @@ from .formats import ACCEPTABLE_AS_IS, FORMATS, TargetFormat, get_format
 from .plan import DoesNotFit, EncodePlan, plan, replan
 from .probe import AudioStream, MediaInfo, check_readable, probe
 from .runner import ffmpeg_version
+from .scratch import discard
 from .version import __version__
 from .sniff import sniff
 
@@ -208,7 +209,7 @@ def _copy_atomic(src: Path, dest: Path) -> None:
         shutil.copyfile(src, tmp)
         os.replace(tmp, dest)
     finally:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
 
 
 def _output_from(path: Path, fmt: TargetFormat, size: int, mime: str, info: MediaInfo,
