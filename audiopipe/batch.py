@@ -302,6 +302,8 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
 
     # 2. send, concurrently, paced, each send recorded before and after
     total_send = sum(len(u.outputs) for u in units)
+    if progress:
+        progress("send", 0, total_send)  # the stage has begun (an interruption says which one)
     done_send = [0]
     count_lock = threading.Lock()
     stop = threading.Event()
