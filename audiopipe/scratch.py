@@ -52,9 +52,7 @@ def start_time(pid: int) -> int | None:
     process is gone or a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None
-    except OSError:
+    except OSError:  # gone, or no /proc here (macOS), or hidden (hidepid): ask the kernel
         return _exists(pid)
     fields = stat[stat.rindex(")") + 2:].split()  # the name in parentheses may hold spaces
     if fields[0] in ("Z", "X"):
