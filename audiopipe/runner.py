@@ -31,6 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .errors import FFmpegError, ToolMissingError
 
@@ -104,12 +105,15 @@ if sys.platform.startswith("linux"):
         _prctl = None
 
 
-def _in_child(parent: int) -> None:
-    """Runs in the forked child before exec: die with the thread that started us (Linux)."""
+def _in_child(parent: int, then: Callable[[], None] | None) -> None:
+    """Runs in the forked child before exec: die with the thread that started us (Linux), then
+    ``then`` (the caller's own set-up)."""
     if _prctl is not None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before the request was made
             os.kill(os.getpid(), signal.SIGKILL)
+    if then is not None:
+        then()
 
 
 def stopping() -> bool:
@@ -145,11 +149,12 @@ def stop_children(grace: float = STOP_GRACE, *, for_good: bool = True) -> int:
     return len(procs)
 
 
-def _start(argv: list[str], what: str) -> subprocess.Popen[bytes]:
+def _start(argv: list[str], preexec: Callable[[], None] | None) -> subprocess.Popen[bytes]:
     if _stopping.is_set():
-        raise Interrupted(f"interrupted: {what} was not started")
+        raise Interrupted(f"interrupted: {Path(argv[0]).name} was not started")
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, preexec_fn=functools.partial(_in_child, os.getpid()))
+                            start_new_session=True,
+                            preexec_fn=functools.partial(_in_child, os.getpid(), preexec))
     with _live_lock:
         _live[proc.pid] = proc
         if _stopping.is_set():  # stop_children ran between the check above and the registration
@@ -170,38 +175,45 @@ def _finish(proc: subprocess.Popen[bytes]) -> bool:
     return stopped
 
 
-def _communicate(argv: list[str], timeout: float | None, what: str) -> tuple[int, bytes, str]:
-    proc = _start(argv, what)
+def run_child(argv: list[str], *, timeout: float | None,
+              preexec: Callable[[], None] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """``subprocess.run`` with stdin closed and output captured, whose child runs in its own session,
+    is registered while it lives and dies with us (Linux); raises ``TimeoutExpired`` as it does, and
+    :class:`Interrupted` when :func:`stop_children` stopped the child."""
+    proc = _start(argv, preexec)
     stopped = False
     try:
         try:
             out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             _signal_group(proc, signal.SIGKILL)
-            _, err = proc.communicate()
-            raise FFmpegError(f"{what} did not finish within {timeout:g} s and was stopped "
-                              "(AUDIOPIPE_FFMPEG_TIMEOUT)", argv=argv,
-                              stderr=err.decode("utf-8", "replace")) from None
+            exc.stdout, exc.stderr = proc.communicate()
+            raise
     finally:  # whatever ends the wait (a KeyboardInterrupt in this thread too), no child runs on
         stopped = _finish(proc)
     if stopped:
-        raise Interrupted(f"interrupted: {what} was stopped")
-    return proc.returncode, out, err.decode("utf-8", "replace")
+        raise Interrupted(f"interrupted: {Path(argv[0]).name} was stopped")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def run(argv: list[str], *, timeout: float | None = DEFAULT_TIMEOUT, what: str = "ffmpeg") -> RunResult:
-    """Run one ffmpeg/ffprobe command and return its output; raise :class:`FFmpegError` on failure,
-    :class:`Interrupted` when the run is being stopped."""
+    """Run one ffmpeg/ffprobe command and return its output; raise :class:`FFmpegError` on failure."""
     log.debug("run: %s", shlex.join(argv))
     try:
-        returncode, stdout, stderr = _communicate(argv, timeout, what)
+        proc = run_child(argv, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        stderr = (exc.stderr or b"").decode("utf-8", "replace")
+        raise FFmpegError(f"{what} did not finish within {timeout:g} s and was stopped (AUDIOPIPE_FFMPEG_TIMEOUT)",
+                          argv=argv, stderr=stderr) from None
     except FileNotFoundError:
         raise ToolMissingError(f"{argv[0]} could not be started: " +
                                INSTALL_HINT.format(env="AUDIOPIPE_FFMPEG")) from None
-    if returncode != 0:
-        detail = _tail(stderr) or f"exit code {returncode}"
-        raise FFmpegError(f"{what} failed: {detail}", argv=argv, stderr=stderr, returncode=returncode)
-    return RunResult(argv=argv, stdout=stdout, stderr=stderr)
+    stderr = proc.stderr.decode("utf-8", "replace")
+    if proc.returncode != 0:
+        detail = _tail(stderr) or f"exit code {proc.returncode}"
+        raise FFmpegError(f"{what} failed: {detail}", argv=argv, stderr=stderr,
+                          returncode=proc.returncode)
+    return RunResult(argv=argv, stdout=proc.stdout, stderr=stderr)
 
 
 def ffmpeg_base() -> list[str]:
