@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import random
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ from .errors import (AuthError, ConnectFailed, InputError, OutcomeUnknown, RateL
 from .ledger import (DEFERRED, FAILED, SENT, UNKNOWN, Ledger, SendKey, WorkMarker, default_state_path,
                      open_batch_ledger)
 from .report import extra_column_name
+from .scratch import temp_dir
 from .prepare import (InputItem, OutputFile, PrepareOutcome, PrepareSettings, collect_inputs,
                       prepare_many)
 
@@ -238,9 +238,10 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
             marker.check(getattr(ledger, "path", state_path), identity, expected)
         note = marker.record(identity) if real_run and identity else None  # before anything is sent
         try:
-            with tempfile.TemporaryDirectory(prefix="audiopipe-batch-") as tmp:
+            # a known place, named after this process: what a SIGKILL leaves, the next run sweeps
+            with temp_dir("batch") as tmp:
                 result = _run(settings, contacts, folder, sender, ledger, progress, retry or RetryPolicy(),
-                              Path(work_dir) if work_dir else Path(tmp))
+                              Path(work_dir) if work_dir else tmp)
         finally:
             if real_run and identity:
                 _record_quietly(marker, ledger)
@@ -345,6 +346,8 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
 
     # 2. send, concurrently, paced, each send recorded before and after
     total_send = sum(len(u.outputs) for u in units)
+    if progress:
+        progress("send", 0, total_send)  # the stage has begun (an interruption says which one)
     done_send = [0]
     count_lock = threading.Lock()
     stop = threading.Event()

@@ -14,12 +14,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 from .errors import os_reason
+from .scratch import discard, new_dir
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class Cache:
                 return
             shutil.rmtree(entry, ignore_errors=True)  # damaged: replace it, or it would miss forever
         entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
+        tmp = new_dir(entry.parent, ".tmp-")  # named after this process: a killed run's is swept
         try:
             for f in files:
                 shutil.copyfile(f, tmp / f.name)
@@ -112,7 +112,7 @@ class Cache:
             except OSError:
                 pass  # another process stored the same entry first: theirs is as good
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            discard(tmp)
 
     def usage(self) -> tuple[int, int]:
         """(entries, bytes) held in the cache."""
@@ -128,5 +128,9 @@ class Cache:
         if not self.root.exists():
             return 0
         count = sum(1 for _ in self.root.glob("*/*/manifest.json"))
-        shutil.rmtree(self.root, ignore_errors=True)
+        for child in self.root.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
         return count

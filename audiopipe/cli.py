@@ -10,7 +10,11 @@ import enum
 import functools
 import json
 import logging
+import os
+import signal
 import sys
+import threading
+import time
 import traceback
 from collections import Counter
 from pathlib import Path
@@ -18,7 +22,7 @@ from typing import Any, Callable, NoReturn
 
 import click
 
-from . import __version__
+from . import __version__, runner, scratch
 from .console import bars_enabled, human_duration, human_size, progress_bar, safe, say, setup_logging
 from .errors import (AudiopipeError, AuthError, ConnectFailed, FFmpegError, GaveUp, OutcomeUnknown, PrepareError,
                      SendError, ToolMissingError, UsageError, os_error_line)
@@ -73,6 +77,90 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
                 traceback.print_exc()
             _fail("out of memory: an input is far larger than it should be; check the files given",
                   ExitCode.FAILED)
+
+    return wrapper
+
+
+# --- stopping on SIGINT / SIGTERM ------------------------------------------------------------------
+
+class _Run:
+    """What the command is doing now, for the one line an interruption prints."""
+
+    stage = "starting"
+    signum: int | None = None
+    after = ""  # what the line adds for the stage (how to carry on)
+
+
+def _set_stage(stage: str, after: str = "") -> None:
+    _Run.stage, _Run.after = stage, after
+
+
+JOIN_WORKERS = 1.0  # seconds the exit waits for worker threads (their ffmpeg is stopped already)
+
+
+def _interrupted_line(signum: int, left: list[Path], at_once: bool = False) -> str:
+    name = signal.Signals(signum).name
+    line = f"audiopipe: interrupted by {name}{' again, stopped at once' if at_once else ''} while {_Run.stage}"
+    line += ("; nothing partial was left" if not left else
+             f"; could not remove {len(left)} temp item(s), e.g. {left[0]}")
+    return line + (f"; {_Run.after}" if _Run.after else "")
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Leave without waiting for threads: what had to be cleaned up was, and none may hold the exit."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, RuntimeError):
+            pass
+    os._exit(code)
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    if _Run.signum is not None:  # a second signal: stop now, whatever is in flight
+        runner.stop_children(grace=0)
+        left = scratch.remove_all()
+        # os.write: the interrupted main thread may be inside a write to stderr itself
+        os.write(2, (_interrupted_line(signum, left, at_once=True) + "\n").encode("utf-8", "replace"))
+        os._exit(128 + signum)
+    _Run.signum = signum
+    runner.stop_children()  # before unwinding: every worker blocked on ffmpeg wakes up now
+    raise KeyboardInterrupt
+
+
+def _stop_interrupted(signum: int) -> NoReturn:
+    runner.stop_children()  # no-op after a signal; a KeyboardInterrupt that came another way
+    deadline = time.monotonic() + JOIN_WORKERS
+    workers = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    for t in workers:
+        t.join(max(0.0, deadline - time.monotonic()))
+    left = scratch.remove_all()
+    click.echo(_interrupted_line(signum, left), err=True)
+    code = 128 + signum
+    if any(t.is_alive() for t in workers):
+        _exit_now(code)
+    sys.exit(code)
+
+
+def stops_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """SIGINT and SIGTERM stop the command promptly: its ffmpeg children are stopped, its temp files
+    and folders removed, one line says what was interrupted, and it exits 130 or 143. A second
+    signal stops it at once."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return func(*args, **kwargs)  # only the main thread may take signals
+        _Run.signum = None
+        _set_stage("starting")
+        previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            _stop_interrupted(_Run.signum or signal.SIGINT)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
     return wrapper
 
@@ -163,6 +251,7 @@ def cli(debug: bool, verbose: int) -> None:
 @cli.command("probe")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file, for scripts.")
+@stops_cleanly
 @handle_errors
 def probe_cmd(files: tuple[Path, ...], as_json: bool) -> None:
     """Describe audio files: container, codec, rate, channels, duration, and whether they go as they are.
@@ -174,6 +263,7 @@ def probe_cmd(files: tuple[Path, ...], as_json: bool) -> None:
     default_settings = PrepareSettings()
     failed = 0
     rows = []
+    _set_stage("probing")
     for f in files:
         try:
             info = probe(f)
@@ -234,6 +324,7 @@ def _describe(outcome: PrepareOutcome) -> str:
               help="Files prepared in parallel.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no per-file lines.")
+@stops_cleanly
 @handle_errors
 def prepare_cmd(inputs: tuple[Path, ...], out_dir: Path, fmt: str, max_size: int, bitrate: int | None,
                 channels: int | None, normalize: bool, voice_note: bool, on_overflow: str,
@@ -251,6 +342,7 @@ def prepare_cmd(inputs: tuple[Path, ...], out_dir: Path, fmt: str, max_size: int
     if not items:
         raise UsageError("no audio files found in " + ", ".join(map(str, inputs)))
     bar = progress_bar(len(items), "preparing", enabled=bars_enabled(quiet or as_json))
+    _set_stage("preparing", "files already prepared are in place; run the same command again to finish")
 
     def report(outcome: PrepareOutcome) -> None:
         bar.update(1)
@@ -328,6 +420,7 @@ def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--retries", type=click.IntRange(0, 20), default=4, show_default=True,
               help="Times to try again when nothing was sent (connection refused, 429); 0 fails at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print the created message(s) as JSON.")
+@stops_cleanly
 @handle_errors
 def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | None, fmt: str,
              max_size: int, bitrate: int | None, channels: int | None, normalize: bool,
@@ -350,8 +443,6 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
     Exit status: 0 sent; 1 refused by the server (404/413/422) or not preparable;
     2 usage; 3 authentication; 4 outcome unknown; 5 not sent after retries.
     """
-    import tempfile
-
     from .client import RetryPolicy, check_uuid
     from .prepare import prepare_file
 
@@ -369,17 +460,22 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
     with LancepilotClient(base_url=base_url, token_file=token_file, connect_timeout=connect_timeout,
                           read_timeout=read_timeout, retry=RetryPolicy(attempts=retries + 1)) as client:
         if url is not None:
+            _set_stage("sending", "the message may have been created: check before sending again")
             sent.append(client.send_audio(workspace, contact, url))
         else:
             assert input_path is not None
             settings = settings_from(fmt, max_size, bitrate, channels, normalize, voice_note,
                                      on_overflow, reencode, no_cache)
-            with tempfile.TemporaryDirectory(prefix="audiopipe-send-") as tmp:
+            _set_stage("preparing")
+            with scratch.temp_dir("send") as tmp:
                 try:
                     result = prepare_file(input_path, tmp, settings)
                 except FFmpegError as exc:  # its message does not say which file
                     raise PrepareError(input_path, str(exc)) from None
                 for out in result.outputs:  # parts in order, part 1 first
+                    _set_stage("sending", "the message may have been created: check before sending again"
+                               + "".join(f"; part {i} of {len(result.outputs)} was sent: {m.id}"
+                                         for i, m in enumerate(sent, 1)))
                     try:
                         sent.append(client.send_audio(workspace, contact, out.path,
                                                       content_type=out.content_type))
@@ -445,6 +541,7 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
 @client_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@stops_cleanly
 @handle_errors
 def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign: str,
               state_path: Path | None, concurrency: int, rate: float, jobs: int, dry_run: bool,
@@ -494,9 +591,11 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
         retry_failed=retry_failed, settle=settle, attempts=attempts, new_ledger=new_ledger)
     show = bars_enabled(quiet or as_json)
     bars: dict[str, Any] = {}
+    continue_batch = "sends in flight were recorded; run the same command again to continue"
 
     def progress(stage: str, done: int, total: int) -> None:
         if stage not in bars:
+            _set_stage("preparing" if stage == "prepare" else "sending", continue_batch)
             bars[stage] = progress_bar(total, "preparing" if stage == "prepare" else "sending",
                                        enabled=show, unit="file" if stage == "prepare" else "msg")
         bar = bars[stage]
@@ -507,24 +606,14 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
                                                    read_timeout=read_timeout)
     if report_path:  # find out now, not after every message has gone out
         check_output_folder(report_path.parent, f"cannot write the report {report_path}")
-    import signal
-
-    terminated: list[bool] = []
-
-    def on_term(*_: object) -> None:
-        terminated.append(True)
-        raise KeyboardInterrupt  # SIGTERM (cron timeout, systemd): stop like Ctrl-C, in-flight sends recorded
-
-    signal.signal(signal.SIGTERM, on_term)
+    # SIGINT/SIGTERM (Ctrl-C, cron's timeout, systemd) unwind through here (stops_cleanly): sends
+    # in flight finish and are recorded, then the ledger is closed
+    _set_stage("preparing", continue_batch)
     try:
         # a dry run reads the ledger when there is one (to say what was already sent) but never makes one
         result = run_batch(settings, sender=client, state_path=state_path, progress=progress)
     except LedgerLocked as exc:
         _fail(str(exc), ExitCode.LOCKED)
-    except KeyboardInterrupt:
-        say("audiopipe: error: interrupted: sends in flight were recorded; run the same command "
-            "again to continue", err=True)
-        sys.exit(143 if terminated else int(ExitCode.INTERRUPTED))
     finally:
         for bar in bars.values():
             bar.close()

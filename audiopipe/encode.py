@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from .formats import TargetFormat
 from .plan import EncodePlan
 from .probe import PROBE_TIMEOUT, MediaInfo, ffmpeg_path_arg, input_options, probe
 from .runner import ffmpeg_base, ffprobe_base, run
+from .scratch import discard, part_path
 from .sniff import sniff
 
 LOUDNORM = {"I": -16, "TP": -1.5, "LRA": 11}  # EBU R128, the usual target for speech on phones
@@ -89,12 +89,14 @@ def remux(source: str | Path, audio_index: int, muxer: str, dest: Path, duration
             what="ffmpeg remux")
         os.replace(tmp, dest)
     finally:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
     return dest
 
 
 def temp_path_for(dest: Path) -> Path:
-    return dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.part"
+    """``.NAME.ap-OWNER.part`` beside ``dest``: a run killed mid-write leaves a name the next run
+    can sweep (see :mod:`audiopipe.scratch`). Remove it with :func:`discard`."""
+    return part_path(dest)
 
 
 def encode(source: str | Path, plan: EncodePlan, dest: Path) -> Path:
@@ -105,7 +107,7 @@ def encode(source: str | Path, plan: EncodePlan, dest: Path) -> Path:
         run(build_argv(source, plan, tmp), timeout=encode_timeout(plan.duration), what="ffmpeg encode")
         os.replace(tmp, dest)
     finally:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
     return dest
 
 

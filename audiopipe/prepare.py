@@ -24,7 +24,8 @@ from .errors import AudiopipeError, InputError, PrepareError, ToolMissingError, 
 from .formats import ACCEPTABLE_AS_IS, FORMATS, TargetFormat, get_format
 from .plan import DoesNotFit, EncodePlan, plan, replan
 from .probe import AudioStream, MediaInfo, check_readable, probe
-from .runner import ffmpeg_version
+from .runner import ffmpeg_version, stop_children
+from .scratch import discard
 from .version import __version__
 from .sniff import sniff
 
@@ -209,7 +210,7 @@ def _copy_atomic(src: Path, dest: Path) -> None:
         shutil.copyfile(src, tmp)
         os.replace(tmp, dest)
     finally:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
 
 
 def _output_from(path: Path, fmt: TargetFormat, size: int, mime: str, info: MediaInfo,
@@ -556,5 +557,15 @@ def prepare_many(items: Sequence[InputItem | str | Path], out_dir: str | Path,
 
     if jobs <= 1 or len(norm) <= 1:
         return [one(i) for i in range(len(norm))]
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="prepare") as pool:
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="prepare")
+    interrupted = False
+    try:
         return list(pool.map(one, range(len(norm))))
+    except KeyboardInterrupt:
+        # Ctrl-C, SIGTERM: the ffmpegs running now are stopped (in their own session, a terminal's
+        # Ctrl-C never reached them), no queued file starts, and no worker holds the caller
+        interrupted = True
+        stop_children(for_good=False)
+        raise
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=True)

@@ -4,19 +4,36 @@ Every run is an argv list (never a shell string), with ``-nostdin``, a timeout, 
 by ``communicate`` (so a chatty ffmpeg can never fill a pipe and hang). The command is logged at
 debug level; a failure raises :class:`FFmpegError` whose message holds the one line of stderr that
 says most (the whole stderr is carried on the error and logged, shown with -v).
+
+Children never outlive the run that started them:
+
+* each runs in its own session, so a terminal's Ctrl-C reaches only audiopipe, which then decides
+  (no race between ffmpeg dying on its own and audiopipe cleaning up after it);
+* every live child is in a registry; :func:`stop_children` (the CLI's SIGINT/SIGTERM path) refuses
+  new ones, terminates the live ones' process groups, and kills what is left after a short grace;
+* on Linux each child asks the kernel for SIGKILL when the thread that started it dies
+  (``PR_SET_PDEATHSIG``), so even a SIGKILLed audiopipe leaves no ffmpeg running under PID 1.
+  Best effort: elsewhere (macOS) a SIGKILLed audiopipe can still leave one ffmpeg to finish alone.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import logging
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .errors import FFmpegError, ToolMissingError
 
@@ -81,12 +98,127 @@ def _failure(what: str, detail: str) -> str:
     return f"{what} failed: {detail} (run with -v to see ffmpeg's whole output)"
 
 
+class Interrupted(KeyboardInterrupt):
+    """The run is being stopped (SIGINT/SIGTERM) and this ffmpeg was killed, or was not started.
+
+    A KeyboardInterrupt, not an :class:`AudiopipeError`: it is no error of a file, and no handler
+    that carries on with the next file or falls back to another encode may swallow it.
+    """
+
+
+# --- the children alive now, so a signal can stop them ---------------------------------------------
+
+_live: dict[int, subprocess.Popen[bytes]] = {}
+_stopped: set[int] = set()        # pids of live children stop_children signalled
+_live_lock = threading.RLock()    # re-entrant: stop_children runs in signal handlers, on any line
+_stopping = threading.Event()     # set for good: the process is on its way out
+STOP_GRACE = 0.5  # seconds a terminated child gets to exit before it is killed
+
+_PR_SET_PDEATHSIG = 1
+_prctl = None
+if sys.platform.startswith("linux"):
+    try:  # looked up once here: the child, between fork and exec, must not load anything
+        _prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").prctl
+    except (OSError, AttributeError):
+        _prctl = None
+
+
+def _in_child(parent: int, then: Callable[[], None] | None) -> None:
+    """Runs in the forked child before exec: die with the thread that started us (Linux), then
+    ``then`` (the caller's own set-up)."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request was made
+            os.kill(os.getpid(), signal.SIGKILL)
+    if then is not None:
+        then()
+
+
+def stopping() -> bool:
+    """Whether ``stop_children(for_good=True)`` was called: the process is on its way out."""
+    return _stopping.is_set()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    if proc.returncode is not None:
+        return  # reaped: its pid (the group's id) may belong to someone else by now
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_children(grace: float = STOP_GRACE, *, for_good: bool = True) -> int:
+    """Terminate every live child's process group, and kill those still there after ``grace``
+    seconds; each waiting :func:`run` raises :class:`Interrupted`. ``for_good`` (the CLI's signal
+    path) also refuses every later child. Returns how many were stopped. Safe in a signal handler."""
+    if for_good:
+        _stopping.set()
+    with _live_lock:
+        procs = list(_live.values())
+        _stopped.update(p.pid for p in procs)
+    for proc in procs:
+        _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for proc in procs:
+        _signal_group(proc, signal.SIGKILL)
+    return len(procs)
+
+
+def _start(argv: list[str], preexec: Callable[[], None] | None) -> subprocess.Popen[bytes]:
+    if _stopping.is_set():
+        raise Interrupted(f"interrupted: {Path(argv[0]).name} was not started")
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True,
+                            preexec_fn=functools.partial(_in_child, os.getpid(), preexec))
+    with _live_lock:
+        _live[proc.pid] = proc
+        if _stopping.is_set():  # stop_children ran between the check above and the registration
+            _stopped.add(proc.pid)
+            _signal_group(proc, signal.SIGKILL)
+    return proc
+
+
+def _finish(proc: subprocess.Popen[bytes]) -> bool:
+    """Make sure the child is gone and reaped, forget it; True when stop_children signalled it."""
+    if proc.returncode is None:
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
+    with _live_lock:
+        _live.pop(proc.pid, None)
+        stopped = proc.pid in _stopped
+        _stopped.discard(proc.pid)
+    return stopped
+
+
+def run_child(argv: list[str], *, timeout: float | None,
+              preexec: Callable[[], None] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """``subprocess.run`` with stdin closed and output captured, whose child runs in its own session,
+    is registered while it lives and dies with us (Linux); raises ``TimeoutExpired`` as it does, and
+    :class:`Interrupted` when :func:`stop_children` stopped the child."""
+    proc = _start(argv, preexec)
+    stopped = False
+    try:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            _signal_group(proc, signal.SIGKILL)
+            exc.stdout, exc.stderr = proc.communicate()
+            raise
+    finally:  # whatever ends the wait (a KeyboardInterrupt in this thread too), no child runs on
+        stopped = _finish(proc)
+    if stopped:
+        raise Interrupted(f"interrupted: {Path(argv[0]).name} was stopped")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def run(argv: list[str], *, timeout: float | None = DEFAULT_TIMEOUT, what: str = "ffmpeg") -> RunResult:
     """Run one ffmpeg/ffprobe command and return its output; raise :class:`FFmpegError` on failure."""
     log.debug("run: %s", shlex.join(argv))
     try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, timeout=timeout, check=False)
+        proc = run_child(argv, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         stderr = (exc.stderr or b"").decode("utf-8", "replace")
         raise FFmpegError(f"{what} did not finish within {timeout:g} s and was stopped (AUDIOPIPE_FFMPEG_TIMEOUT)",
