@@ -2,7 +2,7 @@
 
 Inputs are opened through the ``file:`` protocol only and with a whitelist of real containers, so a
 playlist or concat file (an HLS file named ``.mp3``) can never pull another recording off the disk
-(REFERENCE §6); a probed playlist format is refused as well, in case the whitelist is ever widened.
+(docs/api.md §6); a probed playlist format is refused as well, in case the whitelist is ever widened.
 """
 
 from __future__ import annotations

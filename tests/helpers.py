@@ -19,7 +19,7 @@ def settings(tmp_path: Path, **kw) -> PrepareSettings:  # type: ignore[no-untype
     return PrepareSettings(cache_dir=tmp_path / "cache", **kw)
 
 
-# The API's own words and limits (REFERENCE §1-2), written out here so a change in the sandbox shows.
+# The API's own words and limits (docs/api.md §1-2), written out here so a change in the sandbox shows.
 WS = "0b6f2a52-6a1f-4b52-9a53-2f0f6a0f7c11"
 CONTACT = "6d1c9b0e-3c1a-4f7e-8f5e-8d2b7a7c4e21"
 MIMES_MSG = "The file field must be a file of type: aac, amr, mp3, m4a, ogg."
