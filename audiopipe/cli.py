@@ -256,6 +256,11 @@ def cli(debug: bool, verbose: int) -> None:
 def probe_cmd(files: tuple[Path, ...], as_json: bool) -> None:
     """Describe audio files: container, codec, rate, channels, duration, and whether they go as they are.
 
+    \b
+    Examples:
+      audiopipe probe recordings/*.wav
+      audiopipe probe talk.m4a --json | jq .sends_as_is
+
     "SENT AS IS?" says whether 'prepare' (with default settings) would send the file byte for
     byte, and if not, why: another type, tags or cover art, or over the 16,000,000-byte budget.
     Exit status 1 when any file cannot be read.
@@ -330,6 +335,13 @@ def prepare_cmd(inputs: tuple[Path, ...], out_dir: Path, fmt: str, max_size: int
                 channels: int | None, normalize: bool, voice_note: bool, on_overflow: str,
                 reencode: bool, no_cache: bool, jobs: int, as_json: bool, quiet: bool) -> None:
     """Make every input (files, or folders searched recursively) ready to send, into --out.
+
+    \b
+    Examples:
+      audiopipe prepare recordings/ --out ready/ --jobs 2
+      audiopipe prepare talk.flac --out ready/ --format mp3 --max-size 5MB
+      audiopipe prepare lecture.wav --out ready/ --on-overflow split --json
+      audiopipe prepare memo.m4a --out ready/ --voice-note
 
     \b
     Exit status: 0 every input prepared; 1 some failed (the others are still
@@ -410,7 +422,7 @@ def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @cli.command("send")
-@click.argument("input_path", metavar="INPUT", required=False, type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(path_type=Path))
 @click.option("--workspace", "-w", required=True, envvar="LANCEPILOT_WORKSPACE",
               help="Workspace UUID [env LANCEPILOT_WORKSPACE].")
 @click.option("--contact", "-c", required=True, help="Contact UUID.")
@@ -567,7 +579,11 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     again. --new-ledger starts afresh on purpose.
 
     \b
-    Example (cron, every 10 minutes):
+    Examples:
+      audiopipe batch recordings/ --contacts contacts.csv -w WORKSPACE_UUID --report report.csv
+      audiopipe batch recordings/ --contacts contacts.csv -w WORKSPACE_UUID --dry-run
+      audiopipe batch recordings/ --contacts contacts.csv --campaign spring --retry-failed
+      # from cron, every 10 minutes:
       */10 * * * * LANCEPILOT_TOKEN_FILE=$HOME/.lancepilot-token audiopipe batch \\
           /srv/recordings --contacts /srv/contacts.csv -w WORKSPACE_UUID --quiet \\
           --report /srv/reports/last.csv >> /var/log/audiopipe.log 2>&1
@@ -699,6 +715,12 @@ def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> 
     batch --retry-unknown); sending (in flight now, or left by a run that died:
     the next batch calls it unknown).
 
+    \b
+    Examples:
+      audiopipe status
+      audiopipe status --campaign spring --json
+      audiopipe status --state /srv/audiopipe/ledger.sqlite3 || echo "something needs a look"
+
     Exit status: 4 some unknown, 1 some failed, 5 some deferred, 0 otherwise.
     """
     from .ledger import DEFERRED, FAILED, SENDING, UNKNOWN, SqliteLedger, default_state_path
@@ -745,6 +767,12 @@ def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> 
 @handle_errors
 def cache_cmd(clear: bool) -> None:
     """Show (or --clear) the cache of prepared files [env AUDIOPIPE_CACHE_DIR; default ~/.cache/audiopipe].
+
+    \b
+    Examples:
+      audiopipe cache
+      audiopipe cache --clear
+      AUDIOPIPE_CACHE_DIR=/var/cache/audiopipe audiopipe cache
 
     Preparing a file again with the same settings reuses its cached result. The cache only
     grows: clear it now and then (e.g. monthly from cron); nothing is lost but time.
@@ -819,7 +847,7 @@ def sandbox_cmd(host: str, port: int, token: str, data_dir: Path | None, contact
     messages are at GET /_sandbox/messages, or: audiopipe sandbox --list.
 
     \b
-    Example:
+    Examples:
       audiopipe sandbox --port 8765 --token secret &
       LANCEPILOT_BASE_URL=http://127.0.0.1:8765/api/v3 LANCEPILOT_TOKEN=secret \\
           audiopipe send talk.wav -w WORKSPACE_UUID -c CONTACT_UUID
