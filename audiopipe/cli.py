@@ -789,6 +789,9 @@ def cache_cmd(clear: bool) -> None:
 
 # --- the sandbox -----------------------------------------------------------------------------------
 
+SANDBOX_TOKEN = "sandbox-token"  # public: the README and --help show it
+
+
 def default_sandbox_dir() -> Path:
     import os
 
@@ -797,10 +800,12 @@ def default_sandbox_dir() -> Path:
 
 
 @cli.command("sandbox")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. 0.0.0.0 (or ::) is every address of this machine: the sandbox "
+                   "is then reachable from the network, and the URLs that work are shown.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
               help="Port (0 picks a free one).")
-@click.option("--token", envvar="AUDIOPIPE_SANDBOX_TOKEN", default="sandbox-token", show_default=True,
+@click.option("--token", envvar="AUDIOPIPE_SANDBOX_TOKEN", default=SANDBOX_TOKEN, show_default=True,
               help="The bearer token clients must send [env AUDIOPIPE_SANDBOX_TOKEN].")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where messages and uploaded files are stored [default ~/.local/state/audiopipe/sandbox].")
@@ -851,10 +856,13 @@ def sandbox_cmd(host: str, port: int, token: str, data_dir: Path | None, contact
       audiopipe sandbox --port 8765 --token secret &
       LANCEPILOT_BASE_URL=http://127.0.0.1:8765/api/v3 LANCEPILOT_TOKEN=secret \\
           audiopipe send talk.wav -w WORKSPACE_UUID -c CONTACT_UUID
+      audiopipe sandbox --port 0 --rate-lost 0.1 --latency 0.05
+      audiopipe sandbox --list
 
     Stops cleanly on Ctrl-C.
     """
-    from .sandbox import Faults, SandboxConfig, serve, stored_messages
+    from .listen import reach, sandbox_banner
+    from .sandbox import API_PREFIX, Faults, SandboxConfig, serve, stored_messages
 
     data = data_dir or default_sandbox_dir()
     if list_only:
@@ -870,11 +878,9 @@ def sandbox_cmd(host: str, port: int, token: str, data_dir: Path | None, contact
                            max_connections=max_connections, faults=faults)
 
     def ready(sb: Any) -> None:
-        say(f"sandbox listening on {sb.url}", err=True)
-        say(f"  token: {token}   (the sandbox's own; not a Lancepilot token)", err=True)
-        say(f"  data:  {data}", err=True)
-        say(f"  try:   LANCEPILOT_BASE_URL={sb.url} LANCEPILOT_TOKEN={token} audiopipe send ...", err=True)
-        say("  Ctrl-C to stop", err=True)
+        where = reach(*sb.address, path=API_PREFIX)  # the socket's own address: --port 0 is the real port
+        for line in sandbox_banner(where, token, SANDBOX_TOKEN, data):
+            say(line, err=True)
 
     import signal
     import threading

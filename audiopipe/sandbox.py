@@ -894,6 +894,18 @@ class Sandbox:
         return int(self._server.port)
 
     @property
+    def address(self) -> tuple[str, int, bool]:
+        """What the listening socket is really bound to: its address (a wildcard such as ``0.0.0.0``
+        stays one), its port (the real one when ``port`` was 0), and whether an IPv6 socket takes
+        IPv4 connections too (dual stack)."""
+        if self._server is None:
+            raise UsageError("the sandbox is not running: call start() first")
+        sock = self._server.socket
+        host, port = sock.getsockname()[:2]
+        dual = sock.family == socket.AF_INET6 and not sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+        return str(host), int(port), dual
+
+    @property
     def base_url(self) -> str:
         """``http://HOST:PORT``, with a wildcard host replaced by the loopback address."""
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.config.host, self.config.host)
