@@ -41,7 +41,9 @@ def command_lines(text: str) -> list[list[str]]:
 
     found = []
     for line in text.replace("\\\n", " ").splitlines():
-        words = shlex.split(line.replace("[", " ").replace("]", " "), comments=True)
+        if "audiopipe" not in line:
+            continue
+        words = without_redirections(shlex.split(line.replace("[", " ").replace("]", " "), comments=True))
         segment: list[str] = []
         for word in words + [";"]:
             if word not in SHELL_OPERATORS:
@@ -53,6 +55,22 @@ def command_lines(text: str) -> list[list[str]]:
                 found.append(["audiopipe"] + segment[starts[0] + 1:])
             segment = []
     return found
+
+
+def without_redirections(words: list[str]) -> list[str]:
+    """``> file``, ``>> log``, ``2>&1`` are the shell's, not the command's."""
+    import re
+
+    kept: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif re.fullmatch(r"\d*(>>?|<)", word):
+            skip = True  # its target is the next word
+        elif not re.match(r"\d*[<>]", word):
+            kept.append(word)
+    return kept
 
 
 def unknown_options(words: list[str], group) -> list[str]:  # type: ignore[no-untyped-def]
