@@ -147,3 +147,28 @@ def test_the_report_has_the_columns_the_readme_lists(tmp_path: Path, make_sandbo
         header, row = list(csv.reader(f))
     assert header == listed + ["note"]  # then the CSV's own columns
     assert dict(zip(header, row))["status"] == "sent"
+
+
+PROJECT = Path(__file__).parent.parent
+SOURCES = [p for folder in ("audiopipe", "tests", "docs", "fixtures", "bench") for p in (PROJECT / folder).rglob("*")
+           if p.suffix in (".py", ".md", ".txt", ".csv") and "__pycache__" not in p.parts] + \
+          [PROJECT / "README.md", PROJECT / "Makefile", PROJECT / "pyproject.toml"]
+
+
+def test_the_project_cites_only_itself() -> None:
+    outside = re.compile("|".join(["\\.\\./" + "shared", "REFER" + "ENCE"]))  # split: this file is scanned too
+    found = [f"{p.relative_to(PROJECT)}:{n}" for p in SOURCES
+             for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+             if outside.search(line)]
+    assert found == []
+
+
+def test_every_docs_citation_names_a_section_that_exists() -> None:
+    sections = set(re.findall(r"^## §(\d+) ", (PROJECT / "docs" / "api.md").read_text(encoding="utf-8"), re.M))
+    cited = {}
+    for p in SOURCES:
+        for first, last in re.findall(r"docs/api\.md`?\)? §(\d+)(?:-(\d+))?", p.read_text(errors="replace")):
+            for n in range(int(first), int(last or first) + 1):
+                cited.setdefault(str(n), p.name)
+    assert len(cited) >= 4  # the code cites §1, §2, §5, §6
+    assert {n: where for n, where in cited.items() if n not in sections} == {}
