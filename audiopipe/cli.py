@@ -24,8 +24,8 @@ import click
 
 from . import __version__, runner, scratch
 from .console import bars_enabled, human_duration, human_size, progress_bar, safe, say, setup_logging
-from .errors import (AudiopipeError, AuthError, ConnectFailed, FFmpegError, GaveUp, OutcomeUnknown, PrepareError,
-                     SendError, ToolMissingError, UsageError, os_error_line)
+from .errors import (AudiopipeError, AuthError, ConnectFailed, FFmpegError, GaveUp, OutcomeUnknown, OutputError,
+                     PrepareError, SendError, ToolMissingError, UsageError, os_error_line)
 from .formats import FORMAT_NAMES
 from .plan import DoesNotFit
 from .prepare import (OVERFLOW_CHOICES, PrepareOutcome, PrepareSettings, acceptable, check_output_folder,
@@ -315,7 +315,9 @@ def _describe(outcome: PrepareOutcome) -> str:
         extra = f" into {len(r.outputs)} parts"
     if r.passes > 1:
         extra += f" ({r.passes} passes)"
-    if r.cached:
+    if r.reused:
+        extra += " (already there)"
+    elif r.cached:
         extra += " (cached)"
     return f"{r.action:<11} {outcome.source} -> {outs}{extra}"
 
@@ -327,14 +329,22 @@ def _describe(outcome: PrepareOutcome) -> str:
 @prepare_options
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Files prepared in parallel.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace files in --out that audiopipe did not write for the same input and "
+                   "settings (never an input itself).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no per-file lines.")
 @stops_cleanly
 @handle_errors
 def prepare_cmd(inputs: tuple[Path, ...], out_dir: Path, fmt: str, max_size: int, bitrate: int | None,
                 channels: int | None, normalize: bool, voice_note: bool, on_overflow: str,
-                reencode: bool, no_cache: bool, jobs: int, as_json: bool, quiet: bool) -> None:
+                reencode: bool, no_cache: bool, overwrite: bool, jobs: int, as_json: bool,
+                quiet: bool) -> None:
     """Make every input (files, or folders searched recursively) ready to send, into --out.
+
+    An output never replaces an input (the run is refused, exit 2). A file already in --out
+    that audiopipe did not write for the same input and settings is left alone and that input
+    fails, unless --overwrite. Running again into the same --out reuses what is there.
 
     \b
     Examples:
@@ -345,10 +355,16 @@ def prepare_cmd(inputs: tuple[Path, ...], out_dir: Path, fmt: str, max_size: int
 
     \b
     Exit status: 0 every input prepared; 1 some failed (the others are still
-    prepared, and no partial file is left behind); 2 usage error.
+    prepared, and no partial file is left behind); 2 usage error, or an output
+    would replace an input.
     """
     settings = settings_from(fmt, max_size, bitrate, channels, normalize, voice_note, on_overflow,
                              reencode, no_cache)
+    for folder in inputs:
+        if folder.is_dir() and out_dir.resolve() == folder.resolve():
+            raise UsageError(f"--out {out_dir} is the input folder {folder} itself: the prepared files "
+                             f"would be taken for recordings next time; choose another folder, e.g. "
+                             f"{folder / 'ready'}")
     check_output_folder(out_dir)  # a read-only or full --out: one line now, not one per file
     items = collect_inputs(inputs, exclude=out_dir)
     if not items:
@@ -366,7 +382,7 @@ def prepare_cmd(inputs: tuple[Path, ...], out_dir: Path, fmt: str, max_size: int
             bar.write(safe(_describe(outcome)))
 
     with bar:
-        outcomes = prepare_many(items, out_dir, settings, jobs=jobs, progress=report)
+        outcomes = prepare_many(items, out_dir, settings, jobs=jobs, progress=report, overwrite=overwrite)
     counts = Counter(o.result.action if o.result else "failed" for o in outcomes)
     summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("kept", "remuxed", "transcoded", "trimmed", "split", "failed"))
     if not as_json:
@@ -548,7 +564,10 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
               help="Tries per message within a run when it was certainly not sent (429, connection "
                    "refused); what is left is sent by the next run.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write one CSV row per (contact, file, part) with its status.")
+              help="Write one CSV row per (contact, file, part) with its status. It replaces an "
+                   "earlier report, never the contacts CSV, the ledger or a recording.")
+@click.option("--overwrite", is_flag=True,
+              help="Let --report replace a file that is not an earlier audiopipe report.")
 @prepare_options
 @client_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
@@ -558,7 +577,7 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
 def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign: str,
               state_path: Path | None, concurrency: int, rate: float, jobs: int, dry_run: bool,
               retry_unknown: bool, retry_failed: bool, new_ledger: bool, settle: float, attempts: int,
-              report_path: Path | None,
+              report_path: Path | None, overwrite: bool,
               fmt: str, max_size: int,
               bitrate: int | None, channels: int | None, normalize: bool, voice_note: bool,
               on_overflow: str, reencode: bool, no_cache: bool, base_url: str | None,
@@ -597,7 +616,7 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     from .batch import BatchSettings, run_batch
     from .client import LancepilotClient
     from .ledger import LedgerLocked
-    from .report import write_report
+    from .report import check_report_path, write_report
 
     settings = BatchSettings(
         folder=folder, contacts=contacts_csv, workspace=workspace, campaign=campaign,
@@ -620,8 +639,17 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     client = None if dry_run else LancepilotClient(base_url=base_url, token_file=token_file,
                                                    connect_timeout=connect_timeout,
                                                    read_timeout=read_timeout)
+    report_protect = None
     if report_path:  # find out now, not after every message has gone out
         check_output_folder(report_path.parent, f"cannot write the report {report_path}")
+        from .ledger import default_state_path
+
+        report_protect = _batch_files(folder, contacts_csv, state_path or default_state_path(), token_file,
+                                      inputs=os.path.lexists(report_path))
+        try:
+            check_report_path(report_path, protect=report_protect, overwrite=overwrite)
+        except OutputError as exc:
+            raise UsageError(str(exc)) from None
     # SIGINT/SIGTERM (Ctrl-C, cron's timeout, systemd) unwind through here (stops_cleanly): sends
     # in flight finish and are recorded, then the ledger is closed
     _set_stage("preparing", continue_batch)
@@ -638,7 +666,8 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     for note in result.notes:
         say(f"audiopipe: warning: {note}", err=True)
     if report_path:
-        write_report(report_path, (r.to_dict() for r in result.rows), result.extra_columns)
+        write_report(report_path, (r.to_dict() for r in result.rows), result.extra_columns,
+                     protect=report_protect or (), overwrite=overwrite)
     counts = result.counts()
     problems = [r for r in result.rows if r.status in ("failed", "unknown", "invalid", "not_sent")]
     if as_json:
@@ -680,6 +709,24 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
         if result.stopped:
             say(f"audiopipe: error: stopped: {result.stopped}", err=True)
     sys.exit(int(batch_exit_code(result)))
+
+
+def _batch_files(folder: Path, contacts_csv: Path, state_file: Path, token_file: Path | None, *,
+                 inputs: bool) -> Any:
+    """What the report must never replace: the contacts, the ledger (and SQLite's files beside it),
+    the token file and, when ``inputs`` (a file is already at the report's path), the recordings."""
+    from .ledger import MARKER_NAME
+
+    from .outputs import Protected
+
+    files: list[tuple[Path, str]] = [(contacts_csv, "the contacts CSV")]
+    files += [(Path(f"{state_file}{suffix}"), "the ledger") for suffix in ("", "-wal", "-shm", "-journal")]
+    files.append((folder / MARKER_NAME, "the note of which ledger sent this folder"))
+    if token_file is not None:
+        files.append((token_file, "the token file"))
+    if inputs:
+        files += [(item.path, "the recording") for item in collect_inputs([folder])]
+    return Protected(files)
 
 
 def _dry_run_bytes(result: Any) -> str:

@@ -141,3 +141,18 @@ def os_error_line(exc: OSError) -> str:
     """One line for an OSError nothing else explained: the path(s) it names, then the reason."""
     where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
     return f"{where}: {os_reason(exc)}" if where else os_reason(exc)
+
+
+class OutputError(AudiopipeError):
+    """An output cannot go where asked: a file audiopipe did not write is in the way (and
+    ``overwrite`` was not given), a folder has the output's name, or the folder cannot be made."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class OutputClash(UsageError):
+    """An output would replace one of the run's own files (an input recording, the contacts CSV,
+    the ledger): refused before any work, whatever ``overwrite`` says."""

@@ -2,7 +2,8 @@
 
 probe -> acceptable? (keep byte for byte) -> plan -> encode -> verify -> re-plan when over ->
 overflow (trim, split or fail) when even the floor bitrate cannot hold the whole duration.
-Results are cached by the input's content hash and the settings.
+Results are cached by the input's content hash and the settings. Nothing is ever written over an
+input or over a file audiopipe did not make for the same input and settings (see ``outputs``).
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from .cache import Cache, cache_key, file_sha256
-from .encode import encode, remux, temp_path_for, verify
+from .encode import encode, remux, verify
 from .errors import AudiopipeError, InputError, PrepareError, ToolMissingError, UsageError, os_reason
 from .formats import ACCEPTABLE_AS_IS, FORMATS, TargetFormat, get_format
+from .outputs import (OutputGuard, ProtectArg, Protected, as_protected, intact, ownership_key, place,
+                      read_record, refuse_clashes, stage, write_record)
 from .plan import DoesNotFit, EncodePlan, plan, replan
 from .probe import AudioStream, MediaInfo, check_readable, probe
 from .runner import ffmpeg_version, stop_children
@@ -123,11 +126,13 @@ class PrepareResult:
     kept_duration: float | None = None  # seconds kept, when trimmed
     cached: bool = False
     plan: EncodePlan | None = None
+    reused: bool = False  # the outputs were already in place from an earlier run: nothing was written
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": str(self.source), "sha256": self.source_sha256, "action": self.action,
             "passes": self.passes, "kept_duration": self.kept_duration, "cached": self.cached,
+            "reused": self.reused,
             "input": self.info.to_dict(), "outputs": [o.to_dict() for o in self.outputs],
             "plan": asdict(self.plan) if self.plan else None,
         }
@@ -203,14 +208,19 @@ def acceptable(info: MediaInfo, settings: PrepareSettings, sniffed_extension: st
 
 # --- the work on one file --------------------------------------------------------------------
 
-def _copy_atomic(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(dest)
+def _copy_into_place(src: Path, dest: Path, *, replace: bool) -> None:
+    staged = stage(dest)
     try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
+        shutil.copyfile(src, staged)
+        place(staged, dest, replace=replace)
     finally:
-        discard(tmp)
+        discard(staged)
+
+
+def _remove(outputs: Iterable[OutputFile]) -> None:
+    """Take back what this run placed, so a failure leaves no partial result."""
+    for o in outputs:
+        o.path.unlink(missing_ok=True)
 
 
 def _output_from(path: Path, fmt: TargetFormat, size: int, mime: str, info: MediaInfo,
@@ -220,23 +230,26 @@ def _output_from(path: Path, fmt: TargetFormat, size: int, mime: str, info: Medi
 
 
 def _encode_to_fit(source: Path, p: EncodePlan, fmt: TargetFormat, dest: Path,
-                   max_passes: int) -> tuple[OutputFile, int, EncodePlan]:
-    """Encode, measure, and re-plan from the measured overshoot until the output fits."""
+                   max_passes: int, guard: OutputGuard) -> tuple[OutputFile, int, EncodePlan]:
+    """Encode, measure, and re-plan from the measured overshoot until the output fits.
+
+    Each pass goes to a hidden temp file; only a verified result that fits takes ``dest``'s name."""
+    replace_ok = guard.claim(dest)  # before any ffmpeg work goes into it
     passes = 0
     while True:
         passes += 1
-        encode(source, p, dest)
+        staged = stage(dest)
         try:
-            checked = verify(dest, fmt, budget=p.budget, expected_duration=p.duration)
-        except PrepareError as exc:
-            dest.unlink(missing_ok=True)
-            raise PrepareError(source, exc.reason) from None  # name the input, not a file that is gone
-        except AudiopipeError:
-            dest.unlink(missing_ok=True)
-            raise
-        if checked.size <= p.budget:
-            return _output_from(dest, fmt, checked.size, checked.mime, checked.info, p.bitrate), passes, p
-        dest.unlink(missing_ok=True)
+            encode(source, p, staged)
+            try:
+                checked = verify(staged, fmt, budget=p.budget, expected_duration=p.duration)
+            except PrepareError as exc:
+                raise PrepareError(source, exc.reason) from None  # name the input, not a temp file
+            if checked.size <= p.budget:
+                place(staged, dest, replace=replace_ok)
+                return _output_from(dest, fmt, checked.size, checked.mime, checked.info, p.bitrate), passes, p
+        finally:
+            discard(staged)
         nxt = replan(p, fmt, checked.size) if passes < max_passes else None
         if nxt is None:
             # The floor did not fit after all: say how much would, so trim/split can use it.
@@ -261,7 +274,7 @@ def part_name(stem: str, ext: str, part: int, parts: int) -> str:
     return f"{stem}.{ext}" if parts == 1 else f"{stem}.part{part}of{parts}.{ext}"
 
 
-def _transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: Path
+def _transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: Path, guard: OutputGuard
                ) -> tuple[str, tuple[OutputFile, ...], int, float | None, EncodePlan]:
     fmt = settings.target
     fmt.require_encoder()
@@ -271,7 +284,7 @@ def _transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_st
     dest = dest_stem.with_name(part_name(dest_stem.name, fmt.extension, 1, 1))
     try:
         p = plan(info, fmt, budget, **opts)
-        out, passes, p = _encode_to_fit(source, p, fmt, dest, settings.max_passes)
+        out, passes, p = _encode_to_fit(source, p, fmt, dest, settings.max_passes, guard)
         return "transcoded", (out,), passes, None, p
     except DoesNotFit as overflow:
         if settings.on_overflow == "fail":
@@ -285,7 +298,7 @@ def _transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_st
             fade = min(MAX_FADE, keep / 10)
             try:
                 p = plan(info, fmt, budget, duration=keep, fade_out=fade, **opts)
-                out, passes, p = _encode_to_fit(source, p, fmt, dest, settings.max_passes)
+                out, passes, p = _encode_to_fit(source, p, fmt, dest, settings.max_passes, guard)
                 return "trimmed", (out,), passes, keep, p
             except DoesNotFit as again:
                 fits = min(again.fits_seconds, keep * 0.97)
@@ -296,43 +309,64 @@ def _transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_st
         length = info.duration / parts
         outputs: list[OutputFile] = []
         most = 0
+        names = [dest_stem.with_name(part_name(dest_stem.name, fmt.extension, i + 1, parts))
+                 for i in range(parts)]
+        for d in names:
+            guard.claim(d)  # every part's name is free (or ours) before part 1 is encoded
         try:
-            for i in range(parts):
+            for i, d in enumerate(names):
                 start = i * length
                 dur = min(length, info.duration - start)
-                d = dest_stem.with_name(part_name(dest_stem.name, fmt.extension, i + 1, parts))
                 p = plan(info, fmt, budget, duration=dur, start=start, **opts)
-                out, passes, p = _encode_to_fit(source, p, fmt, d, settings.max_passes)
+                out, passes, p = _encode_to_fit(source, p, fmt, d, settings.max_passes, guard)
                 outputs.append(replace(out, part=i + 1, parts=parts))
                 most = max(most, passes)
             return "split", tuple(outputs), most, None, p
         except DoesNotFit:
-            for o in outputs:
-                o.path.unlink(missing_ok=True)
+            _remove(outputs)
             parts += 1
             if parts > 1000:
                 raise PrepareError(source, "could not split it into parts that fit") from None
+        except BaseException:
+            _remove(outputs)
+            raise
 
 
-def _restore(hit: tuple[dict[str, Any], Path], dest_stem: Path, source: Path, sha: str) -> PrepareResult:
-    manifest, entry = hit
-    outputs = []
-    for o, name in zip(manifest["outputs"], manifest["files"]):
-        dest = dest_stem.with_name(Path(o["path"]).name.replace(manifest["stem"], dest_stem.name, 1))
-        _copy_atomic(entry / name, dest)
-        outputs.append(OutputFile(**dict(o, path=dest)))
+def _result_from(manifest: dict[str, Any], paths: Sequence[Path], source: Path, sha: str, *,
+                 reused: bool) -> PrepareResult:
+    """A result rebuilt from a manifest (the cache's, or a sidecar's) with outputs at ``paths``."""
+    outputs = tuple(OutputFile(**dict(o, path=path)) for o, path in zip(manifest["outputs"], paths))
     inp = dict(manifest["input"])
     inp["audio"] = AudioStream(**inp["audio"])
     inp["path"] = str(source)
     inp["tags"] = tuple(inp.get("tags") or ())
     plan_d = manifest.get("plan")
     return PrepareResult(source=source, source_sha256=sha, info=MediaInfo(**inp), action=manifest["action"],
-                         outputs=tuple(outputs), passes=manifest["passes"],
-                         kept_duration=manifest["kept_duration"], cached=True,
-                         plan=EncodePlan(**plan_d) if plan_d else None)
+                         outputs=outputs, passes=manifest["passes"],
+                         kept_duration=manifest["kept_duration"], cached=not reused,
+                         plan=EncodePlan(**plan_d) if plan_d else None, reused=reused)
 
 
-def _remux(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: Path) -> OutputFile | None:
+def _restore(hit: tuple[dict[str, Any], Path], dest_stem: Path, source: Path, sha: str,
+             guard: OutputGuard) -> PrepareResult:
+    manifest, entry = hit
+    dests = [dest_stem.with_name(Path(o["path"]).name.replace(manifest["stem"], dest_stem.name, 1))
+             for o in manifest["outputs"]]
+    replace_ok = [guard.claim(d) for d in dests]  # all names free (or ours) before the first copy
+    placed: list[Path] = []
+    try:
+        for name, dest, may_replace in zip(manifest["files"], dests, replace_ok):
+            _copy_into_place(entry / name, dest, replace=may_replace)
+            placed.append(dest)
+    except BaseException:
+        for path in placed:
+            path.unlink(missing_ok=True)
+        raise
+    return _result_from(manifest, dests, source, sha, reused=False)
+
+
+def _remux(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: Path,
+           guard: OutputGuard) -> OutputFile | None:
     """Copy the audio, unchanged, into an accepted container without tags, cover art or video
     (an MP3 with a picture, an ``isom`` M4A, Opus in WebM). None when that is not possible."""
     as_format, _why = copyable(info, settings)
@@ -340,16 +374,20 @@ def _remux(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: 
         return None
     fmt = FORMATS[as_format]
     dest = dest_stem.with_name(f"{dest_stem.name}.{fmt.extension}")
+    replace_ok = guard.claim(dest)  # a file in the way is reported, not dodged by converting instead
+    staged = stage(dest)
     try:
-        remux(source, info.audio.audio_index, fmt.muxer, dest, info.duration)
-        checked = verify(dest, fmt, budget=settings.max_size, expected_duration=info.duration)
-    except AudiopipeError as exc:
-        dest.unlink(missing_ok=True)
-        log.info("%s: cannot be remuxed (%s); converting it instead", source, exc)
-        return None
-    if checked.size > settings.max_size:
-        dest.unlink(missing_ok=True)
-        return None
+        try:
+            remux(source, info.audio.audio_index, fmt.muxer, staged, info.duration)
+            checked = verify(staged, fmt, budget=settings.max_size, expected_duration=info.duration)
+        except AudiopipeError as exc:
+            log.info("%s: cannot be remuxed (%s); converting it instead", source, exc)
+            return None
+        if checked.size > settings.max_size:
+            return None
+        place(staged, dest, replace=replace_ok)
+    finally:
+        discard(staged)
     return _output_from(dest, fmt, checked.size, checked.mime, checked.info,
                         info.audio.bit_rate or checked.info.bit_rate)
 
@@ -376,57 +414,88 @@ def _hash_in_background(path: Path) -> Callable[[], str]:
     return join
 
 
+def _hash_now(path: Path) -> str:
+    try:
+        return file_sha256(path)
+    except OSError as exc:
+        raise InputError(path, f"cannot be read: {exc.strerror}") from None
+
+
 def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSettings | None = None, *,
-                 name: str | None = None) -> PrepareResult:
-    """Prepare one file into ``out_dir``; raises an :class:`AudiopipeError` when it cannot."""
-    settings = settings or PrepareSettings()
+                 name: str | None = None, overwrite: bool = False, protect: ProtectArg = ()) -> PrepareResult:
+    """Prepare one file into ``out_dir``; raises an :class:`AudiopipeError` when it cannot.
+
+    No output ever replaces ``source`` or a file in ``protect`` (the contacts CSV, say), by name or
+    by link: :class:`OutputClash`. A file audiopipe did not write for this input and settings is
+    left alone (:class:`OutputError`) unless ``overwrite``; its own earlier outputs, intact, are
+    reused as they are (``result.reused``).
+    """
     src = Path(source)
-    out = Path(out_dir)
-    stem = name or src.stem
+    protected = as_protected(protect)
+    protected.add(src, "the input")
+    return _prepare_one(src, Path(out_dir), settings or PrepareSettings(), name or src.stem,
+                        overwrite=overwrite, protected=protected)
+
+
+def _prepare_one(src: Path, out: Path, settings: PrepareSettings, stem: str, *, overwrite: bool,
+                 protected: Protected) -> PrepareResult:
     dest_stem = out / stem
     check_readable(src)
     cache = Cache(settings.cache_dir) if settings.cache else None
+    record = read_record(dest_stem)
+    sha: str | None = None
+    if cache or record:
+        sha = _hash_now(src)  # the content hash first: a hit needs neither ffprobe nor ffmpeg
+    own_key = ownership_key(sha, settings.cache_fields()) if sha else None
+    ours = intact(out, record) if record and record.key == own_key else frozenset()
+    guard = OutputGuard(protected, overwrite, ours)
+    if record and ours and len(ours) == len(record.files):
+        paths = [out / name for name, _ in record.files]
+        for path in paths:
+            guard.claim(path)  # still never an input, even one hard-linked there since
+        assert sha is not None
+        return _result_from(record.result, paths, src, sha, reused=True)
+
     if cache:
-        # the content hash first: a hit needs neither ffprobe nor ffmpeg
-        try:
-            sha = file_sha256(src)
-        except OSError as exc:
-            raise InputError(src, f"cannot be read: {exc.strerror}") from None
+        assert sha is not None
         key = cache_key(sha, settings.cache_fields(), f"{ffmpeg_version()} audiopipe {__version__}")
         hit = cache.get(key)
-        if hit:
-            return _restore(hit, dest_stem, src, sha)
-        source_sha = lambda: sha  # noqa: E731
+        result = _restore(hit, dest_stem, src, sha, guard) if hit else _work(src, settings, dest_stem, guard,
+                                                                             lambda: sha)
+        if not hit:
+            cache.put(key, _manifest(result, stem), [o.path for o in result.outputs])
     else:
-        source_sha = _hash_in_background(src)
-    info = probe(src)  # refuses missing, empty, corrupt, playlist and no-audio inputs
+        result = _work(src, settings, dest_stem, guard, (lambda: sha) if sha else _hash_in_background(src))
+    write_record(dest_stem, ownership_key(result.source_sha256, settings.cache_fields()),
+                 [o.path for o in result.outputs], _manifest(result, stem))
+    return result
 
+
+def _manifest(result: PrepareResult, stem: str) -> dict[str, Any]:
+    return dict(result.to_dict(), stem=stem, input=result.info.to_dict())
+
+
+def _work(src: Path, settings: PrepareSettings, dest_stem: Path, guard: OutputGuard,
+          source_sha: Callable[[], str]) -> PrepareResult:
+    """Keep, remux or convert ``src`` into outputs named after ``dest_stem``."""
+    info = probe(src)  # refuses missing, empty, corrupt, playlist and no-audio inputs
     seen = sniff(src)
     ok, _why = acceptable(info, settings, seen.extension)
     if ok:
         fmt = FORMATS[ACCEPTABLE_AS_IS[(info.container, info.audio.codec)]]
-        dest = dest_stem.with_name(f"{stem}.{fmt.extension}")
-        _copy_atomic(src, dest)
+        dest = dest_stem.with_name(f"{dest_stem.name}.{fmt.extension}")
+        _copy_into_place(src, dest, replace=guard.claim(dest))
         kept = OutputFile(path=dest, size=info.size, format=fmt.name, content_type=fmt.content_type,
                           mime=seen.mime, codec=info.audio.codec, duration=info.duration,
                           bitrate=info.audio.bit_rate or info.bit_rate)
-        result = PrepareResult(source=src, source_sha256=source_sha(), info=info, action="kept",
-                               outputs=(kept,))
-    else:
-        remuxed = _remux(src, info, settings, dest_stem)
-        if remuxed is not None:
-            result = PrepareResult(source=src, source_sha256=source_sha(), info=info, action="remuxed",
-                                   outputs=(remuxed,), passes=1)
-        else:
-            action, outputs, passes, kept_duration, last_plan = _transcode(src, info, settings, dest_stem)
-            result = PrepareResult(source=src, source_sha256=source_sha(), info=info, action=action,
-                                   outputs=outputs, passes=passes, kept_duration=kept_duration, plan=last_plan)
-    if cache:
-        manifest = result.to_dict()
-        manifest["stem"] = stem
-        manifest["input"] = info.to_dict()
-        cache.put(key, manifest, [o.path for o in result.outputs])
-    return result
+        return PrepareResult(source=src, source_sha256=source_sha(), info=info, action="kept", outputs=(kept,))
+    remuxed = _remux(src, info, settings, dest_stem, guard)
+    if remuxed is not None:
+        return PrepareResult(source=src, source_sha256=source_sha(), info=info, action="remuxed",
+                             outputs=(remuxed,), passes=1)
+    action, outputs, passes, kept_duration, last_plan = _transcode(src, info, settings, dest_stem, guard)
+    return PrepareResult(source=src, source_sha256=source_sha(), info=info, action=action,
+                         outputs=outputs, passes=passes, kept_duration=kept_duration, plan=last_plan)
 
 
 # --- many files -------------------------------------------------------------------------------
@@ -527,21 +596,30 @@ ProgressCallback = Callable[[PrepareOutcome], None]
 
 def prepare_many(items: Sequence[InputItem | str | Path], out_dir: str | Path,
                  settings: PrepareSettings | None = None, *, jobs: int = 1,
-                 progress: ProgressCallback | None = None) -> list[PrepareOutcome]:
+                 progress: ProgressCallback | None = None, overwrite: bool = False,
+                 protect: ProtectArg = ()) -> list[PrepareOutcome]:
     """Prepare every item (``jobs`` at a time); one failure never stops the others.
 
     Returns one outcome per item, in the order given; ``progress`` is called as each finishes.
+    Before any work, :class:`OutputClash` when an output would replace one of the items or a file
+    in ``protect``; a file in the way that audiopipe did not write fails only its own item (see
+    :func:`prepare_file`).
     """
     settings = settings or PrepareSettings()
     norm = [i if isinstance(i, InputItem) else InputItem(Path(i)) for i in items]
     stems = output_stems(norm)
     out = Path(out_dir)
+    protected = as_protected(protect)
+    for i in norm:
+        protected.add(i.path, "the input")
+    refuse_clashes([out / s for s in stems], protected)
     lock = threading.Lock()
 
     def one(idx: int) -> PrepareOutcome:
         item, stem = norm[idx], stems[idx]
         try:
-            res = prepare_file(item.path, out / stem.parent, settings, name=stem.name)
+            res = _prepare_one(item.path, out / stem.parent, settings, stem.name, overwrite=overwrite,
+                               protected=protected)
             outcome = PrepareOutcome(item.path, result=res)
         except (UsageError, ToolMissingError):
             raise  # the set-up is wrong (ffmpeg missing, a bad setting): no file can succeed

@@ -8,10 +8,12 @@ from audiopipe.prepare import PrepareSettings
 
 
 def files_in(folder: Path) -> list[str]:
-    """Every file under ``folder``, hidden ones (temp ``.part`` files) included."""
+    """Every file under ``folder``, hidden ones (temp ``.part`` files) included, but for the
+    sidecars that record what audiopipe wrote (``.STEM.audiopipe.json``, see audiopipe.outputs)."""
     if not folder.exists():
         return []
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.is_file() and not p.name.endswith(".audiopipe.json"))
 
 
 def settings(tmp_path: Path, **kw) -> PrepareSettings:  # type: ignore[no-untyped-def]
