@@ -431,10 +431,12 @@ def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSetti
     reused as they are (``result.reused``).
     """
     src = Path(source)
+    out = Path(out_dir)
+    stem = name or src.stem
     protected = as_protected(protect)
     protected.add(src, "the input")
-    return _prepare_one(src, Path(out_dir), settings or PrepareSettings(), name or src.stem,
-                        overwrite=overwrite, protected=protected)
+    refuse_clashes([out / stem], protected)
+    return _prepare_one(src, out, settings or PrepareSettings(), stem, overwrite=overwrite, protected=protected)
 
 
 def _prepare_one(src: Path, out: Path, settings: PrepareSettings, stem: str, *, overwrite: bool,
