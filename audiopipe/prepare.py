@@ -469,12 +469,21 @@ def _prepare_one(src: Path, out: Path, settings: PrepareSettings, stem: str, *, 
     else:
         result = _work(src, settings, dest_stem, guard, (lambda: sha) if sha else _hash_in_background(src))
     write_record(dest_stem, ownership_key(result.source_sha256, settings.cache_fields()),
-                 [o.path for o in result.outputs], _manifest(result, stem))
+                 [o.path for o in result.outputs], _portable(_manifest(result, stem)))
     return result
 
 
 def _manifest(result: PrepareResult, stem: str) -> dict[str, Any]:
     return dict(result.to_dict(), stem=stem, input=result.info.to_dict())
+
+
+def _portable(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A manifest without where and how this run found things: the same outputs always get the same
+    sidecar, whether encoded or restored from the cache, and a moved folder keeps working."""
+    kept = {k: v for k, v in manifest.items() if k not in ("source", "cached", "reused")}
+    kept["outputs"] = [{k: v for k, v in o.items() if k != "path"} for o in manifest["outputs"]]
+    kept["input"] = {k: v for k, v in manifest["input"].items() if k != "path"}
+    return kept
 
 
 def _work(src: Path, settings: PrepareSettings, dest_stem: Path, guard: OutputGuard,
