@@ -23,8 +23,8 @@ from .cache import Cache, cache_key, file_sha256
 from .encode import encode, remux, verify
 from .errors import AudiopipeError, InputError, PrepareError, ToolMissingError, UsageError, os_reason
 from .formats import ACCEPTABLE_AS_IS, FORMATS, TargetFormat, get_format
-from .outputs import (OutputGuard, ProtectArg, Protected, as_protected, intact, ownership_key, place,
-                      read_record, refuse_clashes, stage, write_record)
+from .outputs import (OutputGuard, ProtectArg, Protected, Record, as_protected, intact, ownership_key,
+                      place, read_record, refuse_clashes, stage, write_record)
 from .plan import DoesNotFit, EncodePlan, plan, replan
 from .probe import AudioStream, MediaInfo, check_readable, probe
 from .runner import ffmpeg_version, stop_children
@@ -448,15 +448,14 @@ def _prepare_one(src: Path, out: Path, settings: PrepareSettings, stem: str, *, 
     sha: str | None = None
     if cache or record:
         sha = _hash_now(src)  # the content hash first: a hit needs neither ffprobe nor ffmpeg
-    own_key = ownership_key(sha, settings.cache_fields()) if sha else None
-    ours = intact(out, record) if record and record.key == own_key else frozenset()
+    ours: frozenset[str] = frozenset()
+    if record and sha and record.key == ownership_key(sha, settings.cache_fields()):
+        ours = intact(out, record)
     guard = OutputGuard(protected, overwrite, ours)
-    if record and ours and len(ours) == len(record.files):
-        paths = [out / name for name, _ in record.files]
-        for path in paths:
-            guard.claim(path)  # still never an input, even one hard-linked there since
-        assert sha is not None
-        return _result_from(record.result, paths, src, sha, reused=True)
+    if record and sha and len(ours) == len(record.files):
+        reused = _reuse(record, out, src, sha, guard)
+        if reused is not None:
+            return reused
 
     if cache:
         assert sha is not None
@@ -471,6 +470,18 @@ def _prepare_one(src: Path, out: Path, settings: PrepareSettings, stem: str, *, 
     write_record(dest_stem, ownership_key(result.source_sha256, settings.cache_fields()),
                  [o.path for o in result.outputs], _portable(_manifest(result, stem)))
     return result
+
+
+def _reuse(record: Record, out: Path, src: Path, sha: str, guard: OutputGuard) -> PrepareResult | None:
+    """The result of an earlier run whose outputs are all still here, intact; None if its sidecar
+    cannot say what it was (then the work is done again, and the files are not taken for ours)."""
+    paths = [out / name for name, _ in record.files]
+    for path in paths:
+        guard.claim(path)  # still never an input, even one hard-linked there since
+    try:
+        return _result_from(record.result, paths, src, sha, reused=True)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _manifest(result: PrepareResult, stem: str) -> dict[str, Any]:

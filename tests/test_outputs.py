@@ -431,3 +431,18 @@ def test_cache_clear_removes_only_cache_entries(rec: Path, tmp_path: Path) -> No
     proc = cli("cache", "--clear", env={"AUDIOPIPE_CACHE_DIR": str(music)})
     assert proc.returncode == 0 and "removed 1" in proc.stdout
     assert sorted(str(p.relative_to(music)) for p in music.rglob("*") if p.is_file()) == ["ab/mine.wav", "keep.mp3"]
+
+
+def test_a_damaged_sidecar_is_not_taken_for_ours(rec: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    s = settings(tmp_path, cache=False)
+    made = prepare_file(rec / "tone.wav", out, s).outputs[0].path
+    sidecar = out / ".tone.audiopipe.json"
+    for damage in (b"{not json", b'{"schema": "audiopipe-outputs/1", "files": [{"name": "../tone.wav"}]}'):
+        sidecar.write_bytes(damage)
+        with pytest.raises(OutputError, match="did not write it"):
+            prepare_file(rec / "tone.wav", out, s)
+        assert sidecar.read_bytes() == damage  # not ours either: left as it is
+    sidecar.unlink()
+    assert not prepare_file(rec / "tone.wav", out, s, overwrite=True).reused
+    assert prepare_file(rec / "tone.wav", out, s).reused and made.is_file()
