@@ -27,6 +27,7 @@ from .console import bars_enabled, human_duration, human_size, progress_bar, saf
 from .errors import (AudiopipeError, AuthError, ConnectFailed, FFmpegError, GaveUp, OutcomeUnknown, OutputError,
                      PrepareError, SendError, ToolMissingError, UsageError, os_error_line)
 from .formats import FORMAT_NAMES
+from .outputs import Protected
 from .plan import DoesNotFit
 from .prepare import (OVERFLOW_CHOICES, PrepareOutcome, PrepareSettings, acceptable, check_output_folder,
                       collect_inputs, prepare_many)
@@ -712,12 +713,10 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
 
 
 def _batch_files(folder: Path, contacts_csv: Path, state_file: Path, token_file: Path | None, *,
-                 inputs: bool) -> Any:
+                 inputs: bool) -> Protected:
     """What the report must never replace: the contacts, the ledger (and SQLite's files beside it),
     the token file and, when ``inputs`` (a file is already at the report's path), the recordings."""
     from .ledger import MARKER_NAME
-
-    from .outputs import Protected
 
     files: list[tuple[Path, str]] = [(contacts_csv, "the contacts CSV")]
     files += [(Path(f"{state_file}{suffix}"), "the ledger") for suffix in ("", "-wal", "-shm", "-journal")]
