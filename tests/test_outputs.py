@@ -367,6 +367,13 @@ def test_report_equal_to_contacts_is_refused_before_anything_is_sent(rec: Path, 
     assert hashes(contacts, *rec.iterdir()) == before
     assert sb.messages() == []
 
+    assert _batch(rec, contacts, tmp_path, url=sb.url).returncode == 0
+    marker = rec / ".audiopipe-ledger"  # the note of which ledger sent this folder
+    kept = sha(marker)
+    proc = _batch(rec, contacts, tmp_path, "--report", str(marker), "--overwrite", url=sb.url)
+    assert proc.returncode == 2 and "refusing to write" in error_lines(proc)[0]
+    assert sha(marker) == kept and len(sb.messages()) == 3
+
 
 @pytest.mark.parametrize("target", ["audio", "csv-symlink", "csv-hardlink", "ledger"])
 def test_report_onto_a_recording_a_link_to_the_csv_or_the_ledger_is_refused(rec: Path, contacts: Path,
