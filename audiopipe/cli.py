@@ -362,7 +362,7 @@ def prepare_cmd(inputs: tuple[Path, ...], out_dir: Path, fmt: str, max_size: int
     settings = settings_from(fmt, max_size, bitrate, channels, normalize, voice_note, on_overflow,
                              reencode, no_cache)
     for folder in inputs:
-        if folder.is_dir() and out_dir.resolve() == folder.resolve():
+        if _same_folder(folder, out_dir):
             raise UsageError(f"--out {out_dir} is the input folder {folder} itself: the prepared files "
                              f"would be taken for recordings next time; choose another folder, e.g. "
                              f"{folder / 'ready'}")
@@ -395,6 +395,13 @@ def failure_line(outcome: PrepareOutcome) -> str:
     """Why an input could not be prepared, starting with its path (an ffmpeg error does not name it)."""
     text = str(outcome.error)
     return text if text.startswith(str(outcome.source)) else f"{outcome.source}: {text}"
+
+
+def _same_folder(folder: Path, out_dir: Path) -> bool:
+    try:
+        return folder.is_dir() and out_dir.resolve() == folder.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False  # an input that cannot be looked at is reported in its turn
 
 
 def _hint(error: AudiopipeError) -> str:

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Union
 
 from .cache import file_sha256
 from .encode import temp_path_for
-from .errors import OutputClash, OutputError
+from .errors import OutputClash, OutputError, os_reason
 from .formats import FORMATS
 from .scratch import discard
 
@@ -132,21 +132,14 @@ def make_folder(folder: Path) -> None:
     except FileExistsError:
         raise OutputError(folder, "is a file, not a folder: choose another --out") from None
     except OSError as exc:
-        raise OutputError(folder, f"cannot be made a folder: {exc.strerror or exc}") from None
+        raise OutputError(folder, f"cannot be made a folder: {os_reason(exc)}") from None
 
 
 def stage(dest: Path) -> Path:
-    """A new, empty, hidden temp file beside ``dest`` (created exclusively: nothing is replaced)."""
+    """A hidden temp name beside ``dest`` to write it under (its owner's token makes it unique and
+    lets a later run sweep it if this one is killed); end with :func:`place` and ``discard``."""
     make_folder(dest.parent)
-    while True:
-        staged = temp_path_for(dest)
-        try:
-            os.close(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise OutputError(dest.parent, f"cannot be written to: {exc.strerror or exc}") from None
-        return staged
+    return temp_path_for(dest)
 
 
 def place(staged: Path, dest: Path, *, replace: bool) -> None:
@@ -171,7 +164,7 @@ def place(staged: Path, dest: Path, *, replace: bool) -> None:
     except IsADirectoryError:
         raise OutputError(dest, FOLDER_IN_THE_WAY) from None
     except OSError as exc:
-        raise OutputError(dest, f"cannot be written: {exc.strerror or exc}") from None
+        raise OutputError(dest, f"cannot be written: {os_reason(exc)}") from None
     finally:
         discard(staged)
 
