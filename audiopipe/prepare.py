@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from .cache import Cache, cache_key, file_sha256
-from .encode import encode, remux, temp_path_for, verify
-from .errors import AudiopipeError, InputError, PrepareError, ToolMissingError, UsageError
+from .encode import check_decodes_fully, encode, remux, temp_path_for, verify
+from .errors import (AudiopipeError, InputError, LimitExceeded, PrepareError, ToolMissingError,
+                     UsageError)
 from .formats import ACCEPTABLE_AS_IS, FORMATS, TargetFormat, get_format
 from .plan import DoesNotFit, EncodePlan, plan, replan
 from .probe import AudioStream, MediaInfo, check_readable, probe
@@ -223,9 +224,15 @@ def _encode_to_fit(source: Path, p: EncodePlan, fmt: TargetFormat, dest: Path,
     passes = 0
     while True:
         passes += 1
-        encode(source, p, dest)
+        try:
+            encode(source, p, dest)
+        except LimitExceeded as exc:
+            raise exc.for_input(source) from None
         try:
             checked = verify(dest, fmt, budget=p.budget, expected_duration=p.duration)
+        except LimitExceeded as exc:
+            dest.unlink(missing_ok=True)
+            raise exc.for_input(source) from None
         except PrepareError as exc:
             dest.unlink(missing_ok=True)
             raise PrepareError(source, exc.reason) from None  # name the input, not a file that is gone
@@ -341,6 +348,9 @@ def _remux(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: 
     try:
         remux(source, info.audio.audio_index, fmt.muxer, dest, info.duration)
         checked = verify(dest, fmt, budget=settings.max_size, expected_duration=info.duration)
+    except LimitExceeded as exc:
+        dest.unlink(missing_ok=True)
+        raise exc.for_input(source) from None  # converting instead would only cost more
     except AudiopipeError as exc:
         dest.unlink(missing_ok=True)
         log.info("%s: cannot be remuxed (%s); converting it instead", source, exc)
@@ -401,6 +411,10 @@ def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSetti
 
     seen = sniff(src)
     ok, _why = acceptable(info, settings, seen.extension)
+    if ok or copyable(info, settings)[0]:
+        # kept and remuxed files go out with the source's own packets: a header that claims more (or
+        # less) than they hold would reach the customer, so decode them first, as strictly as an encode
+        check_decodes_fully(info)
     if ok:
         fmt = FORMATS[ACCEPTABLE_AS_IS[(info.container, info.audio.codec)]]
         dest = dest_stem.with_name(f"{stem}.{fmt.extension}")
