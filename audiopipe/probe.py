@@ -149,7 +149,7 @@ def probe(path: str | Path) -> MediaInfo:
         data = json.loads(out.stdout.decode("utf-8", "replace") or "{}")
     except json.JSONDecodeError:
         raise InputError(p, "ffprobe gave no readable description") from None
-    info = media_info_from_json(p, size, data)
+    info = media_info_from_json(p, size, data, duration_known=False)
     if duration_is_a_guess(data, info, out.stderr):
         try:
             counted = measured_duration(p, info.audio.audio_index, decode=False,
@@ -190,7 +190,10 @@ def measured_duration(path: str | Path, audio_index: int, *, decode: bool, timeo
 def duration_is_a_guess(data: dict[str, Any], info: MediaInfo, stderr: str) -> bool:
     """Whether ``info.duration`` must be counted from packets: the demuxer estimated it from a
     bitrate (ADTS, an MP3 without a Xing header; exact for PCM, so not counted), or it is the
-    container's because the audio stream has none of its own and other streams may outlast it."""
+    container's because the audio stream has none of its own and other streams may outlast it, or
+    there is none at all (Matroska written to a pipe)."""
+    if info.duration <= 0:
+        return True
     if ESTIMATED in stderr:
         return not info.audio.codec.startswith("pcm_")
     streams = data.get("streams") or []
@@ -256,8 +259,10 @@ def personal_tags(*tag_maps: dict[str, Any]) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def media_info_from_json(path: Path, size: int, data: dict[str, Any]) -> MediaInfo:
-    """Build a MediaInfo from ffprobe's JSON (pure; unit-tested on its own)."""
+def media_info_from_json(path: Path, size: int, data: dict[str, Any], *,
+                         duration_known: bool = True) -> MediaInfo:
+    """Build a MediaInfo from ffprobe's JSON (pure; unit-tested on its own). With
+    ``duration_known=False`` a missing duration is left at 0 for the caller to count."""
     fmt = data.get("format") or {}
     container = str(fmt.get("format_name") or "")
     if not container:
@@ -281,7 +286,7 @@ def media_info_from_json(path: Path, size: int, data: dict[str, Any]) -> MediaIn
     check_stream(path, rate, channels, size)
     # the audio stream's own duration: the container's may be a longer video's
     duration = stream_duration(s) or _float(fmt.get("duration")) or 0.0
-    if duration <= 0:
+    if duration <= 0 and duration_known:
         raise InputError(path, "has zero duration (no audio in it)")
     tags = fmt.get("tags") or {}
     brand = tags.get("major_brand")
