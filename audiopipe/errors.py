@@ -33,6 +33,24 @@ class FFmpegError(AudiopipeError):
         self.returncode = returncode
 
 
+class LimitExceeded(FFmpegError):
+    """An ffmpeg/ffprobe child was stopped by one of audiopipe's limits: ``limit`` is ``memory``,
+    ``cpu`` or ``time``, and the message says which setting raises it (and, once known, the input)."""
+
+    def __init__(self, message: str, *, limit: str, argv: list[str] | None = None, stderr: str = "",
+                 returncode: int | None = None, path: str | Path | None = None) -> None:
+        super().__init__(f"{path}: {message}" if path else message, argv=argv, stderr=stderr,
+                         returncode=returncode)
+        self.reason = message
+        self.limit = limit
+        self.path = str(path) if path else None
+
+    def for_input(self, path: str | Path) -> "LimitExceeded":
+        """The same error, naming the input it happened on."""
+        return LimitExceeded(self.reason, limit=self.limit, argv=self.argv, stderr=self.stderr,
+                             returncode=self.returncode, path=path)
+
+
 class InputError(AudiopipeError):
     """An input file cannot be used: missing, empty, corrupt, no audio, a playlist..."""
 

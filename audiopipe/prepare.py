@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from .cache import Cache, cache_key, file_sha256
-from .encode import encode, remux, verify
-from .errors import AudiopipeError, InputError, PrepareError, ToolMissingError, UsageError, os_reason
+from .encode import check_decodes_fully, encode, remux, verify
+from .errors import (AudiopipeError, InputError, LimitExceeded, PrepareError, ToolMissingError,
+                     UsageError, os_reason)
 from .formats import ACCEPTABLE_AS_IS, FORMATS, TargetFormat, get_format
 from .outputs import (OutputGuard, ProtectArg, Protected, Record, as_protected, intact, ownership_key,
                       place, read_record, refuse_clashes, stage, write_record)
@@ -240,9 +241,11 @@ def _encode_to_fit(source: Path, p: EncodePlan, fmt: TargetFormat, dest: Path,
         passes += 1
         staged = stage(dest)
         try:
-            encode(source, p, staged)
             try:
+                encode(source, p, staged)
                 checked = verify(staged, fmt, budget=p.budget, expected_duration=p.duration)
+            except LimitExceeded as exc:
+                raise exc.for_input(source) from None
             except PrepareError as exc:
                 raise PrepareError(source, exc.reason) from None  # name the input, not a temp file
             if checked.size <= p.budget:
@@ -380,6 +383,8 @@ def _remux(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: 
         try:
             remux(source, info.audio.audio_index, fmt.muxer, staged, info.duration)
             checked = verify(staged, fmt, budget=settings.max_size, expected_duration=info.duration)
+        except LimitExceeded as exc:
+            raise exc.for_input(source) from None  # converting instead would only cost more
         except AudiopipeError as exc:
             log.info("%s: cannot be remuxed (%s); converting it instead", source, exc)
             return None
@@ -503,6 +508,10 @@ def _work(src: Path, settings: PrepareSettings, dest_stem: Path, guard: OutputGu
     info = probe(src)  # refuses missing, empty, corrupt, playlist and no-audio inputs
     seen = sniff(src)
     ok, _why = acceptable(info, settings, seen.extension)
+    if ok or copyable(info, settings)[0]:
+        # kept and remuxed files go out with the source's own packets: a header that claims more (or
+        # less) than they hold would reach the customer, so decode them first, as strictly as an encode
+        check_decodes_fully(info)
     if ok:
         fmt = FORMATS[ACCEPTABLE_AS_IS[(info.container, info.audio.codec)]]
         dest = dest_stem.with_name(f"{dest_stem.name}.{fmt.extension}")
