@@ -74,9 +74,9 @@ def bars_enabled(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
-def progress_bar(total: int, desc: str, *, enabled: bool, unit: str = "file") -> Any:
+def progress_bar(total: int, desc: str, *, enabled: bool, unit: str = "file", bar_format: str | None = None) -> Any:
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr,
-                dynamic_ncols=True, leave=True)
+                dynamic_ncols=True, leave=True, bar_format=bar_format)
 
 
 def human_size(n: int | float | None) -> str:
