@@ -78,7 +78,7 @@ class BatchBars:
             if done < total:
                 parts.append(f"{_clock((total - done) / rate)} left")
         if self._skipped:
-            parts.append(f"{self._skipped} not resent (recorded before)")
+            parts.append(f"{self._skipped} skipped (handled by an earlier run)")
         return ", ".join(parts)
 
     def close(self) -> None:
