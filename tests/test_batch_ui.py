@@ -18,8 +18,10 @@ import random
 import re
 import select
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -373,3 +375,48 @@ def test_a_rerun_that_only_skips_shows_no_send_rate(tmp_path, env, audio_dir, ma
     assert "msg/s" not in again.text and not re.search(r"\d(msg|it)/s", again.text), again.text
     sending = [s for s in screen_lines(again.text) if s.startswith("sending:")]
     assert sending and "10/10" in sending[-1] and "10 skipped (handled by an earlier run)" in sending[-1], sending
+
+
+# --- from Python ---------------------------------------------------------------------------------
+
+def test_run_batch_stopped_by_a_real_sigint_hands_back_what_it_did(tmp_path, audio_dir, make_sandbox):
+    """The library's side of the Ctrl-C above: BatchInterrupted (a KeyboardInterrupt) carries a row
+    for every message, sent ones as the sandbox stored them and the rest not_sent, and the progress
+    callback never counted what the stop left undone."""
+    from audiopipe.batch import BatchInterrupted, BatchSettings, run_batch
+    from audiopipe.client import LancepilotClient
+    from audiopipe.ledger import SENT, SqliteLedger
+    from audiopipe.prepare import PrepareSettings
+
+    sb = make_sandbox(faults=Faults(latency=1.0))
+    folder = tmp_path / "in"
+    distinct_copies(folder, audio_dir / "tone.mp3", 1)
+    people = contacts_for(10)
+    settings = BatchSettings(folder=folder, contacts=write_csv(tmp_path / "c.csv", people), workspace=WS, rate=0,
+                             concurrency=2, settle=0, prepare=PrepareSettings(cache_dir=tmp_path / "cache"))
+    calls: list[tuple[str, int, int]] = []
+    running = threading.Event()
+
+    def ctrl_c_after_two_sends() -> None:
+        deadline = time.monotonic() + 30
+        while len(sb.messages()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if running.is_set():
+            os.kill(os.getpid(), signal.SIGINT)  # Python's own handler: KeyboardInterrupt in this thread
+
+    with SqliteLedger(tmp_path / "ledger.sqlite3") as ledger, LancepilotClient(token=TOKEN, base_url=sb.url) as c:
+        threading.Thread(target=ctrl_c_after_two_sends, daemon=True).start()
+        running.set()
+        with pytest.raises(BatchInterrupted) as stopped:
+            run_batch(settings, sender=c, ledger=ledger, progress=lambda *call: calls.append(call))
+        running.clear()
+        recorded = [r for r in ledger.rows() if r.state == SENT]
+    assert stopped.value.stage == "sending"
+    rows = stopped.value.result.rows
+    stored = {m["id"] for m in sb.messages()}
+    assert len(rows) == 10 and {r.contact for r in rows} == set(people)
+    assert {r.message_id for r in rows if r.status == "sent"} == stored == {r.message_id for r in recorded}
+    assert {r.status for r in rows} == {"sent", "not_sent"}
+    sends = [done for stage, done, _ in calls if stage == "send"]
+    assert sends[0] == 0 and sends[-1] == len(stored)  # the bar stops where the sends did
+    assert ("prepare", 0, 1) in calls and not any(stage == "skip" for stage, _, _ in calls)
