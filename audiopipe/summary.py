@@ -174,8 +174,8 @@ def batch_lines(result: Any, *, campaign: str, settle: float, verbose: bool = Fa
 
 
 def problem_groups_json(result: Any) -> list[dict[str, Any]]:
-    """The grouped problems for ``--json``: kind, message, count."""
-    rows = [r for r in result.rows if r.status in PROBLEM_STATUSES]
+    """The grouped problems for ``--json``: kind, message, count (files held back are ``held_back``)."""
+    rows = [r for r in result.rows if r.status in PROBLEM_STATUSES and not _is_held(r, result)]
     return [{"status": g.kind, "message": g.message, "count": len(g.items)}
             for g in group_problems(row_problem(r) for r in rows)]
 
