@@ -420,3 +420,25 @@ def test_run_batch_stopped_by_a_real_sigint_hands_back_what_it_did(tmp_path, aud
     sends = [done for stage, done, _ in calls if stage == "send"]
     assert sends[0] == 0 and sends[-1] == len(stored)  # the bar stops where the sends did
     assert ("prepare", 0, 1) in calls and not any(stage == "skip" for stage, _, _ in calls)
+
+
+def test_problem_lines_group_count_and_limit():
+    """The grouping itself (a pure function): a group of one keeps the row's own line, a group
+    names what its rows share and samples what differs, and past 20 groups the rest is counted."""
+    from audiopipe.summary import Problem, problem_lines
+
+    def row(kind: str, message: str, line: int, contact: str, file: str) -> Problem:
+        return Problem(kind, message, f"line {line}: {contact} {file}",
+                       (("line", str(line)), ("contact", contact), ("file", file)))
+
+    alone = problem_lines([row("unknown", "timed out", 2, "c1", "a.mp3")])
+    assert alone == ["unknown: line 2: c1 a.mp3: timed out"]
+    same_file = [row("failed", "too large (413)", n, f"c{n}", "big.wav") for n in range(2, 7)]
+    lines = problem_lines(same_file)
+    assert lines == ["failed: 5 rows (5 lines: 2, 3, 4 and 2 more; 5 contacts: c2, c3, c4 and 2 more; "
+                     "file big.wav): too large (413)", "(-v lists every row)"]
+    assert problem_lines(same_file, verbose=True)[1:] == [f"  line {n}: c{n} big.wav" for n in range(2, 7)]
+    many = [row("invalid", f"bad cell {n}", n, "", "") for n in range(25)]
+    lines = problem_lines(many)
+    assert len(lines) == 21 and lines[-1].startswith("... and 5 more problem(s) in 5 row(s) (")
+    assert len(problem_lines(many, verbose=True)) == 25
