@@ -295,7 +295,7 @@ def test_part_files_of_a_sigkilled_prepare_are_swept_but_not_a_live_ones(tmp_pat
     assert set(leftovers(out)) == live_part
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["tone.mp3"]
 
-    check_stopped(live, signal.SIGTERM, "preparing", tmp_path, str(long_dir), summary=True)
+    check_stopped(live, signal.SIGTERM, "preparing", tmp_path, str(long_dir))
 
 
 # --- the sweeper's rule, with real processes ----------------------------------------------------------
