@@ -271,6 +271,7 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
             marker.check(getattr(ledger, "path", state_path), identity, expected)
         note = marker.record(identity) if real_run and identity else None  # before anything is sent
         seen: list[Path] = []  # the source files found, for the rows of a run stopped before sending
+        result: BatchResult | None = None
         try:
             # a known place, named after this process: what a SIGKILL leaves, the next run sweeps
             with temp_dir("batch") as tmp:
@@ -278,7 +279,10 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
                               Path(work_dir) if work_dir else tmp, seen)
         except BatchInterrupted:
             raise
-        except KeyboardInterrupt as exc:  # before any send: what was asked for is all still to send
+        except KeyboardInterrupt as exc:
+            if result is not None:  # every send was done; stopped while removing the work folder
+                raise BatchInterrupted(result, "sending") from exc
+            # before any send: what was asked for is all still to send
             rows = _invalid_rows(contacts) + _unreached_rows(
                 contacts, folder, sorted(set(seen)), "not sent: the run was interrupted while preparing")
             raise BatchInterrupted(BatchResult(settings.campaign, rows, contacts.extra_columns,
@@ -502,10 +506,11 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
 
     pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="send")
     futures: list[Future[list[RowResult]]] = []
+    planned = len(results)  # the rows before the send stage's own
     try:
         futures.extend(pool.submit(guarded, g) for g in groups.values())
-        done = [r for f in futures for r in f.result()]  # in order; raises a worker's failure
-        results.extend(done)
+        results.extend(r for f in futures for r in f.result())  # in order; raises a worker's failure
+        pool.shutdown(wait=True)
     except BaseException as exc:  # Ctrl-C, SIGTERM, a failed ledger write: finish in-flight sends only
         if batch.stopped is None:
             batch.stopped = "interrupted"
@@ -514,11 +519,10 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
         # was already sent says so) and come back not_sent
         pool.shutdown(wait=True)
         if isinstance(exc, KeyboardInterrupt):
+            del results[planned:]  # whatever the interruption cut short, built again whole
             results.extend(_rows_so_far(list(groups.values()), futures))
             raise BatchInterrupted(batch, "sending") from exc
         raise
-    finally:
-        pool.shutdown(wait=True)
     return batch
 
 
