@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from audiopipe.errors import AudiopipeError
-from audiopipe.ledger import (DEFERRED, FAILED, MARKER_NAME, SCHEMA, SENDING, SENT, STATES, UNKNOWN,
+from audiopipe.ledger import (DEFERRED, FAILED, MARKER_NAME, PENDING, SENDING, SENT, STATES, UNKNOWN,
                               LedgerIdentity, LedgerIOError, LedgerLocked, LedgerRefused, SendKey, SqliteLedger,
                               WorkMarker, default_state_path)
 
@@ -42,6 +42,23 @@ def peek(path: Path, k: SendKey) -> tuple | None:
                           "AND part=?", (k.campaign, k.workspace, k.contact, k.source_sha256, k.part)).fetchone()
     finally:
         db.close()
+
+
+# The ledger as the first audiopipe made it: no ids, no planned or resolved columns.
+FIRST_SCHEMA = """
+CREATE TABLE sends (
+    campaign TEXT NOT NULL, workspace TEXT NOT NULL, contact TEXT NOT NULL, source_sha256 TEXT NOT NULL,
+    part INTEGER NOT NULL, parts INTEGER NOT NULL, file TEXT NOT NULL, prepared_sha256 TEXT,
+    state TEXT NOT NULL, message_id TEXT, error TEXT, status INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (campaign, workspace, contact, source_sha256, part)
+);
+CREATE INDEX sends_state ON sends (campaign, state);
+CREATE TABLE events (
+    at REAL NOT NULL, campaign TEXT, workspace TEXT, contact TEXT, source_sha256 TEXT, part INTEGER,
+    state TEXT NOT NULL, detail TEXT
+);
+"""
 
 
 @pytest.fixture
@@ -131,8 +148,8 @@ def test_counts_rows_and_campaigns(ledger):
         ledger.begin(k, parts=1, file="a", prepared_sha256="x")
         if state != SENDING:
             ledger.finish(k, state)
-    assert ledger.counts() == {SENDING: 1, SENT: 2, FAILED: 1, DEFERRED: 1, UNKNOWN: 1}
-    assert ledger.counts("x") == {SENDING: 0, SENT: 2, FAILED: 1, DEFERRED: 0, UNKNOWN: 0}
+    assert ledger.counts() == {PENDING: 0, SENDING: 1, SENT: 2, FAILED: 1, DEFERRED: 1, UNKNOWN: 1}
+    assert ledger.counts("x") == {PENDING: 0, SENDING: 0, SENT: 2, FAILED: 1, DEFERRED: 0, UNKNOWN: 0}
     assert ledger.counts("nope") == {s: 0 for s in STATES}
     assert ledger.campaigns() == ["x", "y"]
     assert {r.key.contact for r in ledger.rows("y", (UNKNOWN, SENDING))} == {"c1", "c2"}
@@ -249,7 +266,7 @@ def test_a_send_left_mid_flight_by_a_killed_process_becomes_unknown(path):
         assert led.recover() == 1
         row = led.get(k)
         assert row is not None and row.state == UNKNOWN
-        assert led.counts() == {SENDING: 0, SENT: 0, FAILED: 0, DEFERRED: 0, UNKNOWN: 1}
+        assert led.counts() == {PENDING: 0, SENDING: 0, SENT: 0, FAILED: 0, DEFERRED: 0, UNKNOWN: 1}
 
 
 def test_readers_do_not_wait_for_a_running_writer(path, ledger):
@@ -405,7 +422,7 @@ def test_a_file_that_is_not_our_ledger_is_refused_and_left_alone(path, content):
 def test_a_ledger_from_before_ids_gets_one_and_keeps_its_rows(path):
     path.parent.mkdir(parents=True)
     db = sqlite3.connect(str(path))
-    db.executescript(SCHEMA.split("CREATE TABLE IF NOT EXISTS ledger_meta")[0])
+    db.executescript(FIRST_SCHEMA)
     db.execute("INSERT INTO sends VALUES ('default', ?, 'c1', ?, 1, 1, 'a.wav', 'p', 'sent', 'm-1', NULL, 201, 1, 0, 0)",
                (WS, SHA))
     db.commit()
