@@ -624,7 +624,7 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     if report_path:
         write_report(report_path, (r.to_dict() for r in result.rows), result.extra_columns)
     counts = result.counts()
-    problems = [r for r in result.rows if r.status in ("failed", "unknown", "invalid", "not_sent")]
+    problems = [r for r in result.rows if r.status in ("failed", "unknown", "invalid", "not_sent", "blocked")]
     if as_json:
         click.echo(json.dumps(dict(result.summary(), report=str(report_path) if report_path else None,
                                    problems=[r.to_dict() for r in problems[:1000]])))
@@ -654,13 +654,14 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
             say(f"dry run, campaign {campaign!r}: {len(result.rows)} message(s) from "
                 f"{result.unique_files} file(s); would send {counts['would_send']} "
                 f"({_dry_run_bytes(result)}), already sent {counts['already_sent']}, "
-                f"failed {counts['failed']}, unknown {counts['unknown']}, invalid {counts['invalid']}",
-                err=True)
+                f"failed {counts['failed']}, unknown {counts['unknown']}, invalid {counts['invalid']}"
+                + (f", blocked {counts['blocked']}" if counts['blocked'] else ""), err=True)
         else:
             say(f"campaign {campaign!r}: {counts['sent']} sent, {counts['already_sent']} already sent, "
                 f"{counts['failed']} failed, {counts['unknown']} unknown, {counts['invalid']} invalid, "
-                f"{counts['not_sent']} not sent yet" + (f" ({result.recovered} found interrupted)"
-                                                        if result.recovered else ""), err=True)
+                f"{counts['not_sent']} not sent yet"
+                + (f", {counts['blocked']} blocked behind an unknown or refused part" if counts['blocked'] else "")
+                + (f" ({result.recovered} found interrupted)" if result.recovered else ""), err=True)
         if result.stopped:
             say(f"audiopipe: error: stopped: {result.stopped}", err=True)
     sys.exit(int(batch_exit_code(result)))
@@ -678,7 +679,7 @@ def batch_exit_code(result: Any) -> ExitCode:
         return ExitCode.UNKNOWN
     if counts["failed"] or counts["invalid"]:
         return ExitCode.FAILED
-    if counts["not_sent"]:
+    if counts["not_sent"] or counts["blocked"]:
         return ExitCode.NOT_SENT
     return ExitCode.OK
 
@@ -688,56 +689,137 @@ def batch_exit_code(result: Any) -> ExitCode:
               envvar="AUDIOPIPE_STATE",
               help="The ledger file [env AUDIOPIPE_STATE; default ~/.local/state/audiopipe/ledger.sqlite3].")
 @click.option("--campaign", default=None, help="Only this campaign (default: all).")
-@click.option("--json", "as_json", is_flag=True, help="Counts and problem rows as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Counts per campaign and the rows that need you, as JSON.")
 @handle_errors
 def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> None:
-    """Show what the ledger knows: counts per state, and the failed and unknown sends.
+    """Show what the ledger knows: what was sent and what is left, per campaign.
 
     \b
-    States: sent; failed (refused by the server); deferred (certainly not sent yet:
-    the next batch sends it); unknown (may have been delivered; resent only with
-    batch --retry-unknown); sending (in flight now, or left by a run that died:
-    the next batch calls it unknown).
+    States: sent; pending (planned by a batch, never attempted: the next batch
+    sends it); deferred (certainly not sent yet, after a 429 or a connection
+    failure: the next batch sends it); blocked (a later part of a split
+    recording, waiting behind an unknown or refused part); unknown (may have
+    been delivered: settle it with 'audiopipe resolve', or resend it with
+    batch --retry-unknown); failed (refused by the server); sending (in flight
+    now, or left by a run that died: then it is unknown).
 
-    Exit status: 4 some unknown, 1 some failed, 5 some deferred, 0 otherwise.
+    \b
+    Example:
+      audiopipe status --campaign spring
+
+    \b
+    Exit status, the most urgent first: 4 some unknown; 1 some failed;
+    5 some not sent yet (pending, deferred, blocked or in flight);
+    0 everything planned was sent.
     """
-    from .ledger import DEFERRED, FAILED, SENDING, UNKNOWN, SqliteLedger, default_state_path
+    from .status import LIST_LIMIT, SHOWN, blocked_lines, campaign_line, read_status, resolved_line
 
+    status = read_status(state_path, campaign, limit=None if as_json else LIST_LIMIT + 1)
+    if as_json:
+        click.echo(json.dumps(status.to_json()))
+    else:
+        say(f"ledger {status.path}" + (f" (id {status.ledger_id[:8]})" if status.ledger_id else "")
+            + (f", campaign {campaign!r}" if campaign else ""))
+        if status.running:
+            say(f"  a batch is running now ({status.running}): 'sending' rows are in flight")
+        say("  " + "  ".join(f"{k}: {status.totals[k]}" for k in SHOWN))
+        for name, counts in status.campaigns.items():
+            say("  " + campaign_line(name, counts))
+        blocked_keys = {row.key for row, _, _ in status.blocked}
+        problems = [r for r in status.problems if r.key not in blocked_keys]
+        for r in problems[:LIST_LIMIT]:
+            part = f" part {r.key.part}/{r.parts}" if r.parts > 1 else ""
+            detail = r.error or ("in flight" if status.running else "interrupted mid-request")
+            say(f"{r.state}: [{r.key.campaign}] {r.key.contact} {r.file}{part}: {detail}")
+        for line in blocked_lines(status.blocked[:LIST_LIMIT]):
+            say(line)
+        for r in status.resolved[:LIST_LIMIT]:
+            say(resolved_line(r))
+        if max(len(problems), len(status.blocked), len(status.resolved)) > LIST_LIMIT:
+            say(f"... the first {LIST_LIMIT} of each kind are listed; --json lists them all")
+        for step in status.next_steps():
+            say(f"next: {step}")
+    codes = {"unknown": ExitCode.UNKNOWN, "failed": ExitCode.FAILED, "left": ExitCode.NOT_SENT}
+    sys.exit(int(codes.get(status.verdict(), ExitCode.OK)))
+
+
+@cli.command("resolve")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="AUDIOPIPE_STATE",
+              help="The ledger file [env AUDIOPIPE_STATE; default ~/.local/state/audiopipe/ledger.sqlite3].")
+@click.option("--campaign", default=None, help="The send's campaign (needed when another campaign has the same one).")
+@click.option("--workspace", default=None, help="The send's workspace UUID (when two workspaces have the same one).")
+@click.option("--contact", default=None, help="The contact UUID, as 'audiopipe status' shows it.")
+@click.option("--file", "file_name", default=None, help="The file, as 'audiopipe status' shows it.")
+@click.option("--part", type=click.IntRange(1), default=None, help="Which part of a split recording.")
+@click.option("--all-unknown", is_flag=True,
+              help="Every unknown send (of --campaign, --contact or --file when given).")
+@click.option("--delivered/--not-delivered", default=None,
+              help="What you found out: it arrived (the next batch skips it), or it did not (the next "
+                   "batch sends it).")
+@click.option("--message-id", default=None, help="With --delivered: the message's id, when you know it.")
+@click.option("--note", default=None, help="What you checked, kept in the ledger (e.g. 'asked the customer').")
+@click.option("--json", "as_json", is_flag=True, help="Print what was resolved as JSON.")
+@handle_errors
+def resolve_cmd(state_path: Path | None, campaign: str | None, workspace: str | None, contact: str | None,
+                file_name: str | None, part: int | None, all_unknown: bool, delivered: bool | None,
+                message_id: str | None, note: str | None, as_json: bool) -> None:
+    """Settle a send whose outcome is unknown, once you know whether it arrived.
+
+    \b
+    An upload that got no answer (a timeout, a dropped connection, a 5xx) may or
+    may not have created the message, so batch never resends it on its own.
+    Check with the customer or on the Lancepilot dashboard, then say what
+    happened: --delivered (recorded as sent, with --message-id if you have it;
+    the next batch skips it and sends the parts after it) or --not-delivered
+    (the next batch sends it). Who and when are kept in the ledger, and
+    'audiopipe status' shows them. Only an unknown send can be resolved, and
+    not while a batch runs on the ledger.
+
+    \b
+    Examples:
+      audiopipe resolve --contact 6d1c9b0e-3c1a-4f7e-8f5e-8d2b7a7c4e21 \\
+          --file talk.wav --part 1 --delivered --message-id 9b2f...
+      audiopipe resolve --campaign spring --all-unknown --not-delivered
+
+    \b
+    Exit status: 0 resolved (or nothing unknown with --all-unknown); 2 the
+    send is not unknown, or is not named clearly; 6 a batch holds the ledger.
+    """
+    from .ledger import LedgerLocked, SqliteLedger, default_state_path
+    from .resolve import Selection, check_selection, resolve_unknown
+
+    if delivered is None:
+        raise UsageError("say what you found out: --delivered or --not-delivered")
+    selection = check_selection(Selection(campaign, workspace, contact, file_name, part, all_unknown),
+                                delivered=delivered, message_id=message_id)
     path = state_path or default_state_path()
     if not path.exists():
-        raise UsageError(f"no ledger at {path}: nothing has been sent with it yet (or give --state)")
-    with SqliteLedger(path, create=False) as ledger:
-        counts = ledger.counts(campaign)
-        problems = ledger.rows(campaign, (FAILED, UNKNOWN, SENDING, DEFERRED))
-        running = ledger.running()
-        ledger_id = ledger.ledger_id
+        raise UsageError(f"no ledger at {path} (give --state)")
+    try:
+        with SqliteLedger(path, create=False) as ledger:
+            done = resolve_unknown(ledger, selection, delivered=delivered, message_id=message_id, note=note)
+    except LedgerLocked as exc:
+        _fail(f"{exc} (a send is resolved between runs)", ExitCode.LOCKED)
     if as_json:
-        click.echo(json.dumps({"state": str(path), "ledger_id": ledger_id, "campaign": campaign,
-                               "counts": counts, "running": running,
-                               "problems": [
-            {"campaign": r.key.campaign, "workspace": r.key.workspace, "contact": r.key.contact,
-             "file": r.file, "part": r.key.part, "parts": r.parts, "state": r.state, "error": r.error,
-             "status": r.status, "attempts": r.attempts} for r in problems]}))
-    else:
-        say(f"ledger {path}" + (f" (id {ledger_id[:8]})" if ledger_id else "")
-            + (f", campaign {campaign!r}" if campaign else ""))
-        if running:
-            say(f"  a batch is running now ({running}): 'sending' rows are in flight")
-        say("  " + "  ".join(f"{k}: {v}" for k, v in counts.items()))
-        for r in problems:
-            part = f" part {r.key.part}/{r.parts}" if r.parts > 1 else ""
-            detail = r.error or ("in flight" if running else "interrupted mid-request")
-            say(f"{r.state}: [{r.key.campaign}] {r.key.contact} {r.file}{part}: {detail}")
-    interrupted = counts[SENDING] if not running else 0
-    if counts[UNKNOWN] or interrupted:
-        code = ExitCode.UNKNOWN
-    elif counts[FAILED]:
-        code = ExitCode.FAILED
-    elif counts[DEFERRED]:
-        code = ExitCode.NOT_SENT
-    else:
-        code = ExitCode.OK
-    sys.exit(int(code))
+        click.echo(json.dumps([{"campaign": r.before.key.campaign, "workspace": r.before.key.workspace,
+                                "contact": r.before.key.contact, "file": r.before.file, "part": r.before.key.part,
+                                "parts": r.before.parts, "was": r.before.state,
+                                "resolved": "delivered" if r.delivered else "not delivered",
+                                "message_id": r.message_id, "by": r.by} for r in done]))
+        return
+    if not done:
+        say(f"nothing to resolve: no send is unknown ({selection.describe()})")
+    for r in done:
+        key = r.before.key
+        part = f" part {key.part}/{r.before.parts}" if r.before.parts > 1 else ""
+        after = f"the {r.freed_parts} part(s) after it" if r.freed_parts else ""
+        if r.delivered:
+            what = "delivered" + (f" (message id {r.message_id})" if r.message_id else "")
+            then = "the next batch skips it" + (f" and sends {after}" if after else "")
+        else:
+            what, then = "not delivered", "the next batch sends it" + (f" and {after}" if after else "")
+        say(f"resolved: [{key.campaign}] {key.contact} {r.before.file}{part}: {what}, by {r.by}; {then}")
 
 
 @cli.command("cache")
