@@ -129,7 +129,7 @@ def _choose(ledger: SqliteLedger, sel: Selection) -> list[LedgerRow]:
     if sel.all_unknown:
         return unknown
     if not found:
-        raise UsageError(f"no send in the ledger {ledger.path} matches {sel.describe()}; "
+        raise UsageError(f"no send matches {sel.describe()} in the ledger {ledger.path}; "
                          "`audiopipe status` lists them")
     if not unknown:
         states = ", ".join(sorted({_state_words(r) for r in found}))
