@@ -1,9 +1,12 @@
 """The ledger: a durable record of every send, so a rerun never sends twice and never skips one.
 
-One row per (campaign, workspace, contact, source content hash, part). The intent ("sending") is
-committed before the request goes out; the result when it comes back. A row still "sending" when a
-run starts belongs to a run that died mid-request: nobody knows whether the message was created,
-so it becomes "unknown" and is resent only when the user says so (``--retry-unknown``).
+One row per (campaign, workspace, contact, source content hash, part). Before its first send a
+run records its whole plan, every send ``pending`` (one transaction), so a run stopped part-way
+leaves a ledger that knows what is left. The intent ("sending") is committed before each request
+goes out; the result when it comes back. A row still "sending" when a run starts belongs to a run
+that died mid-request: nobody knows whether the message was created, so it becomes "unknown" and is
+resent only when the user says so (``--retry-unknown``), or settled by a person who found out
+(:meth:`SqliteLedger.resolve`, ``audiopipe resolve``), which is kept as an event with who and when.
 
 The batch speaks to the :class:`Ledger` protocol only, so a shared database ledger can take the
 place of :class:`SqliteLedger` without touching the batch.
@@ -598,8 +601,9 @@ class SqliteLedger:
                 "ON CONFLICT (campaign, workspace, contact, source_sha256, part) DO UPDATE SET "
                 "parts=excluded.parts, file=excluded.file, prepared_sha256=excluded.prepared_sha256, "
                 "updated_at=excluded.updated_at, work=excluded.work WHERE sends.state=?",
-                [(s.key.campaign, s.key.workspace, s.key.contact, s.key.source_sha256, s.key.part, s.parts,
-                  s.file, s.prepared_sha256, PENDING, now, now, work, PENDING) for s in sends])
+                # in key order: the primary-key B-tree is then filled left to right, not at random
+                sorted((s.key.campaign, s.key.workspace, s.key.contact, s.key.source_sha256, s.key.part, s.parts,
+                        s.file, s.prepared_sha256, PENDING, now, now, work, PENDING) for s in sends))
             dropped = sum(self._db.execute(
                 "DELETE FROM sends WHERE work=? AND campaign=? AND state=? AND updated_at<>?",
                 (work, c, PENDING, now)).rowcount for c in sorted(campaigns))
