@@ -499,7 +499,8 @@ def _decide(row: Any, prepared_sha: str, settings: BatchSettings,
     if row.state == UNKNOWN:
         if settings.retry_unknown:
             return None, None, None
-        return ST_UNKNOWN, None, (row.error or "outcome unknown") + " (resend with --retry-unknown)"
+        return ST_UNKNOWN, None, ((row.error or "outcome unknown") + " (once you know whether it arrived, "
+                                  "settle it with `audiopipe resolve`; or resend with --retry-unknown)")
     if row.state == FAILED:
         if row.prepared_sha256 != prepared_sha or settings.retry_failed:
             return None, None, None  # the file changed since it was refused (or asked to): try again

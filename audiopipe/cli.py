@@ -712,7 +712,7 @@ def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> 
     5 some not sent yet (pending, deferred, blocked or in flight);
     0 everything planned was sent.
     """
-    from .status import LIST_LIMIT, SHOWN, blocked_lines, campaign_line, read_status, resolved_line
+    from .status import LIST_LIMIT, RESOLVED_SHOWN, SHOWN, blocked_lines, campaign_line, read_status, resolved_line
 
     status = read_status(state_path, campaign, limit=None if as_json else LIST_LIMIT + 1)
     if as_json:
@@ -725,17 +725,19 @@ def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> 
         say("  " + "  ".join(f"{k}: {status.totals[k]}" for k in SHOWN))
         for name, counts in status.campaigns.items():
             say("  " + campaign_line(name, counts))
-        blocked_keys = {row.key for row, _, _ in status.blocked}
-        problems = [r for r in status.problems if r.key not in blocked_keys]
+        blocked_keys = {row.key for row, _, _ in status.blocked}  # listed below, by recording
+        problems = [r for r in status.problems if r.key not in blocked_keys and not r.resolved]
         for r in problems[:LIST_LIMIT]:
             part = f" part {r.key.part}/{r.parts}" if r.parts > 1 else ""
             detail = r.error or ("in flight" if status.running else "interrupted mid-request")
             say(f"{r.state}: [{r.key.campaign}] {r.key.contact} {r.file}{part}: {detail}")
         for line in blocked_lines(status.blocked[:LIST_LIMIT]):
             say(line)
-        for r in status.resolved[:LIST_LIMIT]:
+        for r in status.resolved[:RESOLVED_SHOWN]:  # the newest: they stay resolved for good
             say(resolved_line(r))
-        if max(len(problems), len(status.blocked), len(status.resolved)) > LIST_LIMIT:
+        if len(status.resolved) > RESOLVED_SHOWN:
+            say(f"... {status.totals['resolved'] - RESOLVED_SHOWN} more resolved by hand; --json lists them all")
+        if max(len(problems), len(status.blocked)) > LIST_LIMIT:
             say(f"... the first {LIST_LIMIT} of each kind are listed; --json lists them all")
         for step in status.next_steps():
             say(f"next: {step}")

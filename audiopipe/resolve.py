@@ -132,10 +132,7 @@ def _choose(ledger: SqliteLedger, sel: Selection) -> list[LedgerRow]:
         raise UsageError(f"no send matches {sel.describe()} in the ledger {ledger.path}; "
                          "`audiopipe status` lists them")
     if not unknown:
-        states = ", ".join(sorted({_state_words(r) for r in found}))
-        raise NotResolvable(f"the send of {sel.file} to {sel.contact}"
-                            + (f" part {sel.part}" if sel.part else "")
-                            + f" is {states}, not unknown: only a send whose outcome is unknown can be resolved")
+        raise NotResolvable(_not_unknown(ledger, sel, found))
     if len(unknown) > 1:
         apart = [name for name, values in (("--campaign", {r.key.campaign for r in unknown}),
                                            ("--workspace", {r.key.workspace for r in unknown}),
@@ -143,6 +140,30 @@ def _choose(ledger: SqliteLedger, sel: Selection) -> list[LedgerRow]:
         raise UsageError(f"{sel.describe()} matches {len(unknown)} unknown sends; tell them apart with "
                          + (" and ".join(apart) or "--campaign") + " (or give --all-unknown for them all)")
     return unknown
+
+
+def _not_unknown(ledger: SqliteLedger, sel: Selection, found: list[LedgerRow]) -> str:
+    """One line: what the named send is instead, and the part to resolve when it waits behind one."""
+    what = f"{sel.file} to {sel.contact}"
+    found = sorted(found, key=lambda r: (r.key.campaign, r.key.workspace, r.key.part))
+    if len(found) == 1:
+        row = found[0]
+        part = f" part {row.key.part}" if row.parts > 1 else ""
+        line = f"the send of {what}{part} is {_state_words(row)}, not unknown"
+    else:
+        line = f"no send of {what} is unknown (" + "; ".join(
+            f"part {r.key.part}: {_state_words(r)}" for r in found[:6]) + ("; ..." if len(found) > 6 else "") + ")"
+    waiting_behind = [b for r in found if r.parts > 1 for b in _unknown_before(ledger, r)]
+    if waiting_behind:
+        first = min(waiting_behind, key=lambda b: b.key.part)
+        return line + f": it waits behind part {first.key.part}, which is unknown; resolve that part"
+    return line + ": only a send whose outcome is unknown can be resolved"
+
+
+def _unknown_before(ledger: SqliteLedger, row: LedgerRow) -> list[LedgerRow]:
+    return [r for r in ledger.rows(row.key.campaign, RESOLVABLE, workspace=row.key.workspace,
+                                   contact=row.key.contact)
+            if r.key.source_sha256 == row.key.source_sha256 and r.key.part < row.key.part]
 
 
 def _state_words(row: LedgerRow) -> str:

@@ -21,6 +21,7 @@ from .ledger import (DEFERRED, FAILED, PENDING, SENDING, SENT, UNKNOWN, LedgerRo
 
 SHOWN = (SENT, PENDING, DEFERRED, "blocked", UNKNOWN, FAILED, SENDING)  # the order counts are shown in
 LIST_LIMIT = 50  # rows listed per kind in the text output; --json lists them all
+RESOLVED_SHOWN = 10  # sends resolved by hand listed, the newest first
 
 
 @dataclass
@@ -122,9 +123,8 @@ def campaign_line(name: str, counts: dict[str, int]) -> str:
     for k in SHOWN:
         if counts[k]:
             parts.append(f"{counts[k]} {'in flight or interrupted' if k == SENDING else k}")
-    if counts["resolved"]:
-        parts.append(f"{counts['resolved']} of them resolved by hand")
-    return f"campaign {name!r}: {total} send(s): " + (", ".join(parts) or "none")
+    line = f"campaign {name!r}: {total} send(s): " + (", ".join(parts) or "none")
+    return line + (f" ({counts['resolved']} resolved by hand)" if counts["resolved"] else "")
 
 
 def blocked_lines(blocked: list[tuple[LedgerRow, int, str]]) -> list[str]:

@@ -322,7 +322,8 @@ def test_resolving_not_delivered_sends_it_exactly_once(tmp_path, folder, state, 
     assert one.returncode == 0 and "not delivered" in one.stdout and "the next batch sends it" in one.stdout
     code, text, data = status(cli, state)
     assert code == 4 and data["counts"]["deferred"] == 1 and data["counts"]["unknown"] == 2
-    assert f"deferred: [default] {contacts[0]} voice.opus: marked not delivered by" in text
+    assert f"resolved by hand: [default] {contacts[0]} voice.opus: not delivered, marked by" in text
+    assert "the next batch sends it" in text and f"deferred: [default] {contacts[0]}" not in text  # said once
     rest = cli("resolve", "--state", str(state), "--all-unknown", "--not-delivered", "--note", "checked the log")
     assert rest.returncode == 0 and rest.stdout.count("resolved: ") == 2, rest.stdout
     code, text, data = status(cli, state)
@@ -397,3 +398,30 @@ def test_resolve_while_a_batch_holds_the_ledger_exits_6(tmp_path, folder, state,
     assert proc.returncode == 0, proc.stderr
     with SqliteLedger(state, create=False) as led:
         assert led.counts()[DEFERRED] == 1
+
+
+def test_resolving_a_part_that_waits_behind_an_unknown_one_names_the_part_to_resolve(state):
+    from audiopipe.ledger import PlannedSend, SendKey
+
+    (contact,) = people(1)
+    keys = [SendKey("default", WS, contact, "ab" * 32, p) for p in (1, 2, 3)]
+    with SqliteLedger(state) as led:
+        led.plan("w", [PlannedSend(k, 3, "talk.wav", "p") for k in keys])
+        led.begin(keys[0], parts=3, file="talk.wav", prepared_sha256="p")
+        led.finish(keys[0], UNKNOWN, error="no answer")
+    before = ledger_rows(state)
+    runner = CliRunner()
+    out = runner.invoke(main_cli, ["resolve", "--state", str(state), "--contact", contact, "--file", "talk.wav",
+                                   "--part", "2", "--delivered"])
+    one_line_refusal(subprocess.CompletedProcess([], out.exit_code, out.stdout, out.stderr),
+                     "part 2 is pending (never attempted), not unknown",
+                     "it waits behind part 1, which is unknown; resolve that part")
+    assert ledger_rows(state) == before
+    # without --part the one unknown part is the one meant
+    out = runner.invoke(main_cli, ["resolve", "--state", str(state), "--contact", contact, "--file", "talk.wav",
+                                   "--delivered"])
+    assert out.exit_code == 0 and "the next batch skips it and sends the 2 part(s) after it" in out.stdout
+    again = runner.invoke(main_cli, ["resolve", "--state", str(state), "--contact", contact, "--file", "talk.wav",
+                                     "--not-delivered"])
+    assert again.exit_code == 2
+    assert "no send of talk.wav to" in again.stderr and "part 1: sent (resolved by hand); part 2: pending" in again.stderr
