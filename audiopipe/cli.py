@@ -712,35 +712,14 @@ def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> 
     5 some not sent yet (pending, deferred, blocked or in flight);
     0 everything planned was sent.
     """
-    from .status import LIST_LIMIT, RESOLVED_SHOWN, SHOWN, blocked_lines, campaign_line, read_status, resolved_line
+    from .status import LIST_LIMIT, read_status
 
     status = read_status(state_path, campaign, limit=None if as_json else LIST_LIMIT + 1)
     if as_json:
         click.echo(json.dumps(status.to_json()))
     else:
-        say(f"ledger {status.path}" + (f" (id {status.ledger_id[:8]})" if status.ledger_id else "")
-            + (f", campaign {campaign!r}" if campaign else ""))
-        if status.running:
-            say(f"  a batch is running now ({status.running}): 'sending' rows are in flight")
-        say("  " + "  ".join(f"{k}: {status.totals[k]}" for k in SHOWN))
-        for name, counts in status.campaigns.items():
-            say("  " + campaign_line(name, counts))
-        blocked_keys = {row.key for row, _, _ in status.blocked}  # listed below, by recording
-        problems = [r for r in status.problems if r.key not in blocked_keys and not r.resolved]
-        for r in problems[:LIST_LIMIT]:
-            part = f" part {r.key.part}/{r.parts}" if r.parts > 1 else ""
-            detail = r.error or ("in flight" if status.running else "interrupted mid-request")
-            say(f"{r.state}: [{r.key.campaign}] {r.key.contact} {r.file}{part}: {detail}")
-        for line in blocked_lines(status.blocked[:LIST_LIMIT]):
+        for line in status.lines():
             say(line)
-        for r in status.resolved[:RESOLVED_SHOWN]:  # the newest: they stay resolved for good
-            say(resolved_line(r))
-        if len(status.resolved) > RESOLVED_SHOWN:
-            say(f"... {status.totals['resolved'] - RESOLVED_SHOWN} more resolved by hand; --json lists them all")
-        if max(len(problems), len(status.blocked)) > LIST_LIMIT:
-            say(f"... the first {LIST_LIMIT} of each kind are listed; --json lists them all")
-        for step in status.next_steps():
-            say(f"next: {step}")
     codes = {"unknown": ExitCode.UNKNOWN, "failed": ExitCode.FAILED, "left": ExitCode.NOT_SENT}
     sys.exit(int(codes.get(status.verdict(), ExitCode.OK)))
 
@@ -794,7 +773,7 @@ def resolve_cmd(state_path: Path | None, campaign: str | None, workspace: str | 
     if delivered is None:
         raise UsageError("say what you found out: --delivered or --not-delivered")
     selection = check_selection(Selection(campaign, workspace, contact, file_name, part, all_unknown),
-                                delivered=delivered, message_id=message_id)
+                                delivered=delivered, message_id=message_id, note=note)
     path = state_path or default_state_path()
     if not path.exists():
         raise UsageError(f"no ledger at {path} (give --state)")
@@ -804,24 +783,12 @@ def resolve_cmd(state_path: Path | None, campaign: str | None, workspace: str | 
     except LedgerLocked as exc:
         _fail(f"{exc} (a send is resolved between runs)", ExitCode.LOCKED)
     if as_json:
-        click.echo(json.dumps([{"campaign": r.before.key.campaign, "workspace": r.before.key.workspace,
-                                "contact": r.before.key.contact, "file": r.before.file, "part": r.before.key.part,
-                                "parts": r.before.parts, "was": r.before.state,
-                                "resolved": "delivered" if r.delivered else "not delivered",
-                                "message_id": r.message_id, "by": r.by} for r in done]))
+        click.echo(json.dumps([r.to_json() for r in done]))
         return
     if not done:
         say(f"nothing to resolve: no send is unknown ({selection.describe()})")
     for r in done:
-        key = r.before.key
-        part = f" part {key.part}/{r.before.parts}" if r.before.parts > 1 else ""
-        after = f"the {r.freed_parts} part(s) after it" if r.freed_parts else ""
-        if r.delivered:
-            what = "delivered" + (f" (message id {r.message_id})" if r.message_id else "")
-            then = "the next batch skips it" + (f" and sends {after}" if after else "")
-        else:
-            what, then = "not delivered", "the next batch sends it" + (f" and {after}" if after else "")
-        say(f"resolved: [{key.campaign}] {key.contact} {r.before.file}{part}: {what}, by {r.by}; {then}")
+        say(r.line())
 
 
 @cli.command("cache")

@@ -22,6 +22,7 @@ import shlex
 import socket
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import UsageError
 from .ledger import RESOLVABLE, LedgerRow, NotResolvable, SqliteLedger
@@ -58,6 +59,25 @@ class Resolution:
     by: str
     freed_parts: int
 
+    def line(self) -> str:
+        """What was recorded and what the next batch will do, in one line."""
+        key = self.before.key
+        part = f" part {key.part}/{self.before.parts}" if self.before.parts > 1 else ""
+        after = f"the {self.freed_parts} part(s) after it" if self.freed_parts else ""
+        if self.delivered:
+            what = "delivered" + (f" (message id {self.message_id})" if self.message_id else "")
+            then = "the next batch skips it" + (f" and sends {after}" if after else "")
+        else:
+            what, then = "not delivered", "the next batch sends it" + (f" and {after}" if after else "")
+        return f"resolved: [{key.campaign}] {key.contact} {self.before.file}{part}: {what}, by {self.by}; {then}"
+
+    def to_json(self) -> dict[str, Any]:
+        key = self.before.key
+        return {"campaign": key.campaign, "workspace": key.workspace, "contact": key.contact,
+                "file": self.before.file, "part": key.part, "parts": self.before.parts, "was": self.before.state,
+                "resolved": "delivered" if self.delivered else "not delivered", "message_id": self.message_id,
+                "by": self.by, "frees_parts": self.freed_parts}
+
 
 def resolve_hint(campaign: str, contact: str, file: str, part: int | None = None) -> str:
     """The command that settles one unknown send, ready to copy (``--delivered`` shown; the other
@@ -77,8 +97,14 @@ def who() -> str:
     return f"{user}@{socket.gethostname() or 'localhost'}"
 
 
-def check_selection(selection: Selection, *, delivered: bool, message_id: str | None) -> Selection:
+NOTE_LIMIT = 1000  # characters: what was checked, not a file
+
+
+def check_selection(selection: Selection, *, delivered: bool, message_id: str | None,
+                    note: str | None = None) -> Selection:
     """Refuse a request that cannot be right before the ledger is touched; the contact in canonical form."""
+    if note is not None and len(note) > NOTE_LIMIT:
+        raise UsageError(f"--note is {len(note)} characters; keep it under {NOTE_LIMIT}")
     if not selection.all_unknown and (selection.contact is None or selection.file is None):
         raise UsageError("name the send with --contact and --file (as `audiopipe status` shows them), "
                          "or give --all-unknown")
@@ -106,7 +132,7 @@ def resolve_unknown(ledger: SqliteLedger, selection: Selection, *, delivered: bo
     the time it takes (:class:`~audiopipe.ledger.LedgerLocked` when a batch holds it). Raises
     :class:`~audiopipe.ledger.NotResolvable` for a send that is not unknown, and UsageError for a
     selection that names nothing, or several sends where one was meant."""
-    selection = check_selection(selection, delivered=delivered, message_id=message_id)
+    selection = check_selection(selection, delivered=delivered, message_id=message_id, note=note)
     ledger.acquire()
     try:
         chosen = _choose(ledger, selection)

@@ -80,6 +80,29 @@ class LedgerStatus:
                             else "run the same `audiopipe batch` again to send them"))
         return steps
 
+    def lines(self) -> list[str]:
+        """The text output: the counts in all and per campaign, the rows that need a person, the
+        blocked parts by recording, the newest sends resolved by hand, and what to do next."""
+        out = [f"ledger {self.path}" + (f" (id {self.ledger_id[:8]})" if self.ledger_id else "")
+               + (f", campaign {self.campaign!r}" if self.campaign else "")]
+        if self.running:
+            out.append(f"  a batch is running now ({self.running}): 'sending' rows are in flight")
+        out.append("  " + "  ".join(f"{k}: {self.totals[k]}" for k in SHOWN))
+        out += ["  " + campaign_line(name, counts) for name, counts in self.campaigns.items()]
+        blocked_keys = {row.key for row, _, _ in self.blocked}  # listed by recording, below
+        problems = [r for r in self.problems if r.key not in blocked_keys and not r.resolved]
+        for r in problems[:LIST_LIMIT]:
+            part = f" part {r.key.part}/{r.parts}" if r.parts > 1 else ""
+            detail = r.error or ("in flight" if self.running else "interrupted mid-request")
+            out.append(f"{r.state}: [{r.key.campaign}] {r.key.contact} {r.file}{part}: {detail}")
+        out += blocked_lines(self.blocked[:LIST_LIMIT])
+        out += [resolved_line(r) for r in self.resolved[:RESOLVED_SHOWN]]  # the newest; they stay resolved
+        if len(self.resolved) > RESOLVED_SHOWN:
+            out.append(f"... {self.totals['resolved'] - RESOLVED_SHOWN} more resolved by hand; --json lists them all")
+        if max(len(problems), len(self.blocked)) > LIST_LIMIT:
+            out.append(f"... the first {LIST_LIMIT} of each kind are listed; --json lists them all")
+        return out + [f"next: {step}" for step in self.next_steps()]
+
     def to_json(self) -> dict[str, Any]:
         blocked_keys = {row.key for row, _, _ in self.blocked}
         return {
