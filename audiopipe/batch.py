@@ -464,7 +464,8 @@ def _record_plan(ledger: Ledger, work: str, settings: BatchSettings, units: list
     sends = [PlannedSend(SendKey(settings.campaign, u.workspace, u.contact, u.source_sha256, o.part), o.parts,
                          u.label, sha)
              for u in units for o, sha in zip(u.outputs, u.prepared_sha256)]
-    plan(work, sends, {"folder": str(folder), "contacts": str(settings.contacts)}, campaign=settings.campaign)
+    where = {"folder": str(folder.resolve()), "contacts": str(Path(settings.contacts).resolve())}  # for status
+    plan(work, sends, where, campaign=settings.campaign)
 
 
 def _held_back(campaign: str, u: _Unit, done: RowResult) -> tuple[str, str] | None:

@@ -610,7 +610,7 @@ class SqliteLedger:
             pending = sum(self._db.execute(
                 "SELECT COUNT(*) FROM sends WHERE work=? AND campaign=? AND state=?",
                 (work, c, PENDING)).fetchone()[0] for c in sorted(campaigns))
-            if sends or dropped:
+            if pending or dropped:  # a run that finds everything sent already leaves no trace
                 self._db.execute(
                     "INSERT INTO events (at, campaign, state, detail) VALUES (?,?,?,?)",
                     (now, ",".join(sorted(campaigns)), "planned",
@@ -781,6 +781,26 @@ class SqliteLedger:
             query += " LIMIT ?"
             args = [*args, limit]
         return [(self._row(r[:len(self._COLUMNS)]), int(r[-2]), r[-1]) for r in self._fetch(query, args)]
+
+    def pending_sources(self, campaign: str | None = None) -> list[dict[str, Any]]:
+        """Where the pending rows come from: per campaign and work, how many, and the folder and
+        contacts file of the plan that recorded them (so the user knows which batch to run again)."""
+        if "work" not in self._columns:
+            return []
+        where, args = (" AND campaign=?", [campaign]) if campaign is not None else ("", [])
+        found = self._fetch(f"SELECT campaign, work, COUNT(*) FROM sends WHERE state=?{where} "
+                            "GROUP BY campaign, work ORDER BY campaign", [PENDING, *args])
+        plans: dict[str, dict[str, Any]] = {}
+        wanted = {work for _, work, _ in found}
+        for at, detail in self._fetch("SELECT at, detail FROM events WHERE state='planned' ORDER BY rowid DESC"):
+            if not wanted - set(plans):
+                break  # the newest plan of each work is found; older ones do not matter
+            plan = _mark(detail) or {}
+            if plan.get("work") in wanted and plan["work"] not in plans:
+                plans[plan["work"]] = dict(plan, at=at)
+        return [{"campaign": c, "work": work, "pending": int(n), "folder": plans.get(work, {}).get("folder"),
+                 "contacts": plans.get(work, {}).get("contacts"), "planned_at": plans.get(work, {}).get("at")}
+                for c, work, n in found]
 
     def resolutions(self, campaign: str | None = None, limit: int | None = None) -> list[LedgerRow]:
         """Rows a person settled, and that no run has touched since, newest first."""

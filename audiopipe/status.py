@@ -34,6 +34,7 @@ class LedgerStatus:
     problems: list[LedgerRow] = field(default_factory=list)            # failed, unknown, sending, deferred
     blocked: list[tuple[LedgerRow, int, str]] = field(default_factory=list)  # (row, behind part, its state)
     resolved: list[LedgerRow] = field(default_factory=list)
+    pending_from: list[dict[str, Any]] = field(default_factory=list)  # see SqliteLedger.pending_sources
 
     @property
     def totals(self) -> dict[str, int]:
@@ -88,7 +89,9 @@ class LedgerStatus:
         if self.running:
             out.append(f"  a batch is running now ({self.running}): 'sending' rows are in flight")
         out.append("  " + "  ".join(f"{k}: {self.totals[k]}" for k in SHOWN))
-        out += ["  " + campaign_line(name, counts) for name, counts in self.campaigns.items()]
+        for name, counts in self.campaigns.items():
+            out.append("  " + campaign_line(name, counts))
+            out += ["    " + pending_line(src) for src in self.pending_from if src["campaign"] == name]
         blocked_keys = {row.key for row, _, _ in self.blocked}  # listed by recording, below
         problems = [r for r in self.problems if r.key not in blocked_keys and not r.resolved]
         for r in problems[:LIST_LIMIT]:
@@ -114,6 +117,7 @@ class LedgerStatus:
             "blocked": [dict(_row_json(r), blocked_by_part=part, blocked_by_state=state)
                         for r, part, state in self.blocked],
             "resolved": [dict(_row_json(r), message_id=r.message_id, resolved=r.resolved) for r in self.resolved],
+            "pending_from": self.pending_from,
         }
 
 
@@ -137,7 +141,8 @@ def read_status(path: str | Path | None = None, campaign: str | None = None, *,
         problems = ledger.rows(campaign, (UNKNOWN, SENDING, FAILED, DEFERRED), limit=limit)
         blocked = ledger.blocked(campaign, running=running is not None, limit=limit)
         resolved = ledger.resolutions(campaign, limit=limit)
-        return LedgerStatus(path, ledger.ledger_id, campaign, running, campaigns, problems, blocked, resolved)
+        return LedgerStatus(path, ledger.ledger_id, campaign, running, campaigns, problems, blocked, resolved,
+                            ledger.pending_sources(campaign))
 
 
 def campaign_line(name: str, counts: dict[str, int]) -> str:
@@ -148,6 +153,15 @@ def campaign_line(name: str, counts: dict[str, int]) -> str:
             parts.append(f"{counts[k]} {'in flight or interrupted' if k == SENDING else k}")
     line = f"campaign {name!r}: {total} send(s): " + (", ".join(parts) or "none")
     return line + (f" ({counts['resolved']} resolved by hand)" if counts["resolved"] else "")
+
+
+def pending_line(src: dict[str, Any]) -> str:
+    """Which batch planned pending sends: the one to run again."""
+    if not src.get("folder"):
+        return f"{src['pending']} pending, planned by an earlier batch"
+    at = src.get("planned_at")
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(at)) if isinstance(at, (int, float)) else "?"
+    return f"{src['pending']} pending from the batch of {src['folder']} with {src['contacts']} (planned {when})"
 
 
 def blocked_lines(blocked: list[tuple[LedgerRow, int, str]]) -> list[str]:

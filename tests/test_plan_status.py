@@ -153,6 +153,9 @@ def test_a_batch_stopped_by_sigterm_leaves_what_is_left_pending_and_status_exits
     assert f"sent: {sent}  pending: {20 - sent}" in text
     assert f"campaign 'default': 20 send(s): {sent} sent, {20 - sent} pending" in text
     assert "next:" in text and "run the same `audiopipe batch` again" in text
+    assert f"{20 - sent} pending from the batch of {folder.resolve()} with {csv_path.resolve()}" in text
+    (source,) = data["pending_from"]
+    assert source["pending"] == 20 - sent and source["folder"] == str(folder.resolve())
 
     done = cli(*batch_args(folder, csv_path, state), sandbox=sb)
     assert done.returncode == 0, done.stderr
