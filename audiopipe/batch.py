@@ -2,8 +2,10 @@
 
 Each unique source file is prepared once (in parallel, cached) however many contacts get it. Sends
 run ``concurrency`` at a time under one rate limit; a 429 pauses every worker for its Retry-After;
-a 401 stops the run (nothing more goes out). Every send goes through the ledger: intent committed
-before the request, result committed after, so a rerun (cron) never sends twice and never skips one.
+a 401 stops the run (nothing more goes out). Every send goes through the ledger: the whole plan
+recorded ``pending`` before the first request, each intent committed before its request and its
+result after, so a rerun (cron) never sends twice and never skips one, and `audiopipe status` knows
+what a stopped run left.
 """
 
 from __future__ import annotations
