@@ -2,8 +2,10 @@
 
 Each unique source file is prepared once (in parallel, cached) however many contacts get it. Sends
 run ``concurrency`` at a time under one rate limit; a 429 pauses every worker for its Retry-After;
-a 401 stops the run (nothing more goes out). Every send goes through the ledger: intent committed
-before the request, result committed after, so a rerun (cron) never sends twice and never skips one.
+a 401 stops the run (nothing more goes out). Every send goes through the ledger: the whole plan
+recorded ``pending`` before the first request, each intent committed before its request and its
+result after, so a rerun (cron) never sends twice and never skips one, and `audiopipe status` knows
+what a stopped run left.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from .client import RetryPolicy, SentMessage
 from .contacts import ContactList, ContactRow, read_contacts
 from .errors import (AuthError, ConnectFailed, InputError, OutcomeUnknown, RateLimited, RefusedError,
                      SendError, UsageError, os_reason)
-from .ledger import (DEFERRED, FAILED, SENT, UNKNOWN, Ledger, SendKey, WorkMarker, default_state_path,
-                     open_batch_ledger)
+from .ledger import (DEFERRED, FAILED, PENDING, SENT, UNKNOWN, Ledger, PlannedSend, SendKey, WorkMarker,
+                     default_state_path, open_batch_ledger)
 from .report import extra_column_name
+from .resolve import resolve_hint
 from .scratch import temp_dir
 from .prepare import (InputItem, OutputFile, PrepareOutcome, PrepareSettings, collect_inputs,
                       prepare_many)
@@ -38,8 +41,9 @@ ST_FAILED = "failed"
 ST_UNKNOWN = "unknown"
 ST_INVALID = "invalid"
 ST_NOT_SENT = "not_sent"      # definitely not sent this run (429s, connection, stopped): the next run sends it
+ST_BLOCKED = "blocked"        # a later part behind an unknown or refused part: no run sends it until that is settled
 ST_WOULD_SEND = "would_send"  # --dry-run
-STATUSES = (ST_SENT, ST_ALREADY, ST_FAILED, ST_UNKNOWN, ST_INVALID, ST_NOT_SENT, ST_WOULD_SEND)
+STATUSES = (ST_SENT, ST_ALREADY, ST_FAILED, ST_UNKNOWN, ST_INVALID, ST_NOT_SENT, ST_BLOCKED, ST_WOULD_SEND)
 
 
 class Sender(Protocol):
@@ -276,7 +280,7 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
             # a known place, named after this process: what a SIGKILL leaves, the next run sweeps
             with temp_dir("batch") as tmp:
                 result = _run(settings, contacts, folder, sender, ledger, progress, retry or RetryPolicy(),
-                              Path(work_dir) if work_dir else tmp, seen)
+                              Path(work_dir) if work_dir else tmp, seen, marker.work_id)
         except BatchInterrupted:
             raise
         except KeyboardInterrupt as exc:
@@ -325,7 +329,7 @@ def _invalid_rows(contacts: ContactList) -> list[RowResult]:
 
 def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: Sender | None,
          ledger: Ledger | None, progress: ProgressCallback | None, retry: RetryPolicy,
-         work_dir: Path, seen: list[Path]) -> BatchResult:
+         work_dir: Path, seen: list[Path], work: str) -> BatchResult:
     results = _invalid_rows(contacts)
     # 1. prepare each unique source once
     refused: dict[Path, PrepareOutcome] = {}
@@ -385,15 +389,22 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
 
     if ledger is not None and not settings.dry_run:
         batch.recovered = ledger.recover()
+        _record_plan(ledger, work, settings, units, folder)
     if settings.dry_run:
         for u in units:
+            held: tuple[str, str] | None = None
             for o, sha in zip(u.outputs, u.prepared_sha256):
+                base = dict(line=u.row_line, contact=u.contact, workspace=u.workspace, file=u.label,
+                            part=o.part, parts=o.parts, extra=u.extra, size=o.size)
+                if held:
+                    results.append(RowResult(status=held[0], error=held[1], **base))
+                    continue
                 key = SendKey(settings.campaign, u.workspace, u.contact, u.source_sha256, o.part)
                 row = ledger.get(key) if ledger is not None else None
                 status, mid, err = _decide(row, sha, settings, u.label)
-                results.append(RowResult(u.row_line, u.contact, u.workspace, u.label, o.part, o.parts,
-                                         ST_WOULD_SEND if status is None else status, mid, err,
-                                         u.extra, o.size))
+                r = RowResult(status=ST_WOULD_SEND if status is None else status, message_id=mid, error=err, **base)
+                results.append(r)
+                held = _held_back(settings.campaign, u, r)
         return batch
     assert ledger is not None
     if sender is None:
@@ -476,17 +487,16 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
 
     def send_unit(u: _Unit) -> list[RowResult]:
         out: list[RowResult] = []
-        blocked: str | None = None
+        held: tuple[str, str] | None = None
         for o, sha in zip(u.outputs, u.prepared_sha256):
-            part_end.how = "blocked" if blocked else "stopped"
-            if blocked:
+            part_end.how = "blocked" if held else "stopped"
+            if held:
                 out.append(RowResult(u.row_line, u.contact, u.workspace, u.label, o.part, o.parts,
-                                     ST_NOT_SENT, error=blocked, extra=u.extra, size=o.size))
+                                     held[0], error=held[1], extra=u.extra, size=o.size))
             else:
                 r = send_part(u, o, sha)
                 out.append(r)
-                if r.status not in (ST_SENT, ST_ALREADY):
-                    blocked = f"part {o.part} was not sent, so the later parts wait"
+                held = _held_back(settings.campaign, u, r)
             tick(part_end.how)
         return out
 
@@ -542,19 +552,53 @@ def _rows_so_far(groups: list[list[_Unit]], futures: list[Future[list[RowResult]
     return rows
 
 
+def _record_plan(ledger: Ledger, work: str, settings: BatchSettings, units: list[_Unit], folder: Path) -> None:
+    """Every send this run means to make, ``pending`` in the ledger before the first goes out, so a
+    run stopped part-way (Ctrl-C, a 401, a crash) leaves `audiopipe status` knowing what is left."""
+    plan = getattr(ledger, "plan", None)
+    if plan is None:  # a library caller's own ledger without plans: it still records every send
+        return
+    sends = [PlannedSend(SendKey(settings.campaign, u.workspace, u.contact, u.source_sha256, o.part), o.parts,
+                         u.label, sha)
+             for u in units for o, sha in zip(u.outputs, u.prepared_sha256)]
+    where = {"folder": str(folder.resolve()), "contacts": str(Path(settings.contacts).resolve())}  # for status
+    plan(work, sends, where, campaign=settings.campaign)
+
+
+def _held_back(campaign: str, u: _Unit, done: RowResult) -> tuple[str, str] | None:
+    """What the parts after ``done`` are, when it did not go out: (status, why and what frees them).
+    Parts go in order, so they wait; behind an unknown or refused part no run sends them on its own."""
+    if done.status in (ST_SENT, ST_ALREADY, ST_WOULD_SEND):
+        return None
+    part = done.part
+    if done.status == ST_UNKNOWN:
+        return ST_BLOCKED, (f"blocked by part {part}, whose outcome is unknown: once you know whether it "
+                            f"arrived, `{resolve_hint(campaign, u.contact, u.label, part)}` "
+                            "(or resend it with --retry-unknown)")
+    if done.status == ST_FAILED:
+        return ST_BLOCKED, (f"blocked by part {part}, which the server refused: fix that, then run again with "
+                            "--retry-failed")
+    return ST_NOT_SENT, f"part {part} was not sent yet, so the later parts wait; the next run sends them in order"
+
+
 def _decide(row: Any, prepared_sha: str, settings: BatchSettings,
             label: str | None = None) -> tuple[str | None, str | None, str | None]:
     """What the ledger says about a send: (status to report without sending, id, error), or
     (None, None, None) when it must be sent now."""
-    if row is None or row.state == DEFERRED:
+    if row is None or row.state in (DEFERRED, PENDING):
         return None, None, None
     if row.state == SENT:
+        by_hand = getattr(row, "resolved", None)
+        if by_hand:
+            return ST_ALREADY, row.message_id, (f"marked delivered by {by_hand.get('by', 'hand')} "
+                                                "(audiopipe resolve)")
         return ST_ALREADY, row.message_id, (f"same content as {row.file}, already sent"
                                             if label is not None and row.file != label else None)
     if row.state == UNKNOWN:
         if settings.retry_unknown:
             return None, None, None
-        return ST_UNKNOWN, None, (row.error or "outcome unknown") + " (resend with --retry-unknown)"
+        return ST_UNKNOWN, None, ((row.error or "outcome unknown") + " (once you know whether it arrived, "
+                                  "settle it with `audiopipe resolve`; or resend with --retry-unknown)")
     if row.state == FAILED:
         if row.prepared_sha256 != prepared_sha or settings.retry_failed:
             return None, None, None  # the file changed since it was refused (or asked to): try again

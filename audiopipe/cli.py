@@ -34,7 +34,7 @@ from .prepare import (OVERFLOW_CHOICES, PrepareOutcome, PrepareSettings, accepta
                       collect_inputs, prepare_many)
 from .probe import probe
 from .sniff import sniff
-from .summary import batch_lines, failure_line, interrupted_after, ledger_problem, problem_groups_json, problem_lines
+from .summary import PROBLEM_STATUSES, batch_lines, failure_line, interrupted_after, problem_groups_json
 from .units import parse_bitrate, parse_size
 
 log = logging.getLogger(__name__)
@@ -711,7 +711,7 @@ def _batch_finish(result: Any, report_path: Path | None, as_json: bool, campaign
                 raise
             say(f"audiopipe: error: {exc}", err=True)  # the interruption still gets its own line and code
     if as_json:
-        problems = [r for r in result.rows if r.status in ("failed", "unknown", "invalid", "not_sent")]
+        problems = [r for r in result.rows if r.status in PROBLEM_STATUSES]
         click.echo(json.dumps(dict(result.summary(), report=str(report_path) if report_path else None,
                                    interrupted=interrupted, problem_groups=problem_groups_json(result),
                                    problems=[r.to_dict() for r in problems[:1000]])))
@@ -729,7 +729,7 @@ def batch_exit_code(result: Any) -> ExitCode:
         return ExitCode.UNKNOWN
     if counts["failed"] or counts["invalid"]:
         return ExitCode.FAILED
-    if counts["not_sent"]:
+    if counts["not_sent"] or counts["blocked"]:
         return ExitCode.NOT_SENT
     return ExitCode.OK
 
@@ -739,16 +739,19 @@ def batch_exit_code(result: Any) -> ExitCode:
               envvar="AUDIOPIPE_STATE",
               help="The ledger file [env AUDIOPIPE_STATE; default ~/.local/state/audiopipe/ledger.sqlite3].")
 @click.option("--campaign", default=None, help="Only this campaign (default: all).")
-@click.option("--json", "as_json", is_flag=True, help="Counts and problem rows as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Counts per campaign and the rows that need you, as JSON.")
 @handle_errors
 def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> None:
-    """Show what the ledger knows: counts per state, and the failed and unknown sends.
+    """Show what the ledger knows: what was sent and what is left, per campaign.
 
     \b
-    States: sent; failed (refused by the server); deferred (certainly not sent yet:
-    the next batch sends it); unknown (may have been delivered; resent only with
-    batch --retry-unknown); sending (in flight now, or left by a run that died:
-    the next batch calls it unknown).
+    States: sent; pending (planned by a batch, never attempted: the next batch
+    sends it); deferred (certainly not sent yet, after a 429 or a connection
+    failure: the next batch sends it); blocked (a later part of a split
+    recording, waiting behind an unknown or refused part); unknown (may have
+    been delivered: settle it with 'audiopipe resolve', or resend it with
+    batch --retry-unknown); failed (refused by the server); sending (in flight
+    now, or left by a run that died: then it is unknown).
 
     \b
     Examples:
@@ -756,46 +759,89 @@ def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> 
       audiopipe status --campaign spring --json
       audiopipe status --state /srv/audiopipe/ledger.sqlite3 || echo "something needs a look"
 
-    Exit status: 4 some unknown, 1 some failed, 5 some deferred, 0 otherwise.
+    \b
+    Exit status, the most urgent first: 4 some unknown; 1 some failed;
+    5 some not sent yet (pending, deferred, blocked or in flight);
+    0 everything planned was sent.
     """
-    from .ledger import DEFERRED, FAILED, SENDING, UNKNOWN, SqliteLedger, default_state_path
+    from .status import LIST_LIMIT, read_status
 
+    status = read_status(state_path, campaign, limit=None if as_json else LIST_LIMIT + 1)
+    if as_json:
+        click.echo(json.dumps(status.to_json()))
+    else:
+        verbose = bool(click.get_current_context().find_root().params.get("verbose"))
+        for line in status.lines(verbose=verbose):
+            say(line)
+    codes = {"unknown": ExitCode.UNKNOWN, "failed": ExitCode.FAILED, "left": ExitCode.NOT_SENT}
+    sys.exit(int(codes.get(status.verdict(), ExitCode.OK)))
+
+
+@cli.command("resolve")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="AUDIOPIPE_STATE",
+              help="The ledger file [env AUDIOPIPE_STATE; default ~/.local/state/audiopipe/ledger.sqlite3].")
+@click.option("--campaign", default=None, help="The send's campaign (needed when another campaign has the same one).")
+@click.option("--workspace", default=None, help="The send's workspace UUID (when two workspaces have the same one).")
+@click.option("--contact", default=None, help="The contact UUID, as 'audiopipe status' shows it.")
+@click.option("--file", "file_name", default=None, help="The file, as 'audiopipe status' shows it.")
+@click.option("--part", type=click.IntRange(1), default=None, help="Which part of a split recording.")
+@click.option("--all-unknown", is_flag=True,
+              help="Every unknown send (of --campaign, --contact or --file when given).")
+@click.option("--delivered/--not-delivered", default=None,
+              help="What you found out: it arrived (the next batch skips it), or it did not (the next "
+                   "batch sends it).")
+@click.option("--message-id", default=None, help="With --delivered: the message's id, when you know it.")
+@click.option("--note", default=None, help="What you checked, kept in the ledger (e.g. 'asked the customer').")
+@click.option("--json", "as_json", is_flag=True, help="Print what was resolved as JSON.")
+@handle_errors
+def resolve_cmd(state_path: Path | None, campaign: str | None, workspace: str | None, contact: str | None,
+                file_name: str | None, part: int | None, all_unknown: bool, delivered: bool | None,
+                message_id: str | None, note: str | None, as_json: bool) -> None:
+    """Settle a send whose outcome is unknown, once you know whether it arrived.
+
+    \b
+    An upload that got no answer (a timeout, a dropped connection, a 5xx) may or
+    may not have created the message, so batch never resends it on its own.
+    Check with the customer or on the Lancepilot dashboard, then say what
+    happened: --delivered (recorded as sent, with --message-id if you have it;
+    the next batch skips it and sends the parts after it) or --not-delivered
+    (the next batch sends it). Who and when are kept in the ledger, and
+    'audiopipe status' shows them. Only an unknown send can be resolved, and
+    not while a batch runs on the ledger.
+
+    \b
+    Examples:
+      audiopipe resolve --contact 6d1c9b0e-3c1a-4f7e-8f5e-8d2b7a7c4e21 \\
+          --file talk.wav --part 1 --delivered --message-id 9b2f...
+      audiopipe resolve --campaign spring --all-unknown --not-delivered
+
+    \b
+    Exit status: 0 resolved (or nothing unknown with --all-unknown); 2 the
+    send is not unknown, or is not named clearly; 6 a batch holds the ledger.
+    """
+    from .ledger import LedgerLocked, SqliteLedger, default_state_path
+    from .resolve import Selection, check_selection, resolve_unknown
+
+    if delivered is None:
+        raise UsageError("say what you found out: --delivered or --not-delivered")
+    selection = check_selection(Selection(campaign, workspace, contact, file_name, part, all_unknown),
+                                delivered=delivered, message_id=message_id, note=note)
     path = state_path or default_state_path()
     if not path.exists():
-        raise UsageError(f"no ledger at {path}: nothing has been sent with it yet (or give --state)")
-    with SqliteLedger(path, create=False) as ledger:
-        counts = ledger.counts(campaign)
-        problems = ledger.rows(campaign, (FAILED, UNKNOWN, SENDING, DEFERRED))
-        running = ledger.running()
-        ledger_id = ledger.ledger_id
+        raise UsageError(f"no ledger at {path} (give --state)")
+    try:
+        with SqliteLedger(path, create=False) as ledger:
+            done = resolve_unknown(ledger, selection, delivered=delivered, message_id=message_id, note=note)
+    except LedgerLocked as exc:
+        _fail(f"{exc} (a send is resolved between runs)", ExitCode.LOCKED)
     if as_json:
-        click.echo(json.dumps({"state": str(path), "ledger_id": ledger_id, "campaign": campaign,
-                               "counts": counts, "running": running,
-                               "problems": [
-            {"campaign": r.key.campaign, "workspace": r.key.workspace, "contact": r.key.contact,
-             "file": r.file, "part": r.key.part, "parts": r.parts, "state": r.state, "error": r.error,
-             "status": r.status, "attempts": r.attempts} for r in problems]}))
-    else:
-        say(f"ledger {path}" + (f" (id {ledger_id[:8]})" if ledger_id else "")
-            + (f", campaign {campaign!r}" if campaign else ""))
-        if running:
-            say(f"  a batch is running now ({running}): 'sending' rows are in flight")
-        say("  " + "  ".join(f"{k}: {v}" for k, v in counts.items()))
-        verbose = bool(click.get_current_context().find_root().params.get("verbose"))
-        # the same refusal for many rows is one line with a count; -v lists the rows
-        for line in problem_lines((ledger_problem(r, bool(running)) for r in problems), verbose=verbose,
-                                  limit=None):
-            say(line)
-    interrupted = counts[SENDING] if not running else 0
-    if counts[UNKNOWN] or interrupted:
-        code = ExitCode.UNKNOWN
-    elif counts[FAILED]:
-        code = ExitCode.FAILED
-    elif counts[DEFERRED]:
-        code = ExitCode.NOT_SENT
-    else:
-        code = ExitCode.OK
-    sys.exit(int(code))
+        click.echo(json.dumps([r.to_json() for r in done]))
+        return
+    if not done:
+        say(f"nothing to resolve: no send is unknown ({selection.describe()})")
+    for r in done:
+        say(r.line())
 
 
 @cli.command("cache")

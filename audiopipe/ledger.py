@@ -1,9 +1,12 @@
 """The ledger: a durable record of every send, so a rerun never sends twice and never skips one.
 
-One row per (campaign, workspace, contact, source content hash, part). The intent ("sending") is
-committed before the request goes out; the result when it comes back. A row still "sending" when a
-run starts belongs to a run that died mid-request: nobody knows whether the message was created,
-so it becomes "unknown" and is resent only when the user says so (``--retry-unknown``).
+One row per (campaign, workspace, contact, source content hash, part). Before its first send a
+run records its whole plan, every send ``pending`` (one transaction), so a run stopped part-way
+leaves a ledger that knows what is left. The intent ("sending") is committed before each request
+goes out; the result when it comes back. A row still "sending" when a run starts belongs to a run
+that died mid-request: nobody knows whether the message was created, so it becomes "unknown" and is
+resent only when the user says so (``--retry-unknown``), or settled by a person who found out
+(:meth:`SqliteLedger.resolve`, ``audiopipe resolve``), which is kept as an event with who and when.
 
 The batch speaks to the :class:`Ledger` protocol only, so a shared database ledger can take the
 place of :class:`SqliteLedger` without touching the batch.
@@ -48,12 +51,16 @@ from typing import Any, Iterator, Protocol
 from .errors import AudiopipeError, UsageError
 
 # States a row can be in.
+PENDING = "pending"     # planned by a run, never attempted: the next run sends it
 SENDING = "sending"     # intent written, result not yet: outcome unknown if found by a later run
 SENT = "sent"
 FAILED = "failed"       # refused for good (404/413/422...): retried only when what is sent changes
 DEFERRED = "deferred"   # definitely not sent (429, connection failures): the next run tries again
 UNKNOWN = "unknown"     # may have been created: never resent without --retry-unknown
-STATES = (SENDING, SENT, FAILED, DEFERRED, UNKNOWN)
+STATES = (PENDING, SENDING, SENT, FAILED, DEFERRED, UNKNOWN)
+# What an unknown row becomes when a person settles it (see resolve_unknown): the next run skips a
+# delivered one and sends a not-delivered one.
+RESOLVABLE = (UNKNOWN, SENDING)  # SENDING only while the resolver holds the run lock: a dead run's
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 NEW_LEDGER_HINT = "add --new-ledger to start afresh on purpose"
@@ -65,6 +72,10 @@ class LedgerLocked(AudiopipeError):
 
 class LedgerRefused(UsageError):
     """The ledger is missing, empty, not ours, or not the one that recorded this work before."""
+
+
+class NotResolvable(UsageError):
+    """Only a send whose outcome is unknown can be settled by hand."""
 
 
 class LedgerIOError(AudiopipeError):
@@ -92,6 +103,18 @@ class LedgerRow:
     status: int | None
     attempts: int
     updated_at: float
+    work: str | None = None       # which folder and contacts file planned it (see WorkMarker.work_id)
+    resolved: dict[str, Any] | None = None  # settled by a person: outcome, by, at, note
+
+
+@dataclass(frozen=True)
+class PlannedSend:
+    """One send a batch means to make, recorded ``pending`` before the first request goes out."""
+
+    key: SendKey
+    parts: int
+    file: str
+    prepared_sha256: str
 
 
 @dataclass(frozen=True)
@@ -111,6 +134,8 @@ class Ledger(Protocol):
     def running(self) -> str | None: ...
     def release(self) -> None: ...
     def recover(self) -> int: ...
+    def plan(self, work: str, sends: list[PlannedSend], detail: dict[str, Any] | None = None, *,
+             campaign: str | None = None) -> int: ...
     def get(self, key: SendKey) -> LedgerRow | None: ...
     def begin(self, key: SendKey, *, parts: int, file: str, prepared_sha256: str) -> None: ...
     def finish(self, key: SendKey, state: str, *, message_id: str | None = None,
@@ -146,6 +171,8 @@ CREATE TABLE IF NOT EXISTS sends (
     attempts INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
+    work TEXT,
+    resolved TEXT,
     PRIMARY KEY (campaign, workspace, contact, source_sha256, part)
 );
 CREATE INDEX IF NOT EXISTS sends_state ON sends (campaign, state);
@@ -155,6 +182,9 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Columns added since the first ledgers: a writer adds them to an older ledger (see _upgrade); a
+# reader reads them as NULL there, so `audiopipe status` never changes a ledger.
+ADDED_COLUMNS = (("work", "TEXT"), ("resolved", "TEXT"))
 
 # SQLite's primary result codes, in words a user can act on.
 _SQLITE_REASONS = {
@@ -386,6 +416,7 @@ class SqliteLedger:
                 tables |= {"sends", "events", "ledger_meta"}
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            self._columns = self._sends_columns(db)
             if "ledger_meta" in tables:
                 row = db.execute("SELECT value FROM ledger_meta WHERE key='ledger_id'").fetchone()
                 self.ledger_id = row[0] if row else None
@@ -484,6 +515,27 @@ class SqliteLedger:
         """How many records this ledger has ever written (events are only ever added)."""
         return int(self._fetch("SELECT COALESCE(MAX(rowid), 0) FROM events")[0][0])
 
+    # -- columns: older ledgers lack the newer ones ----------------------------------------------
+
+    @staticmethod
+    def _sends_columns(db: sqlite3.Connection) -> set[str]:
+        return {r[1] for r in db.execute("PRAGMA table_info(sends)")}
+
+    def _upgrade(self) -> None:
+        """Add the newer columns, inside a write transaction (another process may have just done it)."""
+        missing = [(n, t) for n, t in ADDED_COLUMNS if n not in self._columns]
+        if not missing:
+            return
+        self._columns = self._sends_columns(self._db)
+        for name, kind in missing:
+            if name not in self._columns:
+                self._db.execute(f"ALTER TABLE sends ADD COLUMN {name} {kind}")
+        self._columns = self._sends_columns(self._db)
+
+    def _cols(self) -> str:
+        """The columns _row reads, NULL for those an older ledger does not have yet."""
+        return ", ".join(c if c in self._columns else f"NULL AS {c}" for c in self._COLUMNS)
+
     # -- rows ---------------------------------------------------------------------------------
 
     def _io_error(self, doing: str, exc: sqlite3.Error) -> LedgerIOError:
@@ -497,6 +549,7 @@ class SqliteLedger:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
+                    self._upgrade()
                     yield
                     self._db.execute("COMMIT")
                 except BaseException:
@@ -531,18 +584,89 @@ class SqliteLedger:
                  time.time(), SENDING))
             return cur.rowcount
 
-    @staticmethod
-    def _row(r: tuple[Any, ...]) -> LedgerRow:
+    def plan(self, work: str, sends: list[PlannedSend], detail: dict[str, Any] | None = None, *,
+             campaign: str | None = None) -> int:
+        """Record the whole plan of a run as ``pending`` rows, in one transaction, before its first
+        send: a run stopped part-way leaves the ledger knowing what is left. Rows that already exist
+        keep their state (a sent row stays sent). The plan replaces this work's earlier one: pending
+        rows it no longer holds (a file removed or changed, a contact taken off the list) are
+        dropped; they were never attempted, so nothing is lost. Returns how many sends are pending."""
+        now = time.time()
+        campaigns = {s.key.campaign for s in sends} | ({campaign} if campaign is not None else set())
+        with self._transaction():
+            # a pending row of this plan is stamped `now`; one that is not is from an older plan
+            self._db.executemany(
+                "INSERT INTO sends (campaign, workspace, contact, source_sha256, part, parts, file, "
+                "prepared_sha256, state, attempts, created_at, updated_at, work) "
+                "VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?) "
+                "ON CONFLICT (campaign, workspace, contact, source_sha256, part) DO UPDATE SET "
+                "parts=excluded.parts, file=excluded.file, prepared_sha256=excluded.prepared_sha256, "
+                "updated_at=excluded.updated_at, work=excluded.work WHERE sends.state=?",
+                # in key order: the primary-key B-tree is then filled left to right, not at random
+                sorted((s.key.campaign, s.key.workspace, s.key.contact, s.key.source_sha256, s.key.part, s.parts,
+                        s.file, s.prepared_sha256, PENDING, now, now, work, PENDING) for s in sends))
+            dropped = sum(self._db.execute(
+                "DELETE FROM sends WHERE work=? AND campaign=? AND state=? AND updated_at<>?",
+                (work, c, PENDING, now)).rowcount for c in sorted(campaigns))
+            pending = sum(self._db.execute(
+                "SELECT COUNT(*) FROM sends WHERE work=? AND campaign=? AND state=?",
+                (work, c, PENDING)).fetchone()[0] for c in sorted(campaigns))
+            if pending or dropped:  # a run that finds everything sent already leaves no trace
+                self._db.execute(
+                    "INSERT INTO events (at, campaign, state, detail) VALUES (?,?,?,?)",
+                    (now, ",".join(sorted(campaigns)), "planned",
+                     json.dumps(dict(detail or {}, work=work, sends=len(sends), pending=pending,
+                                     dropped=dropped))))
+        return int(pending)
+
+    def resolve(self, keys: list[SendKey], *, delivered: bool, by: str, message_id: str | None = None,
+                note: str | None = None) -> list[LedgerRow]:
+        """Settle sends whose outcome is unknown, as a person found out: ``delivered`` ones become
+        sent (the next run skips them), the others deferred (the next run sends them). All or
+        none, each with an event saying who and when. Returns the rows as they were.
+
+        Call it holding the run lock (see :func:`audiopipe.resolve.resolve_unknown`): a row still
+        ``sending`` is then a dead run's, as unknown as an ``unknown`` one."""
+        now = time.time()
+        mark = {"outcome": "delivered" if delivered else "not delivered", "by": by, "at": now,
+                "note": note, "message_id": message_id if delivered else None}
+        before: list[LedgerRow] = []
+        with self._transaction():
+            for key in keys:
+                where = ("campaign=? AND workspace=? AND contact=? AND source_sha256=? AND part=?",
+                         (key.campaign, key.workspace, key.contact, key.source_sha256, key.part))
+                found = self._db.execute(f"SELECT {self._cols()} FROM sends WHERE {where[0]}", where[1]).fetchone()
+                if found is None or found[8] not in RESOLVABLE:
+                    raise NotResolvable(f"the send of part {key.part} to {key.contact} is "
+                                        f"{found[8] if found else 'not in the ledger'}, not unknown")
+                row = self._row(found)
+                before.append(row)
+                if delivered:
+                    state, error = SENT, None
+                else:
+                    state, error = DEFERRED, (f"marked not delivered by {by} on {_when(now)}: "
+                                              "the next run sends it")
+                self._db.execute(
+                    f"UPDATE sends SET state=?, message_id=?, error=?, status=NULL, resolved=?, updated_at=? "
+                    f"WHERE {where[0]}", (state, mark["message_id"], error, json.dumps(mark), now, *where[1]))
+                self._db.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)",
+                                 (now, key.campaign, key.workspace, key.contact, key.source_sha256, key.part,
+                                  "resolved", json.dumps(dict(mark, was=row.state, error=row.error,
+                                                              status=row.status, state=state))))
+        return before
+
+    def _row(self, r: tuple[Any, ...]) -> LedgerRow:
         return LedgerRow(key=SendKey(r[0], r[1], r[2], r[3], r[4]), parts=r[5], file=r[6],
                          prepared_sha256=r[7], state=r[8], message_id=r[9], error=r[10], status=r[11],
-                         attempts=r[12], updated_at=r[14])
+                         attempts=r[12], updated_at=r[14], work=r[15], resolved=_mark(r[16]))
 
-    _COLS = ("campaign, workspace, contact, source_sha256, part, parts, file, prepared_sha256, state, "
-             "message_id, error, status, attempts, created_at, updated_at")
+    _COLUMNS = ("campaign", "workspace", "contact", "source_sha256", "part", "parts", "file", "prepared_sha256",
+                "state", "message_id", "error", "status", "attempts", "created_at", "updated_at", "work",
+                "resolved")
 
     def get(self, key: SendKey) -> LedgerRow | None:
         found = self._fetch(
-            f"SELECT {self._COLS} FROM sends WHERE campaign=? AND workspace=? AND contact=? "
+            f"SELECT {self._cols()} FROM sends WHERE campaign=? AND workspace=? AND contact=? "
             "AND source_sha256=? AND part=?",
             (key.campaign, key.workspace, key.contact, key.source_sha256, key.part))
         return self._row(found[0]) if found else None
@@ -556,7 +680,7 @@ class SqliteLedger:
             "ON CONFLICT (campaign, workspace, contact, source_sha256, part) DO UPDATE SET "
             "state=excluded.state, parts=excluded.parts, file=excluded.file, "
             "prepared_sha256=excluded.prepared_sha256, message_id=NULL, error=NULL, status=NULL, "
-            "attempts=sends.attempts+1, updated_at=excluded.updated_at",
+            "resolved=NULL, attempts=sends.attempts+1, updated_at=excluded.updated_at",
             (key.campaign, key.workspace, key.contact, key.source_sha256, key.part, parts, file,
              prepared_sha256, SENDING, now, now),
             (now, key.campaign, key.workspace, key.contact, key.source_sha256, key.part, SENDING, file))
@@ -564,7 +688,7 @@ class SqliteLedger:
     def finish(self, key: SendKey, state: str, *, message_id: str | None = None,
                error: str | None = None, status: int | None = None) -> None:
         """Commit the result of a send."""
-        if state not in STATES or state == SENDING:
+        if state not in STATES or state in (SENDING, PENDING):
             raise ValueError(f"bad final state {state!r}")
         now = time.time()
         self._write(
@@ -575,16 +699,23 @@ class SqliteLedger:
             (now, key.campaign, key.workspace, key.contact, key.source_sha256, key.part, state,
              json.dumps({"message_id": message_id, "error": error, "status": status})))
 
-    def rows(self, campaign: str | None = None, states: tuple[str, ...] | None = None) -> list[LedgerRow]:
-        sql = f"SELECT {self._COLS} FROM sends WHERE 1=1"
+    def rows(self, campaign: str | None = None, states: tuple[str, ...] | None = None, *,
+             workspace: str | None = None, contact: str | None = None, file: str | None = None,
+             part: int | None = None, limit: int | None = None) -> list[LedgerRow]:
+        sql = f"SELECT {self._cols()} FROM sends WHERE 1=1"
         args: list[Any] = []
-        if campaign is not None:
-            sql += " AND campaign=?"
-            args.append(campaign)
+        for column, value in (("campaign", campaign), ("workspace", workspace), ("contact", contact),
+                              ("file", file), ("part", part)):
+            if value is not None:
+                sql += f" AND {column}=?"
+                args.append(value)
         if states:
             sql += f" AND state IN ({','.join('?' * len(states))})"
             args.extend(states)
-        sql += " ORDER BY campaign, updated_at"
+        sql += " ORDER BY campaign, updated_at, contact, part"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
         return [self._row(r) for r in self._fetch(sql, args)]
 
     def counts(self, campaign: str | None = None) -> dict[str, int]:
@@ -598,6 +729,94 @@ class SqliteLedger:
 
     def campaigns(self) -> list[str]:
         return [r[0] for r in self._fetch("SELECT DISTINCT campaign FROM sends ORDER BY 1")]
+
+    # -- what is left: counts per campaign, and the parts held back behind another -----------------
+
+    def _blocked_sql(self, campaign: str | None, running: bool) -> tuple[str, list[Any]]:
+        """Pending or deferred parts of a split recording that wait behind an earlier part which no
+        run will send on its own: unknown, refused, or left mid-request by a dead run. (Behind a
+        deferred part they are not blocked: the next run sends it, then them.)"""
+        blockers = (UNKNOWN, FAILED) if running else (UNKNOWN, FAILED, SENDING)
+        where_c = " AND campaign=?" if campaign is not None else ""
+        sql = (f"WITH first_stuck AS (SELECT campaign, workspace, contact, source_sha256, MIN(part) AS part "
+               f"FROM sends WHERE parts>1 AND state IN ({','.join('?' * len(blockers))}){where_c} "
+               "GROUP BY campaign, workspace, contact, source_sha256) "
+               "SELECT s.rowid AS id, b.part AS by_part, (SELECT x.state FROM sends x WHERE "
+               "x.campaign=b.campaign AND x.workspace=b.workspace AND x.contact=b.contact AND "
+               "x.source_sha256=b.source_sha256 AND x.part=b.part) AS by_state "
+               "FROM sends s JOIN first_stuck b ON s.campaign=b.campaign AND s.workspace=b.workspace "
+               "AND s.contact=b.contact AND s.source_sha256=b.source_sha256 "
+               "WHERE s.part>b.part AND s.state IN (?,?)")
+        return sql, [*blockers, *([campaign] if campaign is not None else []), PENDING, DEFERRED]
+
+    def tally(self, campaign: str | None = None, *, running: bool = False) -> dict[str, dict[str, int]]:
+        """Per campaign: how many sends are in each state, with ``blocked`` (see _blocked_sql) taken
+        out of pending and deferred, and how many were ``resolved`` by hand (of any state)."""
+        where, args = ("WHERE campaign=?", [campaign]) if campaign is not None else ("", [])
+        out: dict[str, dict[str, int]] = {}
+        for c, state, n, resolved in self._fetch(
+                f"SELECT campaign, state, COUNT(*), {self._count_resolved()} FROM sends {where} "
+                "GROUP BY campaign, state", args):
+            counts = out.setdefault(c, {**{s: 0 for s in STATES}, "blocked": 0, "resolved": 0})
+            counts[state] = counts.get(state, 0) + int(n)
+            counts["resolved"] += int(resolved or 0)
+        sql, bargs = self._blocked_sql(campaign, running)
+        for c, state, n in self._fetch(
+                f"SELECT s.campaign, s.state, COUNT(*) FROM sends s WHERE s.rowid IN "
+                f"(SELECT id FROM ({sql})) GROUP BY s.campaign, s.state", bargs):
+            out[c][state] -= int(n)
+            out[c]["blocked"] += int(n)
+        return out
+
+    def _count_resolved(self) -> str:
+        return "SUM(resolved IS NOT NULL)" if "resolved" in self._columns else "0"
+
+    def blocked(self, campaign: str | None = None, *, running: bool = False,
+                limit: int | None = None) -> list[tuple[LedgerRow, int, str]]:
+        """The blocked parts (see _blocked_sql): each row, the part it waits behind and that part's state."""
+        sql, args = self._blocked_sql(campaign, running)
+        cols = ", ".join(f"s.{c}" if c in self._columns else f"NULL AS {c}" for c in self._COLUMNS)
+        query = (f"SELECT {cols}, b.by_part, b.by_state FROM sends s JOIN ({sql}) b ON s.rowid=b.id "
+                 "ORDER BY s.campaign, s.contact, s.file, s.part")
+        if limit is not None:
+            query += " LIMIT ?"
+            args = [*args, limit]
+        return [(self._row(r[:len(self._COLUMNS)]), int(r[-2]), r[-1]) for r in self._fetch(query, args)]
+
+    def pending_sources(self, campaign: str | None = None) -> list[dict[str, Any]]:
+        """Where the pending rows come from: per campaign and work, how many, and the folder and
+        contacts file of the plan that recorded them (so the user knows which batch to run again)."""
+        if "work" not in self._columns:
+            return []
+        where, args = (" AND campaign=?", [campaign]) if campaign is not None else ("", [])
+        found = self._fetch(f"SELECT campaign, work, COUNT(*) FROM sends WHERE state=?{where} "
+                            "GROUP BY campaign, work ORDER BY campaign", [PENDING, *args])
+        plans: dict[str, dict[str, Any]] = {}
+        wanted = {work for _, work, _ in found}
+        for at, detail in self._fetch("SELECT at, detail FROM events WHERE state='planned' ORDER BY rowid DESC"):
+            if not wanted - set(plans):
+                break  # the newest plan of each work is found; older ones do not matter
+            plan = _mark(detail) or {}
+            if plan.get("work") in wanted and plan["work"] not in plans:
+                plans[plan["work"]] = dict(plan, at=at)
+        return [{"campaign": c, "work": work, "pending": int(n), "folder": plans.get(work, {}).get("folder"),
+                 "contacts": plans.get(work, {}).get("contacts"), "planned_at": plans.get(work, {}).get("at")}
+                for c, work, n in found]
+
+    def resolutions(self, campaign: str | None = None, limit: int | None = None) -> list[LedgerRow]:
+        """Rows a person settled, and that no run has touched since, newest first."""
+        if "resolved" not in self._columns:
+            return []
+        sql = f"SELECT {self._cols()} FROM sends WHERE resolved IS NOT NULL"
+        args: list[Any] = []
+        if campaign is not None:
+            sql += " AND campaign=?"
+            args.append(campaign)
+        sql += " ORDER BY updated_at DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [self._row(r) for r in self._fetch(sql, args)]
 
     def close(self) -> None:
         if self._fd < 0:
@@ -616,6 +835,20 @@ class SqliteLedger:
 
     def __iter__(self) -> Iterator[LedgerRow]:
         return iter(self.rows())
+
+
+def _mark(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return {"outcome": str(text)}
+    return found if isinstance(found, dict) else {"outcome": str(found)}
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(at))
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -681,6 +914,13 @@ class WorkMarker:
     @property
     def label(self) -> str:
         return f"{self.folder} with {Path(self.contacts).name}, campaign {self.campaign!r}"
+
+    @property
+    def work_id(self) -> str:
+        """Names this folder and contacts file in the ledger, so that a run's plan replaces the
+        pending rows of this work's earlier plan and no other's (see SqliteLedger.plan)."""
+        both = os.fsencode(self.folder) + b"\0" + os.fsencode(self.contacts)
+        return hashlib.sha256(both).hexdigest()[:16]
 
     # -- reading ----------------------------------------------------------------------------------
 

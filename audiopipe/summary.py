@@ -97,7 +97,7 @@ def problem_lines(problems: Iterable[Problem], *, verbose: bool = False, limit: 
 
 # --- batch -----------------------------------------------------------------------------------------
 
-PROBLEM_STATUSES = ("failed", "unknown", "invalid", "not_sent")
+PROBLEM_STATUSES = ("failed", "unknown", "invalid", "not_sent", "blocked")
 
 
 def row_problem(r: Any) -> Problem:
@@ -162,11 +162,13 @@ def batch_lines(result: Any, *, campaign: str, settle: float, verbose: bool = Fa
         lines.append(f"dry run, campaign {campaign!r}: {len(result.rows)} message(s) from "
                      f"{result.unique_files} file(s); would send {counts['would_send']} ({would}), "
                      f"already sent {counts['already_sent']}, failed {counts['failed']}, "
-                     f"unknown {counts['unknown']}, invalid {counts['invalid']}")
+                     f"unknown {counts['unknown']}, invalid {counts['invalid']}"
+                     + (f", blocked {counts['blocked']}" if counts['blocked'] else ""))
     else:
         lines.append(f"campaign {campaign!r}: {counts['sent']} sent, {counts['already_sent']} already sent, "
                      f"{counts['failed']} failed, {counts['unknown']} unknown, {counts['invalid']} invalid, "
                      f"{counts['not_sent']} not sent yet"
+                     + (f", {counts['blocked']} blocked behind an unknown or refused part" if counts['blocked'] else "")
                      + (f" ({result.recovered} found interrupted)" if result.recovered else ""))
     if result.stopped and not interrupted:  # an interruption has its own closing line
         lines.append(f"audiopipe: error: stopped: {result.stopped}")

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from audiopipe.batch import (ST_ALREADY, ST_FAILED, ST_INVALID, ST_NOT_SENT, ST_SENT, ST_UNKNOWN,
+from audiopipe.batch import (ST_ALREADY, ST_BLOCKED, ST_FAILED, ST_INVALID, ST_NOT_SENT, ST_SENT, ST_UNKNOWN,
                              ST_WOULD_SEND, BatchSettings, run_batch)
 from audiopipe.client import LancepilotClient, RetryPolicy
 from audiopipe.errors import UsageError
@@ -289,8 +289,9 @@ def test_a_refused_part_holds_back_the_later_parts(tmp_path, make_sandbox, ledge
     s = settings(f, write_csv(tmp_path / "c.csv", "contact", [c]),
                  prepare={"max_size": 12_000, "on_overflow": "split"})
     result = run(sb, s, ledger)
-    assert [r.status for r in result.rows][:2] == [ST_FAILED, ST_NOT_SENT]
-    assert all(r.status == ST_NOT_SENT and "part 1" in r.error for r in result.rows[1:])
+    assert [r.status for r in result.rows][:2] == [ST_FAILED, ST_BLOCKED]  # no run sends them on its own
+    assert all(r.status == ST_BLOCKED and "part 1" in r.error and "--retry-failed" in r.error
+               for r in result.rows[1:])
     assert sb.request_count == 1
 
 

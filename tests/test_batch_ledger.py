@@ -201,7 +201,7 @@ def test_an_older_copy_of_the_ledger_is_refused(tmp_path, make_sandbox, batch, c
     shutil.copy(backup, state)  # the backup is put back: it knows of 2 messages out of 6
 
     proc = batch(state, sb)
-    refused(proc, "older copy", "holds 4 records but held 12")
+    refused(proc, "older copy", "holds 5 records but held 14")  # per run, its plan; per message, two
     assert sb.request_count == 6
     assert batch(state, sb, "--new-ledger").returncode == 0
     assert len(sb.messages()) == 10  # only what the copy had no record of went again
@@ -232,7 +232,7 @@ def test_a_first_run_just_works_and_a_dry_run_creates_nothing(tmp_path, make_san
     (entry,) = json.loads((folder / MARKER_NAME).read_text())["work"]
     assert entry["ledger_id"] == ledger_id and entry["ledger"] == str(state)
     assert entry["contacts"] == str(contacts) and entry["campaign"] == "default"
-    assert entry["records"] == 12  # an intent and a result per message
+    assert entry["records"] == 13  # the run's plan, then an intent and a result per message
     assert not data_home.exists()
     # another campaign, or another contact list, may use a ledger of its own
     other = batch(tmp_path / "spring.sqlite3", sb, "--campaign", "spring")
@@ -297,7 +297,7 @@ def test_a_full_ledger_disk_stops_the_run_and_nothing_goes_out_unrecorded(tmp_pa
         pass
     filler = disk / "filler"
     free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
-    filler.write_bytes(b"\0" * (free - 120_000))  # room for a handful of messages, not 120
+    filler.write_bytes(b"\0" * (free - 240_000))  # room for the plan and a handful of messages, not 120
 
     proc = batch(state, sb, "--concurrency", "2")
     lines = proc.stderr.strip().splitlines()

@@ -53,12 +53,12 @@ def test_status_exit_codes_for_deferred_and_in_flight(tmp_path):
     proc = _status(state)
     assert proc.returncode == 5, proc.stdout + proc.stderr
     assert "deferred: [c]" in proc.stdout
-    # a row in flight while a run holds the lock is not called unknown ...
+    # a row in flight while a run holds the lock is not called unknown, only not sent yet ...
     with SqliteLedger(state) as holder:
         holder.acquire()
         holder.begin(key, parts=1, file="a.wav", prepared_sha256="x")
         proc = _status(state)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.returncode == 5, proc.stdout + proc.stderr
         assert "a batch is running now" in proc.stdout
     # ... but the same row with no run alive was interrupted: its outcome is unknown
     proc = _status(state)

@@ -7,6 +7,7 @@ Every check of "committed" reads the file through a second, independent sqlite3 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -19,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from audiopipe.errors import AudiopipeError
-from audiopipe.ledger import (DEFERRED, FAILED, MARKER_NAME, SCHEMA, SENDING, SENT, STATES, UNKNOWN,
-                              LedgerIdentity, LedgerIOError, LedgerLocked, LedgerRefused, SendKey, SqliteLedger,
+from audiopipe.ledger import (DEFERRED, FAILED, MARKER_NAME, PENDING, SENDING, SENT, STATES, UNKNOWN,
+                              LedgerIdentity, LedgerIOError, LedgerLocked, LedgerRefused, NotResolvable,
+                              PlannedSend, SendKey, SqliteLedger,
                               WorkMarker, default_state_path)
 
 pytestmark = pytest.mark.timeout(60)
@@ -42,6 +44,23 @@ def peek(path: Path, k: SendKey) -> tuple | None:
                           "AND part=?", (k.campaign, k.workspace, k.contact, k.source_sha256, k.part)).fetchone()
     finally:
         db.close()
+
+
+# The ledger as the first audiopipe made it: no ids, no planned or resolved columns.
+FIRST_SCHEMA = """
+CREATE TABLE sends (
+    campaign TEXT NOT NULL, workspace TEXT NOT NULL, contact TEXT NOT NULL, source_sha256 TEXT NOT NULL,
+    part INTEGER NOT NULL, parts INTEGER NOT NULL, file TEXT NOT NULL, prepared_sha256 TEXT,
+    state TEXT NOT NULL, message_id TEXT, error TEXT, status INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (campaign, workspace, contact, source_sha256, part)
+);
+CREATE INDEX sends_state ON sends (campaign, state);
+CREATE TABLE events (
+    at REAL NOT NULL, campaign TEXT, workspace TEXT, contact TEXT, source_sha256 TEXT, part INTEGER,
+    state TEXT NOT NULL, detail TEXT
+);
+"""
 
 
 @pytest.fixture
@@ -131,8 +150,8 @@ def test_counts_rows_and_campaigns(ledger):
         ledger.begin(k, parts=1, file="a", prepared_sha256="x")
         if state != SENDING:
             ledger.finish(k, state)
-    assert ledger.counts() == {SENDING: 1, SENT: 2, FAILED: 1, DEFERRED: 1, UNKNOWN: 1}
-    assert ledger.counts("x") == {SENDING: 0, SENT: 2, FAILED: 1, DEFERRED: 0, UNKNOWN: 0}
+    assert ledger.counts() == {PENDING: 0, SENDING: 1, SENT: 2, FAILED: 1, DEFERRED: 1, UNKNOWN: 1}
+    assert ledger.counts("x") == {PENDING: 0, SENDING: 0, SENT: 2, FAILED: 1, DEFERRED: 0, UNKNOWN: 0}
     assert ledger.counts("nope") == {s: 0 for s in STATES}
     assert ledger.campaigns() == ["x", "y"]
     assert {r.key.contact for r in ledger.rows("y", (UNKNOWN, SENDING))} == {"c1", "c2"}
@@ -249,7 +268,7 @@ def test_a_send_left_mid_flight_by_a_killed_process_becomes_unknown(path):
         assert led.recover() == 1
         row = led.get(k)
         assert row is not None and row.state == UNKNOWN
-        assert led.counts() == {SENDING: 0, SENT: 0, FAILED: 0, DEFERRED: 0, UNKNOWN: 1}
+        assert led.counts() == {PENDING: 0, SENDING: 0, SENT: 0, FAILED: 0, DEFERRED: 0, UNKNOWN: 1}
 
 
 def test_readers_do_not_wait_for_a_running_writer(path, ledger):
@@ -405,7 +424,7 @@ def test_a_file_that_is_not_our_ledger_is_refused_and_left_alone(path, content):
 def test_a_ledger_from_before_ids_gets_one_and_keeps_its_rows(path):
     path.parent.mkdir(parents=True)
     db = sqlite3.connect(str(path))
-    db.executescript(SCHEMA.split("CREATE TABLE IF NOT EXISTS ledger_meta")[0])
+    db.executescript(FIRST_SCHEMA)
     db.execute("INSERT INTO sends VALUES ('default', ?, 'c1', ?, 1, 1, 'a.wav', 'p', 'sent', 'm-1', NULL, 201, 1, 0, 0)",
                (WS, SHA))
     db.commit()
@@ -522,3 +541,126 @@ def test_a_damaged_marker_is_refused_unless_starting_afresh(tmp_path):
     with SqliteLedger(tmp_path / "l.sqlite3") as led:
         marker.record(led.identity())
         assert marker.expected().ledger_id == led.ledger_id
+
+
+# --- the plan, blocked parts, and sends settled by hand ---------------------------------------------
+
+def planned(*keys: SendKey, parts: int = 1, file: str = "a.wav") -> list[PlannedSend]:
+    return [PlannedSend(k, parts, file, "p") for k in keys]
+
+
+def test_a_plan_records_every_send_pending_in_one_event_and_keeps_what_is_known(path, ledger):
+    sent, new = key("c1"), key("c2")
+    ledger.begin(sent, parts=1, file="a.wav", prepared_sha256="p")
+    ledger.finish(sent, SENT, message_id="m-1")
+    records = ledger.records()
+    assert ledger.plan("w1", planned(sent, new, key("c3")), {"folder": "/f"}) == 2
+    assert peek(path, sent)[:2] == (SENT, "m-1")  # a plan never touches a row some run already wrote
+    assert peek(path, new)[0] == PENDING and peek(path, new)[4] == 0  # planned, never attempted
+    assert ledger.records() == records + 1  # one event for the whole plan, not one per row
+    db = sqlite3.connect(str(path))
+    (detail,) = db.execute("SELECT detail FROM events WHERE state='planned'").fetchone()
+    db.close()
+    assert json.loads(detail) == {"folder": "/f", "work": "w1", "sends": 3, "pending": 2, "dropped": 0}
+    ledger.begin(new, parts=1, file="a.wav", prepared_sha256="p")  # the send goes as before
+    assert peek(path, new)[0] == SENDING and peek(path, new)[4] == 1
+
+
+def test_a_new_plan_drops_only_its_own_works_stale_pending_rows(ledger):
+    a1, a2, b1 = key("a1"), key("a2"), key("b1")
+    other_campaign = key("a2", campaign="other")
+    ledger.plan("A", planned(a1, a2), campaign="default")
+    ledger.plan("B", planned(b1), campaign="default")
+    ledger.plan("A", planned(other_campaign), campaign="other")
+    # A again without a2 (its file was removed): a2 was never attempted, so it is simply no longer left
+    assert ledger.plan("A", planned(a1), campaign="default") == 1
+    assert {r.key for r in ledger.rows(states=(PENDING,))} == {a1, b1, other_campaign}
+    # a plan with nothing left to send still clears what it no longer holds
+    assert ledger.plan("A", [], campaign="default") == 0
+    assert {r.key for r in ledger.rows(states=(PENDING,))} == {b1, other_campaign}
+
+
+def test_planning_many_sends_is_one_transaction_and_one_event(ledger):
+    sends = planned(*(key(f"c{i}") for i in range(20_000)))
+    t0 = time.perf_counter()
+    assert ledger.plan("w", sends) == 20_000
+    took = time.perf_counter() - t0
+    assert ledger.plan("w", sends) == 20_000  # the same plan again (every cron run) adds no row
+    assert ledger.records() == 2 and len(ledger.rows()) == 20_000
+    print(f"plan of 20k sends: {took:.2f} s")  # measured, not asserted (-s shows it)
+
+
+def test_parts_behind_an_unknown_failed_or_interrupted_part_are_blocked_not_behind_a_deferred_one(ledger):
+    cases = {"u": UNKNOWN, "f": FAILED, "d": DEFERRED, "s": SENDING}
+    for contact, first in cases.items():
+        keys = [key(contact, part=p) for p in (1, 2, 3)]
+        ledger.plan(f"w-{contact}", planned(*keys, parts=3), campaign="default")
+        ledger.begin(keys[0], parts=3, file="a.wav", prepared_sha256="p")
+        if first != SENDING:
+            ledger.finish(keys[0], first)
+    (counts,) = ledger.tally(running=False).values()
+    # u, f and s (a dead run's) hold back parts 2-3; behind d, the next run sends all three in order
+    assert counts["blocked"] == 6 and counts[PENDING] == 2 and counts[DEFERRED] == 1
+    got = {(r.key.contact, r.key.part, by, state) for r, by, state in ledger.blocked()}
+    assert got == {(c, p, 1, cases[c]) for c in "ufs" for p in (2, 3)}
+    # while a batch runs, 'sending' is in flight: the parts behind it are simply pending
+    (counts,) = ledger.tally(running=True).values()
+    assert counts["blocked"] == 4 and counts[PENDING] == 4
+
+
+def test_resolving_settles_unknown_rows_all_or_none_with_who_and_when(path, ledger):
+    lost, crashed, fine = key("c1"), key("c2"), key("c3")
+    for k in (lost, crashed, fine):
+        ledger.begin(k, parts=1, file="a.wav", prepared_sha256="p")
+    ledger.finish(lost, UNKNOWN, error="no answer", status=502)
+    ledger.finish(fine, SENT, message_id="m-3")
+    with pytest.raises(NotResolvable, match="is sent, not unknown"):
+        ledger.resolve([lost, fine], delivered=True, by="ann@host")
+    assert peek(path, lost)[0] == UNKNOWN  # none of it was written
+    before = ledger.resolve([lost], delivered=True, by="ann@host", message_id="m-1", note="asked")
+    assert [r.state for r in before] == [UNKNOWN]
+    assert peek(path, lost)[:4] == (SENT, "m-1", None, None)
+    ledger.resolve([crashed], delivered=False, by="bob@host")  # a dead run's 'sending' is as unknown
+    row = ledger.get(crashed)
+    assert row.state == DEFERRED and "marked not delivered by bob@host" in row.error
+    assert row.resolved["outcome"] == "not delivered" and row.resolved["by"] == "bob@host"
+    assert [r.key for r in ledger.resolutions()] == [crashed, lost]
+    db = sqlite3.connect(str(path))
+    details = [json.loads(d) for (d,) in db.execute("SELECT detail FROM events WHERE state='resolved'")]
+    db.close()
+    assert [(d["outcome"], d["by"], d["was"], d["message_id"]) for d in details] == [
+        ("delivered", "ann@host", UNKNOWN, "m-1"), ("not delivered", "bob@host", SENDING, None)]
+    assert details[0]["error"] == "no answer" and details[0]["status"] == 502 and details[0]["note"] == "asked"
+    # the next attempt makes the resolution history: the row is an ordinary send again
+    ledger.begin(crashed, parts=1, file="a.wav", prepared_sha256="p")
+    assert ledger.get(crashed).resolved is None and [r.key for r in ledger.resolutions()] == [lost]
+
+
+def test_an_older_ledger_is_read_as_it_is_and_upgraded_by_its_first_writer(path):
+    path.parent.mkdir(parents=True)
+    db = sqlite3.connect(str(path))
+    db.executescript(FIRST_SCHEMA)
+    db.execute("INSERT INTO sends VALUES ('default', ?, 'c1', ?, 1, 2, 'a.wav', 'p', 'unknown', NULL, 'lost', "
+               "502, 1, 0, 0)", (WS, SHA))
+    db.execute("INSERT INTO sends VALUES ('default', ?, 'c1', ?, 2, 2, 'a.wav', 'p', 'deferred', NULL, NULL, "
+               "429, 1, 0, 0)", (WS, SHA))
+    db.commit()
+    db.close()
+
+    def columns() -> set[str]:
+        con = sqlite3.connect(str(path))
+        try:
+            return {r[1] for r in con.execute("PRAGMA table_info(sends)")}
+        finally:
+            con.close()
+
+    with SqliteLedger(path, create=False) as reader:  # `audiopipe status`: reads, changes nothing
+        (counts,) = reader.tally().values()
+        assert counts[UNKNOWN] == 1 and counts["blocked"] == 1 and counts["resolved"] == 0
+        assert reader.resolutions() == [] and reader.get(key(part=2)).resolved is None
+    assert "work" not in columns() and "resolved" not in columns()
+    with SqliteLedger(path, create=False) as writer:  # `audiopipe resolve` on it
+        writer.resolve([key()], delivered=True, by="ann@host")
+    assert {"work", "resolved"} <= columns()
+    with SqliteLedger(path) as led:
+        assert led.get(key()).resolved["by"] == "ann@host" and led.get(key(part=2)).state == DEFERRED
