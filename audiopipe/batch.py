@@ -212,17 +212,23 @@ def _plan_units(contacts: ContactList, folder: Path, prepared: dict[Path, Prepar
 
 def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger | None = None,
               progress: ProgressCallback | None = None, retry: RetryPolicy | None = None,
-              work_dir: Path | None = None, state_path: Path | None = None) -> BatchResult:
+              work_dir: Path | None = None, state_path: Path | None = None,
+              preflight: Callable[[ContactList], None] | None = None) -> BatchResult:
     """Run one batch. ``sender`` is a :class:`~audiopipe.client.LancepilotClient` (or anything with
     ``send_once``); it may be None for a dry run. Without ``ledger`` the one at ``state_path`` (or the
     default) is opened. Returns one result per (row, file, part).
 
     The ledger must be the one that recorded this work before (see :class:`WorkMarker`): a missing,
-    emptied, other or older ledger is refused, unless ``settings.new_ledger``."""
+    emptied, other or older ledger is refused, unless ``settings.new_ledger``.
+
+    ``preflight`` is called with the contacts once the ledger is ours and before anything is
+    prepared (the CLI checks the token there); what it raises ends the run with nothing done."""
     folder = Path(settings.folder)
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder")
     contacts = read_contacts(settings.contacts, folder, default_workspace=settings.workspace)
+    if not contacts.rows:  # say so now, not after preparing a folder for nobody
+        raise UsageError(no_valid_rows(contacts))
     marker = WorkMarker(folder, settings.contacts, settings.campaign)
     expected = marker.expected(tolerant=settings.new_ledger)
     own_ledger = ledger is None
@@ -236,6 +242,8 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
         identity = _identity(ledger)
         if not settings.new_ledger:
             marker.check(getattr(ledger, "path", state_path), identity, expected)
+        if preflight is not None:
+            preflight(contacts)
         note = marker.record(identity) if real_run and identity else None  # before anything is sent
         try:
             # a known place, named after this process: what a SIGKILL leaves, the next run sweeps
@@ -253,6 +261,19 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
             ledger.release()
         if own_ledger and ledger is not None:
             ledger.close()
+
+
+def no_valid_rows(contacts: ContactList) -> str:
+    """Why a contacts file gives nothing to send, in one line."""
+    bad = contacts.invalid
+    if not bad:
+        return f"{contacts.path}: no contact rows under the header"
+    if all(r.reason.startswith("no workspace") for r in bad):
+        return (f"{contacts.path}: no row has a workspace ({len(bad)} row(s), the workspace column empty): "
+                "give --workspace or LANCEPILOT_WORKSPACE, or fill the column")
+    first = bad[0]
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    return f"{contacts.path}: none of its {len(bad)} row(s) can be sent, e.g. line {first.line}: {first.reason}{more}"
 
 
 def _identity(ledger: Ledger | None) -> Any:

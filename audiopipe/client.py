@@ -60,6 +60,19 @@ def load_token(token: str | None = None, token_file: str | Path | None = None) -
     """The token and where it came from: the argument, then a token file given here, then
     ``LANCEPILOT_TOKEN``, then ``LANCEPILOT_TOKEN_FILE``. A token file named explicitly wins over
     the environment, so a stale exported token cannot shadow it."""
+    token, source = token_setting(token, token_file)
+    token = _without_bearer(token, source)
+    # An HTTP header carries printable ASCII only; a pasted zero-width space or emoji would fail
+    # mid-request. Refuse it here, before anything is recorded or sent.
+    if not all(33 <= ord(c) < 127 for c in token):
+        raise UsageError(f"{source} holds characters a token cannot have (spaces, accents, invisible "
+                         "or non-ASCII characters); copy it again")
+    return token, source
+
+
+def token_setting(token: str | None = None, token_file: str | Path | None = None) -> tuple[str, str]:
+    """The token as it was set (spaces around it removed, nothing else) and where it came from;
+    :class:`UsageError` when there is none. :func:`load_token` is what a request uses."""
     source = "the token given"
     if not token and token_file:
         path, source = token_file, f"the token file {token_file}"
@@ -77,12 +90,6 @@ def load_token(token: str | None = None, token_file: str | Path | None = None) -
     token = (token or "").strip()
     if not token:
         raise UsageError("no API token: set LANCEPILOT_TOKEN, or give --token-file / LANCEPILOT_TOKEN_FILE")
-    token = _without_bearer(token, source)
-    # An HTTP header carries printable ASCII only; a pasted zero-width space or emoji would fail
-    # mid-request. Refuse it here, before anything is recorded or sent.
-    if not all(33 <= ord(c) < 127 for c in token):
-        raise UsageError(f"{source} holds characters a token cannot have (spaces, accents, invisible "
-                         "or non-ASCII characters); copy it again")
     return token, source
 
 

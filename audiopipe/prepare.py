@@ -377,8 +377,13 @@ def _hash_in_background(path: Path) -> Callable[[], str]:
 
 
 def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSettings | None = None, *,
-                 name: str | None = None) -> PrepareResult:
-    """Prepare one file into ``out_dir``; raises an :class:`AudiopipeError` when it cannot."""
+                 name: str | None = None,
+                 before_ffmpeg: Callable[[MediaInfo], None] | None = None) -> PrepareResult:
+    """Prepare one file into ``out_dir``; raises an :class:`AudiopipeError` when it cannot.
+
+    ``before_ffmpeg`` is called once before ffmpeg writes anything (a remux or an encode), never for
+    a file kept as it is or found in the cache: the place to check what is cheap to check before
+    the expensive work (``send`` checks the token there)."""
     settings = settings or PrepareSettings()
     src = Path(source)
     out = Path(out_dir)
@@ -413,6 +418,8 @@ def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSetti
         result = PrepareResult(source=src, source_sha256=source_sha(), info=info, action="kept",
                                outputs=(kept,))
     else:
+        if before_ffmpeg is not None:
+            before_ffmpeg(info)
         remuxed = _remux(src, info, settings, dest_stem)
         if remuxed is not None:
             result = PrepareResult(source=src, source_sha256=source_sha(), info=info, action="remuxed",
@@ -437,6 +444,12 @@ class InputItem:
     out_subdir: Path = field(default_factory=Path)  # relative folder under the output folder
 
 
+@dataclass(frozen=True)
+class FoundInputs:
+    items: list[InputItem]
+    not_audio: list[Path]  # files in the folders searched whose names are not audio or video
+
+
 def collect_inputs(paths: Iterable[str | Path], *, exclude: str | Path | None = None) -> list[InputItem]:
     """Files as given, and media files found recursively under folders (sorted, hidden ones skipped).
 
@@ -444,7 +457,14 @@ def collect_inputs(paths: Iterable[str | Path], *, exclude: str | Path | None = 
     A media name found in a folder that cannot be read as a file (a link loop, a dangling link) is
     kept, so that it is reported in its turn rather than silently skipped.
     """
+    return find_inputs(paths, exclude=exclude).items
+
+
+def find_inputs(paths: Iterable[str | Path], *, exclude: str | Path | None = None) -> FoundInputs:
+    """:func:`collect_inputs`, and the files it left out because they are not audio (a user is told
+    how many)."""
     items: list[InputItem] = []
+    not_audio: list[Path] = []
     skip = _real_path(Path(exclude)) if exclude else None
     for raw in paths:
         p = Path(raw)
@@ -457,13 +477,19 @@ def collect_inputs(paths: Iterable[str | Path], *, exclude: str | Path | None = 
             raise InputError(p, f"cannot list the folder: {os_reason(exc)}") from None
         for found in found_all:
             rel = found.relative_to(p)
-            if any(part.startswith(".") for part in rel.parts) or found.suffix.lower() not in MEDIA_EXTENSIONS:
+            if any(part.startswith(".") for part in rel.parts):
                 continue
             real = _real_path(found)
+            inside_exclude = skip is not None and real is not None and (real == skip or skip in real.parents)
+            if inside_exclude:
+                continue
+            if found.suffix.lower() not in MEDIA_EXTENSIONS:
+                if real is not None and _is_file(found):
+                    not_audio.append(found)
+                continue
             if real is None or _is_file(found):
-                if skip is None or real is None or not (real == skip or skip in real.parents):
-                    items.append(InputItem(found, rel.parent))
-    return items
+                items.append(InputItem(found, rel.parent))
+    return FoundInputs(items, not_audio)
 
 
 def _is_folder(p: Path) -> bool:
