@@ -221,8 +221,9 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
     The ledger must be the one that recorded this work before (see :class:`WorkMarker`): a missing,
     emptied, other or older ledger is refused, unless ``settings.new_ledger``.
 
-    ``preflight`` is called with the contacts once the ledger is ours and before anything is
-    prepared (the CLI checks the token there); what it raises ends the run with nothing done."""
+    ``preflight`` is called with the contacts after every local check (the ledger is ours, there
+    are files to prepare) and before anything is prepared: the CLI checks the token there, and what
+    it raises ends the run with nothing done."""
     folder = Path(settings.folder)
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder")
@@ -242,14 +243,12 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
         identity = _identity(ledger)
         if not settings.new_ledger:
             marker.check(getattr(ledger, "path", state_path), identity, expected)
-        if preflight is not None:
-            preflight(contacts)
         note = marker.record(identity) if real_run and identity else None  # before anything is sent
         try:
             # a known place, named after this process: what a SIGKILL leaves, the next run sweeps
             with temp_dir("batch") as tmp:
                 result = _run(settings, contacts, folder, sender, ledger, progress, retry or RetryPolicy(),
-                              Path(work_dir) if work_dir else tmp)
+                              Path(work_dir) if work_dir else tmp, preflight)
         finally:
             if real_run and identity:
                 _record_quietly(marker, ledger)
@@ -295,7 +294,7 @@ def _record_quietly(marker: WorkMarker, ledger: Ledger) -> None:
 
 def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: Sender | None,
          ledger: Ledger | None, progress: ProgressCallback | None, retry: RetryPolicy,
-         work_dir: Path) -> BatchResult:
+         work_dir: Path, preflight: Callable[[ContactList], None] | None = None) -> BatchResult:
     results: list[RowResult] = [
         RowResult(r.line, r.contact, r.workspace, r.file, None, None, ST_INVALID, error=r.reason, extra=r.extra)
         for r in contacts.invalid]
@@ -334,6 +333,8 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
         if age < settings.settle:
             waiting[item.path] = age
             items.remove(item)
+    if preflight is not None and items:
+        preflight(contacts)
     total_prep = len(items)
     done_prep = [0]
 
