@@ -243,17 +243,22 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
         identity = _identity(ledger)
         if not settings.new_ledger:
             marker.check(getattr(ledger, "path", state_path), identity, expected)
-        note = marker.record(identity) if real_run and identity else None  # before anything is sent
+        notes: list[str | None] = []  # filled when the work begins; a run refused before leaves no note
+
+        def begin() -> None:  # every local check passed, files are about to be prepared
+            if preflight is not None:
+                preflight(contacts)
+            if real_run and identity:
+                notes.append(marker.record(identity))  # before anything is sent
         try:
             # a known place, named after this process: what a SIGKILL leaves, the next run sweeps
             with temp_dir("batch") as tmp:
                 result = _run(settings, contacts, folder, sender, ledger, progress, retry or RetryPolicy(),
-                              Path(work_dir) if work_dir else tmp, preflight)
+                              Path(work_dir) if work_dir else tmp, begin)
         finally:
-            if real_run and identity:
+            if notes:
                 _record_quietly(marker, ledger)
-        if note:
-            result.notes.append(note)
+        result.notes.extend(n for n in notes if n)
         return result
     finally:
         if real_run:
@@ -294,7 +299,7 @@ def _record_quietly(marker: WorkMarker, ledger: Ledger) -> None:
 
 def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: Sender | None,
          ledger: Ledger | None, progress: ProgressCallback | None, retry: RetryPolicy,
-         work_dir: Path, preflight: Callable[[ContactList], None] | None = None) -> BatchResult:
+         work_dir: Path, begin: Callable[[], None]) -> BatchResult:
     results: list[RowResult] = [
         RowResult(r.line, r.contact, r.workspace, r.file, None, None, ST_INVALID, error=r.reason, extra=r.extra)
         for r in contacts.invalid]
@@ -333,8 +338,8 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
         if age < settings.settle:
             waiting[item.path] = age
             items.remove(item)
-    if preflight is not None and items:
-        preflight(contacts)
+    if items:  # nothing to prepare (every file still arriving) means nothing to send either
+        begin()
     total_prep = len(items)
     done_prep = [0]
 
