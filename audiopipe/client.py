@@ -403,7 +403,7 @@ class LancepilotClient:
             made = self._post(url, lambda: {"data": b"{}", "headers": {"Content-Type": "application/json"}})
         except AuthError as exc:
             return TokenCheck(False, exc.status, time.perf_counter() - started,
-                              f"{exc}; found out before any work, nothing was sent")
+                              f"{exc}; found out before preparing anything, nothing was sent")
         except SendError as exc:
             took = time.perf_counter() - started
             if exc.status == 422:

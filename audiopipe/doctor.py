@@ -8,7 +8,6 @@ runs, but look) or ``fail`` (a run would be refused). The library never prints: 
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import uuid
@@ -18,8 +17,6 @@ from typing import Any
 
 from .errors import AudiopipeError, ToolMissingError, UsageError
 from .formats import FORMATS, get_format
-
-log = logging.getLogger(__name__)
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 EXIT_CODES = {OK: 0, WARN: 1, FAIL: 2}

@@ -21,7 +21,6 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from audiopipe.client import LancepilotClient
-from audiopipe.sandbox import Sandbox
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -154,7 +153,8 @@ def test_the_sandbox_answers_an_empty_request_as_laravel_would(make_sandbox: Any
     strict = tmp_path / "strict.csv"
     strict.write_text(f"contact,workspace\n{PEOPLE[0]},{WS}\n")
     sb = make_sandbox(contacts_csv=strict)
-    with LancepilotClient(token="wrong", base_url=sb.url) as bad, LancepilotClient(token=TOKEN, base_url=sb.url) as good:
+    with LancepilotClient(token="wrong", base_url=sb.url) as bad, \
+            LancepilotClient(token=TOKEN, base_url=sb.url) as good:
         assert bad.check_token(WS, PEOPLE[1]).status == 401  # an unknown contact, but the token comes first
         refused = bad.check_token(WS, PEOPLE[0])
         assert (refused.accepted, refused.status) == (False, 401)
