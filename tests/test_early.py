@@ -181,6 +181,33 @@ def test_a_wrong_token_stops_the_batch_before_any_file_is_prepared(tmp_path: Pat
     assert len(sb.messages()) == 4 and sb.request_count == 1 + 1 + 4  # one token check per run
 
 
+def test_a_signal_during_the_token_check_says_nothing_was_done(tmp_path: Path, folder: Path, ffmpeg_log: Path,
+                                                               make_sandbox: Any) -> None:
+    import signal
+    import time
+
+    from audiopipe.sandbox import Faults
+
+    sb = make_sandbox(faults=Faults(latency=30))  # the check hangs: an answer that is slow to come
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
+    env.update(HOME=str(tmp_path), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path / "tmp"),
+               LANCEPILOT_TOKEN=TOKEN, LANCEPILOT_BASE_URL=sb.url, AUDIOPIPE_SETTLE="0")
+    (tmp_path / "tmp").mkdir()
+    proc = subprocess.Popen([AUDIOPIPE, "batch", str(folder), "--contacts",
+                            str(contacts(tmp_path, f"contact\n{PEOPLE[0]}\n")), "-w", WS, "--quiet",
+                            "--state", str(tmp_path / "state" / "ledger.sqlite3")],
+                           env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while sb.request_count < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == ["audiopipe: interrupted by SIGTERM while checking the token; nothing "
+                                        "partial was left; nothing was prepared or sent"]
+    nothing_prepared(tmp_path, folder, ffmpeg_log)
+
+
 def test_no_preflight_skips_the_check_and_finds_out_while_sending(tmp_path: Path, folder: Path, run: Any,
                                                                   make_sandbox: Any) -> None:
     sb = make_sandbox()
