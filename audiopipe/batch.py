@@ -249,17 +249,24 @@ def _unit_rows(u: _Unit, status: str, error: str) -> list[RowResult]:
 
 def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger | None = None,
               progress: ProgressCallback | None = None, retry: RetryPolicy | None = None,
-              work_dir: Path | None = None, state_path: Path | None = None) -> BatchResult:
+              work_dir: Path | None = None, state_path: Path | None = None,
+              preflight: Callable[[ContactList], None] | None = None) -> BatchResult:
     """Run one batch. ``sender`` is a :class:`~audiopipe.client.LancepilotClient` (or anything with
     ``send_once``); it may be None for a dry run. Without ``ledger`` the one at ``state_path`` (or the
     default) is opened. Returns one result per (row, file, part).
 
     The ledger must be the one that recorded this work before (see :class:`WorkMarker`): a missing,
-    emptied, other or older ledger is refused, unless ``settings.new_ledger``."""
+    emptied, other or older ledger is refused, unless ``settings.new_ledger``.
+
+    ``preflight`` is called with the contacts after every local check (the ledger is ours, there
+    are files to prepare) and before anything is prepared: the CLI checks the token there, and what
+    it raises ends the run with nothing done."""
     folder = Path(settings.folder)
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder")
     contacts = read_contacts(settings.contacts, folder, default_workspace=settings.workspace)
+    if not contacts.rows:  # say so now, not after preparing a folder for nobody
+        raise UsageError(no_valid_rows(contacts))
     marker = WorkMarker(folder, settings.contacts, settings.campaign)
     expected = marker.expected(tolerant=settings.new_ledger)
     own_ledger = ledger is None
@@ -273,14 +280,20 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
         identity = _identity(ledger)
         if not settings.new_ledger:
             marker.check(getattr(ledger, "path", state_path), identity, expected)
-        note = marker.record(identity) if real_run and identity else None  # before anything is sent
         seen: list[Path] = []  # the source files found, for the rows of a run stopped before sending
         result: BatchResult | None = None
+        notes: list[str | None] = []  # filled when the work begins; a run refused before leaves no note
+
+        def begin() -> None:  # every local check passed, files are about to be prepared
+            if preflight is not None:
+                preflight(contacts)
+            if real_run and identity:
+                notes.append(marker.record(identity))  # before anything is sent
         try:
             # a known place, named after this process: what a SIGKILL leaves, the next run sweeps
             with temp_dir("batch") as tmp:
                 result = _run(settings, contacts, folder, sender, ledger, progress, retry or RetryPolicy(),
-                              Path(work_dir) if work_dir else tmp, seen, marker.work_id)
+                              Path(work_dir) if work_dir else tmp, seen, marker.work_id, begin)
         except BatchInterrupted:
             raise
         except KeyboardInterrupt as exc:
@@ -293,16 +306,28 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
                                                stopped="interrupted", dry_run=settings.dry_run),
                                    "preparing") from exc
         finally:
-            if real_run and identity:
+            if notes:
                 _record_quietly(marker, ledger)
-        if note:
-            result.notes.append(note)
+        result.notes.extend(n for n in notes if n)
         return result
     finally:
         if real_run:
             ledger.release()
         if own_ledger and ledger is not None:
             ledger.close()
+
+
+def no_valid_rows(contacts: ContactList) -> str:
+    """Why a contacts file gives nothing to send, in one line."""
+    bad = contacts.invalid
+    if not bad:
+        return f"{contacts.path}: no contact rows under the header"
+    if all(r.reason.startswith("no workspace") for r in bad):
+        return (f"{contacts.path}: no row has a workspace ({len(bad)} row(s), the workspace column empty): "
+                "give --workspace or LANCEPILOT_WORKSPACE, or fill the column")
+    first = bad[0]
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    return f"{contacts.path}: none of its {len(bad)} row(s) can be sent, e.g. line {first.line}: {first.reason}{more}"
 
 
 def _identity(ledger: Ledger | None) -> Any:
@@ -329,7 +354,7 @@ def _invalid_rows(contacts: ContactList) -> list[RowResult]:
 
 def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: Sender | None,
          ledger: Ledger | None, progress: ProgressCallback | None, retry: RetryPolicy,
-         work_dir: Path, seen: list[Path], work: str) -> BatchResult:
+         work_dir: Path, seen: list[Path], work: str, begin: Callable[[], None]) -> BatchResult:
     results = _invalid_rows(contacts)
     # 1. prepare each unique source once
     refused: dict[Path, PrepareOutcome] = {}
@@ -367,6 +392,8 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
             waiting[item.path] = age
             items.remove(item)
     seen.extend([i.path for i in items] + list(refused) + list(waiting))
+    if items:  # nothing to prepare (every file still arriving) means nothing to send either
+        begin()
     total_prep = len(items)
     done_prep = [0]
     if progress and total_prep:

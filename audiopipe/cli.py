@@ -6,6 +6,7 @@ with --debug) and an exit code cron can act on.
 
 from __future__ import annotations
 
+import copy
 import enum
 import functools
 import json
@@ -21,17 +22,20 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 import click
+from click.core import ParameterSource
 
 from . import __version__, runner, scratch
 from .bars import BatchBars
 from .console import bars_enabled, human_duration, human_size, progress_bar, safe, say, setup_logging
+from .doctor import require_tools
 from .errors import (AudiopipeError, AuthError, ConnectFailed, FFmpegError, GaveUp, OutcomeUnknown, OutputError,
-                     PrepareError, SendError, ToolMissingError, UsageError, os_error_line)
+                     PrepareError, RefusedError, SendError, TokenRefused, ToolMissingError, UsageError,
+                     os_error_line)
 from .formats import FORMAT_NAMES
 from .outputs import Protected
 from .plan import DoesNotFit
 from .prepare import (OVERFLOW_CHOICES, PrepareOutcome, PrepareSettings, acceptable, check_output_folder,
-                      collect_inputs, prepare_many)
+                      collect_inputs, find_inputs, prepare_many)
 from .probe import probe
 from .sniff import sniff
 from .summary import PROBLEM_STATUSES, batch_lines, failure_line, interrupted_after, problem_groups_json
@@ -261,7 +265,8 @@ def cli(debug: bool, verbose: int) -> None:
 @stops_cleanly
 @handle_errors
 def probe_cmd(files: tuple[Path, ...], as_json: bool) -> None:
-    """Describe audio files: container, codec, rate, channels, duration, and whether they go as they are.
+    """Describe audio files (files, or folders searched recursively): container, codec, rate,
+    channels, duration, and whether they go as they are.
 
     \b
     Examples:
@@ -270,13 +275,18 @@ def probe_cmd(files: tuple[Path, ...], as_json: bool) -> None:
 
     "SENT AS IS?" says whether 'prepare' (with default settings) would send the file byte for
     byte, and if not, why: another type, tags or cover art, or over the 16,000,000-byte budget.
+    In a folder, files whose names are not audio or video are skipped and counted.
     Exit status 1 when any file cannot be read.
     """
     default_settings = PrepareSettings()
     failed = 0
     rows = []
     _set_stage("probing")
-    for f in files:
+    found = find_inputs(files)
+    _say_skipped(found.not_audio)
+    if not found.items:
+        raise UsageError("no audio files found in " + ", ".join(map(str, files)))
+    for f in (item.path for item in found.items):
         try:
             info = probe(f)
             seen = sniff(f)
@@ -305,6 +315,11 @@ def probe_cmd(files: tuple[Path, ...], as_json: bool) -> None:
         for r in [header] + rows:
             say("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     sys.exit(int(ExitCode.FAILED if failed else ExitCode.OK))
+
+
+def _say_skipped(not_audio: list[Path]) -> None:
+    if not_audio:
+        say(f"skipped {len(not_audio)} file(s) that are not audio (by their names), e.g. {not_audio[0]}", err=True)
 
 
 def _kbps(bitrate: int | None) -> str:
@@ -373,9 +388,12 @@ def prepare_cmd(inputs: tuple[Path, ...], out_dir: Path, fmt: str, max_size: int
                              f"would be taken for recordings next time; choose another folder, e.g. "
                              f"{folder / 'ready'}")
     check_output_folder(out_dir)  # a read-only or full --out: one line now, not one per file
-    items = collect_inputs(inputs, exclude=out_dir)
+    found = find_inputs(inputs, exclude=out_dir)
+    items = found.items
+    _say_skipped(found.not_audio)
     if not items:
         raise UsageError("no audio files found in " + ", ".join(map(str, inputs)))
+    require_tools(settings.format)  # ffmpeg or the --format's encoder missing: now, not file by file
     bar = progress_bar(len(items), "preparing", enabled=bars_enabled(quiet or as_json))
     _set_stage("preparing", "files already prepared are in place; run the same command again to finish")
 
@@ -421,6 +439,8 @@ def send_exit_code(exc: SendError) -> ExitCode:
 
 
 def send_error_line(exc: SendError) -> str:
+    if isinstance(exc, TokenRefused):  # its line already says nothing was sent
+        return str(exc)
     if exc.created is None:
         return f"{exc} -- it MAY have been delivered: check before sending again"
     return f"{exc} -- the message was not created"
@@ -439,6 +459,9 @@ def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Seconds to wait for a connection."),
         click.option("--read-timeout", type=click.FloatRange(0.1), default=120.0, show_default=True,
                      help="Seconds to wait for the answer once the file is sent."),
+        click.option("--no-preflight", is_flag=True,
+                     help="Do not check the token before preparing (one request with no file, which "
+                          "the server refuses: 401 for a wrong token, 422 for a good one)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -462,7 +485,7 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
              max_size: int, bitrate: int | None, channels: int | None, normalize: bool,
              voice_note: bool, on_overflow: str, reencode: bool, no_cache: bool,
              base_url: str | None, token_file: Path | None, connect_timeout: float,
-             read_timeout: float, retries: int, as_json: bool) -> None:
+             read_timeout: float, no_preflight: bool, retries: int, as_json: bool) -> None:
     """Prepare INPUT and send it to one contact (or send a hosted file with --url).
 
     \b
@@ -473,7 +496,8 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
 
     Only failures that certainly created nothing (connection refused, 429) are retried.
     A timeout, reset or server error after the file went out is reported as unknown and never
-    resent, because the customer may already have it.
+    resent, because the customer may already have it. Before converting a file, the token is
+    checked with one request that cannot create a message (--no-preflight skips it).
 
     \b
     Exit status: 0 sent; 1 refused by the server (404/413/422) or not preparable;
@@ -502,10 +526,16 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
             assert input_path is not None
             settings = settings_from(fmt, max_size, bitrate, channels, normalize, voice_note,
                                      on_overflow, reencode, no_cache)
+            require_tools(settings.format)
             _set_stage("preparing")
+
+            def check_token_first(_info: Any) -> None:  # only when ffmpeg must run: the encode may be long
+                if not no_preflight:
+                    _check_token(client, workspace, contact, refuse_not_found=True)
+
             with scratch.temp_dir("send") as tmp:
                 try:
-                    result = prepare_file(input_path, tmp, settings)
+                    result = prepare_file(input_path, tmp, settings, before_ffmpeg=check_token_first)
                 except FFmpegError as exc:  # its message does not say which file
                     raise PrepareError(input_path, str(exc)) from None
                 for out in result.outputs:  # parts in order, part 1 first
@@ -530,6 +560,20 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
     else:
         for m in sent:
             say(m.id or "(created; the server returned no id)")
+
+
+def _check_token(client: Any, workspace: str, contact: str, *, refuse_not_found: bool = False) -> None:
+    """The token checked before the expensive work (:meth:`LancepilotClient.check_token`): a 401
+    stops the command (exit 3); no verdict (429, no answer) lets it go on."""
+    stage, after = _Run.stage, _Run.after
+    _set_stage("checking the token", "nothing was prepared or sent")
+    result = client.check_token(workspace, contact).require()
+    log.info("token checked with one request that cannot create a message: %s (%.0f ms)",
+             result.detail, result.seconds * 1000)
+    if refuse_not_found and result.status == 404:
+        raise RefusedError(result.detail.replace("could not check the token: ", "")
+                           + "; found out before preparing the file", status=404)
+    _set_stage(stage, after)
 
 
 # --- batch and status ----------------------------------------------------------------------------
@@ -589,8 +633,8 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
               fmt: str, max_size: int,
               bitrate: int | None, channels: int | None, normalize: bool, voice_note: bool,
               on_overflow: str, reencode: bool, no_cache: bool, base_url: str | None,
-              token_file: Path | None, connect_timeout: float, read_timeout: float, as_json: bool,
-              quiet: bool) -> None:
+              token_file: Path | None, connect_timeout: float, read_timeout: float, no_preflight: bool,
+              as_json: bool, quiet: bool) -> None:
     """Send every recording in FOLDER to the contacts in a CSV, each message exactly once.
 
     \b
@@ -614,6 +658,11 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
       */10 * * * * LANCEPILOT_TOKEN_FILE=$HOME/.lancepilot-token audiopipe batch \\
           /srv/recordings --contacts /srv/contacts.csv -w WORKSPACE_UUID --quiet \\
           --report /srv/reports/last.csv >> /var/log/audiopipe.log 2>&1
+
+    Before anything is prepared: ffmpeg and the --format's encoder are looked for, and
+    the token is checked with one request that cannot create a message, to the first
+    valid row's contact (--no-preflight skips it). A contacts file without one row
+    that can be sent is refused.
 
     \b
     Exit status: 0 all sent (or already sent); 1 some failed or invalid rows;
@@ -648,12 +697,18 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
             check_report_path(report_path, protect=report_protect, overwrite=overwrite)
         except OutputError as exc:
             raise UsageError(str(exc)) from None
+    require_tools(settings.prepare.format)
+
+    def check_token_first(contacts: Any) -> None:
+        if client is not None and not no_preflight:
+            _check_token(client, contacts.rows[0].workspace, contacts.rows[0].contact)
     # SIGINT/SIGTERM (Ctrl-C, cron's timeout, systemd) unwind through here (stops_cleanly): sends
     # in flight finish and are recorded, then the ledger is closed
     _batch_stage("preparing")
     try:
         # a dry run reads the ledger when there is one (to say what was already sent) but never makes one
-        result = run_batch(settings, sender=client, state_path=state_path, progress=bars)
+        result = run_batch(settings, sender=client, state_path=state_path, progress=bars,
+                           preflight=check_token_first)
     except BatchInterrupted as exc:
         bars.close()  # before any line: nothing redraws a bar over or after what follows
         _batch_finish(exc.result, report_path, as_json, campaign, settle, verbose, interrupted=True,
@@ -867,6 +922,80 @@ def cache_cmd(clear: bool) -> None:
         return
     entries, size = cache.usage()
     say(f"{cache.root}: {entries} cached result(s), {human_size(size)}")
+
+
+@cli.command("doctor")
+@click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES, case_sensitive=False), default="ogg",
+              show_default=True, envvar="AUDIOPIPE_FORMAT",
+              help="The --format your runs use: its encoder must be there [env AUDIOPIPE_FORMAT].")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="AUDIOPIPE_STATE",
+              help="The ledger file [env AUDIOPIPE_STATE; default ~/.local/state/audiopipe/ledger.sqlite3].")
+@click.option("--base-url", envvar="LANCEPILOT_BASE_URL", default=None,
+              help="API base URL [env LANCEPILOT_BASE_URL; default https://lancepilot.com/api/v3].")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="LANCEPILOT_TOKEN_FILE", help="File holding the API token [env LANCEPILOT_TOKEN_FILE].")
+@click.option("--workspace", "-w", envvar="LANCEPILOT_WORKSPACE", default=None,
+              help="With --contact: check the token against this real workspace [env LANCEPILOT_WORKSPACE].")
+@click.option("--contact", "-c", default=None, help="Check the token against this real contact (implies --online).")
+@click.option("--online", is_flag=True,
+              help="Also check the token with the server: one request that cannot create a message.")
+@click.option("--json", "as_json", is_flag=True, help="The checks as JSON.")
+@handle_errors
+def doctor_cmd(fmt: str, state_path: Path | None, base_url: str | None, token_file: Path | None,
+               workspace: str | None, contact: str | None, online: bool, as_json: bool) -> None:
+    """Check the set-up, one line each: ffmpeg and ffprobe, the encoder of each --format,
+    libmagic, the ledger, the cache, the base URL and the token (alias: check).
+
+    \b
+    Examples:
+      audiopipe doctor
+      audiopipe doctor --online                    # the token, asked of the server
+      audiopipe doctor -w WORKSPACE_UUID -c CONTACT_UUID --json
+
+    The online check sends one request with no file, which the API must refuse (401 for a
+    wrong token, 422 for a good one): it cannot create a message. Without -w and -c it
+    names a made-up contact, which cannot receive one either.
+
+    \b
+    Exit status: 0 all ok; 1 warnings only (runs work; read them);
+    2 something a run needs is missing or wrong.
+    """
+    from .client import check_uuid
+    from .doctor import EXIT_CODES, overall, run_checks
+    from .ledger import default_state_path
+
+    if contact:
+        check_uuid(contact, "--contact")
+        if not workspace:
+            raise UsageError("--contact needs --workspace (or LANCEPILOT_WORKSPACE)")
+        check_uuid(workspace, "--workspace")
+    from_env = click.get_current_context().get_parameter_source("base_url") == ParameterSource.ENVIRONMENT
+    checks = run_checks(fmt=fmt.lower(), state_path=state_path or default_state_path(), base_url=base_url,
+                        base_url_from="LANCEPILOT_BASE_URL" if from_env else "--base-url",
+                        token_file=token_file, online=online, workspace=workspace, contact=contact)
+    status = overall(checks)
+    if as_json:
+        click.echo(json.dumps({"status": status, "checks": [c.to_dict() for c in checks]}))
+    else:
+        width = max(len(c.name) for c in checks)
+        for c in checks:
+            say(f"{c.status:<4}  {c.name:<{width}}  {c.detail}")
+        counts = Counter(c.status for c in checks)
+        say({"ok": "all ok",
+             "warn": f"{counts['warn']} warning(s): audiopipe runs; read them",
+             "fail": f"{counts['fail']} failure(s): a run would be refused; fix them first"}[status])
+    sys.exit(EXIT_CODES[status])
+
+
+def _hidden_alias(command: click.Command, name: str) -> click.Command:
+    alias = copy.copy(command)
+    alias.hidden = True
+    alias.name = name
+    return alias
+
+
+cli.add_command(_hidden_alias(doctor_cmd, "check"))
 
 
 # --- the sandbox -----------------------------------------------------------------------------------

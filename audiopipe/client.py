@@ -29,7 +29,7 @@ import requests
 from requests_toolbelt import MultipartEncoder
 
 from .errors import (AuthError, ConnectFailed, GaveUp, OutcomeUnknown, RateLimited, RefusedError,
-                     SendError, UsageError)
+                     SendError, TokenRefused, UsageError)
 from .formats import FORMATS
 from .origin import AmbiguousURL, CheckedURL, Origin, check_url, redact, resolve_redirect
 from .smallfile import NOT_REGULAR, SmallFileError, read_small_file
@@ -41,6 +41,9 @@ USER_AGENT = "audiopipe/0.1 (+https://pypi.org/project/audiopipe)"
 RETRY_AFTER_CAP = 300.0
 MAX_REDIRECTS = 3
 TOKEN_FILE_LIMIT = 4096  # bytes; API tokens are far shorter, so more means the wrong file
+# What people paste along with the token: the scheme of the header it goes in ("Bearer abc").
+_BEARER_PREFIX = re.compile(r"bearer(\s+|$)", re.IGNORECASE)
+_HEADER_NAME = re.compile(r"authorization\s*:", re.IGNORECASE)
 
 CONTENT_TYPES = {f".{fmt.extension}": fmt.content_type for fmt in FORMATS.values()}
 CONTENT_TYPES[".opus"] = "audio/ogg"
@@ -57,6 +60,19 @@ def load_token(token: str | None = None, token_file: str | Path | None = None) -
     """The token and where it came from: the argument, then a token file given here, then
     ``LANCEPILOT_TOKEN``, then ``LANCEPILOT_TOKEN_FILE``. A token file named explicitly wins over
     the environment, so a stale exported token cannot shadow it."""
+    token, source = token_setting(token, token_file)
+    token = _without_bearer(token, source)
+    # An HTTP header carries printable ASCII only; a pasted zero-width space or emoji would fail
+    # mid-request. Refuse it here, before anything is recorded or sent.
+    if not all(33 <= ord(c) < 127 for c in token):
+        raise UsageError(f"{source} holds characters a token cannot have (spaces, accents, invisible "
+                         "or non-ASCII characters); copy it again")
+    return token, source
+
+
+def token_setting(token: str | None = None, token_file: str | Path | None = None) -> tuple[str, str]:
+    """The token as it was set (spaces around it removed, nothing else) and where it came from;
+    :class:`UsageError` when there is none. :func:`load_token` is what a request uses."""
     source = "the token given"
     if not token and token_file:
         path, source = token_file, f"the token file {token_file}"
@@ -74,12 +90,23 @@ def load_token(token: str | None = None, token_file: str | Path | None = None) -
     token = (token or "").strip()
     if not token:
         raise UsageError("no API token: set LANCEPILOT_TOKEN, or give --token-file / LANCEPILOT_TOKEN_FILE")
-    # An HTTP header carries printable ASCII only; a pasted zero-width space or emoji would fail
-    # mid-request. Refuse it here, before anything is recorded or sent.
-    if not all(33 <= ord(c) < 127 for c in token):
-        raise UsageError(f"{source} holds characters a token cannot have (spaces, accents, invisible "
-                         "or non-ASCII characters); copy it again")
     return token, source
+
+
+def _without_bearer(token: str, source: str) -> str:
+    """The token without the ``Bearer `` a copy of the whole header value brings along (any case,
+    any spaces): audiopipe writes that word itself, and "Bearer Bearer abc" is refused as 401."""
+    if _HEADER_NAME.match(token):
+        raise UsageError(f"{source} holds a whole 'Authorization:' header; keep only the token that "
+                         "follows 'Authorization: Bearer '")
+    prefix = _BEARER_PREFIX.match(token)
+    if prefix is None:
+        return token
+    log.debug("%s begins with 'Bearer ': using the token that follows it", source)
+    rest = token[prefix.end():].strip()
+    if not rest:
+        raise UsageError(f"{source} holds only the word 'Bearer': put the API token itself there")
+    return rest
 
 
 def _read_token_file(path: str | Path, source: str) -> str:
@@ -140,6 +167,23 @@ class SentMessage:
     def id(self) -> str | None:
         value = self.data.get("id")
         return str(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    """What one request that cannot create a message said about the token (see
+    :meth:`LancepilotClient.check_token`)."""
+
+    accepted: bool | None  # True: authenticated, then refused as invalid (422); False: 401; None: no verdict
+    status: int | None     # the answer's HTTP status; None when no answer came
+    seconds: float         # the request's whole time, connecting included
+    detail: str            # one line for a person
+
+    def require(self) -> "TokenCheck":
+        """Raise :class:`TokenRefused` when the server refused the token; otherwise ``self``."""
+        if self.accepted is False:
+            raise TokenRefused(self.detail, status=self.status)
+        return self
 
 
 def _json(resp: requests.Response) -> dict[str, Any]:
@@ -342,6 +386,38 @@ class LancepilotClient:
             return {"data": enc, "headers": {"Content-Type": enc.content_type}, "_file": fh}
 
         return self._post(url, body)
+
+    def check_token(self, workspace: str, contact: str) -> TokenCheck:
+        """Learn whether the server takes the token, with one request that cannot create a message.
+
+        It is a POST to the audio endpoint of ``workspace``/``contact`` whose JSON body is ``{}``:
+        the API's rule makes ``file`` required, and Laravel checks the token (middleware) before it
+        validates, so the answer is 401 for a wrong token and 422 "The file field is required." for
+        a good one (docs/api.md §1). Exactly one request, never retried; a 429, a 5xx or a broken
+        connection gives no verdict. A server that answers 2xx to it is not the API audiopipe was
+        written for: that is a :class:`UsageError`, and the caller must send nothing more.
+        """
+        url = self.endpoint(workspace, contact)
+        started = time.perf_counter()
+        try:
+            made = self._post(url, lambda: {"data": b"{}", "headers": {"Content-Type": "application/json"}})
+        except AuthError as exc:
+            return TokenCheck(False, exc.status, time.perf_counter() - started,
+                              f"{exc}; found out before preparing anything, nothing was sent")
+        except SendError as exc:
+            took = time.perf_counter() - started
+            if exc.status == 422:
+                return TokenCheck(True, 422, took, "the token was accepted (an empty request is refused "
+                                                   "with 422, as it must be)")
+            return TokenCheck(None, exc.status, took, f"could not check the token: {exc}")
+        finally:
+            # The upload comes after the encode, maybe minutes later: an idle connection the server
+            # closes just as the file goes out would make its outcome unknown. Start afresh then.
+            self.session.close()
+        raise UsageError(f"the server at {self.origin} answered {made.status} to a request without a file, "
+                         "which the Lancepilot API refuses (422): it is not the API audiopipe knows"
+                         + (f", and it may have created message {made.id}" if made.id else "")
+                         + f"; check the base URL ({self.base_url}). Nothing more was sent")
 
     # -- one request, every answer typed ----------------------------------------------------------
 

@@ -1,6 +1,9 @@
 """Reading a contacts CSV: who gets which file.
 
-UTF-8 with or without BOM; delimiter detected (``,`` ``;`` tab); headers matched with common aliases.
+Text as spreadsheets save it: UTF-8 with or without BOM (read first, fast), UTF-16 with or without
+BOM (Excel's "Unicode text"), and the Windows code pages of Excel's plain "CSV" (cp1252 in the west),
+detected with charset-normalizer. Delimiter detected (``,`` ``;`` tab); headers matched with common
+aliases.
 A bad row (bad UUID, missing file, a path that leaves the folder, an exact duplicate) is reported with
 its line number and skipped; the rest go on. Paths from the CSV always stay inside the folder.
 Only a regular file of at most 256 MiB is read: a FIFO or a device (``/dev/zero``) is refused
@@ -9,8 +12,10 @@ before it is opened, so it can neither hang the run nor fill the memory.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import logging
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -18,7 +23,22 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from .errors import UsageError, os_reason
 from .smallfile import NOT_REGULAR, SmallFileError, read_small_file
 
+log = logging.getLogger(__name__)
+
 MAX_CONTACTS_BYTES = 256 * 1024 * 1024  # about two million rows: far past any real contact list
+
+# UTF-32's little-endian mark begins with UTF-16's: it is tried first.
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32", "UTF-32"), (codecs.BOM_UTF32_BE, "utf-32", "UTF-32"),
+         (codecs.BOM_UTF8, "utf-8-sig", "UTF-8"), (codecs.BOM_UTF16_LE, "utf-16", "UTF-16"),
+         (codecs.BOM_UTF16_BE, "utf-16", "UTF-16"))
+# UTF-16 without its mark: a contacts file is mostly ASCII (UUIDs), so about half its bytes are NUL.
+# A UTF-8 file with a stray NUL stays UTF-8 (its row is reported).
+_UTF16_NUL_SHARE = 0.2
+# What Excel's plain "CSV" is in Western locales. charset-normalizer cannot tell it from cp1250 and
+# its kin on short text (they decode "José" alike), so among equally plausible guesses it wins.
+_WESTERN = "cp1252"
+_NOT_CSV = {b"PK\x03\x04": "a zip file (an Excel .xlsx workbook?)",
+            b"\xd0\xcf\x11\xe0": "an old Excel .xls workbook"}
 
 ALIASES = {
     "contact": ("contact", "contact_id", "contactid", "contact_uuid", "id"),
@@ -58,6 +78,7 @@ class ContactList:
     invalid: tuple[InvalidRow, ...]
     has_file_column: bool
     extra_columns: tuple[str, ...]
+    encoding: str = "UTF-8"  # what the file was read as (UTF-8, UTF-16, cp1252...)
 
 
 def _uuid(value: str) -> str | None:
@@ -100,13 +121,49 @@ def _read_bounded(path: Path) -> bytes:
         raise UsageError(f"cannot read contacts file {path}: {exc}{hint}") from None
 
 
-def _decode(path: Path) -> str:
+def _decode(path: Path) -> tuple[str, str]:
+    """The file's text and the encoding it was read with."""
     raw = _read_bounded(path)
+    for bom, encoding, name in _BOMS:
+        if raw.startswith(bom):
+            try:
+                return raw.decode(encoding), name
+            except UnicodeDecodeError as exc:
+                line = raw[: exc.start].count(b"\n") + 1  # near enough for UTF-16: the bytes are named
+                raise UsageError(f"{path}: begins as {name} text but byte {exc.start} (about line {line}) "
+                                 f"is not {name}; save the CSV again as CSV UTF-8") from None
+    nuls = raw.count(b"\x00")
+    if nuls <= len(raw) * _UTF16_NUL_SHARE:
+        try:
+            return raw.decode("utf-8"), "UTF-8"
+        except UnicodeDecodeError:
+            pass
+    return _detected(path, raw)
+
+
+def _detected(path: Path, raw: bytes) -> tuple[str, str]:
+    """Text that is not UTF-8: what charset-normalizer makes of it, or one line saying it is not text."""
+    from charset_normalizer import from_bytes
+
+    results = from_bytes(raw)
+    best = results.best()
+    if best is None:
+        kind = next((k for magic, k in _NOT_CSV.items() if raw.startswith(magic)), "not text")
+        raise UsageError(f"{path} is {kind}, not a CSV file: save the contacts as CSV UTF-8 "
+                         "(or CSV, or Unicode text)")
+    plausible = [best] + [r for r in results if r.chaos <= best.chaos]
+    encoding = _WESTERN if any(_WESTERN in r.could_be_from_charset for r in plausible) else best.encoding
     try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise UsageError(f"{path}:{line}: not UTF-8 text; save the CSV as UTF-8") from None
+        text = raw.decode(encoding)
+    except (UnicodeDecodeError, LookupError):
+        encoding, text = best.encoding, str(best)
+    name = encoding.replace("_", "-").upper() if encoding.startswith("utf") else encoding
+    if encoding.startswith("utf") or encoding == _WESTERN:
+        log.info("%s is not UTF-8: read it as %s", path, name)
+    else:  # a guess among many code pages: say so, where the user can see it
+        log.warning("%s is not UTF-8: read it as %s, a guess; if names look wrong in the report, save "
+                    "it as CSV UTF-8", path, name)
+    return text, name
 
 
 def _dialect(text: str) -> type[csv.Dialect] | csv.Dialect:
@@ -127,7 +184,7 @@ def read_contacts(csv_path: str | Path, folder: str | Path, *, default_workspace
     """Read ``csv_path``; file cells are resolved inside ``folder``."""
     path = Path(csv_path)
     root = Path(folder)
-    text = _decode(path)
+    text, encoding = _decode(path)
     if not text.strip():
         raise UsageError(f"{path}: the contacts file is empty")
     reader = csv.reader(io.StringIO(text, newline=""), _dialect(text))
@@ -135,9 +192,9 @@ def read_contacts(csv_path: str | Path, folder: str | Path, *, default_workspace
         header = next(reader)
     except StopIteration:
         raise UsageError(f"{path}: the contacts file is empty") from None
-    if any("\x00" in h for h in header):  # UTF-16 saved without a BOM reads as text full of NULs
-        raise UsageError(f"{path}:1: the header holds a NUL byte: the file is damaged or not UTF-8 text "
-                         "(save the CSV as UTF-8)")
+    if any("\x00" in h for h in header):
+        raise UsageError(f"{path}:1: the header holds a NUL byte: the file is damaged there "
+                         "(save the CSV again as CSV UTF-8)")
     names = [_norm_header(h) for h in header]
     cols: dict[str, int] = {}
     for role, aliases in ALIASES.items():
@@ -200,4 +257,4 @@ def read_contacts(csv_path: str | Path, folder: str | Path, *, default_workspace
         seen[key] = line
         rows.append(ContactRow(line, contact, workspace, resolved, raw_file or None, extra))
     return ContactList(path=path, rows=tuple(rows), invalid=tuple(invalid),
-                       has_file_column="file" in cols, extra_columns=extra_names)
+                       has_file_column="file" in cols, extra_columns=extra_names, encoding=encoding)

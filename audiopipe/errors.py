@@ -95,6 +95,10 @@ class AuthError(SendError):
     """401: the token is wrong or missing; stop the whole run."""
 
 
+class TokenRefused(AuthError):
+    """401 to the token check made before any work: nothing was prepared, nothing was sent."""
+
+
 class RefusedError(SendError):
     """404, 413, 422 or another 4xx: the server looked at the request and refused it."""
 

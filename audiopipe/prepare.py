@@ -427,13 +427,18 @@ def _hash_now(path: Path) -> str:
 
 
 def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSettings | None = None, *,
-                 name: str | None = None, overwrite: bool = False, protect: ProtectArg = ()) -> PrepareResult:
+                 name: str | None = None, overwrite: bool = False, protect: ProtectArg = (),
+                 before_ffmpeg: Callable[[MediaInfo], None] | None = None) -> PrepareResult:
     """Prepare one file into ``out_dir``; raises an :class:`AudiopipeError` when it cannot.
 
     No output ever replaces ``source`` or a file in ``protect`` (the contacts CSV, say), by name or
     by link: :class:`OutputClash`. A file audiopipe did not write for this input and settings is
     left alone (:class:`OutputError`) unless ``overwrite``; its own earlier outputs, intact, are
     reused as they are (``result.reused``).
+
+    ``before_ffmpeg`` is called once before ffmpeg writes anything (a remux or an encode), never for
+    a file kept as it is or found in the cache: the place to check what is cheap to check before
+    the expensive work (``send`` checks the token there).
     """
     src = Path(source)
     out = Path(out_dir)
@@ -441,11 +446,12 @@ def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSetti
     protected = as_protected(protect)
     protected.add(src, "the input")
     refuse_clashes([out / stem], protected)
-    return _prepare_one(src, out, settings or PrepareSettings(), stem, overwrite=overwrite, protected=protected)
+    return _prepare_one(src, out, settings or PrepareSettings(), stem, overwrite=overwrite, protected=protected,
+                        before_ffmpeg=before_ffmpeg)
 
 
 def _prepare_one(src: Path, out: Path, settings: PrepareSettings, stem: str, *, overwrite: bool,
-                 protected: Protected) -> PrepareResult:
+                 protected: Protected, before_ffmpeg: Callable[[MediaInfo], None] | None = None) -> PrepareResult:
     dest_stem = out / stem
     check_readable(src)
     cache = Cache(settings.cache_dir) if settings.cache else None
@@ -467,11 +473,12 @@ def _prepare_one(src: Path, out: Path, settings: PrepareSettings, stem: str, *, 
         key = cache_key(sha, settings.cache_fields(), f"{ffmpeg_version()} audiopipe {__version__}")
         hit = cache.get(key)
         result = _restore(hit, dest_stem, src, sha, guard) if hit else _work(src, settings, dest_stem, guard,
-                                                                             lambda: sha)
+                                                                             lambda: sha, before_ffmpeg)
         if not hit:
             cache.put(key, _manifest(result, stem), [o.path for o in result.outputs])
     else:
-        result = _work(src, settings, dest_stem, guard, (lambda: sha) if sha else _hash_in_background(src))
+        result = _work(src, settings, dest_stem, guard, (lambda: sha) if sha else _hash_in_background(src),
+                       before_ffmpeg)
     write_record(dest_stem, ownership_key(result.source_sha256, settings.cache_fields()),
                  [o.path for o in result.outputs], _portable(_manifest(result, stem)))
     return result
@@ -503,7 +510,8 @@ def _portable(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _work(src: Path, settings: PrepareSettings, dest_stem: Path, guard: OutputGuard,
-          source_sha: Callable[[], str]) -> PrepareResult:
+          source_sha: Callable[[], str], before_ffmpeg: Callable[[MediaInfo], None] | None = None
+          ) -> PrepareResult:
     """Keep, remux or convert ``src`` into outputs named after ``dest_stem``."""
     info = probe(src)  # refuses missing, empty, corrupt, playlist and no-audio inputs
     seen = sniff(src)
@@ -520,6 +528,8 @@ def _work(src: Path, settings: PrepareSettings, dest_stem: Path, guard: OutputGu
                           mime=seen.mime, codec=info.audio.codec, duration=info.duration,
                           bitrate=info.audio.bit_rate or info.bit_rate)
         return PrepareResult(source=src, source_sha256=source_sha(), info=info, action="kept", outputs=(kept,))
+    if before_ffmpeg is not None:
+        before_ffmpeg(info)
     remuxed = _remux(src, info, settings, dest_stem, guard)
     if remuxed is not None:
         return PrepareResult(source=src, source_sha256=source_sha(), info=info, action="remuxed",
@@ -537,6 +547,12 @@ class InputItem:
     out_subdir: Path = field(default_factory=Path)  # relative folder under the output folder
 
 
+@dataclass(frozen=True)
+class FoundInputs:
+    items: list[InputItem]
+    not_audio: list[Path]  # files in the folders searched whose names are not audio or video
+
+
 def collect_inputs(paths: Iterable[str | Path], *, exclude: str | Path | None = None) -> list[InputItem]:
     """Files as given, and media files found recursively under folders (sorted, hidden ones skipped).
 
@@ -544,7 +560,14 @@ def collect_inputs(paths: Iterable[str | Path], *, exclude: str | Path | None = 
     A media name found in a folder that cannot be read as a file (a link loop, a dangling link) is
     kept, so that it is reported in its turn rather than silently skipped.
     """
+    return find_inputs(paths, exclude=exclude).items
+
+
+def find_inputs(paths: Iterable[str | Path], *, exclude: str | Path | None = None) -> FoundInputs:
+    """:func:`collect_inputs`, and the files it left out because they are not audio (a user is told
+    how many)."""
     items: list[InputItem] = []
+    not_audio: list[Path] = []
     skip = _real_path(Path(exclude)) if exclude else None
     for raw in paths:
         p = Path(raw)
@@ -557,13 +580,19 @@ def collect_inputs(paths: Iterable[str | Path], *, exclude: str | Path | None = 
             raise InputError(p, f"cannot list the folder: {os_reason(exc)}") from None
         for found in found_all:
             rel = found.relative_to(p)
-            if any(part.startswith(".") for part in rel.parts) or found.suffix.lower() not in MEDIA_EXTENSIONS:
+            if any(part.startswith(".") for part in rel.parts):
                 continue
             real = _real_path(found)
+            inside_exclude = skip is not None and real is not None and (real == skip or skip in real.parents)
+            if inside_exclude:
+                continue
+            if found.suffix.lower() not in MEDIA_EXTENSIONS:
+                if real is not None and _is_file(found):
+                    not_audio.append(found)
+                continue
             if real is None or _is_file(found):
-                if skip is None or real is None or not (real == skip or skip in real.parents):
-                    items.append(InputItem(found, rel.parent))
-    return items
+                items.append(InputItem(found, rel.parent))
+    return FoundInputs(items, not_audio)
 
 
 def _is_folder(p: Path) -> bool:

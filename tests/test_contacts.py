@@ -156,11 +156,16 @@ def test_missing_csv_is_a_usage_error(tmp_path, folder):
         read_contacts(tmp_path / "absent.csv", folder, default_workspace=WS)
 
 
-def test_non_utf8_is_a_usage_error_naming_the_line(tmp_path, folder):
+def test_latin1_is_read_not_refused(tmp_path, folder):
+    # once refused as "not UTF-8"; tests/test_encodings.py covers the encodings spreadsheets write
     text = f"contact,name\n{C[0]},Ann\n{C[1]},Jos\u00e9\n"
-    p = write(tmp_path, text, encoding="latin-1")
-    with pytest.raises(UsageError, match=r"contacts\.csv:3: not UTF-8"):
-        read_contacts(p, folder, default_workspace=WS)
+    cl = read_contacts(write(tmp_path, text, encoding="latin-1"), folder, default_workspace=WS)
+    assert [r.extra["name"] for r in cl.rows] == ["Ann", "Jos\u00e9"]
+
+
+def test_a_file_that_is_not_text_is_a_usage_error(tmp_path, folder, audio_dir):
+    with pytest.raises(UsageError, match=r"tone\.wav is not text, not a CSV file"):
+        read_contacts(audio_dir / "tone.wav", folder, default_workspace=WS)
 
 
 # --- bad rows --------------------------------------------------------------------------------------

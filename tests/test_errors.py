@@ -145,11 +145,19 @@ def test_nul_in_a_csv_cell_is_an_invalid_row_and_the_rest_is_sent(
     assert sorted(m["contact_id"] for m in sb.messages()) == sorted(PEOPLE)  # both good rows went out
 
 
+def test_utf16_without_a_bom_is_read_not_refused_for_its_nuls(tmp_path: Path, audio_dir: Path) -> None:
+    folder = recordings(tmp_path, audio_dir)
+    csv_path = tmp_path / "c.csv"
+    # what Excel's "Unicode text" gives, less its BOM: once refused for "a NUL byte in the header"
+    csv_path.write_bytes(("contact\n" + PEOPLE[0] + "\n").encode("utf-16-le"))
+    proc = run_cli(tmp_path, "batch", str(folder), "--contacts", str(csv_path), "-w", WS, "--dry-run")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "would send 2" in proc.stderr.decode()
+
+
 def test_nul_in_the_header_is_one_line(tmp_path: Path, audio_dir: Path) -> None:
     folder = recordings(tmp_path, audio_dir)
-    utf16ish = "contact\n" + PEOPLE[0] + "\n"
-    csv_path = tmp_path / "c.csv"
-    csv_path.write_bytes(utf16ish.encode("utf-16-le"))  # what Excel's "Unicode text" gives, less its BOM
+    csv_path = write_csv(tmp_path / "c.csv", "con\x00tact\n" + PEOPLE[0] + "\n")  # damaged, not UTF-16
     proc = run_cli(tmp_path, "batch", str(folder), "--contacts", str(csv_path), "-w", WS, "--dry-run")
     assert proc.returncode == 2
     one_error_line(proc, str(csv_path), "NUL", "UTF-8")

@@ -17,6 +17,8 @@ def walk(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]
     """The path of every command and subcommand under ``group`` (``("batch",)``...)."""
     found = []
     for name, command in sorted(group.commands.items()):
+        if command.hidden:  # an alias (check = doctor): its help is the command's own
+            continue
         found.append(path + (name,))
         if isinstance(command, click.Group):
             found += walk(command, path + (name,))

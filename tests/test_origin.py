@@ -260,10 +260,11 @@ def test_batch_records_a_redirect_elsewhere_as_failed_not_sent(make_server, audi
     with SqliteLedger(state) as ledger:
         [recorded] = ledger.rows()
     assert recorded.state == "failed" and recorded.message_id is None
-    assert other.untouched() and len(api.requests) == 1
+    uploads = lambda: [r for r in api.requests if r["body"] != b"{}"]  # noqa: E731 (not the token checks)
+    assert other.untouched() and len(uploads()) == 1
 
     again = cli(*args, base_url=api.origin + "/api/v3", tmp_path=tmp_path)  # a refusal stays failed
-    assert again.returncode == 1 and len(api.requests) == 1 and other.untouched()
+    assert again.returncode == 1 and len(uploads()) == 1 and other.untouched()
 
 
 def test_same_origin_redirect_is_still_followed_with_the_body(make_server, audio_dir):

@@ -308,8 +308,19 @@ def test_rerun_from_the_command_line_is_cheap_and_says_so(rec: Path, tmp_path: P
     args = ("prepare", str(rec), "--out", str(out), "--no-cache")
     assert cli(*args).returncode == 0
     mtimes = {f: (out / f).stat().st_mtime_ns for f in files_in(out)}
-    proc = cli(*args, env={"AUDIOPIPE_FFMPEG": "/nonexistent/ffmpeg", "AUDIOPIPE_FFPROBE": "/nonexistent/ffprobe"})
+    # ffmpeg and ffprobe that log every call: the up-front tool check may ask for versions and
+    # encoders, but no file may be opened (-i) or probed on a rerun
+    log = tmp_path / "calls.log"
+    wrappers = {}
+    for tool in ("ffmpeg", "ffprobe"):
+        w = tmp_path / f"logging-{tool}"
+        w.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {shutil.which(tool)} "$@"\n')
+        w.chmod(0o755)
+        wrappers[f"AUDIOPIPE_{tool.upper()}"] = str(w)
+    proc = cli(*args, env=wrappers)
     assert proc.returncode == 0, proc.stderr
+    calls = log.read_text().splitlines() if log.exists() else []
+    assert not [c for c in calls if str(rec) in c], calls
     assert proc.stdout.count("(already there)") == 3
     assert {f: (out / f).stat().st_mtime_ns for f in files_in(out)} == mtimes
 
