@@ -88,12 +88,23 @@ class RowResult:
     error: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
     size: int | None = None
+    # what was (or would be) sent: what prepare did, the format, this part's length and the source's
+    action: str | None = None           # kept, remuxed, transcoded, trimmed, split
+    format: str | None = None
+    duration_sent: float | None = None  # seconds
+    source_duration: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # The CSV's own columns are kept; one named like ours ("status", "error"...) becomes csv_status.
         return {**{extra_column_name(k): v for k, v in self.extra.items()}, "line": self.line, "contact": self.contact, "workspace": self.workspace,
                 "file": self.file, "part": self.part, "parts": self.parts, "status": self.status,
-                "message_id": self.message_id, "error": self.error, "size": self.size}
+                "message_id": self.message_id, "error": self.error, "size": self.size,
+                "action": self.action, "format": self.format, "duration_sent": _seconds(self.duration_sent),
+                "source_duration": _seconds(self.source_duration)}
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 @dataclass
@@ -175,6 +186,13 @@ class _Unit:
     source_sha256: str
     outputs: tuple[OutputFile, ...]
     prepared_sha256: list[str]
+    action: str | None = None
+    source_duration: float | None = None
+
+    def sent_fields(self, o: OutputFile) -> dict[str, Any]:
+        """The report's columns about what goes out as part ``o``."""
+        return dict(size=o.size, action=self.action, format=o.format, duration_sent=o.duration,
+                    source_duration=self.source_duration)
 
 
 def _plan_units(contacts: ContactList, folder: Path, prepared: dict[Path, PrepareOutcome],
@@ -206,7 +224,7 @@ def _plan_units(contacts: ContactList, folder: Path, prepared: dict[Path, Prepar
                 continue
             res = outcome.result
             units.append(_Unit(row.line, row.contact, row.workspace, label, row.extra, res.source_sha256,
-                               res.outputs, [sha(o.path) for o in res.outputs]))
+                               res.outputs, [sha(o.path) for o in res.outputs], res.action, res.source_duration))
     return units
 
 
@@ -338,7 +356,7 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
                 status, mid, err = _decide(row, sha, settings, u.label)
                 results.append(RowResult(u.row_line, u.contact, u.workspace, u.label, o.part, o.parts,
                                          ST_WOULD_SEND if status is None else status, mid, err,
-                                         u.extra, o.size))
+                                         u.extra, **u.sent_fields(o)))
         return batch
     assert ledger is not None
     if sender is None:
@@ -363,7 +381,7 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
     def send_part(u: _Unit, o: OutputFile, sha: str) -> RowResult:
         key = SendKey(settings.campaign, u.workspace, u.contact, u.source_sha256, o.part)
         base = dict(line=u.row_line, contact=u.contact, workspace=u.workspace, file=u.label, part=o.part,
-                    parts=o.parts, extra=u.extra, size=o.size)
+                    parts=o.parts, extra=u.extra, **u.sent_fields(o))
         status, mid, err = _decide(ledger.get(key), sha, settings, u.label)
         if status is not None:
             return RowResult(status=status, message_id=mid, error=err, **base)
@@ -412,7 +430,7 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
         for o, sha in zip(u.outputs, u.prepared_sha256):
             if blocked:
                 out.append(RowResult(u.row_line, u.contact, u.workspace, u.label, o.part, o.parts,
-                                     ST_NOT_SENT, error=blocked, extra=u.extra, size=o.size))
+                                     ST_NOT_SENT, error=blocked, extra=u.extra, **u.sent_fields(o)))
             else:
                 r = send_part(u, o, sha)
                 out.append(r)

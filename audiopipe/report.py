@@ -10,8 +10,10 @@ from typing import Any, Iterable
 from .encode import temp_path_for
 from .errors import AudiopipeError
 
+# size, format and duration_sent are of the part that went out; source_duration of the whole
+# recording, so a trimmed one shows what was cut (seconds, to the hundredth)
 REPORT_COLUMNS = ("contact", "workspace", "file", "part", "parts", "status", "message_id", "error", "line",
-                  "size")
+                  "size", "action", "format", "duration_sent", "source_duration")
 FORMULA_START = ("=", "+", "-", "@")
 
 
