@@ -22,7 +22,7 @@ from typing import Any, Callable, NoReturn
 
 import click
 
-from . import __version__, runner, scratch
+from . import __version__, render, runner, scratch
 from .console import bars_enabled, human_duration, human_size, progress_bar, safe, say, setup_logging
 from .errors import (AudiopipeError, AuthError, ConnectFailed, FFmpegError, GaveUp, OutcomeUnknown, PrepareError,
                      SendError, ToolMissingError, UsageError, os_error_line)
@@ -299,22 +299,6 @@ def _kbps(bitrate: int | None) -> str:
     return f"{bitrate / 1000:.0f} kb/s" if bitrate else "-"
 
 
-def _describe(outcome: PrepareOutcome) -> str:
-    r = outcome.result
-    assert r is not None
-    outs = ", ".join(f"{o.path} ({human_size(o.size)})" for o in r.outputs)
-    extra = ""
-    if r.action == "trimmed" and r.kept_duration is not None:
-        extra = f" kept {human_duration(r.kept_duration)} of {human_duration(r.info.duration)}"
-    elif r.action == "split":
-        extra = f" into {len(r.outputs)} parts"
-    if r.passes > 1:
-        extra += f" ({r.passes} passes)"
-    if r.cached:
-        extra += " (cached)"
-    return f"{r.action:<11} {outcome.source} -> {outs}{extra}"
-
-
 @cli.command("prepare")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -343,18 +327,23 @@ def prepare_cmd(inputs: tuple[Path, ...], out_dir: Path, fmt: str, max_size: int
         raise UsageError("no audio files found in " + ", ".join(map(str, inputs)))
     bar = progress_bar(len(items), "preparing", enabled=bars_enabled(quiet or as_json))
     _set_stage("preparing", "files already prepared are in place; run the same command again to finish")
+    encodes = render.EncodeBars(enabled=bars_enabled(quiet or as_json))
 
     def report(outcome: PrepareOutcome) -> None:
+        encodes.done(outcome.source)
         bar.update(1)
         if as_json:
             click.echo(json.dumps(outcome.to_dict()))
         elif outcome.error is not None:
             bar.write(safe(f"audiopipe: error: {failure_line(outcome)}" + _hint(outcome.error)), file=sys.stderr)
         elif not quiet:
-            bar.write(safe(_describe(outcome)))
+            bar.write(safe(render.describe_prepared(outcome)))
+        for warning in render.prepare_warnings(outcome.result) if outcome.result else ():
+            bar.write(safe(f"audiopipe: warning: {warning}"), file=sys.stderr)  # --quiet too: audio was lost
 
-    with bar:
-        outcomes = prepare_many(items, out_dir, settings, jobs=jobs, progress=report)
+    with bar, encodes:
+        outcomes = prepare_many(items, out_dir, settings, jobs=jobs, progress=report,
+                                encode_progress=encodes.update)
     counts = Counter(o.result.action if o.result else "failed" for o in outcomes)
     summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("kept", "remuxed", "transcoded", "trimmed", "split", "failed"))
     if not as_json:
@@ -457,6 +446,7 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
     from .client import LancepilotClient, SentMessage
 
     sent: list[SentMessage] = []
+    described: list[dict[str, Any]] = []
     with LancepilotClient(base_url=base_url, token_file=token_file, connect_timeout=connect_timeout,
                           read_timeout=read_timeout, retry=RetryPolicy(attempts=retries + 1)) as client:
         if url is not None:
@@ -469,9 +459,12 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
             _set_stage("preparing")
             with scratch.temp_dir("send") as tmp:
                 try:
-                    result = prepare_file(input_path, tmp, settings)
+                    with render.EncodeBars(enabled=bars_enabled(as_json)) as encodes:
+                        result = prepare_file(input_path, tmp, settings, progress=encodes.update)
                 except FFmpegError as exc:  # its message does not say which file
                     raise PrepareError(input_path, str(exc)) from None
+                for warning in render.prepare_warnings(result):  # before the upload: it may take long
+                    say(f"audiopipe: warning: {warning}", err=True)
                 for out in result.outputs:  # parts in order, part 1 first
                     _set_stage("sending", "the message may have been created: check before sending again"
                                + "".join(f"; part {i} of {len(result.outputs)} was sent: {m.id}"
@@ -483,17 +476,31 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
                         if as_json:
                             click.echo(json.dumps({"ok": False, "error": str(exc), "created": exc.created,
                                                    "sent": [m.data for m in sent]}))
-                        for i, m in enumerate(sent, 1):
-                            say(f"part {i} of {len(result.outputs)} was sent: {m.id}", err=True)
-                        if sent:
+                            for i, m in enumerate(sent, 1):
+                                say(f"part {i} of {len(result.outputs)} was sent: {m.id}", err=True)
+                        if sent:  # without --json, each part's line was printed as it went out
                             say("to send the rest only, split the file yourself or use 'audiopipe "
                                 "batch' (it records every part)", err=True)
                         raise exc
+                    described.append(dict(render.file_fields(result, out), contact=contact))
+                    if not as_json:
+                        _say_sent(render.sent_line(input_path, result, out, contact, sent[-1].id))
     if as_json:
-        click.echo(json.dumps([m.data for m in sent]))
-    else:
+        # the server's fields as they were, and what audiopipe did beside them (the server's win)
+        described += [{}] * (len(sent) - len(described))  # --url: nothing was prepared
+        click.echo(json.dumps([{**fields, **m.data} for m, fields in zip(sent, described)]))
+    elif url is not None:
         for m in sent:
             say(m.id or "(created; the server returned no id)")
+    elif not sys.stdout.isatty():  # a script: the ids alone on stdout, the lines went to stderr
+        for m in sent:
+            say(m.id or "(created; the server returned no id)")
+
+
+def _say_sent(line: str) -> None:
+    """A person at a terminal reads the line where the output goes; a script capturing stdout
+    (``id=$(audiopipe send ...)``) gets the id alone there, and the line on stderr."""
+    say(line, err=not sys.stdout.isatty())
 
 
 # --- batch and status ----------------------------------------------------------------------------
@@ -621,13 +628,18 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
             client.close()
     for note in result.notes:
         say(f"audiopipe: warning: {note}", err=True)
+    for outcome in result.prepared:  # what was cut: one line a file, however many contacts get it
+        shown = render.name_in(folder, outcome.source)
+        for warning in render.prepare_warnings(outcome.result, shown) if outcome.result else ():
+            say(f"audiopipe: warning: {warning}", err=True)
     if report_path:
         write_report(report_path, (r.to_dict() for r in result.rows), result.extra_columns)
     counts = result.counts()
     problems = [r for r in result.rows if r.status in ("failed", "unknown", "invalid", "not_sent")]
     if as_json:
         click.echo(json.dumps(dict(result.summary(), report=str(report_path) if report_path else None,
-                                   problems=[r.to_dict() for r in problems[:1000]])))
+                                   problems=[r.to_dict() for r in problems[:1000]],
+                                   files=[render.file_fields(o.result) for o in result.prepared if o.result])))
     else:
         # a file that could not be prepared is one problem, however many contacts it was for
         unpreparable = [o for o in result.prepared if o.error is not None]
