@@ -428,6 +428,11 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
     A timeout, reset or server error after the file went out is reported as unknown and never
     resent, because the customer may already have it.
 
+    Says in one line per message what went out: INPUT -> prepared file, what was done
+    (kept, remuxed, transcoded, trimmed, split), format, size, length, contact and message
+    id. When stdout is not a terminal that line goes to stderr and stdout has the id alone
+    (id=$(audiopipe send ...)). Audio cut to fit --max-size is a warning on stderr.
+
     \b
     Exit status: 0 sent; 1 refused by the server (404/413/422) or not preparable;
     2 usage; 3 authentication; 4 outcome unknown; 5 not sent after retries.

@@ -134,7 +134,7 @@ class EncodeBars:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self._bars: dict[Path, tuple[Any, tuple[int, int]]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a signal may interrupt this thread while it holds it
 
     def __enter__(self) -> "EncodeBars":
         return self
