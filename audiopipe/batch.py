@@ -313,7 +313,7 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
                 continue
             if real == root or root in real.parents:
                 items.append(InputItem(real, i.out_subdir))
-            else:  # REFERENCE §6: a link out of the folder must not send some other recording to everyone
+            else:  # docs/api.md §6: a link out of the folder must not send some other recording to everyone
                 link = root / i.path.relative_to(folder)
                 refused[link] = PrepareOutcome(link, error=InputError(link, "is a link that leads outside "
                                                                             "the folder"))

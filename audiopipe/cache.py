@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 SCHEMA = 1
+SHARD_NAME = re.compile(r"[0-9a-f]{2}")
+ENTRY_NAME = re.compile(r"[0-9a-f]{64}|\.tmp-.+")  # an entry, or one being written
 
 # Cache folders found unwritable in this process: not tried again, warned about once.
 _unwritable: set[Path] = set()
@@ -124,13 +127,30 @@ class Cache:
         return entries, size
 
     def clear(self) -> int:
-        """Remove every entry; return how many there were."""
-        if not self.root.exists():
-            return 0
-        count = sum(1 for _ in self.root.glob("*/*/manifest.json"))
-        for child in self.root.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                child.unlink(missing_ok=True)
+        """Remove every entry; return how many there were.
+
+        Only what the cache itself made goes (``XX/<sha256>`` folders): AUDIOPIPE_CACHE_DIR pointed
+        at a folder that holds anything else by mistake loses nothing else."""
+        count = 0
+        for shard in self._own_dirs(self.root, SHARD_NAME):
+            for entry in self._own_dirs(shard, ENTRY_NAME):
+                count += (entry / "manifest.json").is_file()
+                shutil.rmtree(entry, ignore_errors=True)
+            _remove_if_empty(shard)
+        _remove_if_empty(self.root)
         return count
+
+    @staticmethod
+    def _own_dirs(folder: Path, pattern: re.Pattern[str]) -> list[Path]:
+        try:
+            found = list(folder.iterdir())
+        except OSError:
+            return []
+        return [d for d in found if pattern.fullmatch(d.name) and d.is_dir() and not d.is_symlink()]
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # something else is in it: not ours to remove

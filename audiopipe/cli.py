@@ -24,9 +24,10 @@ import click
 
 from . import __version__, render, runner, scratch
 from .console import bars_enabled, human_duration, human_size, progress_bar, safe, say, setup_logging
-from .errors import (AudiopipeError, AuthError, ConnectFailed, FFmpegError, GaveUp, OutcomeUnknown, PrepareError,
-                     SendError, ToolMissingError, UsageError, os_error_line)
+from .errors import (AudiopipeError, AuthError, ConnectFailed, FFmpegError, GaveUp, OutcomeUnknown, OutputError,
+                     PrepareError, SendError, ToolMissingError, UsageError, os_error_line)
 from .formats import FORMAT_NAMES
+from .outputs import Protected
 from .plan import DoesNotFit
 from .prepare import (OVERFLOW_CHOICES, PrepareOutcome, PrepareSettings, acceptable, check_output_folder,
                       collect_inputs, prepare_many)
@@ -256,6 +257,11 @@ def cli(debug: bool, verbose: int) -> None:
 def probe_cmd(files: tuple[Path, ...], as_json: bool) -> None:
     """Describe audio files: container, codec, rate, channels, duration, and whether they go as they are.
 
+    \b
+    Examples:
+      audiopipe probe recordings/*.wav
+      audiopipe probe talk.m4a --json | jq .sends_as_is
+
     "SENT AS IS?" says whether 'prepare' (with default settings) would send the file byte for
     byte, and if not, why: another type, tags or cover art, or over the 16,000,000-byte budget.
     Exit status 1 when any file cannot be read.
@@ -306,21 +312,42 @@ def _kbps(bitrate: int | None) -> str:
 @prepare_options
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Files prepared in parallel.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace files in --out that audiopipe did not write for the same input and "
+                   "settings (never an input itself).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no per-file lines.")
 @stops_cleanly
 @handle_errors
 def prepare_cmd(inputs: tuple[Path, ...], out_dir: Path, fmt: str, max_size: int, bitrate: int | None,
                 channels: int | None, normalize: bool, voice_note: bool, on_overflow: str,
-                reencode: bool, no_cache: bool, jobs: int, as_json: bool, quiet: bool) -> None:
+                reencode: bool, no_cache: bool, overwrite: bool, jobs: int, as_json: bool,
+                quiet: bool) -> None:
     """Make every input (files, or folders searched recursively) ready to send, into --out.
+
+    An output never replaces an input (the run is refused, exit 2). A file already in --out
+    that audiopipe did not write for the same input and settings is left alone and that input
+    fails, unless --overwrite. Running again into the same --out reuses what is there.
+
+    \b
+    Examples:
+      audiopipe prepare recordings/ --out ready/ --jobs 2
+      audiopipe prepare talk.flac --out ready/ --format mp3 --max-size 5MB
+      audiopipe prepare lecture.wav --out ready/ --on-overflow split --json
+      audiopipe prepare memo.m4a --out ready/ --voice-note
 
     \b
     Exit status: 0 every input prepared; 1 some failed (the others are still
-    prepared, and no partial file is left behind); 2 usage error.
+    prepared, and no partial file is left behind); 2 usage error, or an output
+    would replace an input.
     """
     settings = settings_from(fmt, max_size, bitrate, channels, normalize, voice_note, on_overflow,
                              reencode, no_cache)
+    for folder in inputs:
+        if _same_folder(folder, out_dir):
+            raise UsageError(f"--out {out_dir} is the input folder {folder} itself: the prepared files "
+                             f"would be taken for recordings next time; choose another folder, e.g. "
+                             f"{folder / 'ready'}")
     check_output_folder(out_dir)  # a read-only or full --out: one line now, not one per file
     items = collect_inputs(inputs, exclude=out_dir)
     if not items:
@@ -343,7 +370,7 @@ def prepare_cmd(inputs: tuple[Path, ...], out_dir: Path, fmt: str, max_size: int
 
     with bar, encodes:
         outcomes = prepare_many(items, out_dir, settings, jobs=jobs, progress=report,
-                                encode_progress=encodes.update)
+                                encode_progress=encodes.update, overwrite=overwrite)
     counts = Counter(o.result.action if o.result else "failed" for o in outcomes)
     summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("kept", "remuxed", "transcoded", "trimmed", "split", "failed"))
     if not as_json:
@@ -355,6 +382,13 @@ def failure_line(outcome: PrepareOutcome) -> str:
     """Why an input could not be prepared, starting with its path (an ffmpeg error does not name it)."""
     text = str(outcome.error)
     return text if text.startswith(str(outcome.source)) else f"{outcome.source}: {text}"
+
+
+def _same_folder(folder: Path, out_dir: Path) -> bool:
+    try:
+        return folder.is_dir() and out_dir.resolve() == folder.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False  # an input that cannot be looked at is reported in its turn
 
 
 def _hint(error: AudiopipeError) -> str:
@@ -399,7 +433,7 @@ def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @cli.command("send")
-@click.argument("input_path", metavar="INPUT", required=False, type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(path_type=Path))
 @click.option("--workspace", "-w", required=True, envvar="LANCEPILOT_WORKSPACE",
               help="Workspace UUID [env LANCEPILOT_WORKSPACE].")
 @click.option("--contact", "-c", required=True, help="Contact UUID.")
@@ -548,7 +582,10 @@ def _say_sent(line: str) -> None:
               help="Tries per message within a run when it was certainly not sent (429, connection "
                    "refused); what is left is sent by the next run.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write one CSV row per (contact, file, part) with its status.")
+              help="Write one CSV row per (contact, file, part) with its status. It replaces an "
+                   "earlier report, never the contacts CSV, the ledger or a recording.")
+@click.option("--overwrite", is_flag=True,
+              help="Let --report replace a file that is not an earlier audiopipe report.")
 @prepare_options
 @client_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
@@ -558,7 +595,7 @@ def _say_sent(line: str) -> None:
 def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign: str,
               state_path: Path | None, concurrency: int, rate: float, jobs: int, dry_run: bool,
               retry_unknown: bool, retry_failed: bool, new_ledger: bool, settle: float, attempts: int,
-              report_path: Path | None,
+              report_path: Path | None, overwrite: bool,
               fmt: str, max_size: int,
               bitrate: int | None, channels: int | None, normalize: bool, voice_note: bool,
               on_overflow: str, reencode: bool, no_cache: bool, base_url: str | None,
@@ -579,7 +616,11 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     again. --new-ledger starts afresh on purpose.
 
     \b
-    Example (cron, every 10 minutes):
+    Examples:
+      audiopipe batch recordings/ --contacts contacts.csv -w WORKSPACE_UUID --report report.csv
+      audiopipe batch recordings/ --contacts contacts.csv -w WORKSPACE_UUID --dry-run
+      audiopipe batch recordings/ --contacts contacts.csv --campaign spring --retry-failed
+      # from cron, every 10 minutes:
       */10 * * * * LANCEPILOT_TOKEN_FILE=$HOME/.lancepilot-token audiopipe batch \\
           /srv/recordings --contacts /srv/contacts.csv -w WORKSPACE_UUID --quiet \\
           --report /srv/reports/last.csv >> /var/log/audiopipe.log 2>&1
@@ -593,7 +634,7 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     from .batch import BatchSettings, run_batch
     from .client import LancepilotClient
     from .ledger import LedgerLocked
-    from .report import write_report
+    from .report import check_report_path, write_report
 
     settings = BatchSettings(
         folder=folder, contacts=contacts_csv, workspace=workspace, campaign=campaign,
@@ -616,8 +657,17 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     client = None if dry_run else LancepilotClient(base_url=base_url, token_file=token_file,
                                                    connect_timeout=connect_timeout,
                                                    read_timeout=read_timeout)
+    report_protect = None
     if report_path:  # find out now, not after every message has gone out
         check_output_folder(report_path.parent, f"cannot write the report {report_path}")
+        from .ledger import default_state_path
+
+        report_protect = _batch_files(folder, contacts_csv, state_path or default_state_path(), token_file,
+                                      inputs=os.path.lexists(report_path))
+        try:
+            check_report_path(report_path, protect=report_protect, overwrite=overwrite)
+        except OutputError as exc:
+            raise UsageError(str(exc)) from None
     # SIGINT/SIGTERM (Ctrl-C, cron's timeout, systemd) unwind through here (stops_cleanly): sends
     # in flight finish and are recorded, then the ledger is closed
     _set_stage("preparing", continue_batch)
@@ -638,7 +688,8 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
         for warning in render.prepare_warnings(outcome.result, shown) if outcome.result else ():
             say(f"audiopipe: warning: {warning}", err=True)
     if report_path:
-        write_report(report_path, (r.to_dict() for r in result.rows), result.extra_columns)
+        write_report(report_path, (r.to_dict() for r in result.rows), result.extra_columns,
+                     protect=report_protect or (), overwrite=overwrite)
     counts = result.counts()
     problems = [r for r in result.rows if r.status in ("failed", "unknown", "invalid", "not_sent")]
     if as_json:
@@ -683,6 +734,22 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     sys.exit(int(batch_exit_code(result)))
 
 
+def _batch_files(folder: Path, contacts_csv: Path, state_file: Path, token_file: Path | None, *,
+                 inputs: bool) -> Protected:
+    """What the report must never replace: the contacts, the ledger (and SQLite's files beside it),
+    the token file and, when ``inputs`` (a file is already at the report's path), the recordings."""
+    from .ledger import MARKER_NAME
+
+    files: list[tuple[Path, str]] = [(contacts_csv, "the contacts CSV")]
+    files += [(Path(f"{state_file}{suffix}"), "the ledger") for suffix in ("", "-wal", "-shm", "-journal")]
+    files.append((folder / MARKER_NAME, "the note of which ledger sent this folder"))
+    if token_file is not None:
+        files.append((token_file, "the token file"))
+    if inputs:
+        files += [(item.path, "the recording") for item in collect_inputs([folder])]
+    return Protected(files)
+
+
 def _dry_run_bytes(result: Any) -> str:
     return human_size(sum(r.size or 0 for r in result.rows if r.status == "would_send"))
 
@@ -715,6 +782,12 @@ def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> 
     the next batch sends it); unknown (may have been delivered; resent only with
     batch --retry-unknown); sending (in flight now, or left by a run that died:
     the next batch calls it unknown).
+
+    \b
+    Examples:
+      audiopipe status
+      audiopipe status --campaign spring --json
+      audiopipe status --state /srv/audiopipe/ledger.sqlite3 || echo "something needs a look"
 
     Exit status: 4 some unknown, 1 some failed, 5 some deferred, 0 otherwise.
     """
@@ -763,6 +836,12 @@ def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> 
 def cache_cmd(clear: bool) -> None:
     """Show (or --clear) the cache of prepared files [env AUDIOPIPE_CACHE_DIR; default ~/.cache/audiopipe].
 
+    \b
+    Examples:
+      audiopipe cache
+      audiopipe cache --clear
+      AUDIOPIPE_CACHE_DIR=/var/cache/audiopipe audiopipe cache
+
     Preparing a file again with the same settings reuses its cached result. The cache only
     grows: clear it now and then (e.g. monthly from cron); nothing is lost but time.
     """
@@ -778,6 +857,9 @@ def cache_cmd(clear: bool) -> None:
 
 # --- the sandbox -----------------------------------------------------------------------------------
 
+SANDBOX_TOKEN = "sandbox-token"  # public: the README and --help show it
+
+
 def default_sandbox_dir() -> Path:
     import os
 
@@ -786,10 +868,12 @@ def default_sandbox_dir() -> Path:
 
 
 @cli.command("sandbox")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. 0.0.0.0 (or ::) is every address of this machine: the sandbox "
+                   "is then reachable from the network, and the URLs that work are shown.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
               help="Port (0 picks a free one).")
-@click.option("--token", envvar="AUDIOPIPE_SANDBOX_TOKEN", default="sandbox-token", show_default=True,
+@click.option("--token", envvar="AUDIOPIPE_SANDBOX_TOKEN", default=SANDBOX_TOKEN, show_default=True,
               help="The bearer token clients must send [env AUDIOPIPE_SANDBOX_TOKEN].")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where messages and uploaded files are stored [default ~/.local/state/audiopipe/sandbox].")
@@ -836,14 +920,17 @@ def sandbox_cmd(host: str, port: int, token: str, data_dir: Path | None, contact
     messages are at GET /_sandbox/messages, or: audiopipe sandbox --list.
 
     \b
-    Example:
+    Examples:
       audiopipe sandbox --port 8765 --token secret &
       LANCEPILOT_BASE_URL=http://127.0.0.1:8765/api/v3 LANCEPILOT_TOKEN=secret \\
           audiopipe send talk.wav -w WORKSPACE_UUID -c CONTACT_UUID
+      audiopipe sandbox --port 0 --rate-lost 0.1 --latency 0.05
+      audiopipe sandbox --list
 
     Stops cleanly on Ctrl-C.
     """
-    from .sandbox import Faults, SandboxConfig, serve, stored_messages
+    from .listen import reach, sandbox_banner
+    from .sandbox import API_PREFIX, Faults, SandboxConfig, serve, stored_messages
 
     data = data_dir or default_sandbox_dir()
     if list_only:
@@ -859,11 +946,9 @@ def sandbox_cmd(host: str, port: int, token: str, data_dir: Path | None, contact
                            max_connections=max_connections, faults=faults)
 
     def ready(sb: Any) -> None:
-        say(f"sandbox listening on {sb.url}", err=True)
-        say(f"  token: {token}   (the sandbox's own; not a Lancepilot token)", err=True)
-        say(f"  data:  {data}", err=True)
-        say(f"  try:   LANCEPILOT_BASE_URL={sb.url} LANCEPILOT_TOKEN={token} audiopipe send ...", err=True)
-        say("  Ctrl-C to stop", err=True)
+        where = reach(*sb.address, path=API_PREFIX)  # the socket's own address: --port 0 is the real port
+        for line in sandbox_banner(where, token, SANDBOX_TOKEN, data):
+            say(line, err=True)
 
     import signal
     import threading

@@ -1,6 +1,6 @@
 """The Lancepilot API client: one audio message per call, every outcome typed.
 
-REFERENCE §5 decides everything here. The API has no idempotency key, so a request is repeated only
+docs/api.md §5 decides everything here. The API has no idempotency key, so a request is repeated only
 when the message was definitely not created: connection failures before anything was sent, and 429.
 Every other outcome gets exactly one request. A read timeout, a reset or a 5xx is *unknown*: the
 message may exist, and resending could reach the customer twice.

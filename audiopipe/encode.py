@@ -8,37 +8,32 @@ Video, cover art, chapters and metadata are dropped: a customer must not get the
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import ffmpeg
 
-from .errors import InputError, PrepareError, UsageError
+from .errors import FFmpegError, InputError, LimitExceeded, PrepareError
 from .formats import TargetFormat
 from .plan import EncodePlan
-from .probe import PROBE_TIMEOUT, MediaInfo, ffmpeg_path_arg, input_options, probe
-from .runner import ffmpeg_base, ffprobe_base, run
+from .probe import (MediaInfo, ffmpeg_path_arg, input_options, measured_duration, probe,
+                    reading_timeout)
+from .runner import ffmpeg_base, run
 from .scratch import discard, part_path
 from .sniff import sniff
 
 LOUDNORM = {"I": -16, "TP": -1.5, "LRA": 11}  # EBU R128, the usual target for speech on phones
+ENCODE_TIMEOUT_CAP = 4 * 3600.0
 
 
 def encode_timeout(duration: float) -> float:
-    """Generous: ffmpeg encodes audio at 50-500× real time; this only catches a hung process."""
-    configured = os.environ.get("AUDIOPIPE_FFMPEG_TIMEOUT")
-    if configured:
-        try:
-            seconds = float(configured)
-        except ValueError:
-            seconds = -1.0
-        if seconds <= 0:
-            raise UsageError(f"AUDIOPIPE_FFMPEG_TIMEOUT={configured!r} must be a number of seconds above 0")
-        return seconds
-    return 120.0 + duration * 1.0
+    """Generous: ffmpeg encodes audio at 50-500x real time (loudnorm at ~6x on a busy machine); this
+    only catches a hung process. ``duration`` is what will really be encoded: the plan's, never more
+    than the input's bytes can hold (probe refuses a file claiming more), and never more than ~6
+    hours (the most a 16 MB budget holds at the lowest bitrate) unless the budget is bigger."""
+    return min(120.0 + duration * 0.5, ENCODE_TIMEOUT_CAP)
 
 
 # ffmpeg writes key=value blocks to stdout about twice a second; -nostats keeps stderr for errors
@@ -92,8 +87,8 @@ def remux(source: str | Path, audio_index: int, muxer: str, dest: Path, duration
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(dest)
     try:
-        run(build_copy_argv(source, audio_index, muxer, tmp), timeout=encode_timeout(duration) / 4 + 30,
-            what="ffmpeg remux")
+        run(build_copy_argv(source, audio_index, muxer, tmp),
+            timeout=reading_timeout(Path(source).stat().st_size, duration), what="ffmpeg remux")
         os.replace(tmp, dest)
     finally:
         discard(tmp)
@@ -149,17 +144,24 @@ def duration_tolerance(expected: float) -> float:
     return max(0.25, expected * 0.02)
 
 
-def _counted_duration(path: Path, frame_samples: int, sample_rate: int) -> float:
-    """ADTS has no duration field: ffprobe estimates one from the first frames' bitrate, far off for
-    audio with quiet passages (40 s of half-silence reads as 21 s). Count the frames instead."""
-    argv = ffprobe_base()
-    for key, value in input_options().items():
-        argv += [f"-{key}", value]
-    argv += ["-select_streams", "a:0", "-count_packets", "-show_entries", "stream=nb_read_packets",
-             "-of", "json", ffmpeg_path_arg(path)]
-    out = run(argv, timeout=PROBE_TIMEOUT, what="ffprobe")
-    streams = json.loads(out.stdout.decode("utf-8", "replace") or "{}").get("streams") or [{}]
-    return int(streams[0].get("nb_read_packets") or 0) * frame_samples / sample_rate
+def check_decodes_fully(info: MediaInfo) -> float:
+    """Decode ``info``'s audio to the end and raise :class:`InputError` unless it lasts what its
+    header declares: a truncated MP3 whose Xing header still says 5 s, an M4A cut short, a lying Ogg
+    granule. What goes out as it is (kept, remuxed) must tell a player the truth. Returns the
+    decoded duration."""
+    try:
+        real = measured_duration(info.path, info.audio.audio_index, decode=True,
+                                 timeout=reading_timeout(info.size, info.duration))
+    except LimitExceeded as exc:
+        raise exc.for_input(info.path) from None
+    except FFmpegError as exc:
+        last = (exc.stderr.strip().splitlines() or [f"exit code {exc.returncode}"])[-1]
+        raise InputError(info.path, f"cannot be decoded to the end: {last}") from None
+    if abs(real - info.duration) > duration_tolerance(info.duration):
+        raise InputError(info.path, f"declares {info.duration:.2f} s but {real:.2f} s of audio decode from "
+                                    f"it: the file is truncated or damaged; refused rather than sent with a "
+                                    f"false duration (re-export or copy it again)")
+    return real
 
 
 def verify(path: Path, fmt: TargetFormat, *, budget: int, expected_duration: float | None) -> Verified:
@@ -184,8 +186,6 @@ def verify(path: Path, fmt: TargetFormat, *, budget: int, expected_duration: flo
         raise PrepareError(path, "the output has more than one audio stream")
     if info.tags:
         raise PrepareError(path, f"the output still carries tags ({', '.join(info.tags)})")
-    if info.container == "aac":
-        info = replace(info, duration=_counted_duration(path, fmt.frame_samples, info.audio.sample_rate))
     if expected_duration is not None and abs(info.duration - expected_duration) > duration_tolerance(expected_duration):
         raise PrepareError(path, f"the output lasts {info.duration:.2f} s where {expected_duration:.2f} s "
                                  f"were expected: the input is probably truncated or damaged")

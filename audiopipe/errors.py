@@ -33,6 +33,24 @@ class FFmpegError(AudiopipeError):
         self.returncode = returncode
 
 
+class LimitExceeded(FFmpegError):
+    """An ffmpeg/ffprobe child was stopped by one of audiopipe's limits: ``limit`` is ``memory``,
+    ``cpu`` or ``time``, and the message says which setting raises it (and, once known, the input)."""
+
+    def __init__(self, message: str, *, limit: str, argv: list[str] | None = None, stderr: str = "",
+                 returncode: int | None = None, path: str | Path | None = None) -> None:
+        super().__init__(f"{path}: {message}" if path else message, argv=argv, stderr=stderr,
+                         returncode=returncode)
+        self.reason = message
+        self.limit = limit
+        self.path = str(path) if path else None
+
+    def for_input(self, path: str | Path) -> "LimitExceeded":
+        """The same error, naming the input it happened on."""
+        return LimitExceeded(self.reason, limit=self.limit, argv=self.argv, stderr=self.stderr,
+                             returncode=self.returncode, path=path)
+
+
 class InputError(AudiopipeError):
     """An input file cannot be used: missing, empty, corrupt, no audio, a playlist..."""
 
@@ -141,3 +159,18 @@ def os_error_line(exc: OSError) -> str:
     """One line for an OSError nothing else explained: the path(s) it names, then the reason."""
     where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
     return f"{where}: {os_reason(exc)}" if where else os_reason(exc)
+
+
+class OutputError(AudiopipeError):
+    """An output cannot go where asked: a file audiopipe did not write is in the way (and
+    ``overwrite`` was not given), a folder has the output's name, or the folder cannot be made."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class OutputClash(UsageError):
+    """An output would replace one of the run's own files (an input recording, the contacts CSV,
+    the ledger): refused before any work, whatever ``overwrite`` says."""

@@ -2,7 +2,8 @@
 
 probe -> acceptable? (keep byte for byte) -> plan -> encode -> verify -> re-plan when over ->
 overflow (trim, split or fail) when even the floor bitrate cannot hold the whole duration.
-Results are cached by the input's content hash and the settings.
+Results are cached by the input's content hash and the settings. Nothing is ever written over an
+input or over a file audiopipe did not make for the same input and settings (see ``outputs``).
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from .cache import Cache, cache_key, file_sha256
-from .encode import encode, remux, temp_path_for, verify
-from .errors import AudiopipeError, InputError, PrepareError, ToolMissingError, UsageError, os_reason
+from .encode import check_decodes_fully, encode, remux, verify
+from .errors import (AudiopipeError, InputError, LimitExceeded, PrepareError, ToolMissingError,
+                     UsageError, os_reason)
 from .formats import ACCEPTABLE_AS_IS, FORMATS, TargetFormat, get_format
+from .outputs import (OutputGuard, ProtectArg, Protected, Record, as_protected, intact, ownership_key,
+                      place, read_record, refuse_clashes, stage, write_record)
 from .plan import DoesNotFit, EncodePlan, plan, replan, seconds_that_fit
 from .probe import AudioStream, MediaInfo, check_readable, probe
 from .runner import ffmpeg_version, stop_children
@@ -123,6 +127,7 @@ class PrepareResult:
     kept_duration: float | None = None  # seconds kept, when trimmed
     cached: bool = False
     plan: EncodePlan | None = None
+    reused: bool = False  # the outputs were already in place from an earlier run: nothing was written
     voice_note_inline: bool | None = None  # --voice-note: whether it came out at 512 KB or less
     notes: tuple[str, ...] = ()            # what the user should know (why a voice note is not inline)
 
@@ -153,6 +158,7 @@ class PrepareResult:
             "source_duration": round(self.source_duration, 3), "duration_sent": round(self.duration_sent, 3),
             "trimmed_seconds": round(self.trimmed_seconds, 3),
             "passes": self.passes, "kept_duration": self.kept_duration, "cached": self.cached,
+            "reused": self.reused,
             "voice_note_inline": self.voice_note_inline, "notes": list(self.notes),
             "input": self.info.to_dict(), "outputs": [o.to_dict() for o in self.outputs],
             "plan": asdict(self.plan) if self.plan else None,
@@ -246,14 +252,19 @@ def acceptable(info: MediaInfo, settings: PrepareSettings, sniffed_extension: st
 
 # --- the work on one file --------------------------------------------------------------------
 
-def _copy_atomic(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(dest)
+def _copy_into_place(src: Path, dest: Path, *, replace: bool) -> None:
+    staged = stage(dest)
     try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
+        shutil.copyfile(src, staged)
+        place(staged, dest, replace=replace)
     finally:
-        discard(tmp)
+        discard(staged)
+
+
+def _remove(outputs: Iterable[OutputFile]) -> None:
+    """Take back what this run placed, so a failure leaves no partial result."""
+    for o in outputs:
+        o.path.unlink(missing_ok=True)
 
 
 def _output_from(path: Path, fmt: TargetFormat, size: int, mime: str, info: MediaInfo,
@@ -263,10 +274,13 @@ def _output_from(path: Path, fmt: TargetFormat, size: int, mime: str, info: Medi
 
 
 def _encode_to_fit(source: Path, p: EncodePlan, fmt: TargetFormat, dest: Path, max_passes: int,
-                   progress: EncodeProgressCallback | None = None, *, part: int = 1, parts: int = 1,
-                   total: float | None = None) -> tuple[OutputFile, int, EncodePlan]:
+                   guard: OutputGuard, progress: EncodeProgressCallback | None = None, *, part: int = 1,
+                   parts: int = 1, total: float | None = None) -> tuple[OutputFile, int, EncodePlan]:
     """Encode, measure, and re-plan from the measured overshoot until the output fits.
+
+    Each pass goes to a hidden temp file; only a verified result that fits takes ``dest``'s name.
     ``progress`` counts in seconds of ``total`` (the whole source, for a split: parts add up)."""
+    replace_ok = guard.claim(dest)  # before any ffmpeg work goes into it
     passes = 0
     while True:
         passes += 1
@@ -274,18 +288,20 @@ def _encode_to_fit(source: Path, p: EncodePlan, fmt: TargetFormat, dest: Path, m
         on_seconds = None
         if progress is not None:
             on_seconds = _progress_for(progress, source, p, passes, part, parts, total)
-        encode(source, p, dest, progress=on_seconds)
+        staged = stage(dest)
         try:
-            checked = verify(dest, fmt, budget=p.budget, expected_duration=p.duration)
-        except PrepareError as exc:
-            dest.unlink(missing_ok=True)
-            raise PrepareError(source, exc.reason) from None  # name the input, not a file that is gone
-        except AudiopipeError:
-            dest.unlink(missing_ok=True)
-            raise
-        if checked.size <= p.budget:
-            return _output_from(dest, fmt, checked.size, checked.mime, checked.info, p.bitrate), passes, p
-        dest.unlink(missing_ok=True)
+            try:
+                encode(source, p, staged, progress=on_seconds)
+                checked = verify(staged, fmt, budget=p.budget, expected_duration=p.duration)
+            except LimitExceeded as exc:
+                raise exc.for_input(source) from None
+            except PrepareError as exc:
+                raise PrepareError(source, exc.reason) from None  # name the input, not a temp file
+            if checked.size <= p.budget:
+                place(staged, dest, replace=replace_ok)
+                return _output_from(dest, fmt, checked.size, checked.mime, checked.info, p.bitrate), passes, p
+        finally:
+            discard(staged)
         log.info("%s: %s bytes is over the %s-byte budget; encoding again lower", source,
                  f"{checked.size:,}", f"{p.budget:,}")
         nxt = replan(p, fmt, checked.size) if passes < max_passes else None
@@ -367,7 +383,7 @@ def part_name(stem: str, ext: str, part: int, parts: int) -> str:
     return f"{stem}.{ext}" if parts == 1 else f"{stem}.part{part}of{parts}.{ext}"
 
 
-def _transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: Path,
+def _transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: Path, guard: OutputGuard,
                progress: EncodeProgressCallback | None = None
                ) -> tuple[str, tuple[OutputFile, ...], int, float | None, EncodePlan]:
     fmt = settings.target
@@ -378,7 +394,7 @@ def _transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_st
     dest = dest_stem.with_name(part_name(dest_stem.name, fmt.extension, 1, 1))
     try:
         p = plan(info, fmt, budget, **opts)
-        out, passes, p = _encode_to_fit(source, p, fmt, dest, settings.max_passes, progress)
+        out, passes, p = _encode_to_fit(source, p, fmt, dest, settings.max_passes, guard, progress)
         return "transcoded", (out,), passes, None, p
     except DoesNotFit as overflow:
         if settings.on_overflow == "fail":
@@ -395,7 +411,7 @@ def _transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_st
             fade = min(MAX_FADE, keep / 10)
             try:
                 p = plan(info, fmt, budget, duration=keep, fade_out=fade, **opts)
-                out, passes, p = _encode_to_fit(source, p, fmt, dest, settings.max_passes, progress)
+                out, passes, p = _encode_to_fit(source, p, fmt, dest, settings.max_passes, guard, progress)
                 return "trimmed", (out,), passes, keep, p
             except DoesNotFit as again:
                 fits = min(again.fits_seconds, keep * 0.97)
@@ -406,44 +422,65 @@ def _transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_st
         length = info.duration / parts
         outputs: list[OutputFile] = []
         most = 0
+        names = [dest_stem.with_name(part_name(dest_stem.name, fmt.extension, i + 1, parts))
+                 for i in range(parts)]
+        for d in names:
+            guard.claim(d)  # every part's name is free (or ours) before part 1 is encoded
         try:
-            for i in range(parts):
+            for i, d in enumerate(names):
                 start = i * length
                 dur = min(length, info.duration - start)
-                d = dest_stem.with_name(part_name(dest_stem.name, fmt.extension, i + 1, parts))
                 p = plan(info, fmt, budget, duration=dur, start=start, **opts)
-                out, passes, p = _encode_to_fit(source, p, fmt, d, settings.max_passes, progress,
+                out, passes, p = _encode_to_fit(source, p, fmt, d, settings.max_passes, guard, progress,
                                                 part=i + 1, parts=parts, total=info.duration)
                 outputs.append(replace(out, part=i + 1, parts=parts))
                 most = max(most, passes)
             return "split", tuple(outputs), most, None, p
         except DoesNotFit:
-            for o in outputs:
-                o.path.unlink(missing_ok=True)
+            _remove(outputs)
             parts += 1
             if parts > 1000:
                 raise PrepareError(source, "could not split it into parts that fit") from None
+        except BaseException:
+            _remove(outputs)
+            raise
 
 
-def _restore(hit: tuple[dict[str, Any], Path], dest_stem: Path, source: Path, sha: str) -> PrepareResult:
-    manifest, entry = hit
-    outputs = []
-    for o, name in zip(manifest["outputs"], manifest["files"]):
-        dest = dest_stem.with_name(Path(o["path"]).name.replace(manifest["stem"], dest_stem.name, 1))
-        _copy_atomic(entry / name, dest)
-        outputs.append(OutputFile(**dict(o, path=dest)))
+def _result_from(manifest: dict[str, Any], paths: Sequence[Path], source: Path, sha: str, *,
+                 reused: bool) -> PrepareResult:
+    """A result rebuilt from a manifest (the cache's, or a sidecar's) with outputs at ``paths``."""
+    outputs = tuple(OutputFile(**dict(o, path=path)) for o, path in zip(manifest["outputs"], paths))
     inp = dict(manifest["input"])
     inp["audio"] = AudioStream(**inp["audio"])
     inp["path"] = str(source)
     inp["tags"] = tuple(inp.get("tags") or ())
     plan_d = manifest.get("plan")
     return PrepareResult(source=source, source_sha256=sha, info=MediaInfo(**inp), action=manifest["action"],
-                         outputs=tuple(outputs), passes=manifest["passes"],
-                         kept_duration=manifest["kept_duration"], cached=True,
-                         plan=EncodePlan(**plan_d) if plan_d else None)
+                         outputs=outputs, passes=manifest["passes"],
+                         kept_duration=manifest["kept_duration"], cached=not reused,
+                         plan=EncodePlan(**plan_d) if plan_d else None, reused=reused)
 
 
-def _remux(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: Path) -> OutputFile | None:
+def _restore(hit: tuple[dict[str, Any], Path], dest_stem: Path, source: Path, sha: str,
+             guard: OutputGuard) -> PrepareResult:
+    manifest, entry = hit
+    dests = [dest_stem.with_name(Path(o["path"]).name.replace(manifest["stem"], dest_stem.name, 1))
+             for o in manifest["outputs"]]
+    replace_ok = [guard.claim(d) for d in dests]  # all names free (or ours) before the first copy
+    placed: list[Path] = []
+    try:
+        for name, dest, may_replace in zip(manifest["files"], dests, replace_ok):
+            _copy_into_place(entry / name, dest, replace=may_replace)
+            placed.append(dest)
+    except BaseException:
+        for path in placed:
+            path.unlink(missing_ok=True)
+        raise
+    return _result_from(manifest, dests, source, sha, reused=False)
+
+
+def _remux(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: Path,
+           guard: OutputGuard) -> OutputFile | None:
     """Copy the audio, unchanged, into an accepted container without tags, cover art or video
     (an MP3 with a picture, an ``isom`` M4A, Opus in WebM). None when that is not possible."""
     as_format, _why = copyable(info, settings)
@@ -451,16 +488,22 @@ def _remux(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: 
         return None
     fmt = FORMATS[as_format]
     dest = dest_stem.with_name(f"{dest_stem.name}.{fmt.extension}")
+    replace_ok = guard.claim(dest)  # a file in the way is reported, not dodged by converting instead
+    staged = stage(dest)
     try:
-        remux(source, info.audio.audio_index, fmt.muxer, dest, info.duration)
-        checked = verify(dest, fmt, budget=settings.max_size, expected_duration=info.duration)
-    except AudiopipeError as exc:
-        dest.unlink(missing_ok=True)
-        log.info("%s: cannot be remuxed (%s); converting it instead", source, exc)
-        return None
-    if checked.size > settings.max_size:
-        dest.unlink(missing_ok=True)
-        return None
+        try:
+            remux(source, info.audio.audio_index, fmt.muxer, staged, info.duration)
+            checked = verify(staged, fmt, budget=settings.max_size, expected_duration=info.duration)
+        except LimitExceeded as exc:
+            raise exc.for_input(source) from None  # converting instead would only cost more
+        except AudiopipeError as exc:
+            log.info("%s: cannot be remuxed (%s); converting it instead", source, exc)
+            return None
+        if checked.size > settings.max_size:
+            return None
+        place(staged, dest, replace=replace_ok)
+    finally:
+        discard(staged)
     return _output_from(dest, fmt, checked.size, checked.mime, checked.info,
                         info.audio.bit_rate or checked.info.bit_rate)
 
@@ -487,53 +530,127 @@ def _hash_in_background(path: Path) -> Callable[[], str]:
     return join
 
 
+def _hash_now(path: Path) -> str:
+    try:
+        return file_sha256(path)
+    except OSError as exc:
+        raise InputError(path, f"cannot be read: {exc.strerror}") from None
+
+
 def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSettings | None = None, *,
-                 name: str | None = None, progress: EncodeProgressCallback | None = None) -> PrepareResult:
+                 name: str | None = None, overwrite: bool = False, protect: ProtectArg = (),
+                 progress: EncodeProgressCallback | None = None) -> PrepareResult:
     """Prepare one file into ``out_dir``; raises an :class:`AudiopipeError` when it cannot.
 
+    No output ever replaces ``source`` or a file in ``protect`` (the contacts CSV, say), by name or
+    by link: :class:`OutputClash`. A file audiopipe did not write for this input and settings is
+    left alone (:class:`OutputError`) unless ``overwrite``; its own earlier outputs, intact, are
+    reused as they are (``result.reused``).
+
     ``progress`` is called from the preparing thread as each encode goes on (ffmpeg's own count of
-    the audio written), about twice a second; files kept or remuxed need no encode and report none.
+    the audio written), about twice a second; files kept, remuxed or reused need no encode and
+    report none.
     """
-    settings = settings or PrepareSettings()
     src = Path(source)
     out = Path(out_dir)
     stem = name or src.stem
+    protected = as_protected(protect)
+    protected.add(src, "the input")
+    refuse_clashes([out / stem], protected)
+    return _prepare_one(src, out, settings or PrepareSettings(), stem, overwrite=overwrite, protected=protected,
+                        progress=progress)
+
+
+def _prepare_one(src: Path, out: Path, settings: PrepareSettings, stem: str, *, overwrite: bool,
+                 protected: Protected, progress: EncodeProgressCallback | None = None) -> PrepareResult:
     dest_stem = out / stem
     check_readable(src)
     cache = Cache(settings.cache_dir) if settings.cache else None
+    record = read_record(dest_stem)
+    sha: str | None = None
+    if cache or record:
+        sha = _hash_now(src)  # the content hash first: a hit needs neither ffprobe nor ffmpeg
+    ours: frozenset[str] = frozenset()
+    if record and sha and record.key == ownership_key(sha, settings.cache_fields()):
+        ours = intact(out, record)
+    guard = OutputGuard(protected, overwrite, ours)
+    if record and sha and len(ours) == len(record.files):
+        reused = _reuse(record, out, src, sha, guard)
+        if reused is not None:
+            log.info("%s: %s before with the same settings; its outputs are already in %s", src,
+                     reused.action, out)
+            return _voice_note_verdict(reused) if settings.voice_note else reused
+
     if cache:
-        # the content hash first: a hit needs neither ffprobe nor ffmpeg
-        try:
-            sha = file_sha256(src)
-        except OSError as exc:
-            raise InputError(src, f"cannot be read: {exc.strerror}") from None
+        assert sha is not None
         key = cache_key(sha, settings.cache_fields(), f"{ffmpeg_version()} audiopipe {__version__}")
         hit = cache.get(key)
         if hit:
-            restored = _restore(hit, dest_stem, src, sha)
-            log.info("%s: %s before with the same settings; reused from the cache", src, restored.action)
-            return _voice_note_verdict(restored) if settings.voice_note else restored
-        source_sha = lambda: sha  # noqa: E731
+            result = _restore(hit, dest_stem, src, sha, guard)
+            log.info("%s: %s before with the same settings; reused from the cache", src, result.action)
+            if settings.voice_note:
+                result = _voice_note_verdict(result)
+        else:
+            result = _work(src, settings, dest_stem, guard, lambda: sha, progress)
+            cache.put(key, _manifest(result, stem), [o.path for o in result.outputs])
     else:
-        source_sha = _hash_in_background(src)
-    info = probe(src)  # refuses missing, empty, corrupt, playlist and no-audio inputs
+        result = _work(src, settings, dest_stem, guard, (lambda: sha) if sha else _hash_in_background(src),
+                       progress)
+    write_record(dest_stem, ownership_key(result.source_sha256, settings.cache_fields()),
+                 [o.path for o in result.outputs], _portable(_manifest(result, stem)))
+    return result
 
+
+def _reuse(record: Record, out: Path, src: Path, sha: str, guard: OutputGuard) -> PrepareResult | None:
+    """The result of an earlier run whose outputs are all still here, intact; None if its sidecar
+    cannot say what it was (then the work is done again, and the files are not taken for ours)."""
+    paths = [out / name for name, _ in record.files]
+    for path in paths:
+        guard.claim(path)  # still never an input, even one hard-linked there since
+    try:
+        return _result_from(record.result, paths, src, sha, reused=True)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _manifest(result: PrepareResult, stem: str) -> dict[str, Any]:
+    return dict(result.to_dict(), stem=stem, input=result.info.to_dict())
+
+
+def _portable(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A manifest without where and how this run found things: the same outputs always get the same
+    sidecar, whether encoded or restored from the cache, and a moved folder keeps working."""
+    kept = {k: v for k, v in manifest.items() if k not in ("source", "cached", "reused")}
+    kept["outputs"] = [{k: v for k, v in o.items() if k != "path"} for o in manifest["outputs"]]
+    kept["input"] = {k: v for k, v in manifest["input"].items() if k != "path"}
+    return kept
+
+
+def _work(src: Path, settings: PrepareSettings, dest_stem: Path, guard: OutputGuard,
+          source_sha: Callable[[], str], progress: EncodeProgressCallback | None = None) -> PrepareResult:
+    """Keep, remux or convert ``src`` into outputs named after ``dest_stem`` (with the verdict on a
+    --voice-note)."""
+    info = probe(src)  # refuses missing, empty, corrupt, playlist and no-audio inputs
     seen = sniff(src)
     ok, why = acceptable(info, settings, seen.extension)
     log.info("%s: %s, %s, %d Hz, %d ch, %.1f s, %s bytes: %s", src, info.container.split(",")[0],
              info.audio.codec, info.audio.sample_rate, info.audio.channels, info.duration, f"{info.size:,}",
              "sent as it is" if ok else f"not sent as it is: {why}")
+    if ok or copyable(info, settings)[0]:
+        # kept and remuxed files go out with the source's own packets: a header that claims more (or
+        # less) than they hold would reach the customer, so decode them first, as strictly as an encode
+        check_decodes_fully(info)
     if ok:
         fmt = FORMATS[ACCEPTABLE_AS_IS[(info.container, info.audio.codec)]]
-        dest = dest_stem.with_name(f"{stem}.{fmt.extension}")
-        _copy_atomic(src, dest)
+        dest = dest_stem.with_name(f"{dest_stem.name}.{fmt.extension}")
+        _copy_into_place(src, dest, replace=guard.claim(dest))
         kept = OutputFile(path=dest, size=info.size, format=fmt.name, content_type=fmt.content_type,
                           mime=seen.mime, codec=info.audio.codec, duration=info.duration,
                           bitrate=info.audio.bit_rate or info.bit_rate)
         result = PrepareResult(source=src, source_sha256=source_sha(), info=info, action="kept",
                                outputs=(kept,))
     else:
-        remuxed = _remux(src, info, settings, dest_stem)
+        remuxed = _remux(src, info, settings, dest_stem, guard)
         if remuxed is not None:
             log.info("%s: remuxed: the %s audio copied unchanged into .%s", src, info.audio.codec,
                      remuxed.format)
@@ -541,17 +658,10 @@ def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSetti
                                    outputs=(remuxed,), passes=1)
         else:
             action, outputs, passes, kept_duration, last_plan = _transcode(src, info, settings, dest_stem,
-                                                                           progress)
+                                                                           guard, progress)
             result = PrepareResult(source=src, source_sha256=source_sha(), info=info, action=action,
                                    outputs=outputs, passes=passes, kept_duration=kept_duration, plan=last_plan)
-    if settings.voice_note:
-        result = _voice_note_verdict(result)
-    if cache:
-        manifest = result.to_dict()
-        manifest["stem"] = stem
-        manifest["input"] = info.to_dict()
-        cache.put(key, manifest, [o.path for o in result.outputs])
-    return result
+    return _voice_note_verdict(result) if settings.voice_note else result
 
 
 # --- many files -------------------------------------------------------------------------------
@@ -653,22 +763,31 @@ ProgressCallback = Callable[[PrepareOutcome], None]
 def prepare_many(items: Sequence[InputItem | str | Path], out_dir: str | Path,
                  settings: PrepareSettings | None = None, *, jobs: int = 1,
                  progress: ProgressCallback | None = None,
-                 encode_progress: EncodeProgressCallback | None = None) -> list[PrepareOutcome]:
+                 encode_progress: EncodeProgressCallback | None = None, overwrite: bool = False,
+                 protect: ProtectArg = ()) -> list[PrepareOutcome]:
     """Prepare every item (``jobs`` at a time); one failure never stops the others.
 
     Returns one outcome per item, in the order given; ``progress`` is called as each finishes,
     ``encode_progress`` as each encode goes on (from the worker threads, ``jobs`` at once).
+    Before any work, :class:`OutputClash` when an output would replace one of the items or a file
+    in ``protect``; a file in the way that audiopipe did not write fails only its own item (see
+    :func:`prepare_file`).
     """
     settings = settings or PrepareSettings()
     norm = [i if isinstance(i, InputItem) else InputItem(Path(i)) for i in items]
     stems = output_stems(norm)
     out = Path(out_dir)
+    protected = as_protected(protect)
+    for i in norm:
+        protected.add(i.path, "the input")
+    refuse_clashes([out / s for s in stems], protected)
     lock = threading.Lock()
 
     def one(idx: int) -> PrepareOutcome:
         item, stem = norm[idx], stems[idx]
         try:
-            res = prepare_file(item.path, out / stem.parent, settings, name=stem.name, progress=encode_progress)
+            res = _prepare_one(item.path, out / stem.parent, settings, stem.name, overwrite=overwrite,
+                               protected=protected, progress=encode_progress)
             outcome = PrepareOutcome(item.path, result=res)
         except (UsageError, ToolMissingError):
             raise  # the set-up is wrong (ffmpeg missing, a bad setting): no file can succeed

@@ -93,7 +93,9 @@ def describe_prepared(outcome: PrepareOutcome) -> str:
         extra = f" ({len(r.outputs)} parts)"
     if r.passes > 1:
         extra += f" ({r.passes} passes)"
-    if r.cached:
+    if r.reused:
+        extra += " (already there)"
+    elif r.cached:
         extra += " (cached)"
     return f"{r.action:<11} {outcome.source} -> {outs}: {_what_came_out(r, None)}{extra}"
 

@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from .encode import temp_path_for
-from .errors import AudiopipeError
+from .errors import AudiopipeError, OutputError
+from .outputs import ProtectArg, as_protected, place, stage
+from .scratch import discard
 
 # size, format and duration_sent are of the part that went out; source_duration of the whole
 # recording, so a trimmed one shows what was cut (seconds, to the hundredth)
@@ -30,23 +31,55 @@ def escape_cell(value: Any) -> str:
     return "'" + text if risky else text
 
 
-def write_report(path: str | Path, rows: Iterable[dict[str, Any]], extra_columns: Iterable[str] = ()) -> Path:
-    """Write the rows (``RowResult.to_dict()``) to ``path`` atomically; returns the path."""
+def is_report(path: str | Path) -> bool:
+    """Whether ``path`` holds a report audiopipe wrote: it starts with our header row."""
+    header = ",".join(REPORT_COLUMNS)
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as f:
+            first = f.readline(len(header) + 2).rstrip("\r\n")
+    except OSError:
+        return False
+    return first == header or first.startswith(header + ",")
+
+
+def check_report_path(path: str | Path, *, protect: ProtectArg = (), overwrite: bool = False) -> bool:
+    """May a report be written at ``path``? Raises :class:`OutputClash` when it is (a link to) one
+    of ``protect`` (the contacts CSV, the ledger, an input), :class:`OutputError` for a folder or a
+    file that is not an earlier report (unless ``overwrite``). True when something there may be
+    replaced. Call it before the batch, so a bad --report is found before anything is sent."""
     dest = Path(path)
+    as_protected(protect).refuse(dest, "give --report another path")
+    if dest.is_dir():
+        raise OutputError(dest, "is a folder: give --report a file path")
+    if not os.path.lexists(dest):
+        return False
+    if overwrite or is_report(dest):
+        return True
+    raise OutputError(dest, "exists and is not an audiopipe report: left as it is (--overwrite replaces "
+                            "it, or give --report another path)")
+
+
+def write_report(path: str | Path, rows: Iterable[dict[str, Any]], extra_columns: Iterable[str] = (), *,
+                 protect: ProtectArg = (), overwrite: bool = False) -> Path:
+    """Write the rows (``RowResult.to_dict()``) to ``path`` atomically; returns the path.
+
+    An earlier report at ``path`` is replaced; nothing else is without ``overwrite``, and a file in
+    ``protect`` never is (see :func:`check_report_path`)."""
+    dest = Path(path)
+    replace_ok = check_report_path(dest, protect=protect, overwrite=overwrite)
     extras = [extra_column_name(c) for c in extra_columns]
     columns = list(REPORT_COLUMNS) + extras
-    tmp = temp_path_for(dest)
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        staged = stage(dest)
         try:
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
+            with open(staged, "w", newline="", encoding="utf-8") as f:
                 w = csv.writer(f)
                 w.writerow([escape_cell(c) for c in columns])  # a CSV's own column may be named =cmd()
                 for row in rows:
                     w.writerow([escape_cell(row.get(c)) for c in columns])
-            os.replace(tmp, dest)
+            place(staged, dest, replace=replace_ok)
         finally:
-            tmp.unlink(missing_ok=True)
-    except OSError as exc:  # a --report under a file, a full disk...: one line, not a traceback
+            discard(staged)
+    except OSError as exc:  # a full disk...: one line, not a traceback
         raise AudiopipeError(f"cannot write the report {dest}: {exc.strerror or exc}") from None
     return dest

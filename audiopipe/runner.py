@@ -15,6 +15,10 @@ Children never outlive the run that started them:
 * on Linux each child asks the kernel for SIGKILL when the thread that started it dies
   (``PR_SET_PDEATHSIG``), so even a SIGKILLed audiopipe leaves no ffmpeg running under PID 1.
   Best effort: elsewhere (macOS) a SIGKILLed audiopipe can still leave one ffmpeg to finish alone.
+
+Every child also runs under a memory (address space) and a CPU-time limit, so no input, however
+crafted, can make one ffmpeg eat the machine; a child stopped by a limit (or by the wall-clock
+timeout) raises :class:`LimitExceeded`, whose message names the limit and how to raise it.
 """
 
 from __future__ import annotations
@@ -37,7 +41,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import FFmpegError, ToolMissingError
+from .errors import FFmpegError, LimitExceeded, ToolMissingError, UsageError
+from .units import parse_size
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - not a POSIX system: no limits to set
+    resource = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +59,24 @@ INSTALL_HINT = ("install it (Debian/Ubuntu: 'sudo apt-get install ffmpeg'; macOS
                 "or point {env} at the binary")
 
 DEFAULT_TIMEOUT = 600.0
+
+TIMEOUT_ENV = "AUDIOPIPE_FFMPEG_TIMEOUT"
+MEMORY_ENV = "AUDIOPIPE_FFMPEG_MEMORY"
+CPU_ENV = "AUDIOPIPE_FFMPEG_CPU"
+MIB = 1024 * 1024
+# Address space, not resident memory: ffmpeg 5.1 maps ~265 MiB of shared libraries before it reads a
+# byte (its RSS stays near 53 MiB on a 2-hour WAV); loudnorm, the hungriest filter we use, peaks at
+# 381 MiB. 1 GiB leaves 2.7x that, and still stops a file built to make ffmpeg allocate gigabytes.
+DEFAULT_MEMORY = 1024 * MIB
+# A 2-hour WAV normalised to Opus takes about 420 s of CPU on a busy 2-vCPU VM; the longest single
+# encode a 16 MB budget allows is ~6 hours (Opus at 6 kbit/s).
+DEFAULT_CPU_SECONDS = 3600
+CPU_GRACE = 5  # seconds between SIGXCPU (ffmpeg stops cleanly) and SIGKILL
+# What a child dying of a too-small address space looks like: the loader or malloc says so, or a
+# library that never checks malloc crashes.
+MEMORY_SIGNS = ("Cannot allocate memory", "failed to map segment", "out of memory", "Out of memory",
+                "std::bad_alloc")
+CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGKILL})
 
 
 def find_tool(name: str) -> str:
@@ -263,35 +291,138 @@ def run_child(argv: list[str], *, timeout: float | None,
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
+def _env_number(name: str, default: float | None, parse: Callable[[str], float], example: str) -> float | None:
+    """A positive limit from the environment; ``0`` turns it off; anything else is a usage error."""
+    configured = os.environ.get(name, "").strip()
+    if not configured:
+        return default
+    try:
+        value = parse(configured)
+    except (ValueError, UsageError):
+        value = -1.0
+    if value < 0:
+        raise UsageError(f"{name}={configured!r} is not valid: write {example}, or 0 for no limit")
+    return value or None
+
+
+def _memory(text: str) -> float:
+    """MiB when a bare number (``2048``), else a size with its unit (``2GiB``, ``1500MB``)."""
+    text = text.replace("_", "")
+    return float(text) * MIB if text.replace(".", "", 1).isdigit() else float(parse_size(text))
+
+
+@dataclass(frozen=True)
+class ChildLimits:
+    """The rlimits every ffmpeg/ffprobe child runs under (``None``: unlimited)."""
+
+    memory: int | None  # bytes of address space (RLIMIT_AS)
+    cpu: int | None     # seconds of CPU time (RLIMIT_CPU)
+
+    @classmethod
+    def from_env(cls) -> "ChildLimits":
+        memory = _env_number(MEMORY_ENV, DEFAULT_MEMORY, _memory, "a size such as 2048 (MiB) or 2GiB")
+        cpu = _env_number(CPU_ENV, DEFAULT_CPU_SECONDS, float, "a number of CPU seconds such as 7200")
+        return cls(memory=int(memory) if memory else None, cpu=max(1, round(cpu)) if cpu else None)
+
+    def apply(self) -> None:
+        """Set the limits; runs in the child between fork and exec, so it only calls setrlimit."""
+        if resource is None:  # pragma: no cover
+            return
+        if self.memory:
+            _lower(resource.RLIMIT_AS, self.memory, self.memory)
+        if self.cpu:
+            # the soft limit sends SIGXCPU, which ffmpeg handles by stopping cleanly; the hard one
+            # a little later sends SIGKILL, in case it does not
+            _lower(resource.RLIMIT_CPU, self.cpu, self.cpu + CPU_GRACE)
+
+    def preexec(self) -> Callable[[], None] | None:
+        return self.apply if (self.memory or self.cpu) and resource is not None else None
+
+    def explain(self, returncode: int, stderr: str, elapsed: float) -> tuple[str, str] | None:
+        """(limit, phrase) when a failed child was most likely stopped by one of these limits."""
+        if self.cpu and returncode in (255, -signal.SIGXCPU, -signal.SIGKILL) \
+                and elapsed * (os.cpu_count() or 1) >= self.cpu:
+            # it cannot have used its CPU allowance faster than all the machine's cores allow
+            return "cpu", (f"was stopped at audiopipe's CPU-time limit of {self.cpu} s; if this input is "
+                           f"genuine, raise {CPU_ENV} (e.g. {CPU_ENV}={self.cpu * 2})")
+        if self.memory and (any(sign in stderr for sign in MEMORY_SIGNS)
+                            or -returncode in CRASH_SIGNALS):
+            mib = self.memory // MIB
+            sure = "ran out of memory" if returncode >= 0 or "memory" in stderr else \
+                f"crashed ({signal.Signals(-returncode).name}), most likely out of memory,"
+            return "memory", (f"{sure} under audiopipe's limit of {mib} MiB of address space; if this "
+                              f"input is genuine, raise {MEMORY_ENV} (e.g. {MEMORY_ENV}={mib * 2})")
+        return None
+
+
+def _lower(kind: int, soft: int, hard: int) -> None:
+    """Lower a limit, never above the hard limit already in force (only root could raise it)."""
+    _, current = resource.getrlimit(kind)
+    if current != resource.RLIM_INFINITY:
+        soft, hard = min(soft, current), min(hard, current)
+    try:
+        resource.setrlimit(kind, (soft, hard))
+    except (ValueError, OSError):  # pragma: no cover - a platform without this limit (macOS: RLIMIT_AS)
+        pass
+
+
+def wall_timeout(default: float | None) -> float | None:
+    """``AUDIOPIPE_FFMPEG_TIMEOUT`` when set (for every run), else the caller's own estimate."""
+    configured = os.environ.get(TIMEOUT_ENV)
+    if not configured:
+        return default
+    try:
+        seconds = float(configured)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise UsageError(f"{TIMEOUT_ENV}={configured!r} must be a number of seconds above 0")
+    return seconds
+
+
 def run(argv: list[str], *, timeout: float | None = DEFAULT_TIMEOUT, what: str = "ffmpeg",
         on_stdout_line: Callable[[bytes], None] | None = None) -> RunResult:
     """Run one ffmpeg/ffprobe command and return its output; raise :class:`FFmpegError` on failure.
     ``on_stdout_line`` gets each line of stdout as it comes (then not kept in the result)."""
     log.debug("run: %s", shlex.join(argv))
+    limits = ChildLimits.from_env()
+    timeout = wall_timeout(timeout)
+    started = time.monotonic()
     try:
-        proc = run_child(argv, timeout=timeout, on_stdout_line=on_stdout_line)
+        proc = run_child(argv, timeout=timeout, preexec=limits.preexec(), on_stdout_line=on_stdout_line)
     except subprocess.TimeoutExpired as exc:
         stderr = (exc.stderr or b"").decode("utf-8", "replace")
-        raise FFmpegError(f"{what} did not finish within {timeout:g} s and was stopped (AUDIOPIPE_FFMPEG_TIMEOUT)",
-                          argv=argv, stderr=stderr) from None
+        raise LimitExceeded(f"{what} did not finish within {timeout:g} s and was stopped; if this input is "
+                            f"genuine, raise {TIMEOUT_ENV} (seconds)", limit="time",
+                            argv=argv, stderr=stderr) from None
     except FileNotFoundError:
         raise ToolMissingError(f"{argv[0]} could not be started: " +
                                INSTALL_HINT.format(env="AUDIOPIPE_FFMPEG")) from None
     stderr = proc.stderr.decode("utf-8", "replace")
     if proc.returncode != 0 or _WRITE_FAILED.search(stderr):
         log.info("%s exited with %s; its stderr:\n%s", what, proc.returncode, stderr.rstrip())
+        hit = limits.explain(proc.returncode, stderr, time.monotonic() - started) if proc.returncode else None
+        if hit:
+            raise LimitExceeded(f"{what} {hit[1]}", limit=hit[0], argv=argv, stderr=stderr,
+                                returncode=proc.returncode)
         detail = telling_line(stderr) or f"exit code {proc.returncode}"
         raise FFmpegError(_failure(what, detail), argv=argv, stderr=stderr, returncode=proc.returncode)
     return RunResult(argv=argv, stdout=proc.stdout, stderr=stderr)
 
 
 def ffmpeg_base() -> list[str]:
-    """The start of every ffmpeg command line."""
-    return [find_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+    """The start of every ffmpeg command line.
+
+    One filter thread: audio filters gain nothing from more, and each extra thread reserves a stack,
+    so the memory a run needs would otherwise grow with the machine's core count.
+    """
+    return [find_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+            "-filter_threads", "1"]
 
 
 def ffprobe_base() -> list[str]:
-    return [find_tool("ffprobe"), "-hide_banner", "-loglevel", "error"]
+    """The start of every ffprobe command line (one decoder thread, for the same reason)."""
+    return [find_tool("ffprobe"), "-hide_banner", "-loglevel", "error", "-threads", "1"]
 
 
 @functools.lru_cache(maxsize=8)

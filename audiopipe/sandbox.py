@@ -1,11 +1,11 @@
 """A local sandbox of the Lancepilot audio-message API, for tests and dry runs.
 
 It answers ``POST /api/v3/workspaces/<workspace>/contacts/<contact>/messages/audio`` the way the real
-Laravel server does (REFERENCE §1-2): bearer token, UUID path parameters, the
+Laravel server does (docs/api.md §1-2): bearer token, UUID path parameters, the
 ``required|file|mimes:aac,amr,mp3,m4a,ogg|max:16384`` rule decided by a libmagic sniff of the content
 (never the file name), PHP's ``upload_max_filesize`` and a front proxy's body limit. It can also
 misbehave on purpose (:class:`Faults`): latency, 429 with ``Retry-After``, 500 before anything is
-stored, and the dangerous case of REFERENCE §5, "created but the answer is lost".
+stored, and the dangerous case of docs/api.md §5, "created but the answer is lost".
 
 Against broken or hostile clients it is bounded (see :class:`SandboxConfig`): a malformed request gets
 a 4xx in the API's JSON shape and one log line, bodies are capped as they stream (chunked ones too),
@@ -892,6 +892,18 @@ class Sandbox:
         if self._server is None:
             raise UsageError("the sandbox is not running: call start() first")
         return int(self._server.port)
+
+    @property
+    def address(self) -> tuple[str, int, bool]:
+        """What the listening socket is really bound to: its address (a wildcard such as ``0.0.0.0``
+        stays one), its port (the real one when ``port`` was 0), and whether an IPv6 socket takes
+        IPv4 connections too (dual stack)."""
+        if self._server is None:
+            raise UsageError("the sandbox is not running: call start() first")
+        sock = self._server.socket
+        host, port = sock.getsockname()[:2]
+        dual = sock.family == socket.AF_INET6 and not sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+        return str(host), int(port), dual
 
     @property
     def base_url(self) -> str:

@@ -18,22 +18,24 @@ if TYPE_CHECKING:
 
 def prepare(source: "str | Path | AudioSegment", out_dir: str | Path,
             settings: PrepareSettings | None = None, *, name: str | None = None,
-            **overrides: Any) -> PrepareResult:
+            overwrite: bool = False, **overrides: Any) -> PrepareResult:
     """Prepare a file path or a pydub ``AudioSegment`` into ``out_dir``.
 
     ``overrides`` are PrepareSettings fields (``format="mp3"``, ``max_size=5_000_000``...).
     A segment is written once as WAV to a temp folder and prepared like any file; ``name`` is the
-    output's stem (default ``segment`` for segments, the file's stem otherwise).
+    output's stem (default ``segment`` for segments, the file's stem otherwise). As with
+    :func:`prepare_file`, a file already in ``out_dir`` that audiopipe did not write for the same
+    audio and settings is left alone (:class:`~audiopipe.errors.OutputError`) unless ``overwrite``.
     """
     if overrides:
         base = settings or PrepareSettings()
         settings = PrepareSettings(**{**base.__dict__, **overrides})
     if isinstance(source, (str, Path)):
-        return prepare_file(source, out_dir, settings, name=name)
+        return prepare_file(source, out_dir, settings, name=name, overwrite=overwrite)
     with tempfile.TemporaryDirectory(prefix="audiopipe-seg-") as tmp:
         wav = Path(tmp) / "segment.wav"
         source.export(str(wav), format="wav")
-        return prepare_file(wav, out_dir, settings, name=name or "segment")
+        return prepare_file(wav, out_dir, settings, name=name or "segment", overwrite=overwrite)
 
 
 def to_segment(result_or_path: PrepareResult | str | Path, part: int = 1) -> "AudioSegment":

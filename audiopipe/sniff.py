@@ -2,7 +2,7 @@
 
 The Lancepilot API is a Laravel app whose rule ``mimes:aac,amr,mp3,m4a,ogg`` ignores the file name:
 it sniffs the content with libmagic and maps the MIME type to the FIRST extension Symfony's MimeTypes
-table lists for it (REFERENCE §2). We do exactly the same, so a file we call acceptable is one the
+table lists for it (docs/api.md §2). We do exactly the same, so a file we call acceptable is one the
 server accepts, and the sandbox refuses exactly what the server refuses.
 """
 

@@ -8,10 +8,12 @@ from audiopipe.prepare import PrepareSettings
 
 
 def files_in(folder: Path) -> list[str]:
-    """Every file under ``folder``, hidden ones (temp ``.part`` files) included."""
+    """Every file under ``folder``, hidden ones (temp ``.part`` files) included, but for the
+    sidecars that record what audiopipe wrote (``.STEM.audiopipe.json``, see audiopipe.outputs)."""
     if not folder.exists():
         return []
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.is_file() and not p.name.endswith(".audiopipe.json"))
 
 
 def settings(tmp_path: Path, **kw) -> PrepareSettings:  # type: ignore[no-untyped-def]
@@ -19,9 +21,84 @@ def settings(tmp_path: Path, **kw) -> PrepareSettings:  # type: ignore[no-untype
     return PrepareSettings(cache_dir=tmp_path / "cache", **kw)
 
 
-# The API's own words and limits (REFERENCE §1-2), written out here so a change in the sandbox shows.
+# The API's own words and limits (docs/api.md §1-2), written out here so a change in the sandbox shows.
 WS = "0b6f2a52-6a1f-4b52-9a53-2f0f6a0f7c11"
 CONTACT = "6d1c9b0e-3c1a-4f7e-8f5e-8d2b7a7c4e21"
 MIMES_MSG = "The file field must be a file of type: aac, amr, mp3, m4a, ogg."
 SIZE_MSG = "The file field must not be greater than 16384 kilobytes."
 MAX_BYTES = 16_777_216
+
+
+# --- command lines written for people (--help examples, the README), checked against the CLI ------
+
+SHELL_OPERATORS = {"|", "||", "&&", ";", "&"}
+
+
+def command_lines(text: str) -> list[list[str]]:
+    """The shell words of each ``audiopipe ...`` invocation in ``text``: lines ending in ``\\`` are
+    joined, ``# comments`` dropped, pipelines cut at their operators, and the optional parts of a
+    synopsis (``[--clear]``) taken as written. Words before ``audiopipe`` (``X=1``, a cron schedule,
+    a path to the program) are dropped, so each list starts with ``audiopipe``."""
+    import shlex
+
+    found = []
+    for line in text.replace("\\\n", " ").splitlines():
+        if "audiopipe" not in line:
+            continue
+        words = without_redirections(shlex.split(line.replace("[", " ").replace("]", " "), comments=True))
+        segment: list[str] = []
+        for word in words + [";"]:
+            if word not in SHELL_OPERATORS:
+                segment.append(word)
+                continue
+            starts = [i for i, w in enumerate(segment) if w == "audiopipe" or (w.endswith("/audiopipe")
+                                                                            and "=" not in w)]
+            if starts:
+                found.append(["audiopipe"] + segment[starts[0] + 1:])
+            segment = []
+    return found
+
+
+def without_redirections(words: list[str]) -> list[str]:
+    """``> file``, ``>> log``, ``2>&1`` are the shell's, not the command's."""
+    import re
+
+    kept: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif re.fullmatch(r"\d*(>>?|<)", word):
+            skip = True  # its target is the next word
+        elif not re.match(r"\d*[<>]", word):
+            kept.append(word)
+    return kept
+
+
+def unknown_options(words: list[str], group) -> list[str]:  # type: ignore[no-untyped-def]
+    """The options in ``words`` (``audiopipe [GLOBAL] CMD [SUB...] ARGS``) that the command they are
+    given to does not have, or a command name that does not exist ("no command NAME")."""
+    import click
+
+    command = group
+    problems: list[str] = []
+    rest = list(words[1:])
+    while rest:
+        word = rest.pop(0)
+        if not word.startswith("-") or word == "-":
+            if isinstance(command, click.Group):
+                if word not in command.commands:
+                    return problems + [f"no command {word!r}"]
+                command = command.commands[word]
+            continue  # an argument
+        name = word.split("=", 1)[0]
+        options = {o: p for p in command.params if isinstance(p, click.Option) for o in p.opts + p.secondary_opts}
+        options.update({o: None for o in command.get_help_option_names(click.Context(command))})
+        if name not in options and not name.startswith("--") and all(f"-{c}" in options for c in name[1:]):
+            continue  # short flags bundled: -vv
+        if name not in options:
+            problems.append(f"{command.name} {name}")
+        elif options[name] is not None and not options[name].is_flag and not options[name].count and "=" not in word:
+            if rest:
+                rest.pop(0)  # its value
+    return problems

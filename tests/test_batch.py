@@ -446,7 +446,7 @@ def test_rate_spaces_the_sends(tmp_path, folder, make_sandbox, ledger, settings)
 
 def test_a_link_out_of_the_broadcast_folder_is_not_sent(tmp_path, folder, audio_dir, make_sandbox, ledger,
                                                        settings):
-    """REFERENCE §6: a link in the folder must not send a recording from elsewhere to every contact."""
+    """docs/api.md §6: a link in the folder must not send a recording from elsewhere to every contact."""
     private = tmp_path / "private"
     private.mkdir()
     shutil.copy(audio_dir / "cover.mp3", private / "secret.mp3")

@@ -1,5 +1,5 @@
 """The Lancepilot client over real HTTP: against the in-process sandbox for every outcome of
-REFERENCE §5, and against tiny recording servers for what the sandbox cannot show (the multipart
+docs/api.md §5, and against tiny recording servers for what the sandbox cannot show (the multipart
 part headers, redirects and where the token goes)."""
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from audiopipe.runner import audio_encoders
 from helpers import files_in, settings
 
 MP4_FAMILY = "mov,mp4,m4a,3gp,3g2,mj2"
-# What the Laravel rule mimes:aac,amr,mp3,m4a,ogg takes (REFERENCE §2), written out independently.
+# What the Laravel rule mimes:aac,amr,mp3,m4a,ogg takes (docs/api.md §2), written out independently.
 SERVER_ACCEPTS = {"audio/mpeg", "audio/ogg", "audio/x-m4a", "audio/mp4", "audio/x-hx-aac-adts",
                   "audio/aac", "audio/x-aac", "audio/amr"}
 # format -> (codec, ffprobe format_name, libmagic MIME)

@@ -266,7 +266,8 @@ def test_output_name_over_255_bytes_fails_that_file_only(tmp_path: Path, audio_d
     proc = run_cli(tmp_path, "prepare", str(folder), "--out", str(out), "--no-cache")
     assert proc.returncode == 1
     one_error_line(proc, str(near_limit), "name is too long")
-    assert [p.name for p in out.iterdir()] == ["tone.ogg"]  # the rest is prepared, no temp file left
+    written = [p.name for p in out.iterdir() if not p.name.endswith(".audiopipe.json")]  # not the sidecar
+    assert written == ["tone.ogg"]  # the rest is prepared, no temp file left
 
 
 def test_name_over_255_bytes_in_a_csv_cell(
@@ -464,7 +465,9 @@ def test_failing_ffprobe_is_one_line_naming_the_file(tmp_path: Path) -> None:
     broken = undecodable_wav(tmp_path / "gsm.wav", codec_tag=0x31, block_align=7)
     proc = run_cli(tmp_path, "probe", str(broken))
     assert proc.returncode == 1
-    line = one_error_line(proc, str(broken), "Invalid block alignment")
+    line = one_error_line(proc, str(broken))
+    # ffprobe's own words for it (which of its lines depends on how far the probe reads), not a dump
+    assert "Invalid block alignment" in line or "Could not open codec" in line, line
     assert " @ 0x" not in line and len(proc.stderr.decode().splitlines()) == 1
 
 

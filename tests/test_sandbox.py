@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "sandbox-test-token"
 
-# name -> ffmpeg output options; each is one second of a 440 Hz tone (REFERENCE §2 for the brands).
+# name -> ffmpeg output options; each is one second of a 440 Hz tone (docs/api.md §2 for the brands).
 AUDIO_RECIPES: dict[str, list[str]] = {
     "tone.mp3": ["-c:a", "libmp3lame", "-b:a", "32k"],
     "tone.m4a": ["-c:a", "aac"],                 # ipod muxer, brand "M4A ": audio/x-m4a
