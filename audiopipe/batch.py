@@ -12,14 +12,14 @@ import logging
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from .cache import file_sha256
 from .client import RetryPolicy, SentMessage
-from .contacts import ContactList, read_contacts
+from .contacts import ContactList, ContactRow, read_contacts
 from .errors import (AuthError, ConnectFailed, InputError, OutcomeUnknown, RateLimited, RefusedError,
                      SendError, UsageError, os_reason)
 from .ledger import (DEFERRED, FAILED, SENT, UNKNOWN, Ledger, SendKey, WorkMarker, default_state_path,
@@ -118,6 +118,7 @@ class BatchResult:
     recovered: int = 0           # rows found mid-send from a dead run, now unknown
     dry_run: bool = False
     notes: list[str] = field(default_factory=list)  # warnings for the user (where the ledger marker went)
+    held_back: dict[str, float] = field(default_factory=dict)  # file -> seconds since it changed (--settle)
 
     def counts(self) -> dict[str, int]:
         c = {s: 0 for s in STATUSES}
@@ -127,10 +128,25 @@ class BatchResult:
 
     def summary(self) -> dict[str, Any]:
         return {"campaign": self.campaign, "counts": self.counts(), "unique_files": self.unique_files,
-                "stopped": self.stopped, "recovered_unknown": self.recovered, "dry_run": self.dry_run}
+                "stopped": self.stopped, "recovered_unknown": self.recovered, "dry_run": self.dry_run,
+                "held_back": sorted(self.held_back)}
 
 
-ProgressCallback = Callable[[str, int, int], None]  # (stage: "prepare" | "send", done, total)
+# (stage, done, total). Stages: "prepare" (files), "send" (every (contact, file, part) handled, sent or
+# not) and "skip" (those of them the ledger settled without a request: already sent, or left failed
+# or unknown), so a display can tell a send rate from a rerun that only skips.
+ProgressCallback = Callable[[str, int, int], None]
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the batch. Still a KeyboardInterrupt (nothing catches it by
+    mistake), carrying what was done: ``result`` has a row for every (contact, file, part) the run
+    knew of, those it never reached ``not_sent``; ``stage`` is "preparing" or "sending"."""
+
+    def __init__(self, result: BatchResult, stage: str) -> None:
+        super().__init__(f"interrupted while {stage}")
+        self.result = result
+        self.stage = stage
 
 
 class RateLimiter:
@@ -211,7 +227,7 @@ def _plan_units(contacts: ContactList, folder: Path, prepared: dict[Path, Prepar
         files = [row.file] if row.file is not None else broadcast
         for f in files:
             assert f is not None
-            label = row.file_label if row.file_label else str(f.relative_to(folder.resolve()))
+            label = _label(row, f, folder)
             if f in waiting:
                 results.append(RowResult(row.line, row.contact, row.workspace, label, None, None, ST_NOT_SENT,
                                          error=f"the file changed {waiting[f]:.0f} s ago and may still be "
@@ -226,6 +242,23 @@ def _plan_units(contacts: ContactList, folder: Path, prepared: dict[Path, Prepar
             units.append(_Unit(row.line, row.contact, row.workspace, label, row.extra, res.source_sha256,
                                res.outputs, [sha(o.path) for o in res.outputs], res.action, res.source_duration))
     return units
+
+
+def _label(row: ContactRow, f: Path, folder: Path) -> str:
+    return row.file_label if row.file_label else str(f.relative_to(folder.resolve()))
+
+
+def _unreached_rows(contacts: ContactList, folder: Path, files: list[Path], error: str) -> list[RowResult]:
+    """``not_sent`` rows for every (contact, file) the CSV asks for, when the run stopped before sending."""
+    return [RowResult(row.line, row.contact, row.workspace, _label(row, f, folder), None, None, ST_NOT_SENT,
+                      error=error, extra=row.extra)
+            for row in contacts.rows for f in ([row.file] if row.file is not None else files)
+            if f is not None]
+
+
+def _unit_rows(u: _Unit, status: str, error: str) -> list[RowResult]:
+    return [RowResult(u.row_line, u.contact, u.workspace, u.label, o.part, o.parts, status, error=error,
+                      extra=u.extra, size=o.size) for o in u.outputs]
 
 
 def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger | None = None,
@@ -255,11 +288,24 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
         if not settings.new_ledger:
             marker.check(getattr(ledger, "path", state_path), identity, expected)
         note = marker.record(identity) if real_run and identity else None  # before anything is sent
+        seen: list[Path] = []  # the source files found, for the rows of a run stopped before sending
+        result: BatchResult | None = None
         try:
             # a known place, named after this process: what a SIGKILL leaves, the next run sweeps
             with temp_dir("batch") as tmp:
                 result = _run(settings, contacts, folder, sender, ledger, progress, retry or RetryPolicy(),
-                              Path(work_dir) if work_dir else tmp)
+                              Path(work_dir) if work_dir else tmp, seen)
+        except BatchInterrupted:
+            raise
+        except KeyboardInterrupt as exc:
+            if result is not None:  # every send was done; stopped while removing the work folder
+                raise BatchInterrupted(result, "sending") from exc
+            # before any send: what was asked for is all still to send
+            rows = _invalid_rows(contacts) + _unreached_rows(
+                contacts, folder, sorted(set(seen)), "not sent: the run was interrupted while preparing")
+            raise BatchInterrupted(BatchResult(settings.campaign, rows, contacts.extra_columns,
+                                               stopped="interrupted", dry_run=settings.dry_run),
+                                   "preparing") from exc
         finally:
             if real_run and identity:
                 _record_quietly(marker, ledger)
@@ -290,12 +336,15 @@ def _record_quietly(marker: WorkMarker, ledger: Ledger) -> None:
         log.debug("could not update %s", marker.in_folder, exc_info=True)
 
 
+def _invalid_rows(contacts: ContactList) -> list[RowResult]:
+    return [RowResult(r.line, r.contact, r.workspace, r.file, None, None, ST_INVALID, error=r.reason, extra=r.extra)
+            for r in contacts.invalid]
+
+
 def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: Sender | None,
          ledger: Ledger | None, progress: ProgressCallback | None, retry: RetryPolicy,
-         work_dir: Path) -> BatchResult:
-    results: list[RowResult] = [
-        RowResult(r.line, r.contact, r.workspace, r.file, None, None, ST_INVALID, error=r.reason, extra=r.extra)
-        for r in contacts.invalid]
+         work_dir: Path, seen: list[Path]) -> BatchResult:
+    results = _invalid_rows(contacts)
     # 1. prepare each unique source once
     refused: dict[Path, PrepareOutcome] = {}
     if contacts.has_file_column:
@@ -331,8 +380,11 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
         if age < settings.settle:
             waiting[item.path] = age
             items.remove(item)
+    seen.extend([i.path for i in items] + list(refused) + list(waiting))
     total_prep = len(items)
     done_prep = [0]
+    if progress and total_prep:
+        progress("prepare", 0, total_prep)  # the stage has begun: a display shows it from the start
 
     def on_prepared(_o: PrepareOutcome) -> None:
         done_prep[0] += 1
@@ -344,6 +396,9 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
     prepared.update(refused)
     batch = BatchResult(settings.campaign, results, contacts.extra_columns, unique_files=len(items) + len(refused),
                         prepared=outcomes + list(refused.values()), dry_run=settings.dry_run)
+    root = folder.resolve()
+    batch.held_back = {str(p.relative_to(root)) if root in p.parents else str(p): age
+                       for p, age in waiting.items()}
     units = _plan_units(contacts, folder, prepared, results, waiting)
 
     if ledger is not None and not settings.dry_run:
@@ -367,15 +422,26 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
     if progress:
         progress("send", 0, total_send)  # the stage has begun (an interruption says which one)
     done_send = [0]
+    skipped = [0]
     count_lock = threading.Lock()
     stop = threading.Event()
     limiter = RateLimiter(settings.rate)
     rng = random.Random()
 
-    def tick() -> None:
+    # How this worker's current part ended: "request" (one went out), "ledger" (settled by an earlier
+    # run: already sent, or left failed/unknown), "blocked" (an earlier part failed) or "stopped".
+    part_end = threading.local()
+
+    def tick(how: str) -> None:
+        if how == "stopped":
+            return  # not handled: a display must not count what the stop left undone
         with count_lock:
             done_send[0] += 1
+            if how == "ledger":
+                skipped[0] += 1
             if progress:
+                if how == "ledger":
+                    progress("skip", skipped[0], total_send)
                 progress("send", done_send[0], total_send)
 
     def send_part(u: _Unit, o: OutputFile, sha: str) -> RowResult:
@@ -384,11 +450,13 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
                     parts=o.parts, extra=u.extra, **u.sent_fields(o))
         status, mid, err = _decide(ledger.get(key), sha, settings, u.label)
         if status is not None:
+            part_end.how = "ledger"
             return RowResult(status=status, message_id=mid, error=err, **base)
         last: SendError | None = None
         for attempt in range(1, settings.attempts + 1):
             if not limiter.wait(stop):
                 return RowResult(status=ST_NOT_SENT, error=f"not sent: {batch.stopped}", **base)
+            part_end.how = "request"
             ledger.begin(key, parts=o.parts, file=u.label, prepared_sha256=sha)
             try:
                 msg = sender.send_once(u.workspace, u.contact, o.path, content_type=o.content_type,
@@ -428,6 +496,7 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
         out: list[RowResult] = []
         blocked: str | None = None
         for o, sha in zip(u.outputs, u.prepared_sha256):
+            part_end.how = "blocked" if blocked else "stopped"
             if blocked:
                 out.append(RowResult(u.row_line, u.contact, u.workspace, u.label, o.part, o.parts,
                                      ST_NOT_SENT, error=blocked, extra=u.extra, **u.sent_fields(o)))
@@ -436,7 +505,7 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
                 out.append(r)
                 if r.status not in (ST_SENT, ST_ALREADY):
                     blocked = f"part {o.part} was not sent, so the later parts wait"
-            tick()
+            tick(part_end.how)
         return out
 
     # Units with the same content for the same contact share their ledger rows: send them one after
@@ -453,16 +522,42 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
             stop.set()  # a broken ledger or a bug: queued sends must not go out unrecorded
             raise
 
-    with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="send") as pool:
-        try:
-            for rows in pool.map(guarded, groups.values()):
-                results.extend(rows)
-        except BaseException:  # Ctrl-C, SIGTERM, a failed ledger write: finish in-flight sends only
-            if batch.stopped is None:
-                batch.stopped = "interrupted"
-            stop.set()
-            raise
+    pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="send")
+    futures: list[Future[list[RowResult]]] = []
+    planned = len(results)  # the rows before the send stage's own
+    try:
+        futures.extend(pool.submit(guarded, g) for g in groups.values())
+        results.extend(r for f in futures for r in f.result())  # in order; raises a worker's failure
+        pool.shutdown(wait=True)
+    except BaseException as exc:  # Ctrl-C, SIGTERM, a failed ledger write: finish in-flight sends only
+        if batch.stopped is None:
+            batch.stopped = "interrupted"
+        stop.set()
+        # the sends in flight finish and are recorded; the queued groups only read the ledger (what
+        # was already sent says so) and come back not_sent
+        pool.shutdown(wait=True)
+        if isinstance(exc, KeyboardInterrupt):
+            del results[planned:]  # whatever the interruption cut short, built again whole
+            results.extend(_rows_so_far(list(groups.values()), futures))
+            raise BatchInterrupted(batch, "sending") from exc
+        raise
     return batch
+
+
+def _rows_so_far(groups: list[list[_Unit]], futures: list[Future[list[RowResult]]]) -> list[RowResult]:
+    """The rows of an interrupted send stage: each group's own, or, for one that never ran (or whose
+    worker failed), a row per part that does not claim more than is known."""
+    rows: list[RowResult] = []
+    for i, group in enumerate(groups):
+        f = futures[i] if i < len(futures) else None
+        if f is not None and f.done() and not f.cancelled() and f.exception() is None:
+            rows.extend(f.result())
+        elif f is not None and f.done() and not f.cancelled():
+            rows.extend(r for u in group for r in _unit_rows(
+                u, ST_UNKNOWN, "the run stopped before this send's outcome was known; see 'audiopipe status'"))
+        else:
+            rows.extend(r for u in group for r in _unit_rows(u, ST_NOT_SENT, "not sent: the run was interrupted"))
+    return rows
 
 
 def _decide(row: Any, prepared_sha: str, settings: BatchSettings,

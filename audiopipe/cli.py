@@ -23,6 +23,7 @@ from typing import Any, Callable, NoReturn
 import click
 
 from . import __version__, render, runner, scratch
+from .bars import BatchBars
 from .console import bars_enabled, human_duration, human_size, progress_bar, safe, say, setup_logging
 from .errors import (AudiopipeError, AuthError, ConnectFailed, FFmpegError, GaveUp, OutcomeUnknown, OutputError,
                      PrepareError, SendError, ToolMissingError, UsageError, os_error_line)
@@ -33,6 +34,7 @@ from .prepare import (OVERFLOW_CHOICES, PrepareOutcome, PrepareSettings, accepta
                       collect_inputs, prepare_many)
 from .probe import probe
 from .sniff import sniff
+from .summary import batch_lines, failure_line, interrupted_after, ledger_problem, problem_groups_json, problem_lines
 from .units import parse_bitrate, parse_size
 
 log = logging.getLogger(__name__)
@@ -90,10 +92,11 @@ class _Run:
     stage = "starting"
     signum: int | None = None
     after = ""  # what the line adds for the stage (how to carry on)
+    after_at_once = ""  # what it adds instead when a second signal stops it at once (when it differs)
 
 
-def _set_stage(stage: str, after: str = "") -> None:
-    _Run.stage, _Run.after = stage, after
+def _set_stage(stage: str, after: str = "", at_once: str = "") -> None:
+    _Run.stage, _Run.after, _Run.after_at_once = stage, after, at_once
 
 
 JOIN_WORKERS = 1.0  # seconds the exit waits for worker threads (their ffmpeg is stopped already)
@@ -104,7 +107,8 @@ def _interrupted_line(signum: int, left: list[Path], at_once: bool = False) -> s
     line = f"audiopipe: interrupted by {name}{' again, stopped at once' if at_once else ''} while {_Run.stage}"
     line += ("; nothing partial was left" if not left else
              f"; could not remove {len(left)} temp item(s), e.g. {left[0]}")
-    return line + (f"; {_Run.after}" if _Run.after else "")
+    after = _Run.after_at_once if at_once and _Run.after_at_once else _Run.after
+    return line + (f"; {after}" if after else "")
 
 
 def _exit_now(code: int) -> NoReturn:
@@ -121,8 +125,10 @@ def _on_signal(signum: int, _frame: object) -> None:
     if _Run.signum is not None:  # a second signal: stop now, whatever is in flight
         runner.stop_children(grace=0)
         left = scratch.remove_all()
-        # os.write: the interrupted main thread may be inside a write to stderr itself
-        os.write(2, (_interrupted_line(signum, left, at_once=True) + "\n").encode("utf-8", "replace"))
+        # os.write: the interrupted main thread may be inside a write to stderr itself; on a terminal
+        # the line starts on a line of its own, not at the end of a progress bar or of the echoed ^C
+        start = "\n" if os.isatty(2) else ""
+        os.write(2, (start + _interrupted_line(signum, left, at_once=True) + "\n").encode("utf-8", "replace"))
         os._exit(128 + signum)
     _Run.signum = signum
     runner.stop_children()  # before unwinding: every worker blocked on ffmpeg wakes up now
@@ -378,12 +384,6 @@ def prepare_cmd(inputs: tuple[Path, ...], out_dir: Path, fmt: str, max_size: int
     sys.exit(int(ExitCode.FAILED if counts.get("failed") else ExitCode.OK))
 
 
-def failure_line(outcome: PrepareOutcome) -> str:
-    """Why an input could not be prepared, starting with its path (an ffmpeg error does not name it)."""
-    text = str(outcome.error)
-    return text if text.startswith(str(outcome.source)) else f"{outcome.source}: {text}"
-
-
 def _same_folder(folder: Path, out_dir: Path) -> bool:
     try:
         return folder.is_dir() and out_dir.resolve() == folder.resolve()
@@ -631,10 +631,10 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     5 some not sent yet (rate limits, connection): the next run sends them;
     6 another run holds the ledger.
     """
-    from .batch import BatchSettings, run_batch
+    from .batch import BatchInterrupted, BatchSettings, run_batch
     from .client import LancepilotClient
     from .ledger import LedgerLocked
-    from .report import check_report_path, write_report
+    from .report import check_report_path
 
     settings = BatchSettings(
         folder=folder, contacts=contacts_csv, workspace=workspace, campaign=campaign,
@@ -642,18 +642,8 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
                               reencode, no_cache),
         jobs=jobs, concurrency=concurrency, rate=rate, dry_run=dry_run, retry_unknown=retry_unknown,
         retry_failed=retry_failed, settle=settle, attempts=attempts, new_ledger=new_ledger)
-    show = bars_enabled(quiet or as_json)
-    bars: dict[str, Any] = {}
-    continue_batch = "sends in flight were recorded; run the same command again to continue"
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in bars:
-            _set_stage("preparing" if stage == "prepare" else "sending", continue_batch)
-            bars[stage] = progress_bar(total, "preparing" if stage == "prepare" else "sending",
-                                       enabled=show, unit="file" if stage == "prepare" else "msg")
-        bar = bars[stage]
-        bar.update(done - bar.n)
-
+    verbose = bool(click.get_current_context().find_root().params.get("verbose"))
+    bars = BatchBars(bars_enabled(quiet or as_json), on_stage=_batch_stage)
     client = None if dry_run else LancepilotClient(base_url=base_url, token_file=token_file,
                                                    connect_timeout=connect_timeout,
                                                    read_timeout=read_timeout)
@@ -670,67 +660,26 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
             raise UsageError(str(exc)) from None
     # SIGINT/SIGTERM (Ctrl-C, cron's timeout, systemd) unwind through here (stops_cleanly): sends
     # in flight finish and are recorded, then the ledger is closed
-    _set_stage("preparing", continue_batch)
+    _batch_stage("preparing")
     try:
         # a dry run reads the ledger when there is one (to say what was already sent) but never makes one
-        result = run_batch(settings, sender=client, state_path=state_path, progress=progress)
+        result = run_batch(settings, sender=client, state_path=state_path, progress=bars)
+    except BatchInterrupted as exc:
+        bars.close()  # before any line: nothing redraws a bar over or after what follows
+        _batch_finish(exc.result, report_path, as_json, campaign, settle, verbose, interrupted=True,
+                      protect=report_protect, overwrite=overwrite, folder=folder)
+        _set_stage(exc.stage, interrupted_after(exc.stage, exc.result))
+        raise
     except LedgerLocked as exc:
         _fail(str(exc), ExitCode.LOCKED)
     finally:
-        for bar in bars.values():
-            bar.close()
+        bars.close()
         if client is not None:
             client.close()
     for note in result.notes:
         say(f"audiopipe: warning: {note}", err=True)
-    for outcome in result.prepared:  # what was cut: one line a file, however many contacts get it
-        shown = render.name_in(folder, outcome.source)
-        for warning in render.prepare_warnings(outcome.result, shown) if outcome.result else ():
-            say(f"audiopipe: warning: {warning}", err=True)
-    if report_path:
-        write_report(report_path, (r.to_dict() for r in result.rows), result.extra_columns,
-                     protect=report_protect or (), overwrite=overwrite)
-    counts = result.counts()
-    problems = [r for r in result.rows if r.status in ("failed", "unknown", "invalid", "not_sent")]
-    if as_json:
-        click.echo(json.dumps(dict(result.summary(), report=str(report_path) if report_path else None,
-                                   problems=[r.to_dict() for r in problems[:1000]],
-                                   files=[render.file_fields(o.result) for o in result.prepared if o.result])))
-    else:
-        # a file that could not be prepared is one problem, however many contacts it was for
-        unpreparable = [o for o in result.prepared if o.error is not None]
-        for o in unpreparable:
-            say(f"failed: {failure_line(o)} (skipped for every contact)", err=True)
-        listed = [r for r in problems if not (r.status == "failed" and r.part is None)]
-        if result.stopped:  # one line for everything the stop held back, not one per row
-            held = [r for r in listed if r.status == "not_sent"]
-            listed = [r for r in listed if r.status != "not_sent"]
-            if held:
-                say(f"not_sent: {len(held)} message(s), because the run stopped", err=True)
-        for r in listed[:20]:
-            where = f"line {r.line}: " if r.line else ""
-            what = " ".join(x for x in (r.contact, r.file) if x)
-            part = f" part {r.part}/{r.parts}" if r.parts and r.parts > 1 else ""
-            say(f"{r.status}: {where}{what}{part}: {r.error}", err=True)
-        if len(listed) > 20:
-            say(f"... and {len(listed) - 20} more (see --report or 'audiopipe status')", err=True)
-        actions = Counter(o.result.action if o.result else "failed" for o in result.prepared)
-        if actions:
-            say(f"{result.unique_files} file(s) prepared once each: "
-                + ", ".join(f"{n} {a}" for a, n in sorted(actions.items())), err=True)
-        if dry_run:
-            say(f"dry run, campaign {campaign!r}: {len(result.rows)} message(s) from "
-                f"{result.unique_files} file(s); would send {counts['would_send']} "
-                f"({_dry_run_bytes(result)}), already sent {counts['already_sent']}, "
-                f"failed {counts['failed']}, unknown {counts['unknown']}, invalid {counts['invalid']}",
-                err=True)
-        else:
-            say(f"campaign {campaign!r}: {counts['sent']} sent, {counts['already_sent']} already sent, "
-                f"{counts['failed']} failed, {counts['unknown']} unknown, {counts['invalid']} invalid, "
-                f"{counts['not_sent']} not sent yet" + (f" ({result.recovered} found interrupted)"
-                                                        if result.recovered else ""), err=True)
-        if result.stopped:
-            say(f"audiopipe: error: stopped: {result.stopped}", err=True)
+    _batch_finish(result, report_path, as_json, campaign, settle, verbose,
+                  protect=report_protect, overwrite=overwrite, folder=folder)
     sys.exit(int(batch_exit_code(result)))
 
 
@@ -750,8 +699,43 @@ def _batch_files(folder: Path, contacts_csv: Path, state_file: Path, token_file:
     return Protected(files)
 
 
-def _dry_run_bytes(result: Any) -> str:
-    return human_size(sum(r.size or 0 for r in result.rows if r.status == "would_send"))
+def _batch_stage(stage: str) -> None:
+    """What an interruption says for each stage of a batch (before the batch can say what it did)."""
+    _set_stage(stage, "nothing was sent; run the same command again to continue" if stage == "preparing"
+               else "sends in flight are recorded first; run the same command again to continue",
+               at_once="" if stage == "preparing" else
+               "the sends in flight were not recorded: the next run reports them unknown (see 'audiopipe status')")
+
+
+def _batch_finish(result: Any, report_path: Path | None, as_json: bool, campaign: str, settle: float,
+                  verbose: bool, interrupted: bool = False, *, protect: Any = None, overwrite: bool = False,
+                  folder: Path | None = None) -> None:
+    """What was cut, the report and the summary, for a whole run or for what an interrupted one did."""
+    from .report import write_report
+
+    for outcome in result.prepared:  # what was cut: one line a file, however many contacts get it
+        shown = render.name_in(folder, outcome.source) if folder is not None else outcome.source
+        for warning in render.prepare_warnings(outcome.result, shown) if outcome.result else ():
+            say(f"audiopipe: warning: {warning}", err=True)
+
+    if report_path:
+        try:
+            write_report(report_path, (r.to_dict() for r in result.rows), result.extra_columns,
+                         protect=protect or (), overwrite=overwrite)
+        except AudiopipeError as exc:
+            if not interrupted:
+                raise
+            say(f"audiopipe: error: {exc}", err=True)  # the interruption still gets its own line and code
+    if as_json:
+        problems = [r for r in result.rows if r.status in ("failed", "unknown", "invalid", "not_sent")]
+        click.echo(json.dumps(dict(result.summary(), report=str(report_path) if report_path else None,
+                                   interrupted=interrupted, problem_groups=problem_groups_json(result),
+                                   problems=[r.to_dict() for r in problems[:1000]],
+                                   files=[render.file_fields(o.result) for o in result.prepared if o.result])))
+    else:
+        for line in batch_lines(result, campaign=campaign, settle=settle, verbose=verbose,
+                                interrupted=interrupted):
+            say(line, err=True)
 
 
 def batch_exit_code(result: Any) -> ExitCode:
@@ -814,10 +798,11 @@ def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> 
         if running:
             say(f"  a batch is running now ({running}): 'sending' rows are in flight")
         say("  " + "  ".join(f"{k}: {v}" for k, v in counts.items()))
-        for r in problems:
-            part = f" part {r.key.part}/{r.parts}" if r.parts > 1 else ""
-            detail = r.error or ("in flight" if running else "interrupted mid-request")
-            say(f"{r.state}: [{r.key.campaign}] {r.key.contact} {r.file}{part}: {detail}")
+        verbose = bool(click.get_current_context().find_root().params.get("verbose"))
+        # the same refusal for many rows is one line with a count; -v lists the rows
+        for line in problem_lines((ledger_problem(r, bool(running)) for r in problems), verbose=verbose,
+                                  limit=None):
+            say(line)
     interrupted = counts[SENDING] if not running else 0
     if counts[UNKNOWN] or interrupted:
         code = ExitCode.UNKNOWN

@@ -74,9 +74,22 @@ def bars_enabled(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
-def progress_bar(total: int, desc: str, *, enabled: bool, unit: str = "file") -> Any:
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr,
-                dynamic_ncols=True, leave=True)
+class _Bar(tqdm):  # type: ignore[misc]
+    """A bar two columns short of the terminal's width. Ctrl-C typed at a terminal echoes ``^C``
+    after the bar: on a full-width bar that wraps the line, and every frame after it (the closing
+    one too) is drawn on the wrapped line below a stale copy."""
+
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        d = super().format_dict
+        if d.get("ncols"):
+            d["ncols"] = max(d["ncols"] - 2, 20)
+        return d
+
+
+def progress_bar(total: int, desc: str, *, enabled: bool, unit: str = "file", bar_format: str | None = None) -> Any:
+    return _Bar(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr,
+                dynamic_ncols=True, leave=True, bar_format=bar_format)
 
 
 def human_size(n: int | float | None) -> str:

@@ -25,15 +25,20 @@ from .scratch import discard, part_path
 from .sniff import sniff
 
 LOUDNORM = {"I": -16, "TP": -1.5, "LRA": 11}  # EBU R128, the usual target for speech on phones
-ENCODE_TIMEOUT_CAP = 4 * 3600.0
+# Wall seconds per second of audio. Measured on a 2-vCPU VM running four times more work than it has
+# cores: a 2-hour WAV took 0.07 s per second to Opus, and 0.38 s per second with loudnorm (which
+# works at 192 kHz). The CPU-time limit, not this, is what bounds the work; this catches a hang.
+TIMEOUT_PER_SECOND = 0.5
+TIMEOUT_PER_SECOND_NORMALIZED = 2.0
+ENCODE_TIMEOUT_CAP = 12 * 3600.0
 
 
-def encode_timeout(duration: float) -> float:
-    """Generous: ffmpeg encodes audio at 50-500x real time (loudnorm at ~6x on a busy machine); this
-    only catches a hung process. ``duration`` is what will really be encoded: the plan's, never more
-    than the input's bytes can hold (probe refuses a file claiming more), and never more than ~6
-    hours (the most a 16 MB budget holds at the lowest bitrate) unless the budget is bigger."""
-    return min(120.0 + duration * 0.5, ENCODE_TIMEOUT_CAP)
+def encode_timeout(duration: float, normalize: bool = False) -> float:
+    """Wall-clock seconds for encoding ``duration`` seconds: what will really be encoded (the plan's),
+    never more than the input's bytes can hold (probe refuses a file claiming more), nor than a
+    budget holds at the lowest bitrate (about 6 hours in 16 MB)."""
+    per_second = TIMEOUT_PER_SECOND_NORMALIZED if normalize else TIMEOUT_PER_SECOND
+    return min(120.0 + duration * per_second, ENCODE_TIMEOUT_CAP)
 
 
 # ffmpeg writes key=value blocks to stdout about twice a second; -nostats keeps stderr for errors
@@ -124,7 +129,8 @@ def encode(source: str | Path, plan: EncodePlan, dest: Path, *,
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(dest)
     try:
-        run(build_argv(source, plan, tmp, progress=progress is not None), timeout=encode_timeout(plan.duration),
+        run(build_argv(source, plan, tmp, progress=progress is not None),
+            timeout=encode_timeout(plan.duration, plan.normalize),
             what="ffmpeg encode", on_stdout_line=progress_reader(progress) if progress else None)
         os.replace(tmp, dest)
     finally:

@@ -64,12 +64,13 @@ TIMEOUT_ENV = "AUDIOPIPE_FFMPEG_TIMEOUT"
 MEMORY_ENV = "AUDIOPIPE_FFMPEG_MEMORY"
 CPU_ENV = "AUDIOPIPE_FFMPEG_CPU"
 MIB = 1024 * 1024
-# Address space, not resident memory: ffmpeg 5.1 maps ~265 MiB of shared libraries before it reads a
-# byte (its RSS stays near 53 MiB on a 2-hour WAV); loudnorm, the hungriest filter we use, peaks at
-# 381 MiB. 1 GiB leaves 2.7x that, and still stops a file built to make ffmpeg allocate gigabytes.
+# Address space, not resident memory: ffmpeg 5.1 maps ~260 MiB of shared libraries before it reads a
+# byte. Measured on a 2-hour stereo WAV: 263 MiB of address space (53 MiB resident) to Opus, 435 MiB
+# (141 MiB resident) with loudnorm, the hungriest filter we use. 1 GiB leaves 2.3x that, and still
+# stops a file built to make ffmpeg allocate gigabytes.
 DEFAULT_MEMORY = 1024 * MIB
-# A 2-hour WAV normalised to Opus takes about 420 s of CPU on a busy 2-vCPU VM; the longest single
-# encode a 16 MB budget allows is ~6 hours (Opus at 6 kbit/s).
+# The same 2-hour WAV took 286 s of CPU to Opus and 739 s normalised, on a 2-vCPU VM running four
+# times more work than it has cores; the longest single encode a 16 MB budget allows is ~6 hours.
 DEFAULT_CPU_SECONDS = 3600
 CPU_GRACE = 5  # seconds between SIGXCPU (ffmpeg stops cleanly) and SIGKILL
 # What a child dying of a too-small address space looks like: the loader or malloc says so, or a
@@ -413,11 +414,12 @@ def run(argv: list[str], *, timeout: float | None = DEFAULT_TIMEOUT, what: str =
 def ffmpeg_base() -> list[str]:
     """The start of every ffmpeg command line.
 
-    One filter thread: audio filters gain nothing from more, and each extra thread reserves a stack,
-    so the memory a run needs would otherwise grow with the machine's core count.
+    One filter thread (simple and complex graphs): audio filters gain nothing from more, and each
+    extra thread reserves a stack, so the memory a run needs would otherwise grow with the machine's
+    core count.
     """
     return [find_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-            "-filter_threads", "1"]
+            "-filter_threads", "1", "-filter_complex_threads", "1"]
 
 
 def ffprobe_base() -> list[str]:

@@ -106,7 +106,8 @@ def test_broadcast_sends_every_file_to_every_contact_once(tmp_path, folder, make
     assert result.unique_files == 3 and len(result.prepared) == 3 and not result.stopped
     assert stored(sb) == Counter({(c, n): 1 for c in people for n in ("tone.ogg", "tone.mp3", "voice.ogg")})
     # tone.wav converted once (however many contacts), the others sent as they are
-    encodes = [line for line in log.read_text().splitlines() if " -i " in line]
+    # (runs that write to the null muxer only read a kept file to the end, to check its duration)
+    encodes = [line for line in log.read_text().splitlines() if " -i " in line and " -f null " not in line]
     actions = sorted(o.result.action for o in result.prepared)
     assert actions == ["kept", "kept", "transcoded"]
     assert len(encodes) == sum(o.result.passes for o in result.prepared) >= 1
@@ -125,7 +126,7 @@ def test_broadcast_sends_every_file_to_every_contact_once(tmp_path, folder, make
     assert statuses(again) == {ST_ALREADY: 18}
     assert {(r.contact, r.file, r.message_id) for r in again.rows} == \
            {(r.contact, r.file, r.message_id) for r in result.rows}
-    assert len([x for x in log.read_text().splitlines() if " -i " in x]) == n_enc
+    assert len([x for x in log.read_text().splitlines() if " -i " in x and " -f null " not in x]) == n_enc
     assert all(o.result.cached for o in again.prepared)
 
     # a new campaign name sends everything again

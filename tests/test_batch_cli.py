@@ -150,11 +150,15 @@ def test_refused_exits_1_and_status_lists_it(tmp_path, folder, make_sandbox, sta
     csv_path = write_csv(tmp_path / "c.csv", "contact", people)
     proc = audiopipe(*batch_args(folder, csv_path, state), sandbox=sb)
     assert proc.returncode == 1, proc.stderr
-    assert f"failed: line 4: {people[2]}" in proc.stderr and "404" in proc.stderr
+    # one contact missing for both files: one line with the count, not one per file
+    failed = [line for line in proc.stderr.splitlines() if line.startswith("failed:")]
+    assert len(failed) == 1 and "404" in failed[0], proc.stderr
+    assert failed[0].startswith(f"failed: 2 rows (line 4; contact {people[2]}; 2 files: tone.wav, voice.opus): ")
     st = audiopipe("status", "--state", str(state))
     assert st.returncode == 1
     assert "sent: 4" in st.stdout and "failed: 2" in st.stdout
-    assert st.stdout.count(f"failed: [default] {people[2]}") == 2
+    listed = [line for line in st.stdout.splitlines() if line.startswith("failed:")]
+    assert len(listed) == 1 and f"contact {people[2]}" in listed[0] and "2 rows" in listed[0], st.stdout
     js = audiopipe("status", "--state", str(state), "--json")
     data = json.loads(js.stdout)
     assert js.returncode == 1 and data["counts"]["failed"] == 2
@@ -222,10 +226,11 @@ def test_unknown_exits_4_and_status_says_so(tmp_path, folder, make_sandbox, stat
     sb = make_sandbox(faults=Faults(rate_500=1.0))
     proc = audiopipe(*batch_args(folder, csv_path, state), sandbox=sb)
     assert proc.returncode == 4, proc.stderr
-    assert proc.stderr.count("unknown: line") == 4
+    unknown = [line for line in proc.stderr.splitlines() if line.startswith("unknown:")]
+    assert len(unknown) == 1 and unknown[0].startswith("unknown: 4 rows (2 lines: 2, 3; 2 contacts: "), proc.stderr
     st = audiopipe("status", "--state", str(state))
     assert st.returncode == 4 and "unknown: 4" in st.stdout
-    assert sum(line.startswith("unknown: [default]") for line in st.stdout.splitlines()) == 4
+    assert [line[:23] for line in st.stdout.splitlines() if line.startswith("unknown:")] == ["unknown: 4 rows (campai"]
     sb = make_sandbox()
     proc = audiopipe(*batch_args(folder, csv_path, state), sandbox=sb)
     assert proc.returncode == 4 and sb.request_count == 0
@@ -241,7 +246,7 @@ def test_rate_limited_until_attempts_run_out_exits_5(tmp_path, folder, make_sand
     csv_path = write_csv(tmp_path / "c.csv", "contact", contacts_for(2))
     proc = audiopipe(*batch_args(folder, csv_path, state), sandbox=sb)
     assert proc.returncode == 5, proc.stderr
-    assert "not_sent: line 2" in proc.stderr
+    assert "not_sent: 2 rows (2 lines: 2, 3; " in proc.stderr and "429" in proc.stderr
     sb = make_sandbox()
     assert audiopipe(*batch_args(folder, csv_path, state), sandbox=sb).returncode == 0
     assert len(sb.messages()) == 2

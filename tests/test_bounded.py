@@ -176,7 +176,8 @@ def test_a_real_low_bitrate_file_is_not_mistaken_for_a_forged_one(tmp_path: Path
 
 def test_timeouts_follow_the_work_not_the_claim() -> None:
     assert encode_timeout(2 * 3600) < 2 * 3600  # ffmpeg works far faster than real time
-    assert encode_timeout(10**9) <= 4 * 3600      # whatever a plan says
+    assert encode_timeout(2 * 3600, normalize=True) > encode_timeout(2 * 3600)  # loudnorm is slow
+    assert encode_timeout(10**9, normalize=True) <= 12 * 3600  # whatever a plan says
     assert reading_timeout(100_000, 60) < 70       # reading 100 KB is quick, whatever it claims
 
 
