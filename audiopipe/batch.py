@@ -92,12 +92,23 @@ class RowResult:
     error: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
     size: int | None = None
+    # what was (or would be) sent: what prepare did, the format, this part's length and the source's
+    action: str | None = None           # kept, remuxed, transcoded, trimmed, split
+    format: str | None = None
+    duration_sent: float | None = None  # seconds
+    source_duration: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # The CSV's own columns are kept; one named like ours ("status", "error"...) becomes csv_status.
         return {**{extra_column_name(k): v for k, v in self.extra.items()}, "line": self.line, "contact": self.contact, "workspace": self.workspace,
                 "file": self.file, "part": self.part, "parts": self.parts, "status": self.status,
-                "message_id": self.message_id, "error": self.error, "size": self.size}
+                "message_id": self.message_id, "error": self.error, "size": self.size,
+                "action": self.action, "format": self.format, "duration_sent": _seconds(self.duration_sent),
+                "source_duration": _seconds(self.source_duration)}
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 @dataclass
@@ -195,6 +206,13 @@ class _Unit:
     source_sha256: str
     outputs: tuple[OutputFile, ...]
     prepared_sha256: list[str]
+    action: str | None = None
+    source_duration: float | None = None
+
+    def sent_fields(self, o: OutputFile) -> dict[str, Any]:
+        """The report's columns about what goes out as part ``o``."""
+        return dict(size=o.size, action=self.action, format=o.format, duration_sent=o.duration,
+                    source_duration=self.source_duration)
 
 
 def _plan_units(contacts: ContactList, folder: Path, prepared: dict[Path, PrepareOutcome],
@@ -226,7 +244,7 @@ def _plan_units(contacts: ContactList, folder: Path, prepared: dict[Path, Prepar
                 continue
             res = outcome.result
             units.append(_Unit(row.line, row.contact, row.workspace, label, row.extra, res.source_sha256,
-                               res.outputs, [sha(o.path) for o in res.outputs]))
+                               res.outputs, [sha(o.path) for o in res.outputs], res.action, res.source_duration))
     return units
 
 
@@ -244,7 +262,7 @@ def _unreached_rows(contacts: ContactList, folder: Path, files: list[Path], erro
 
 def _unit_rows(u: _Unit, status: str, error: str) -> list[RowResult]:
     return [RowResult(u.row_line, u.contact, u.workspace, u.label, o.part, o.parts, status, error=error,
-                      extra=u.extra, size=o.size) for o in u.outputs]
+                      extra=u.extra, **u.sent_fields(o)) for o in u.outputs]
 
 
 def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger | None = None,
@@ -422,7 +440,7 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
             held: tuple[str, str] | None = None
             for o, sha in zip(u.outputs, u.prepared_sha256):
                 base = dict(line=u.row_line, contact=u.contact, workspace=u.workspace, file=u.label,
-                            part=o.part, parts=o.parts, extra=u.extra, size=o.size)
+                            part=o.part, parts=o.parts, extra=u.extra, **u.sent_fields(o))
                 if held:
                     results.append(RowResult(status=held[0], error=held[1], **base))
                     continue
@@ -467,7 +485,7 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
     def send_part(u: _Unit, o: OutputFile, sha: str) -> RowResult:
         key = SendKey(settings.campaign, u.workspace, u.contact, u.source_sha256, o.part)
         base = dict(line=u.row_line, contact=u.contact, workspace=u.workspace, file=u.label, part=o.part,
-                    parts=o.parts, extra=u.extra, size=o.size)
+                    parts=o.parts, extra=u.extra, **u.sent_fields(o))
         status, mid, err = _decide(ledger.get(key), sha, settings, u.label)
         if status is not None:
             part_end.how = "ledger"
@@ -519,7 +537,7 @@ def _run(settings: BatchSettings, contacts: ContactList, folder: Path, sender: S
             part_end.how = "blocked" if held else "stopped"
             if held:
                 out.append(RowResult(u.row_line, u.contact, u.workspace, u.label, o.part, o.parts,
-                                     held[0], error=held[1], extra=u.extra, size=o.size))
+                                     held[0], error=held[1], extra=u.extra, **u.sent_fields(o)))
             else:
                 r = send_part(u, o, sha)
                 out.append(r)

@@ -24,7 +24,7 @@ from typing import Any, Callable, NoReturn
 import click
 from click.core import ParameterSource
 
-from . import __version__, runner, scratch
+from . import __version__, render, runner, scratch
 from .bars import BatchBars
 from .console import bars_enabled, human_duration, human_size, progress_bar, safe, say, setup_logging
 from .doctor import require_tools
@@ -326,24 +326,6 @@ def _kbps(bitrate: int | None) -> str:
     return f"{bitrate / 1000:.0f} kb/s" if bitrate else "-"
 
 
-def _describe(outcome: PrepareOutcome) -> str:
-    r = outcome.result
-    assert r is not None
-    outs = ", ".join(f"{o.path} ({human_size(o.size)})" for o in r.outputs)
-    extra = ""
-    if r.action == "trimmed" and r.kept_duration is not None:
-        extra = f" kept {human_duration(r.kept_duration)} of {human_duration(r.info.duration)}"
-    elif r.action == "split":
-        extra = f" into {len(r.outputs)} parts"
-    if r.passes > 1:
-        extra += f" ({r.passes} passes)"
-    if r.reused:
-        extra += " (already there)"
-    elif r.cached:
-        extra += " (cached)"
-    return f"{r.action:<11} {outcome.source} -> {outs}{extra}"
-
-
 @cli.command("prepare")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -396,18 +378,23 @@ def prepare_cmd(inputs: tuple[Path, ...], out_dir: Path, fmt: str, max_size: int
     require_tools(settings.format)  # ffmpeg or the --format's encoder missing: now, not file by file
     bar = progress_bar(len(items), "preparing", enabled=bars_enabled(quiet or as_json))
     _set_stage("preparing", "files already prepared are in place; run the same command again to finish")
+    encodes = render.EncodeBars(enabled=bars_enabled(quiet or as_json))
 
     def report(outcome: PrepareOutcome) -> None:
+        encodes.done(outcome.source)
         bar.update(1)
         if as_json:
             click.echo(json.dumps(outcome.to_dict()))
         elif outcome.error is not None:
             bar.write(safe(f"audiopipe: error: {failure_line(outcome)}" + _hint(outcome.error)), file=sys.stderr)
         elif not quiet:
-            bar.write(safe(_describe(outcome)))
+            bar.write(safe(render.describe_prepared(outcome)))
+        for warning in render.prepare_warnings(outcome.result) if outcome.result else ():
+            bar.write(safe(f"audiopipe: warning: {warning}"), file=sys.stderr)  # --quiet too: audio was lost
 
-    with bar:
-        outcomes = prepare_many(items, out_dir, settings, jobs=jobs, progress=report, overwrite=overwrite)
+    with bar, encodes:
+        outcomes = prepare_many(items, out_dir, settings, jobs=jobs, progress=report,
+                                encode_progress=encodes.update, overwrite=overwrite)
     counts = Counter(o.result.action if o.result else "failed" for o in outcomes)
     summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("kept", "remuxed", "transcoded", "trimmed", "split", "failed"))
     if not as_json:
@@ -499,6 +486,11 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
     resent, because the customer may already have it. Before converting a file, the token is
     checked with one request that cannot create a message (--no-preflight skips it).
 
+    Says in one line per message what went out: INPUT -> prepared file, what was done
+    (kept, remuxed, transcoded, trimmed, split), format, size, length, contact and message
+    id. When stdout is not a terminal that line goes to stderr and stdout has the id alone
+    (id=$(audiopipe send ...)). Audio cut to fit --max-size is a warning on stderr.
+
     \b
     Exit status: 0 sent; 1 refused by the server (404/413/422) or not preparable;
     2 usage; 3 authentication; 4 outcome unknown; 5 not sent after retries.
@@ -517,6 +509,7 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
     from .client import LancepilotClient, SentMessage
 
     sent: list[SentMessage] = []
+    described: list[dict[str, Any]] = []
     with LancepilotClient(base_url=base_url, token_file=token_file, connect_timeout=connect_timeout,
                           read_timeout=read_timeout, retry=RetryPolicy(attempts=retries + 1)) as client:
         if url is not None:
@@ -535,9 +528,13 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
 
             with scratch.temp_dir("send") as tmp:
                 try:
-                    result = prepare_file(input_path, tmp, settings, before_ffmpeg=check_token_first)
+                    with render.EncodeBars(enabled=bars_enabled(as_json)) as encodes:
+                        result = prepare_file(input_path, tmp, settings, before_ffmpeg=check_token_first,
+                                              progress=encodes.update)
                 except FFmpegError as exc:  # its message does not say which file
                     raise PrepareError(input_path, str(exc)) from None
+                for warning in render.prepare_warnings(result):  # before the upload: it may take long
+                    say(f"audiopipe: warning: {warning}", err=True)
                 for out in result.outputs:  # parts in order, part 1 first
                     _set_stage("sending", "the message may have been created: check before sending again"
                                + "".join(f"; part {i} of {len(result.outputs)} was sent: {m.id}"
@@ -549,17 +546,31 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
                         if as_json:
                             click.echo(json.dumps({"ok": False, "error": str(exc), "created": exc.created,
                                                    "sent": [m.data for m in sent]}))
-                        for i, m in enumerate(sent, 1):
-                            say(f"part {i} of {len(result.outputs)} was sent: {m.id}", err=True)
-                        if sent:
+                            for i, m in enumerate(sent, 1):
+                                say(f"part {i} of {len(result.outputs)} was sent: {m.id}", err=True)
+                        if sent:  # without --json, each part's line was printed as it went out
                             say("to send the rest only, split the file yourself or use 'audiopipe "
                                 "batch' (it records every part)", err=True)
                         raise exc
+                    described.append(dict(render.file_fields(result, out), contact=contact))
+                    if not as_json:
+                        _say_sent(render.sent_line(input_path, result, out, contact, sent[-1].id))
     if as_json:
-        click.echo(json.dumps([m.data for m in sent]))
-    else:
+        # the server's fields as they were, and what audiopipe did beside them (the server's win)
+        described += [{}] * (len(sent) - len(described))  # --url: nothing was prepared
+        click.echo(json.dumps([{**fields, **m.data} for m, fields in zip(sent, described)]))
+    elif url is not None:
         for m in sent:
             say(m.id or "(created; the server returned no id)")
+    elif not sys.stdout.isatty():  # a script: the ids alone on stdout, the lines went to stderr
+        for m in sent:
+            say(m.id or "(created; the server returned no id)")
+
+
+def _say_sent(line: str) -> None:
+    """A person at a terminal reads the line where the output goes; a script capturing stdout
+    (``id=$(audiopipe send ...)``) gets the id alone there, and the line on stderr."""
+    say(line, err=not sys.stdout.isatty())
 
 
 def _check_token(client: Any, workspace: str, contact: str, *, refuse_not_found: bool = False) -> None:
@@ -712,7 +723,7 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     except BatchInterrupted as exc:
         bars.close()  # before any line: nothing redraws a bar over or after what follows
         _batch_finish(exc.result, report_path, as_json, campaign, settle, verbose, interrupted=True,
-                      protect=report_protect, overwrite=overwrite)
+                      protect=report_protect, overwrite=overwrite, folder=folder)
         _set_stage(exc.stage, interrupted_after(exc.stage, exc.result))
         raise
     except LedgerLocked as exc:
@@ -724,7 +735,7 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     for note in result.notes:
         say(f"audiopipe: warning: {note}", err=True)
     _batch_finish(result, report_path, as_json, campaign, settle, verbose,
-                  protect=report_protect, overwrite=overwrite)
+                  protect=report_protect, overwrite=overwrite, folder=folder)
     sys.exit(int(batch_exit_code(result)))
 
 
@@ -753,9 +764,15 @@ def _batch_stage(stage: str) -> None:
 
 
 def _batch_finish(result: Any, report_path: Path | None, as_json: bool, campaign: str, settle: float,
-                  verbose: bool, interrupted: bool = False, *, protect: Any = None, overwrite: bool = False) -> None:
-    """The report and the summary, for a whole run or for what an interrupted one did."""
+                  verbose: bool, interrupted: bool = False, *, protect: Any = None, overwrite: bool = False,
+                  folder: Path | None = None) -> None:
+    """What was cut, the report and the summary, for a whole run or for what an interrupted one did."""
     from .report import write_report
+
+    for outcome in result.prepared:  # what was cut: one line a file, however many contacts get it
+        shown = render.name_in(folder, outcome.source) if folder is not None else outcome.source
+        for warning in render.prepare_warnings(outcome.result, shown) if outcome.result else ():
+            say(f"audiopipe: warning: {warning}", err=True)
 
     if report_path:
         try:
@@ -769,7 +786,8 @@ def _batch_finish(result: Any, report_path: Path | None, as_json: bool, campaign
         problems = [r for r in result.rows if r.status in PROBLEM_STATUSES]
         click.echo(json.dumps(dict(result.summary(), report=str(report_path) if report_path else None,
                                    interrupted=interrupted, problem_groups=problem_groups_json(result),
-                                   problems=[r.to_dict() for r in problems[:1000]])))
+                                   problems=[r.to_dict() for r in problems[:1000]],
+                                   files=[render.file_fields(o.result) for o in result.prepared if o.result])))
     else:
         for line in batch_lines(result, campaign=campaign, settle=settle, verbose=verbose,
                                 interrupted=interrupted):

@@ -282,6 +282,13 @@ def parse_base_url(url: str) -> CheckedURL:
     return dataclasses.replace(checked, path=checked.path.rstrip("/"))
 
 
+def _log_answer(target: CheckedURL, started: float, status: int | None, outcome: object) -> None:
+    """One line a request, for -v: method, path (the token travels in a header, never here), the
+    answer's status, how long it took, and the message id or what went wrong."""
+    log.info("POST %s -> %s in %.0f ms: %s", target.path, status if status is not None else "no answer",
+             (time.monotonic() - started) * 1000, outcome)
+
+
 class LancepilotClient:
     """A session with the Lancepilot API. Use it as a context manager::
 
@@ -431,6 +438,7 @@ class LancepilotClient:
             headers = dict(kwargs.pop("headers", {}))
             headers["Authorization"] = f"Bearer {self._token}"
             log.debug("POST %s", target)
+            started = time.monotonic()
             try:
                 resp = self.session.post(str(target), headers=headers, allow_redirects=False,
                                          timeout=(self.connect_timeout, self.read_timeout), **kwargs)
@@ -440,16 +448,25 @@ class LancepilotClient:
                 raise RefusedError(f"the request to {target.origin} could not be built (an invalid address "
                                    "or header); nothing was sent") from None
             except requests.exceptions.RequestException as exc:
-                raise self._transport_error(exc, target) from None
+                failed = self._transport_error(exc, target)
+                _log_answer(target, started, None, failed)
+                raise failed from None
             finally:
                 if fh is not None:
                     fh.close()
             if resp.status_code in (307, 308) and resp.headers.get("Location"):
                 resp.close()
+                _log_answer(target, started, resp.status_code, "redirect")
                 target = self._follow(target, resp.status_code, resp.headers["Location"])
                 log.info("redirected to %s", target)
                 continue
-            return self._result(resp, target)
+            try:
+                sent = self._result(resp, target)
+            except SendError as exc:
+                _log_answer(target, started, resp.status_code, exc)
+                raise
+            _log_answer(target, started, resp.status_code, f"message {sent.id or '(no id)'}")
+            return sent
         raise RefusedError(f"too many redirects (last: {target.path})", status=None)
 
     def _follow(self, current: CheckedURL, status: int, location: str) -> CheckedURL:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import ffmpeg
 
@@ -40,8 +41,13 @@ def encode_timeout(duration: float, normalize: bool = False) -> float:
     return min(120.0 + duration * per_second, ENCODE_TIMEOUT_CAP)
 
 
-def build_argv(source: str | Path, plan: EncodePlan, output: str | Path) -> list[str]:
-    """The whole ffmpeg command line for ``plan`` (pure)."""
+# ffmpeg writes key=value blocks to stdout about twice a second; -nostats keeps stderr for errors
+PROGRESS_ARGS = ["-progress", "pipe:1", "-nostats"]
+
+
+def build_argv(source: str | Path, plan: EncodePlan, output: str | Path, *, progress: bool = False) -> list[str]:
+    """The whole ffmpeg command line for ``plan`` (pure); ``progress`` adds ffmpeg's own progress
+    reports on stdout."""
     in_opts: dict[str, object] = dict(input_options())
     if plan.start > 0:
         in_opts["ss"] = f"{plan.start:.3f}"
@@ -68,7 +74,8 @@ def build_argv(source: str | Path, plan: EncodePlan, output: str | Path) -> list
     if plan.encoder == "libmp3lame":
         out_opts["write_xing"] = "1"
     out = ffmpeg.output(stream, ffmpeg_path_arg(output), **out_opts)
-    return list(out.compile(cmd=ffmpeg_base()))
+    # global options go before the input: after the output ffmpeg would ignore them
+    return list(out.compile(cmd=ffmpeg_base() + (PROGRESS_ARGS if progress else [])))
 
 
 def build_copy_argv(source: str | Path, audio_index: int, muxer: str, output: str | Path) -> list[str]:
@@ -99,13 +106,32 @@ def temp_path_for(dest: Path) -> Path:
     return part_path(dest)
 
 
-def encode(source: str | Path, plan: EncodePlan, dest: Path) -> Path:
-    """Encode ``source`` per ``plan`` into ``dest`` (atomically); return ``dest``."""
+def progress_reader(on_seconds: Callable[[float], None]) -> Callable[[bytes], None]:
+    """A reader of ffmpeg's ``-progress`` lines that calls ``on_seconds`` with the seconds of
+    output written so far (``out_time_us``; ffmpeg writes ``N/A`` or a negative value at the start)."""
+    def on_line(line: bytes) -> None:
+        key, _, value = line.partition(b"=")
+        if key.strip() != b"out_time_us":
+            return
+        try:
+            micros = int(value.strip())
+        except ValueError:
+            return
+        if micros >= 0:
+            on_seconds(micros / 1e6)
+    return on_line
+
+
+def encode(source: str | Path, plan: EncodePlan, dest: Path, *,
+           progress: Callable[[float], None] | None = None) -> Path:
+    """Encode ``source`` per ``plan`` into ``dest`` (atomically); return ``dest``. ``progress``
+    is called (from this thread) with the seconds of ``plan.duration`` encoded so far."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(dest)
     try:
-        run(build_argv(source, plan, tmp), timeout=encode_timeout(plan.duration, plan.normalize),
-            what="ffmpeg encode")
+        run(build_argv(source, plan, tmp, progress=progress is not None),
+            timeout=encode_timeout(plan.duration, plan.normalize),
+            what="ffmpeg encode", on_stdout_line=progress_reader(progress) if progress else None)
         os.replace(tmp, dest)
     finally:
         discard(tmp)

@@ -26,7 +26,7 @@ from .errors import (AudiopipeError, InputError, LimitExceeded, PrepareError, To
 from .formats import ACCEPTABLE_AS_IS, FORMATS, TargetFormat, get_format
 from .outputs import (OutputGuard, ProtectArg, Protected, Record, as_protected, intact, ownership_key,
                       place, read_record, refuse_clashes, stage, write_record)
-from .plan import DoesNotFit, EncodePlan, plan, replan
+from .plan import DoesNotFit, EncodePlan, plan, replan, seconds_that_fit
 from .probe import AudioStream, MediaInfo, check_readable, probe
 from .runner import ffmpeg_version, stop_children
 from .scratch import discard
@@ -128,15 +128,56 @@ class PrepareResult:
     cached: bool = False
     plan: EncodePlan | None = None
     reused: bool = False  # the outputs were already in place from an earlier run: nothing was written
+    voice_note_inline: bool | None = None  # --voice-note: whether it came out at 512 KB or less
+    notes: tuple[str, ...] = ()            # what the user should know (why a voice note is not inline)
+
+    @property
+    def source_duration(self) -> float:
+        return self.info.duration
+
+    @property
+    def duration_sent(self) -> float:
+        """Seconds of audio in the outputs, as measured on them (every part's, when split)."""
+        return sum(o.duration for o in self.outputs)
+
+    @property
+    def trimmed_seconds(self) -> float:
+        """Seconds of the source that were cut off (0 unless trimmed)."""
+        if self.action != "trimmed":
+            return 0.0
+        return max(0.0, self.source_duration - self.duration_sent)
+
+    @property
+    def size(self) -> int:
+        return sum(o.size for o in self.outputs)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": str(self.source), "sha256": self.source_sha256, "action": self.action,
+            "format": self.outputs[0].format if self.outputs else None, "size": self.size,
+            "source_duration": round(self.source_duration, 3), "duration_sent": round(self.duration_sent, 3),
+            "trimmed_seconds": round(self.trimmed_seconds, 3),
             "passes": self.passes, "kept_duration": self.kept_duration, "cached": self.cached,
             "reused": self.reused,
+            "voice_note_inline": self.voice_note_inline, "notes": list(self.notes),
             "input": self.info.to_dict(), "outputs": [o.to_dict() for o in self.outputs],
             "plan": asdict(self.plan) if self.plan else None,
         }
+
+
+@dataclass(frozen=True)
+class EncodeProgress:
+    """How far one encode is: ``done`` of ``total`` seconds of audio (ffmpeg's own count)."""
+
+    source: Path
+    done: float
+    total: float
+    attempt: int = 1     # more than 1 when re-encoding at a lower bitrate after an overshoot
+    part: int = 1
+    parts: int = 1
+
+
+EncodeProgressCallback = Callable[[EncodeProgress], None]
 
 
 @dataclass(frozen=True)
@@ -174,6 +215,8 @@ def copyable(info: MediaInfo, settings: PrepareSettings) -> tuple[str | None, st
         return None, f"{info.audio.codec} in {info.container} is not a type the API takes"
     if settings.voice_note and (as_format != "ogg" or info.audio.channels != 1):
         return None, "a voice note must be mono Ogg/Opus"
+    if settings.voice_note and info.size > VOICE_NOTE_BUDGET and voice_note_fits(info)[0]:
+        return None, f"a voice note plays inline only at {VOICE_NOTE_BUDGET // 1000} KB or less"
     if settings.channels is not None and info.audio.channels != settings.channels:
         return None, f"{info.audio.channels} channels where {settings.channels} were asked for"
     bitrate = info.audio.bit_rate or info.bit_rate or 0
@@ -230,19 +273,25 @@ def _output_from(path: Path, fmt: TargetFormat, size: int, mime: str, info: Medi
                       codec=info.audio.codec, duration=info.duration, bitrate=bitrate, part=part, parts=parts)
 
 
-def _encode_to_fit(source: Path, p: EncodePlan, fmt: TargetFormat, dest: Path,
-                   max_passes: int, guard: OutputGuard) -> tuple[OutputFile, int, EncodePlan]:
+def _encode_to_fit(source: Path, p: EncodePlan, fmt: TargetFormat, dest: Path, max_passes: int,
+                   guard: OutputGuard, progress: EncodeProgressCallback | None = None, *, part: int = 1,
+                   parts: int = 1, total: float | None = None) -> tuple[OutputFile, int, EncodePlan]:
     """Encode, measure, and re-plan from the measured overshoot until the output fits.
 
-    Each pass goes to a hidden temp file; only a verified result that fits takes ``dest``'s name."""
+    Each pass goes to a hidden temp file; only a verified result that fits takes ``dest``'s name.
+    ``progress`` counts in seconds of ``total`` (the whole source, for a split: parts add up)."""
     replace_ok = guard.claim(dest)  # before any ffmpeg work goes into it
     passes = 0
     while True:
         passes += 1
+        _log_plan(source, p, passes, part, parts)
+        on_seconds = None
+        if progress is not None:
+            on_seconds = _progress_for(progress, source, p, passes, part, parts, total)
         staged = stage(dest)
         try:
             try:
-                encode(source, p, staged)
+                encode(source, p, staged, progress=on_seconds)
                 checked = verify(staged, fmt, budget=p.budget, expected_duration=p.duration)
             except LimitExceeded as exc:
                 raise exc.for_input(source) from None
@@ -253,6 +302,8 @@ def _encode_to_fit(source: Path, p: EncodePlan, fmt: TargetFormat, dest: Path,
                 return _output_from(dest, fmt, checked.size, checked.mime, checked.info, p.bitrate), passes, p
         finally:
             discard(staged)
+        log.info("%s: %s bytes is over the %s-byte budget; encoding again lower", source,
+                 f"{checked.size:,}", f"{p.budget:,}")
         nxt = replan(p, fmt, checked.size) if passes < max_passes else None
         if nxt is None:
             # The floor did not fit after all: say how much would, so trim/split can use it.
@@ -261,15 +312,70 @@ def _encode_to_fit(source: Path, p: EncodePlan, fmt: TargetFormat, dest: Path,
         p = nxt
 
 
+def _progress_for(progress: EncodeProgressCallback, source: Path, p: EncodePlan, attempt: int,
+                  part: int, parts: int, total: float | None) -> Callable[[float], None]:
+    whole = total if total is not None else p.duration
+    offset = p.start if total is not None else 0.0
+
+    def on_seconds(done: float) -> None:
+        progress(EncodeProgress(source, min(offset + done, whole), whole, attempt, part, parts))
+
+    return on_seconds
+
+
+def _log_plan(source: Path, p: EncodePlan, attempt: int, part: int, parts: int) -> None:
+    """The plan in words, for -v: what will be made, how big it should come out, and why."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    where = f" part {part}/{parts} ({p.start:.1f}-{p.start + p.duration:.1f} s)" if parts > 1 else ""
+    cut = f", fade-out {p.fade_out:.1f} s" if p.fade_out else ""
+    fits = p.expected_size <= p.budget * 0.95
+    why = ("the highest sensible bitrate for this source, well under the budget" if fits else
+           "the highest bitrate that fits the budget")
+    log.info("%s%s: plan%s: %s %s, %d kb/s, %d Hz, %d ch, %.1f s%s%s; expected %s of %s bytes (%s)",
+             source, where, f" (attempt {attempt})" if attempt > 1 else "", p.format, p.encoder,
+             p.bitrate // 1000, p.sample_rate, p.channels, p.duration, cut,
+             ", loudness normalised" if p.normalize else "", f"{p.expected_size:,}", f"{p.budget:,}", why)
+
+
+def voice_note_fits(info: MediaInfo) -> tuple[bool, float]:
+    """Whether the whole of ``info`` fits a 512 KB voice note at a bitrate worth listening to, and
+    how many seconds at most would."""
+    fmt = FORMATS["ogg"]
+    most = seconds_that_fit(fmt, VOICE_NOTE_BUDGET, VOICE_NOTE_MIN_BITRATE, 48000)
+    try:
+        p = plan(info, fmt, VOICE_NOTE_BUDGET, channels=1, voice_note=True)
+    except DoesNotFit:
+        return False, most
+    return p.bitrate >= VOICE_NOTE_MIN_BITRATE, most
+
+
+def _voice_note_verdict(result: PrepareResult) -> PrepareResult:
+    """Say whether a --voice-note came out small enough for WhatsApp to play it inline, and if not why."""
+    biggest = max(o.size for o in result.outputs)
+    if biggest <= VOICE_NOTE_BUDGET:
+        return replace(result, voice_note_inline=True)
+    fits, most = voice_note_fits(result.info)
+    limit = f"{VOICE_NOTE_BUDGET // 1000} KB"
+    if not fits:
+        why = (f"{_minutes(result.source_duration)} is too long to fit {limit} (about {_minutes(most)} fits at "
+               f"{VOICE_NOTE_MIN_BITRATE // 1000} kb/s, the least worth listening to)")
+    else:
+        why = f"it came out at {biggest:,} bytes, over {limit}"
+    note = f"not a voice note WhatsApp plays inline: {why}; at {biggest:,} bytes it shows as an audio file"
+    log.info("%s: %s", result.source, note)
+    return replace(result, voice_note_inline=False, notes=result.notes + (note,))
+
+
+def _minutes(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}"
+
+
 def _budget_for(info: MediaInfo, settings: PrepareSettings, fmt: TargetFormat) -> int:
     """The byte budget: --max-size, or 512 KB for a voice note when the duration allows."""
-    if settings.voice_note and VOICE_NOTE_BUDGET < settings.max_size:
-        try:
-            p = plan(info, fmt, VOICE_NOTE_BUDGET, channels=1, voice_note=True)
-            if p.bitrate >= VOICE_NOTE_MIN_BITRATE:
-                return VOICE_NOTE_BUDGET
-        except DoesNotFit:
-            pass
+    if settings.voice_note and VOICE_NOTE_BUDGET < settings.max_size and voice_note_fits(info)[0]:
+        return VOICE_NOTE_BUDGET
     return settings.max_size
 
 
@@ -277,7 +383,8 @@ def part_name(stem: str, ext: str, part: int, parts: int) -> str:
     return f"{stem}.{ext}" if parts == 1 else f"{stem}.part{part}of{parts}.{ext}"
 
 
-def _transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: Path, guard: OutputGuard
+def _transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: Path, guard: OutputGuard,
+               progress: EncodeProgressCallback | None = None
                ) -> tuple[str, tuple[OutputFile, ...], int, float | None, EncodePlan]:
     fmt = settings.target
     fmt.require_encoder()
@@ -287,12 +394,15 @@ def _transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_st
     dest = dest_stem.with_name(part_name(dest_stem.name, fmt.extension, 1, 1))
     try:
         p = plan(info, fmt, budget, **opts)
-        out, passes, p = _encode_to_fit(source, p, fmt, dest, settings.max_passes, guard)
+        out, passes, p = _encode_to_fit(source, p, fmt, dest, settings.max_passes, guard, progress)
         return "transcoded", (out,), passes, None, p
     except DoesNotFit as overflow:
         if settings.on_overflow == "fail":
             raise
         fits = overflow.fits_seconds
+        log.info("%s: %.1f s do not fit %s bytes even at the lowest bitrate (%.1f s would); %s",
+                 source, info.duration, f"{budget:,}", fits,
+                 "trimming" if settings.on_overflow == "trim" else "splitting")
     if fits < 1.0:
         raise PrepareError(source, f"less than a second fits in {budget:,} bytes; raise --max-size")
     if settings.on_overflow == "trim":
@@ -301,7 +411,7 @@ def _transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_st
             fade = min(MAX_FADE, keep / 10)
             try:
                 p = plan(info, fmt, budget, duration=keep, fade_out=fade, **opts)
-                out, passes, p = _encode_to_fit(source, p, fmt, dest, settings.max_passes, guard)
+                out, passes, p = _encode_to_fit(source, p, fmt, dest, settings.max_passes, guard, progress)
                 return "trimmed", (out,), passes, keep, p
             except DoesNotFit as again:
                 fits = min(again.fits_seconds, keep * 0.97)
@@ -321,7 +431,8 @@ def _transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_st
                 start = i * length
                 dur = min(length, info.duration - start)
                 p = plan(info, fmt, budget, duration=dur, start=start, **opts)
-                out, passes, p = _encode_to_fit(source, p, fmt, d, settings.max_passes, guard)
+                out, passes, p = _encode_to_fit(source, p, fmt, d, settings.max_passes, guard, progress,
+                                                part=i + 1, parts=parts, total=info.duration)
                 outputs.append(replace(out, part=i + 1, parts=parts))
                 most = max(most, passes)
             return "split", tuple(outputs), most, None, p
@@ -428,7 +539,8 @@ def _hash_now(path: Path) -> str:
 
 def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSettings | None = None, *,
                  name: str | None = None, overwrite: bool = False, protect: ProtectArg = (),
-                 before_ffmpeg: Callable[[MediaInfo], None] | None = None) -> PrepareResult:
+                 before_ffmpeg: Callable[[MediaInfo], None] | None = None,
+                 progress: EncodeProgressCallback | None = None) -> PrepareResult:
     """Prepare one file into ``out_dir``; raises an :class:`AudiopipeError` when it cannot.
 
     No output ever replaces ``source`` or a file in ``protect`` (the contacts CSV, say), by name or
@@ -439,6 +551,10 @@ def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSetti
     ``before_ffmpeg`` is called once before ffmpeg writes anything (a remux or an encode), never for
     a file kept as it is or found in the cache: the place to check what is cheap to check before
     the expensive work (``send`` checks the token there).
+
+    ``progress`` is called from the preparing thread as each encode goes on (ffmpeg's own count of
+    the audio written), about twice a second; files kept, remuxed or reused need no encode and
+    report none.
     """
     src = Path(source)
     out = Path(out_dir)
@@ -447,11 +563,12 @@ def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSetti
     protected.add(src, "the input")
     refuse_clashes([out / stem], protected)
     return _prepare_one(src, out, settings or PrepareSettings(), stem, overwrite=overwrite, protected=protected,
-                        before_ffmpeg=before_ffmpeg)
+                        before_ffmpeg=before_ffmpeg, progress=progress)
 
 
 def _prepare_one(src: Path, out: Path, settings: PrepareSettings, stem: str, *, overwrite: bool,
-                 protected: Protected, before_ffmpeg: Callable[[MediaInfo], None] | None = None) -> PrepareResult:
+                 protected: Protected, before_ffmpeg: Callable[[MediaInfo], None] | None = None,
+                 progress: EncodeProgressCallback | None = None) -> PrepareResult:
     dest_stem = out / stem
     check_readable(src)
     cache = Cache(settings.cache_dir) if settings.cache else None
@@ -466,19 +583,25 @@ def _prepare_one(src: Path, out: Path, settings: PrepareSettings, stem: str, *, 
     if record and sha and len(ours) == len(record.files):
         reused = _reuse(record, out, src, sha, guard)
         if reused is not None:
-            return reused
+            log.info("%s: %s before with the same settings; its outputs are already in %s", src,
+                     reused.action, out)
+            return _voice_note_verdict(reused) if settings.voice_note else reused
 
     if cache:
         assert sha is not None
         key = cache_key(sha, settings.cache_fields(), f"{ffmpeg_version()} audiopipe {__version__}")
         hit = cache.get(key)
-        result = _restore(hit, dest_stem, src, sha, guard) if hit else _work(src, settings, dest_stem, guard,
-                                                                             lambda: sha, before_ffmpeg)
-        if not hit:
+        if hit:
+            result = _restore(hit, dest_stem, src, sha, guard)
+            log.info("%s: %s before with the same settings; reused from the cache", src, result.action)
+            if settings.voice_note:
+                result = _voice_note_verdict(result)
+        else:
+            result = _work(src, settings, dest_stem, guard, lambda: sha, before_ffmpeg, progress)
             cache.put(key, _manifest(result, stem), [o.path for o in result.outputs])
     else:
         result = _work(src, settings, dest_stem, guard, (lambda: sha) if sha else _hash_in_background(src),
-                       before_ffmpeg)
+                       before_ffmpeg, progress)
     write_record(dest_stem, ownership_key(result.source_sha256, settings.cache_fields()),
                  [o.path for o in result.outputs], _portable(_manifest(result, stem)))
     return result
@@ -510,12 +633,16 @@ def _portable(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _work(src: Path, settings: PrepareSettings, dest_stem: Path, guard: OutputGuard,
-          source_sha: Callable[[], str], before_ffmpeg: Callable[[MediaInfo], None] | None = None
-          ) -> PrepareResult:
-    """Keep, remux or convert ``src`` into outputs named after ``dest_stem``."""
+          source_sha: Callable[[], str], before_ffmpeg: Callable[[MediaInfo], None] | None = None,
+          progress: EncodeProgressCallback | None = None) -> PrepareResult:
+    """Keep, remux or convert ``src`` into outputs named after ``dest_stem`` (with the verdict on a
+    --voice-note)."""
     info = probe(src)  # refuses missing, empty, corrupt, playlist and no-audio inputs
     seen = sniff(src)
-    ok, _why = acceptable(info, settings, seen.extension)
+    ok, why = acceptable(info, settings, seen.extension)
+    log.info("%s: %s, %s, %d Hz, %d ch, %.1f s, %s bytes: %s", src, info.container.split(",")[0],
+             info.audio.codec, info.audio.sample_rate, info.audio.channels, info.duration, f"{info.size:,}",
+             "sent as it is" if ok else f"not sent as it is: {why}")
     if ok or copyable(info, settings)[0]:
         # kept and remuxed files go out with the source's own packets: a header that claims more (or
         # less) than they hold would reach the customer, so decode them first, as strictly as an encode
@@ -527,16 +654,23 @@ def _work(src: Path, settings: PrepareSettings, dest_stem: Path, guard: OutputGu
         kept = OutputFile(path=dest, size=info.size, format=fmt.name, content_type=fmt.content_type,
                           mime=seen.mime, codec=info.audio.codec, duration=info.duration,
                           bitrate=info.audio.bit_rate or info.bit_rate)
-        return PrepareResult(source=src, source_sha256=source_sha(), info=info, action="kept", outputs=(kept,))
-    if before_ffmpeg is not None:
-        before_ffmpeg(info)
-    remuxed = _remux(src, info, settings, dest_stem, guard)
-    if remuxed is not None:
-        return PrepareResult(source=src, source_sha256=source_sha(), info=info, action="remuxed",
-                             outputs=(remuxed,), passes=1)
-    action, outputs, passes, kept_duration, last_plan = _transcode(src, info, settings, dest_stem, guard)
-    return PrepareResult(source=src, source_sha256=source_sha(), info=info, action=action,
-                         outputs=outputs, passes=passes, kept_duration=kept_duration, plan=last_plan)
+        result = PrepareResult(source=src, source_sha256=source_sha(), info=info, action="kept",
+                               outputs=(kept,))
+    else:
+        if before_ffmpeg is not None:
+            before_ffmpeg(info)
+        remuxed = _remux(src, info, settings, dest_stem, guard)
+        if remuxed is not None:
+            log.info("%s: remuxed: the %s audio copied unchanged into .%s", src, info.audio.codec,
+                     remuxed.format)
+            result = PrepareResult(source=src, source_sha256=source_sha(), info=info, action="remuxed",
+                                   outputs=(remuxed,), passes=1)
+        else:
+            action, outputs, passes, kept_duration, last_plan = _transcode(src, info, settings, dest_stem,
+                                                                           guard, progress)
+            result = PrepareResult(source=src, source_sha256=source_sha(), info=info, action=action,
+                                   outputs=outputs, passes=passes, kept_duration=kept_duration, plan=last_plan)
+    return _voice_note_verdict(result) if settings.voice_note else result
 
 
 # --- many files -------------------------------------------------------------------------------
@@ -656,11 +790,13 @@ ProgressCallback = Callable[[PrepareOutcome], None]
 
 def prepare_many(items: Sequence[InputItem | str | Path], out_dir: str | Path,
                  settings: PrepareSettings | None = None, *, jobs: int = 1,
-                 progress: ProgressCallback | None = None, overwrite: bool = False,
+                 progress: ProgressCallback | None = None,
+                 encode_progress: EncodeProgressCallback | None = None, overwrite: bool = False,
                  protect: ProtectArg = ()) -> list[PrepareOutcome]:
     """Prepare every item (``jobs`` at a time); one failure never stops the others.
 
-    Returns one outcome per item, in the order given; ``progress`` is called as each finishes.
+    Returns one outcome per item, in the order given; ``progress`` is called as each finishes,
+    ``encode_progress`` as each encode goes on (from the worker threads, ``jobs`` at once).
     Before any work, :class:`OutputClash` when an output would replace one of the items or a file
     in ``protect``; a file in the way that audiopipe did not write fails only its own item (see
     :func:`prepare_file`).
@@ -679,7 +815,7 @@ def prepare_many(items: Sequence[InputItem | str | Path], out_dir: str | Path,
         item, stem = norm[idx], stems[idx]
         try:
             res = _prepare_one(item.path, out / stem.parent, settings, stem.name, overwrite=overwrite,
-                               protected=protected)
+                               protected=protected, progress=encode_progress)
             outcome = PrepareOutcome(item.path, result=res)
         except (UsageError, ToolMissingError):
             raise  # the set-up is wrong (ffmpeg missing, a bad setting): no file can succeed

@@ -11,8 +11,10 @@ from .errors import AudiopipeError, OutputError
 from .outputs import ProtectArg, as_protected, place, stage
 from .scratch import discard
 
+# size, format and duration_sent are of the part that went out; source_duration of the whole
+# recording, so a trimmed one shows what was cut (seconds, to the hundredth)
 REPORT_COLUMNS = ("contact", "workspace", "file", "part", "parts", "status", "message_id", "error", "line",
-                  "size")
+                  "size", "action", "format", "duration_sent", "source_duration")
 FORMULA_START = ("=", "+", "-", "@")
 
 

@@ -1,7 +1,8 @@
 """Finding ffmpeg/ffprobe and running them: one runner for every call.
 
 Every run is an argv list (never a shell string), with ``-nostdin``, a timeout, and stderr captured
-by ``communicate`` (so a chatty ffmpeg can never fill a pipe and hang). The command is logged at
+by ``communicate`` (so a chatty ffmpeg can never fill a pipe and hang), or by a loop that drains
+both pipes alike while it hands stdout's lines to a progress reader. The command is logged at
 debug level; a failure raises :class:`FFmpegError` whose message holds the one line of stderr that
 says most (the whole stderr is carried on the error and logged, shown with -v).
 
@@ -28,6 +29,7 @@ import functools
 import logging
 import os
 import re
+import selectors
 import shlex
 import shutil
 import signal
@@ -222,19 +224,66 @@ def _finish(proc: subprocess.Popen[bytes]) -> bool:
     return stopped
 
 
+MAX_LINE = 64 * 1024  # a stdout "line" longer than this is no progress report: dropped, never kept
+
+
+def _communicate_by_line(proc: subprocess.Popen[bytes], timeout: float | None,
+                         on_line: Callable[[bytes], None]) -> tuple[bytes, bytes]:
+    """``communicate()`` that hands each stdout line to ``on_line`` as it comes (ffmpeg's
+    ``-progress pipe:1``) instead of keeping it. Both pipes are drained as they fill, so a chatty
+    child never blocks on a full pipe. Returns (b"", stderr); ``TimeoutExpired`` carries stderr so far."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    err = bytearray()
+    pending = b""
+    assert proc.stdout is not None and proc.stderr is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ, "out")
+        sel.register(proc.stderr, selectors.EVENT_READ, "err")
+        while sel.get_map():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(proc.args, timeout or 0.0, stderr=bytes(err))
+            for key, _events in sel.select(left):
+                chunk = os.read(key.fd, 65536)  # the fd, not the buffered file: select sees all there is
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                elif key.data == "err":
+                    err += chunk
+                else:
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    if len(pending) > MAX_LINE:
+                        pending = b""
+                    for line in lines:
+                        on_line(line.rstrip(b"\r"))
+    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+    try:
+        proc.wait(left)
+    except subprocess.TimeoutExpired as exc:  # the pipes closed but the child lives on
+        exc.stderr = bytes(err)
+        raise
+    return b"", bytes(err)
+
+
 def run_child(argv: list[str], *, timeout: float | None,
-              preexec: Callable[[], None] | None = None) -> subprocess.CompletedProcess[bytes]:
+              preexec: Callable[[], None] | None = None,
+              on_stdout_line: Callable[[bytes], None] | None = None) -> subprocess.CompletedProcess[bytes]:
     """``subprocess.run`` with stdin closed and output captured, whose child runs in its own session,
     is registered while it lives and dies with us (Linux); raises ``TimeoutExpired`` as it does, and
-    :class:`Interrupted` when :func:`stop_children` stopped the child."""
+    :class:`Interrupted` when :func:`stop_children` stopped the child. With ``on_stdout_line``, stdout
+    is not kept but handed over line by line as the child writes it (progress reports)."""
     proc = _start(argv, preexec)
     stopped = False
     try:
         try:
-            out, err = proc.communicate(timeout=timeout)
+            if on_stdout_line is None:
+                out, err = proc.communicate(timeout=timeout)
+            else:
+                out, err = _communicate_by_line(proc, timeout, on_stdout_line)
         except subprocess.TimeoutExpired as exc:
             _signal_group(proc, signal.SIGKILL)
-            exc.stdout, exc.stderr = proc.communicate()
+            so_far = (exc.stderr or b"") if on_stdout_line is not None else b""  # communicate() keeps its own
+            exc.stdout, rest = proc.communicate()
+            exc.stderr = so_far + (rest or b"")
             raise
     finally:  # whatever ends the wait (a KeyboardInterrupt in this thread too), no child runs on
         stopped = _finish(proc)
@@ -332,14 +381,16 @@ def wall_timeout(default: float | None) -> float | None:
     return seconds
 
 
-def run(argv: list[str], *, timeout: float | None = DEFAULT_TIMEOUT, what: str = "ffmpeg") -> RunResult:
-    """Run one ffmpeg/ffprobe command and return its output; raise :class:`FFmpegError` on failure."""
+def run(argv: list[str], *, timeout: float | None = DEFAULT_TIMEOUT, what: str = "ffmpeg",
+        on_stdout_line: Callable[[bytes], None] | None = None) -> RunResult:
+    """Run one ffmpeg/ffprobe command and return its output; raise :class:`FFmpegError` on failure.
+    ``on_stdout_line`` gets each line of stdout as it comes (then not kept in the result)."""
     log.debug("run: %s", shlex.join(argv))
     limits = ChildLimits.from_env()
     timeout = wall_timeout(timeout)
     started = time.monotonic()
     try:
-        proc = run_child(argv, timeout=timeout, preexec=limits.preexec())
+        proc = run_child(argv, timeout=timeout, preexec=limits.preexec(), on_stdout_line=on_stdout_line)
     except subprocess.TimeoutExpired as exc:
         stderr = (exc.stderr or b"").decode("utf-8", "replace")
         raise LimitExceeded(f"{what} did not finish within {timeout:g} s and was stopped; if this input is "
