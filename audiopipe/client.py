@@ -289,6 +289,17 @@ def _log_answer(target: CheckedURL, started: float, status: int | None, outcome:
              (time.monotonic() - started) * 1000, outcome)
 
 
+def configured_base_url() -> str | None:
+    """``LANCEPILOT_BASE_URL``, or None when it is not set. Set but empty (a script's variable that
+    came out blank) is refused: quietly falling back to the real API would send a sandbox's or a
+    staging token to production."""
+    value = os.environ.get("LANCEPILOT_BASE_URL")
+    if value is not None and not value.strip():
+        raise UsageError("LANCEPILOT_BASE_URL is set but empty: unset it to use the real API "
+                         f"({DEFAULT_BASE_URL}), or give the URL you mean")
+    return value
+
+
 class LancepilotClient:
     """A session with the Lancepilot API. Use it as a context manager::
 
@@ -302,7 +313,7 @@ class LancepilotClient:
                  read_timeout: float = 120.0, retry: RetryPolicy | None = None,
                  allow_insecure_http: bool = False, sleep: Callable[[float], None] = time.sleep,
                  seed: int | None = None) -> None:
-        self._base = parse_base_url(base_url or os.environ.get("LANCEPILOT_BASE_URL") or DEFAULT_BASE_URL)
+        self._base = parse_base_url(base_url or configured_base_url() or DEFAULT_BASE_URL)
         self.origin = self._base.origin
         self.base_url = str(self._base)  # rebuilt from the checked parts: what requests connects to
         if self.origin.scheme == "http" and not self.origin.is_loopback and not allow_insecure_http:

@@ -181,11 +181,12 @@ def check_cache() -> Check:
 
 def check_base_url(base_url: str | None, where: str) -> Check:
     """``base_url`` as a run reads it; ``where`` it came from (--base-url, LANCEPILOT_BASE_URL)."""
-    from .client import DEFAULT_BASE_URL, parse_base_url
+    from .client import DEFAULT_BASE_URL, configured_base_url, parse_base_url
 
-    if not base_url:
-        where = "the default"
     try:
+        base_url = base_url or configured_base_url()
+        if not base_url:
+            where = "the default"
         checked = parse_base_url(base_url or DEFAULT_BASE_URL)
     except UsageError as exc:
         return Check("base URL", FAIL, str(exc))

@@ -494,3 +494,27 @@ def test_cli_connection_error_is_one_plain_line(tmp_path, audio_dir):
     line = one_line(done.stderr)
     assert "connection refused" in line and "nothing was sent" in line
     assert not CLASS_NAME.search(line.removeprefix("audiopipe: error: ")), line
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_base_url_variable_is_refused_not_taken_for_the_real_api(
+        value: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A script whose variable came out blank must not send its (sandbox, staging) token to production."""
+    from audiopipe.client import LancepilotClient
+    from audiopipe.errors import UsageError
+
+    monkeypatch.setenv("LANCEPILOT_BASE_URL", value)
+    with pytest.raises(UsageError, match="LANCEPILOT_BASE_URL is set but empty"):
+        LancepilotClient(token="t0k3n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_"))}
+    env.update(LANCEPILOT_BASE_URL=value, LANCEPILOT_TOKEN="t0k3n", HOME=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "audiopipe", "send", "--url", "https://example.invalid/a.mp3",
+                           "-w", "0b6f2a52-6a1f-4b52-9a53-2f0f6a0f7c11", "-c", "6d1c9b0e-3c1a-4f7e-8f5e-8d2b7a7c4e21"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    # blank: "set but empty"; spaces: refused as a URL with a space; either way nothing goes out
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "set but empty" in proc.stderr or "refused: it contains a space" in proc.stderr, proc.stderr
+    doctor = subprocess.run([sys.executable, "-m", "audiopipe", "doctor"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert any(line.startswith("fail") and "base URL" in line for line in doctor.stdout.splitlines()), \
+        doctor.stdout
