@@ -69,7 +69,7 @@ def check_tool(name: str) -> Check:
 
     try:
         path = find_tool(name)
-        out = run([path, "-version"], timeout=30, what=f"{name} -version")
+        out = run([path, "-version"], timeout=30, what=f"{name} -version", limited=False)
     except AudiopipeError as exc:
         return Check(name, FAIL, str(exc))
     first = out.stdout.decode("utf-8", "replace").splitlines()

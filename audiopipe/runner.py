@@ -382,11 +382,14 @@ def wall_timeout(default: float | None) -> float | None:
 
 
 def run(argv: list[str], *, timeout: float | None = DEFAULT_TIMEOUT, what: str = "ffmpeg",
-        on_stdout_line: Callable[[bytes], None] | None = None) -> RunResult:
+        on_stdout_line: Callable[[bytes], None] | None = None, limited: bool = True) -> RunResult:
     """Run one ffmpeg/ffprobe command and return its output; raise :class:`FFmpegError` on failure.
-    ``on_stdout_line`` gets each line of stdout as it comes (then not kept in the result)."""
+    ``on_stdout_line`` gets each line of stdout as it comes (then not kept in the result).
+    ``limited=False`` only for questions about the build (``-encoders``, ``-version``): they read no
+    input, and a limit set too low for the user's files must fail those files, one line each, not
+    look like a broken installation."""
     log.debug("run: %s", shlex.join(argv))
-    limits = ChildLimits.from_env()
+    limits = ChildLimits.from_env() if limited else ChildLimits(memory=None, cpu=None)
     timeout = wall_timeout(timeout)
     started = time.monotonic()
     try:
@@ -429,7 +432,8 @@ def ffprobe_base() -> list[str]:
 
 @functools.lru_cache(maxsize=8)
 def _encoders(ffmpeg: str) -> frozenset[str]:
-    out = run([ffmpeg, "-nostdin", "-hide_banner", "-encoders"], timeout=30, what="ffmpeg -encoders")
+    out = run([ffmpeg, "-nostdin", "-hide_banner", "-encoders"], timeout=30, what="ffmpeg -encoders",
+              limited=False)
     names = set()
     started = False
     for line in out.stdout.decode("utf-8", "replace").splitlines():
@@ -449,7 +453,8 @@ def audio_encoders() -> frozenset[str]:
 
 @functools.lru_cache(maxsize=8)
 def _version(ffmpeg: str) -> str:
-    out = run([ffmpeg, "-nostdin", "-hide_banner", "-version"], timeout=30, what="ffmpeg -version")
+    out = run([ffmpeg, "-nostdin", "-hide_banner", "-version"], timeout=30, what="ffmpeg -version",
+              limited=False)
     first = out.stdout.decode("utf-8", "replace").splitlines()
     return first[0] if first else "unknown"
 
