@@ -24,7 +24,7 @@ from .client import RetryPolicy, SentMessage
 from .contacts import ContactList, ContactRow, read_contacts
 from .errors import (AuthError, ConnectFailed, InputError, OutcomeUnknown, RateLimited, RefusedError,
                      SendError, UsageError, os_reason)
-from .ledger import (DEFERRED, FAILED, PENDING, SENT, UNKNOWN, Ledger, PlannedSend, SendKey, WorkMarker,
+from .ledger import (DEFERRED, FAILED, PENDING, SENT, UNKNOWN, Ledger, PlannedSend, SendKey, WorkLock, WorkMarker,
                      default_state_path, open_batch_ledger)
 from .report import extra_column_name
 from .resolve import resolve_hint
@@ -261,6 +261,19 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
         raise UsageError(f"{folder} is not a folder")
     contacts = read_contacts(settings.contacts, folder, default_workspace=settings.workspace)
     marker = WorkMarker(folder, settings.contacts, settings.campaign)
+    work_lock = WorkLock(marker)
+    if not settings.dry_run:
+        work_lock.acquire()  # first: a second run on this folder, with any ledger, exits at once
+    try:
+        return _run_locked(settings, sender, ledger, progress, retry, work_dir, state_path, folder, contacts,
+                           marker)
+    finally:
+        work_lock.release()
+
+
+def _run_locked(settings: BatchSettings, sender: Sender | None, ledger: Ledger | None,
+                progress: ProgressCallback | None, retry: RetryPolicy | None, work_dir: Path | None,
+                state_path: Path | None, folder: Path, contacts: ContactList, marker: WorkMarker) -> BatchResult:
     expected = marker.expected(tolerant=settings.new_ledger)
     own_ledger = ledger is None
     if ledger is None:

@@ -677,11 +677,12 @@ def _batch_files(folder: Path, contacts_csv: Path, state_file: Path, token_file:
                  inputs: bool) -> Protected:
     """What the report must never replace: the contacts, the ledger (and SQLite's files beside it),
     the token file and, when ``inputs`` (a file is already at the report's path), the recordings."""
-    from .ledger import MARKER_NAME
+    from .ledger import MARKER_NAME, WORK_LOCK_NAME
 
     files: list[tuple[Path, str]] = [(contacts_csv, "the contacts CSV")]
     files += [(Path(f"{state_file}{suffix}"), "the ledger") for suffix in ("", "-wal", "-shm", "-journal")]
     files.append((folder / MARKER_NAME, "the note of which ledger sent this folder"))
+    files.append((folder / WORK_LOCK_NAME, "the lock of the run sending this folder"))
     if token_file is not None:
         files.append((token_file, "the token file"))
     if inputs:

@@ -63,7 +63,9 @@ STATES = (PENDING, SENDING, SENT, FAILED, DEFERRED, UNKNOWN)
 RESOLVABLE = (UNKNOWN, SENDING)  # SENDING only while the resolver holds the run lock: a dead run's
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-NEW_LEDGER_HINT = "add --new-ledger to start afresh on purpose"
+# --new-ledger is the way out of every refusal below; each says what it costs
+RESENDS = "only if that record is lost for good: everything it recorded is sent again"
+NEW_LEDGER_HINT = f"add --new-ledger to start afresh on purpose ({RESENDS})"
 
 
 class LedgerLocked(AudiopipeError):
@@ -357,7 +359,7 @@ class SqliteLedger:
                 return
             raise LedgerRefused(f"the ledger {self.path} is empty (0 bytes): whatever it recorded is lost, "
                                 "so a batch would send everything again; put back a copy of it, "
-                                f"or {NEW_LEDGER_HINT} in this file")
+                                f"or add --new-ledger to start afresh in this file on purpose ({RESENDS})")
         try:
             head = os.pread(self._fd, len(SQLITE_MAGIC), 0)
         except OSError as exc:
@@ -431,7 +433,8 @@ class SqliteLedger:
     def _not_ours(self, tables: set[str]) -> LedgerRefused:
         if not tables:
             return LedgerRefused(f"the ledger {self.path} is an empty SQLite database with nothing recorded "
-                                 f"in it; put back the ledger that was there, or {NEW_LEDGER_HINT} in this file")
+                                 "in it; put back the ledger that was there, or add --new-ledger to start "
+                                 f"afresh in this file on purpose ({RESENDS})")
         shown = ", ".join(sorted(tables)[:5])
         return self._fail_open(f"it is a SQLite database of something else (tables {shown}), not an "
                                "audiopipe ledger, and it is left as it is; give --state another path")
@@ -879,6 +882,23 @@ class MarkerEntry:
     updated: float
 
 
+def _ledger_id_at(path: Path) -> str | None:
+    """The id of the ledger at ``path``, read without a lock or a -wal (the id is in the main file
+    from the start), or None when there is no readable ledger there."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+                return None
+        db = sqlite3.connect(f"file:{quote(str(path))}?immutable=1", uri=True)
+        try:
+            row = db.execute("SELECT value FROM ledger_meta WHERE key='ledger_id'").fetchone()
+        finally:
+            db.close()
+    except (OSError, sqlite3.Error):
+        return None
+    return row[0] if row else None
+
+
 def _data_home() -> Path | None:
     configured = os.environ.get("XDG_DATA_HOME")
     if configured:
@@ -970,7 +990,7 @@ class WorkMarker:
             raise LedgerRefused(
                 f"the ledger {ledger_path} (id {identity.ledger_id[:8]}) is not the one that recorded earlier "
                 f"sends of {self.label}, {was}: they would all be sent again; point --state at that "
-                f"ledger, or {NEW_LEDGER_HINT}")
+                f"ledger, {self._or_new_ledger(expected)}")
         if identity.records < expected.records:
             raise LedgerRefused(
                 f"the ledger {ledger_path} holds {identity.records} records but held {expected.records} after "
@@ -981,7 +1001,30 @@ class WorkMarker:
         return LedgerRefused(
             f"the ledger {ledger_path} does not exist, but {expected.ledger} (id {expected.ledger_id[:8]}) "
             f"recorded earlier sends of {self.label}: without it they would all be sent again; put that "
-            f"ledger back or point --state at it, or {NEW_LEDGER_HINT}")
+            f"ledger back or point --state at it, {self._or_new_ledger(expected)}")
+
+    @staticmethod
+    def _or_new_ledger(expected: MarkerEntry) -> str:
+        """The way on besides the recorded ledger: --new-ledger only once that ledger is really gone."""
+        if _ledger_id_at(Path(expected.ledger)) == expected.ledger_id:
+            return (f"which still exists (--new-ledger, which would send again everything it recorded, is "
+                    f"refused while it does)")
+        return f"or {NEW_LEDGER_HINT}"
+
+    def refuse_fresh_start_beside(self, real: Path, expected: MarkerEntry) -> None:
+        """``--new-ledger`` is for a ledger that is lost. While the one that recorded this work is still
+        where the marker says, whole, a fresh one beside it would send again all it recorded."""
+        try:
+            if os.path.samefile(expected.ledger, real):
+                return
+        except OSError:
+            pass
+        if _ledger_id_at(Path(expected.ledger)) != expected.ledger_id:
+            return  # gone, emptied or replaced: starting afresh is what --new-ledger is for
+        raise LedgerRefused(
+            f"the ledger {expected.ledger} (id {expected.ledger_id[:8]}) that recorded earlier sends of "
+            f"{self.label} still exists, and --new-ledger would send again everything it recorded; point "
+            f"--state at it (to start afresh anyway, move that ledger away first)")
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -1036,11 +1079,71 @@ class WorkMarker:
         _fsync_dir(path.parent)
 
 
+WORK_LOCK_NAME = ".audiopipe-ledger.lock"
+
+
+class WorkLock:
+    """One sending run per batch folder at a time, whatever ledger it names.
+
+    The ledger's own lock only stops two runs on one ledger file; two runs on the same work with
+    two ledgers (``--new-ledger``, a byte copy of the ledger) would each send everything. So a run
+    first takes an ``flock`` on ``.audiopipe-ledger.lock`` in the batch folder (by folder, not by
+    contacts file or campaign: another name for the contact list must meet the same lock), or, when
+    the folder cannot be written, on a file named after the folder's real path in the data home.
+    The file is left in place: removing a locked file would let a third run lock a new one.
+    """
+
+    def __init__(self, marker: "WorkMarker") -> None:
+        self.folder = marker.folder
+        self.paths = [marker.folder / WORK_LOCK_NAME]
+        if marker.fallback is not None:
+            self.paths.append(marker.fallback.parent.parent / "locks" / marker.fallback.with_suffix(".lock").name)
+        self._fds: list[int] = []
+
+    def acquire(self) -> None:
+        """Lock the first place that can be written (a folder is writable for every run or none)."""
+        try:
+            for path in self.paths:
+                fd = self._open(path)
+                if fd is None:
+                    continue
+                self._fds.append(fd)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+                    raise LedgerLocked(f"another audiopipe run is sending {self.folder}"
+                                       + (f" ({holder})" if holder else "")
+                                       + "; try again when it ends (whatever ledger each names, "
+                                       "one run at a time sends a folder)") from None
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+                return
+        except BaseException:
+            self.release()
+            raise
+
+    @staticmethod
+    def _open(path: Path) -> int | None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError:
+            return None  # a read-only folder: the other place locks
+
+    def release(self) -> None:
+        for fd in self._fds:
+            os.close(fd)  # closing drops the flock; a dead process's is dropped by the kernel
+        self._fds = []
+
+
 def open_batch_ledger(path: str | Path, marker: WorkMarker, expected: MarkerEntry | None, *,
                       new_ledger: bool, dry_run: bool) -> SqliteLedger | None:
     """Open the ledger for a batch: refuse a missing one that this work was recorded in before
     (rather than make an empty one), and let a dry run create nothing (None: no ledger yet)."""
     real = Path(os.path.realpath(path))
+    if new_ledger and expected is not None:
+        marker.refuse_fresh_start_beside(real, expected)
     if not real.exists():
         if expected is not None and not new_ledger:
             raise marker.missing(path, expected)

@@ -114,7 +114,8 @@ def _wait_until_locked(ledger_file: Path, proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.parametrize("how", ["symlink", "relative", "hardlink"])
-def test_a_second_run_through_another_name_of_the_ledger_exits_6(tmp_path, make_sandbox, batch, state, how):
+def test_a_second_run_through_another_name_of_the_ledger_exits_6(tmp_path, make_sandbox, batch, folder, state,
+                                                                how):
     sb = make_sandbox(faults=Faults(latency=0.25))
     state.parent.mkdir(parents=True)
     with SqliteLedger(state):
@@ -132,7 +133,9 @@ def test_a_second_run_through_another_name_of_the_ledger_exits_6(tmp_path, make_
     first = batch(state, sb, "--concurrency", "1", wait=False)
     try:
         _wait_until_locked(state, first)
-        second = batch(other, sb, cwd=cwd)
+        elsewhere = tmp_path / "elsewhere-folder"  # not the same folder: the ledger's own lock is tested
+        shutil.copytree(folder, elsewhere)
+        second = batch(other, sb, cwd=cwd, batch_folder=elsewhere)
         assert second.returncode == 6, second.stderr
         assert "another audiopipe run holds the ledger" in second.stderr and f"pid {first.pid}" in second.stderr
         out, err = first.communicate(timeout=100)
@@ -316,3 +319,55 @@ def test_a_full_ledger_disk_stops_the_run_and_nothing_goes_out_unrecorded(tmp_pa
     with SqliteLedger(state, create=False) as led:
         counts = led.counts()
     assert counts[SENT] + counts[UNKNOWN] == 120 and len(sb.messages()) == 120
+
+
+# --- one run per folder, whatever ledger it names -------------------------------------------------
+
+@pytest.mark.parametrize("second_args", [("--state-name", "other.sqlite3"),
+                                         ("--state-name", "fresh.sqlite3", "--new-ledger"),
+                                         ("--copy-mid-run",)])
+def test_a_second_run_on_the_same_folder_exits_6_whatever_ledger_it_names(tmp_path, make_sandbox, batch, folder,
+                                                                          state, second_args):
+    sb = make_sandbox(faults=Faults(latency=0.4))
+    first = batch(state, sb, "--concurrency", "1", wait=False)
+    try:
+        _wait_until_locked(state, first)
+        if second_args[0] == "--copy-mid-run":  # a byte copy of the ledger and its -wal, taken mid-run
+            other = tmp_path / "copy" / "ledger.sqlite3"
+            other.parent.mkdir()
+            for p in state.parent.iterdir():
+                shutil.copy(p, other.parent / p.name)
+            extra: tuple[str, ...] = ()
+        else:
+            other, extra = tmp_path / second_args[1], second_args[2:]
+        second = batch(other, sb, *extra)
+        assert second.returncode == 6, second.stderr
+        assert f"another audiopipe run is sending {folder}" in second.stderr and f"pid {first.pid}" in second.stderr
+        out, err = first.communicate(timeout=100)
+        assert first.returncode == 0, err
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert len(sb.messages()) == 6 and set(once_each(sb).values()) == {1}
+
+
+def test_new_ledger_is_refused_while_the_ledger_that_recorded_the_work_is_still_there(tmp_path, make_sandbox,
+                                                                                     batch, state):
+    sb = make_sandbox()
+    assert batch(state, sb).returncode == 0 and len(sb.messages()) == 6
+    for name in ("b.sqlite3", "b2.sqlite3"):  # missing, and another ledger
+        other = batch(tmp_path / name, sb)
+        assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1, other.stderr
+        assert "point --state at it" in other.stderr or "point --state at that ledger" in other.stderr
+        assert "which still exists (--new-ledger, which would send again everything it recorded" in other.stderr
+        with SqliteLedger(tmp_path / "b2.sqlite3"):
+            pass
+    fresh = batch(tmp_path / "b2.sqlite3", sb, "--new-ledger")
+    assert fresh.returncode == 2 and "still exists" in fresh.stderr and str(state) in fresh.stderr, fresh.stderr
+    assert "send again everything it recorded" in fresh.stderr and len(fresh.stderr.strip().splitlines()) == 1
+    assert sb.request_count == 6
+    # once that ledger is really gone, --new-ledger is the way on
+    for p in state.parent.iterdir():
+        p.unlink()
+    assert batch(tmp_path / "b2.sqlite3", sb, "--new-ledger").returncode == 0 and len(sb.messages()) == 12
