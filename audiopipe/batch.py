@@ -10,6 +10,7 @@ what a stopped run left.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -283,7 +284,7 @@ def _run_locked(settings: BatchSettings, sender: Sender | None, ledger: Ledger |
     try:
         if real_run:
             ledger.acquire()  # before any work: a second run exits at once
-        identity = _identity(ledger)
+        identity = _identity(ledger, settings.campaign)
         if not settings.new_ledger:
             marker.check(getattr(ledger, "path", state_path), identity, expected)
         note = marker.record(identity) if real_run and identity else None  # before anything is sent
@@ -307,7 +308,7 @@ def _run_locked(settings: BatchSettings, sender: Sender | None, ledger: Ledger |
                                    "preparing") from exc
         finally:
             if real_run and identity:
-                _record_quietly(marker, ledger)
+                _record_quietly(marker, ledger, settings.campaign)
         if note:
             result.notes.append(note)
         return result
@@ -318,17 +319,22 @@ def _run_locked(settings: BatchSettings, sender: Sender | None, ledger: Ledger |
             ledger.close()
 
 
-def _identity(ledger: Ledger | None) -> Any:
-    """The ledger's id, where it lives and its record count; None for a ledger that has none."""
+def _identity(ledger: Ledger | None, campaign: str) -> Any:
+    """The ledger's id, where it lives, its record count and how many sends of the campaign it tried;
+    None for a ledger that has none."""
     identity = getattr(ledger, "identity", None)
-    return identity() if identity is not None else None
+    found = identity() if identity is not None else None
+    tried = getattr(ledger, "tried", None)
+    if found is not None and tried is not None:
+        found = dataclasses.replace(found, tried=tried(campaign))
+    return found
 
 
-def _record_quietly(marker: WorkMarker, ledger: Ledger) -> None:
+def _record_quietly(marker: WorkMarker, ledger: Ledger, campaign: str) -> None:
     """After the run: the count of records grows the marker's 'held at least' (best effort: the note
     made before sending already names the ledger)."""
     try:
-        identity = _identity(ledger)
+        identity = _identity(ledger, campaign)
         if identity is not None:
             marker.record(identity)
     except Exception:  # a ledger or disk that just failed the run: its own error is the one to show

@@ -127,6 +127,7 @@ class LedgerIdentity:
     ledger_id: str
     path: str
     records: int
+    tried: int | None = None  # sends of the campaign ever attempted (see SqliteLedger.tried)
 
 
 class Ledger(Protocol):
@@ -514,6 +515,12 @@ class SqliteLedger:
             return None
         return LedgerIdentity(self.ledger_id, str(self.real_path), self.records())
 
+    def tried(self, campaign: str) -> int:
+        """How many sends of ``campaign`` were ever attempted. A row once attempted is never removed
+        (a plan only replaces pending rows), so fewer than before means rows were deleted by hand,
+        and their contacts would be sent to again."""
+        return int(self._fetch("SELECT COUNT(*) FROM sends WHERE campaign=? AND attempts>0", [campaign])[0][0])
+
     def records(self) -> int:
         """How many records this ledger has ever written (events are only ever added)."""
         return int(self._fetch("SELECT COALESCE(MAX(rowid), 0) FROM events")[0][0])
@@ -880,6 +887,7 @@ class MarkerEntry:
     ledger: str
     records: int
     updated: float
+    tried: int = 0  # sends of the campaign attempted, after the last run (0 in notes from before)
 
 
 def _ledger_id_at(path: Path) -> str | None:
@@ -996,6 +1004,11 @@ class WorkMarker:
                 f"the ledger {ledger_path} holds {identity.records} records but held {expected.records} after "
                 f"the last run of {self.label}: it looks like an older copy, and what it lost would be sent "
                 f"again; put back the newer copy, or {NEW_LEDGER_HINT}")
+        if identity.tried is not None and identity.tried < expected.tried:
+            raise LedgerRefused(
+                f"the ledger {ledger_path} holds {identity.tried} attempted sends of campaign "
+                f"{self.campaign!r} but held {expected.tried} after the last run of {self.label}: sends "
+                f"were deleted from it, and they would be sent again; put back a whole copy, or {NEW_LEDGER_HINT}")
 
     def missing(self, ledger_path: str | Path, expected: MarkerEntry) -> LedgerRefused:
         return LedgerRefused(
@@ -1032,7 +1045,7 @@ class WorkMarker:
         """Note that ``identity`` records this work. Returns a line for the user when the note had to
         go elsewhere than the batch folder (the first time only), or could not be kept at all."""
         entry = MarkerEntry(self.contacts, self.campaign, identity.ledger_id, identity.path,
-                            identity.records, time.time())
+                            identity.records, time.time(), identity.tried or 0)
         try:
             self._store(self.in_folder, entry)
             return None
@@ -1055,8 +1068,8 @@ class WorkMarker:
     def _store(self, path: Path, entry: MarkerEntry) -> None:
         entries = self._load(path, tolerant=True)
         old = self._mine(entries)
-        if old is not None and (old.ledger_id, old.ledger, old.records) == (entry.ledger_id, entry.ledger,
-                                                                           entry.records):
+        if old is not None and (old.ledger_id, old.ledger, old.records, old.tried) == (
+                entry.ledger_id, entry.ledger, entry.records, entry.tried):
             return  # unchanged: leave the folder (and its mtime) alone
         entries = [e for e in entries if e is not old] + [entry]
         body = json.dumps({"about": "which audiopipe ledger recorded the sends of this folder, per contacts "

@@ -371,3 +371,18 @@ def test_new_ledger_is_refused_while_the_ledger_that_recorded_the_work_is_still_
     for p in state.parent.iterdir():
         p.unlink()
     assert batch(tmp_path / "b2.sqlite3", sb, "--new-ledger").returncode == 0 and len(sb.messages()) == 12
+
+
+@pytest.mark.parametrize("where", ["", " WHERE rowid=(SELECT MIN(rowid) FROM sends)"])
+def test_sends_deleted_from_the_ledger_are_noticed(make_sandbox, batch, state, where):
+    sb = make_sandbox()
+    assert batch(state, sb).returncode == 0 and len(sb.messages()) == 6
+    db = __import__("sqlite3").connect(state)
+    with db:
+        db.execute("DELETE FROM sends" + where)  # the events (and so the record count) are left as they were
+    db.close()
+    proc = batch(state, sb)
+    refused(proc, "were deleted from it", "held 6")
+    assert sb.request_count == 6, "nothing is sent again"
+    assert batch(state, sb, "--new-ledger").returncode == 0  # on purpose: what it lost goes again
+    assert len(sb.messages()) == {"": 12}.get(where, 7)
