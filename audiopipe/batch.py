@@ -26,6 +26,7 @@ from .contacts import ContactList, ContactRow, read_contacts
 from .errors import (AuthError, ConnectFailed, InputError, OutcomeUnknown, RateLimited, RefusedError,
                      SendError, UsageError, os_reason)
 from .ledger import (DEFERRED, FAILED, PENDING, SENT, UNKNOWN, Ledger, PlannedSend, SendKey, WorkLock, WorkMarker,
+                     campaign_name, check_campaign_case,
                      default_state_path, open_batch_ledger)
 from .report import extra_column_name
 from .resolve import resolve_hint
@@ -72,8 +73,7 @@ class BatchSettings:
     new_ledger: bool = False      # start afresh although another ledger recorded this work before
 
     def __post_init__(self) -> None:
-        if not self.campaign.strip():
-            raise UsageError("--campaign must not be empty")
+        object.__setattr__(self, "campaign", campaign_name(self.campaign))  # frozen: set once, here
         if self.concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
         if self.rate < 0:
@@ -284,6 +284,9 @@ def _run_locked(settings: BatchSettings, sender: Sender | None, ledger: Ledger |
     try:
         if real_run:
             ledger.acquire()  # before any work: a second run exits at once
+        known = getattr(ledger, "campaigns", None)
+        if known is not None:
+            check_campaign_case(settings.campaign, known())
         identity = _identity(ledger, settings.campaign)
         if not settings.new_ledger:
             marker.check(getattr(ledger, "path", state_path), identity, expected)

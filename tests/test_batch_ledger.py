@@ -386,3 +386,21 @@ def test_sends_deleted_from_the_ledger_are_noticed(make_sandbox, batch, state, w
     assert sb.request_count == 6, "nothing is sent again"
     assert batch(state, sb, "--new-ledger").returncode == 0  # on purpose: what it lost goes again
     assert len(sb.messages()) == {"": 12}.get(where, 7)
+
+
+def test_campaign_names_that_look_the_same_never_resend(tmp_path, make_sandbox, batch, state):
+    sb = make_sandbox()
+    assert batch(state, sb, "--campaign", "spring promo").returncode == 0 and len(sb.messages()) == 6
+    for same in ("spring promo ", " spring  promo", "ｓｐｒｉｎｇ　ｐｒｏｍｏ", "spring\u00a0promo"):
+        proc = batch(state, sb, "--campaign", same)
+        assert proc.returncode == 0 and "0 sent, 6 already sent" in proc.stderr, (same, proc.stderr)
+    for looks_alike, words in (("Spring Promo", "only in case"), ("spring promo\u200b", "U+200B"),
+                               ("spring\tpromo", "U+0009"), ("\u2060", "U+2060")):
+        proc = batch(state, sb, "--campaign", looks_alike)
+        assert proc.returncode == 2 and words in proc.stderr, (looks_alike, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert sb.request_count == 6
+    st = subprocess.run([AUDIOPIPE, "status", "--state", str(state), "--campaign", "spring promo "],
+                        capture_output=True, text=True)
+    assert st.returncode == 0 and "spring promo" in st.stdout, st.stdout + st.stderr
+    assert batch(state, sb, "--campaign", "autumn").returncode == 0 and len(sb.messages()) == 12
