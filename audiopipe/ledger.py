@@ -1012,10 +1012,27 @@ class WorkMarker:
         return None
 
     def expected(self, *, tolerant: bool = False) -> MarkerEntry | None:
-        """The ledger that last recorded this work, or None for work never sent with a marker."""
-        found = [e for p in (self.in_folder, self.fallback)
-                 if (e := self._mine(self._load(p, tolerant=tolerant))) is not None]
-        return max(found, key=lambda e: e.updated) if found else None
+        """The ledger that last recorded this work, or None for work never sent with a marker.
+
+        Work of this campaign from this folder with another contacts file counts too, when this
+        one has none: a renamed copy of the contacts file must meet the same ledger, or it would
+        send everything again."""
+        entries = [e for p in (self.in_folder, self.fallback) for e in self._load(p, tolerant=tolerant)]
+        for matches in (self._is_mine, lambda e: e.campaign == self.campaign):
+            found = [e for e in entries if matches(e)]
+            if found:
+                return max(found, key=lambda e: e.updated)
+        return None
+
+    def _is_mine(self, e: MarkerEntry) -> bool:
+        return e.contacts == self.contacts and e.campaign == self.campaign
+
+    def _about(self, expected: MarkerEntry) -> str:
+        """The work the entry is about: this one, or this folder's campaign with another contacts file."""
+        if expected.contacts == self.contacts:
+            return self.label
+        return f"{self.folder} with {Path(expected.contacts).name} (not {Path(self.contacts).name}), campaign " \
+               f"{self.campaign!r}"
 
     # -- checking ---------------------------------------------------------------------------------
 
@@ -1028,23 +1045,23 @@ class WorkMarker:
         if identity.ledger_id != expected.ledger_id:
             raise LedgerRefused(
                 f"the ledger {ledger_path} (id {identity.ledger_id[:8]}) is not the one that recorded earlier "
-                f"sends of {self.label}, {was}: they would all be sent again; point --state at that "
+                f"sends of {self._about(expected)}, {was}: they would all be sent again; point --state at that "
                 f"ledger, {self._or_new_ledger(expected)}")
         if identity.records < expected.records:
             raise LedgerRefused(
                 f"the ledger {ledger_path} holds {identity.records} records but held {expected.records} after "
-                f"the last run of {self.label}: it looks like an older copy, and what it lost would be sent "
+                f"the last run of {self._about(expected)}: it looks like an older copy, and what it lost would be sent "
                 f"again; put back the newer copy, or {NEW_LEDGER_HINT}")
         if identity.tried is not None and identity.tried < expected.tried:
             raise LedgerRefused(
                 f"the ledger {ledger_path} holds {identity.tried} attempted sends of campaign "
-                f"{self.campaign!r} but held {expected.tried} after the last run of {self.label}: sends "
+                f"{self.campaign!r} but held {expected.tried} after the last run of {self._about(expected)}: sends "
                 f"were deleted from it, and they would be sent again; put back a whole copy, or {NEW_LEDGER_HINT}")
 
     def missing(self, ledger_path: str | Path, expected: MarkerEntry) -> LedgerRefused:
         return LedgerRefused(
             f"the ledger {ledger_path} does not exist, but {expected.ledger} (id {expected.ledger_id[:8]}) "
-            f"recorded earlier sends of {self.label}: without it they would all be sent again; put that "
+            f"recorded earlier sends of {self._about(expected)}: without it they would all be sent again; put that "
             f"ledger back or point --state at it, {self._or_new_ledger(expected)}")
 
     @staticmethod
@@ -1067,7 +1084,7 @@ class WorkMarker:
             return  # gone, emptied or replaced: starting afresh is what --new-ledger is for
         raise LedgerRefused(
             f"the ledger {expected.ledger} (id {expected.ledger_id[:8]}) that recorded earlier sends of "
-            f"{self.label} still exists, and --new-ledger would send again everything it recorded; point "
+            f"{self._about(expected)} still exists, and --new-ledger would send again everything it recorded; point "
             f"--state at it (to start afresh anyway, move that ledger away first)")
 
     # -- writing ----------------------------------------------------------------------------------

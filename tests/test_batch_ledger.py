@@ -404,3 +404,17 @@ def test_campaign_names_that_look_the_same_never_resend(tmp_path, make_sandbox, 
                         capture_output=True, text=True)
     assert st.returncode == 0 and "spring promo" in st.stdout, st.stdout + st.stderr
     assert batch(state, sb, "--campaign", "autumn").returncode == 0 and len(sb.messages()) == 12
+
+
+def test_a_renamed_copy_of_the_contacts_file_meets_the_same_ledger(tmp_path, make_sandbox, batch, contacts, state):
+    sb = make_sandbox()
+    assert batch(state, sb).returncode == 0 and len(sb.messages()) == 6
+    renamed = tmp_path / "contacts-final.csv"
+    shutil.copy(contacts, renamed)
+    env_contacts = ["--contacts", str(renamed)]  # the last --contacts wins
+    other = batch(tmp_path / "other.sqlite3", sb, *env_contacts)
+    refused(other, "does not exist", "contacts.csv (not contacts-final.csv)", str(state))
+    same = batch(state, sb, *env_contacts)
+    assert same.returncode == 0 and "0 sent, 6 already sent" in same.stderr, same.stderr
+    assert len(sb.messages()) == 6
+    assert batch(tmp_path / "spring.sqlite3", sb, "--campaign", "spring", *env_contacts).returncode == 0
