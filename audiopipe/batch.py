@@ -10,6 +10,7 @@ what a stopped run left.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -24,7 +25,8 @@ from .client import RetryPolicy, SentMessage
 from .contacts import ContactList, ContactRow, read_contacts
 from .errors import (AuthError, ConnectFailed, InputError, OutcomeUnknown, RateLimited, RefusedError,
                      SendError, UsageError, os_reason)
-from .ledger import (DEFERRED, FAILED, PENDING, SENT, UNKNOWN, Ledger, PlannedSend, SendKey, WorkMarker,
+from .ledger import (DEFERRED, FAILED, PENDING, SENT, UNKNOWN, Ledger, PlannedSend, SendKey, WorkLock, WorkMarker,
+                     campaign_name, check_campaign_case,
                      default_state_path, open_batch_ledger)
 from .report import extra_column_name
 from .resolve import resolve_hint
@@ -71,8 +73,7 @@ class BatchSettings:
     new_ledger: bool = False      # start afresh although another ledger recorded this work before
 
     def __post_init__(self) -> None:
-        if not self.campaign.strip():
-            raise UsageError("--campaign must not be empty")
+        object.__setattr__(self, "campaign", campaign_name(self.campaign))  # frozen: set once, here
         if self.concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
         if self.rate < 0:
@@ -286,6 +287,20 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
     if not contacts.rows:  # say so now, not after preparing a folder for nobody
         raise UsageError(no_valid_rows(contacts))
     marker = WorkMarker(folder, settings.contacts, settings.campaign)
+    work_lock = WorkLock(marker)
+    if not settings.dry_run:
+        work_lock.acquire()  # first: a second run on this folder, with any ledger, exits at once
+    try:
+        return _run_locked(settings, sender, ledger, progress, retry, work_dir, state_path, folder, contacts,
+                           marker, preflight)
+    finally:
+        work_lock.release()
+
+
+def _run_locked(settings: BatchSettings, sender: Sender | None, ledger: Ledger | None,
+                progress: ProgressCallback | None, retry: RetryPolicy | None, work_dir: Path | None,
+                state_path: Path | None, folder: Path, contacts: ContactList, marker: WorkMarker,
+                preflight: Callable[[ContactList], None] | None = None) -> BatchResult:
     expected = marker.expected(tolerant=settings.new_ledger)
     own_ledger = ledger is None
     if ledger is None:
@@ -295,7 +310,10 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
     try:
         if real_run:
             ledger.acquire()  # before any work: a second run exits at once
-        identity = _identity(ledger)
+        known = getattr(ledger, "campaigns", None)
+        if known is not None:
+            check_campaign_case(settings.campaign, known())
+        identity = _identity(ledger, settings.campaign)
         if not settings.new_ledger:
             marker.check(getattr(ledger, "path", state_path), identity, expected)
         seen: list[Path] = []  # the source files found, for the rows of a run stopped before sending
@@ -325,7 +343,7 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
                                    "preparing") from exc
         finally:
             if notes:
-                _record_quietly(marker, ledger)
+                _record_quietly(marker, ledger, settings.campaign)
         result.notes.extend(n for n in notes if n)
         return result
     finally:
@@ -348,17 +366,22 @@ def no_valid_rows(contacts: ContactList) -> str:
     return f"{contacts.path}: none of its {len(bad)} row(s) can be sent, e.g. line {first.line}: {first.reason}{more}"
 
 
-def _identity(ledger: Ledger | None) -> Any:
-    """The ledger's id, where it lives and its record count; None for a ledger that has none."""
+def _identity(ledger: Ledger | None, campaign: str) -> Any:
+    """The ledger's id, where it lives, its record count and how many sends of the campaign it tried;
+    None for a ledger that has none."""
     identity = getattr(ledger, "identity", None)
-    return identity() if identity is not None else None
+    found = identity() if identity is not None else None
+    tried = getattr(ledger, "tried", None)
+    if found is not None and tried is not None:
+        found = dataclasses.replace(found, tried=tried(campaign))
+    return found
 
 
-def _record_quietly(marker: WorkMarker, ledger: Ledger) -> None:
+def _record_quietly(marker: WorkMarker, ledger: Ledger, campaign: str) -> None:
     """After the run: the count of records grows the marker's 'held at least' (best effort: the note
     made before sending already names the ledger)."""
     try:
-        identity = _identity(ledger)
+        identity = _identity(ledger, campaign)
         if identity is not None:
             marker.record(identity)
     except Exception:  # a ledger or disk that just failed the run: its own error is the one to show

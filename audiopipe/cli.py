@@ -722,7 +722,7 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
                            preflight=check_token_first)
     except BatchInterrupted as exc:
         bars.close()  # before any line: nothing redraws a bar over or after what follows
-        _batch_finish(exc.result, report_path, as_json, campaign, settle, verbose, interrupted=True,
+        _batch_finish(exc.result, report_path, as_json, settings.campaign, settle, verbose, interrupted=True,
                       protect=report_protect, overwrite=overwrite, folder=folder)
         _set_stage(exc.stage, interrupted_after(exc.stage, exc.result))
         raise
@@ -734,20 +734,31 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
             client.close()
     for note in result.notes:
         say(f"audiopipe: warning: {note}", err=True)
-    _batch_finish(result, report_path, as_json, campaign, settle, verbose,
+    _batch_finish(result, report_path, as_json, settings.campaign, settle, verbose,
                   protect=report_protect, overwrite=overwrite, folder=folder)
     sys.exit(int(batch_exit_code(result)))
+
+
+def _campaign_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The campaign as the batch recorded it (see campaign_name)."""
+    from .ledger import campaign_name
+
+    try:
+        return None if value is None else campaign_name(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _batch_files(folder: Path, contacts_csv: Path, state_file: Path, token_file: Path | None, *,
                  inputs: bool) -> Protected:
     """What the report must never replace: the contacts, the ledger (and SQLite's files beside it),
     the token file and, when ``inputs`` (a file is already at the report's path), the recordings."""
-    from .ledger import MARKER_NAME
+    from .ledger import MARKER_NAME, WORK_LOCK_NAME
 
     files: list[tuple[Path, str]] = [(contacts_csv, "the contacts CSV")]
     files += [(Path(f"{state_file}{suffix}"), "the ledger") for suffix in ("", "-wal", "-shm", "-journal")]
     files.append((folder / MARKER_NAME, "the note of which ledger sent this folder"))
+    files.append((folder / WORK_LOCK_NAME, "the lock of the run sending this folder"))
     if token_file is not None:
         files.append((token_file, "the token file"))
     if inputs:
@@ -811,7 +822,7 @@ def batch_exit_code(result: Any) -> ExitCode:
 @click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               envvar="AUDIOPIPE_STATE",
               help="The ledger file [env AUDIOPIPE_STATE; default ~/.local/state/audiopipe/ledger.sqlite3].")
-@click.option("--campaign", default=None, help="Only this campaign (default: all).")
+@click.option("--campaign", default=None, help="Only this campaign (default: all).", callback=_campaign_option)
 @click.option("--json", "as_json", is_flag=True, help="Counts per campaign and the rows that need you, as JSON.")
 @handle_errors
 def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> None:
@@ -854,7 +865,7 @@ def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> 
 @click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               envvar="AUDIOPIPE_STATE",
               help="The ledger file [env AUDIOPIPE_STATE; default ~/.local/state/audiopipe/ledger.sqlite3].")
-@click.option("--campaign", default=None, help="The send's campaign (needed when another campaign has the same one).")
+@click.option("--campaign", default=None, help="The send's campaign (needed when another campaign has the same one).", callback=_campaign_option)
 @click.option("--workspace", default=None, help="The send's workspace UUID (when two workspaces have the same one).")
 @click.option("--contact", default=None, help="The contact UUID, as 'audiopipe status' shows it.")
 @click.option("--file", "file_name", default=None, help="The file, as 'audiopipe status' shows it.")

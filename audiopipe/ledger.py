@@ -40,6 +40,7 @@ import os
 import sqlite3
 import stat
 import threading
+import unicodedata
 import time
 import uuid
 from urllib.parse import quote
@@ -63,7 +64,36 @@ STATES = (PENDING, SENDING, SENT, FAILED, DEFERRED, UNKNOWN)
 RESOLVABLE = (UNKNOWN, SENDING)  # SENDING only while the resolver holds the run lock: a dead run's
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-NEW_LEDGER_HINT = "add --new-ledger to start afresh on purpose"
+# --new-ledger is the way out of every refusal below; each says what it costs
+RESENDS = "only if that record is lost for good: everything it recorded is sent again"
+NEW_LEDGER_HINT = f"add --new-ledger to start afresh on purpose ({RESENDS})"
+
+
+def campaign_name(raw: str) -> str:
+    """The campaign a name means: NFKC (fullwidth letters, a no-break space become the plain ones),
+    spaces trimmed and runs of them made one, so names that look alike are one campaign and one
+    "already sent". A name with invisible or control characters (a zero-width space, a tab...)
+    would look like another and resend it: refused. Case is kept: see check_campaign_case."""
+    name = " ".join(part for part in unicodedata.normalize("NFKC", raw).split(" ") if part)
+    hidden = [c for c in name if unicodedata.category(c)[0] in "CZ" and c != " "]
+    if hidden:
+        raise UsageError(f"--campaign {raw!r} holds an invisible or control character "
+                         f"(U+{ord(hidden[0]):04X}): it would look like another campaign; type the name again")
+    if not name:
+        raise UsageError("--campaign must not be empty")
+    return name
+
+
+def check_campaign_case(campaign: str, known: list[str]) -> None:
+    """Refuse a campaign that differs from one already in the ledger only in case (or in what
+    campaign_name normalises, for names recorded before it did): it looks the same in any report,
+    and would send everything again. Keys stay case-sensitive, so ledgers keep what they recorded."""
+    for other in known:
+        if other != campaign and " ".join(unicodedata.normalize("NFKC", other).split()).casefold() == \
+                campaign.casefold():
+            raise UsageError(f"the ledger already has a campaign {other!r}, which differs from {campaign!r} only "
+                             f"in case or spacing: it would be sent again; use --campaign {other!r}, or a "
+                             "clearly different name for a new campaign")
 
 
 class LedgerLocked(AudiopipeError):
@@ -125,6 +155,7 @@ class LedgerIdentity:
     ledger_id: str
     path: str
     records: int
+    tried: int | None = None  # sends of the campaign ever attempted (see SqliteLedger.tried)
 
 
 class Ledger(Protocol):
@@ -357,7 +388,7 @@ class SqliteLedger:
                 return
             raise LedgerRefused(f"the ledger {self.path} is empty (0 bytes): whatever it recorded is lost, "
                                 "so a batch would send everything again; put back a copy of it, "
-                                f"or {NEW_LEDGER_HINT} in this file")
+                                f"or add --new-ledger to start afresh in this file on purpose ({RESENDS})")
         try:
             head = os.pread(self._fd, len(SQLITE_MAGIC), 0)
         except OSError as exc:
@@ -431,7 +462,8 @@ class SqliteLedger:
     def _not_ours(self, tables: set[str]) -> LedgerRefused:
         if not tables:
             return LedgerRefused(f"the ledger {self.path} is an empty SQLite database with nothing recorded "
-                                 f"in it; put back the ledger that was there, or {NEW_LEDGER_HINT} in this file")
+                                 "in it; put back the ledger that was there, or add --new-ledger to start "
+                                 f"afresh in this file on purpose ({RESENDS})")
         shown = ", ".join(sorted(tables)[:5])
         return self._fail_open(f"it is a SQLite database of something else (tables {shown}), not an "
                                "audiopipe ledger, and it is left as it is; give --state another path")
@@ -510,6 +542,12 @@ class SqliteLedger:
         if self.ledger_id is None:
             return None
         return LedgerIdentity(self.ledger_id, str(self.real_path), self.records())
+
+    def tried(self, campaign: str) -> int:
+        """How many sends of ``campaign`` were ever attempted. A row once attempted is never removed
+        (a plan only replaces pending rows), so fewer than before means rows were deleted by hand,
+        and their contacts would be sent to again."""
+        return int(self._fetch("SELECT COUNT(*) FROM sends WHERE campaign=? AND attempts>0", [campaign])[0][0])
 
     def records(self) -> int:
         """How many records this ledger has ever written (events are only ever added)."""
@@ -877,6 +915,24 @@ class MarkerEntry:
     ledger: str
     records: int
     updated: float
+    tried: int = 0  # sends of the campaign attempted, after the last run (0 in notes from before)
+
+
+def _ledger_id_at(path: Path) -> str | None:
+    """The id of the ledger at ``path``, read without a lock or a -wal (the id is in the main file
+    from the start), or None when there is no readable ledger there."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+                return None
+        db = sqlite3.connect(f"file:{quote(str(path))}?immutable=1", uri=True)
+        try:
+            row = db.execute("SELECT value FROM ledger_meta WHERE key='ledger_id'").fetchone()
+        finally:
+            db.close()
+    except (OSError, sqlite3.Error):
+        return None
+    return row[0] if row else None
 
 
 def _data_home() -> Path | None:
@@ -953,10 +1009,27 @@ class WorkMarker:
         return None
 
     def expected(self, *, tolerant: bool = False) -> MarkerEntry | None:
-        """The ledger that last recorded this work, or None for work never sent with a marker."""
-        found = [e for p in (self.in_folder, self.fallback)
-                 if (e := self._mine(self._load(p, tolerant=tolerant))) is not None]
-        return max(found, key=lambda e: e.updated) if found else None
+        """The ledger that last recorded this work, or None for work never sent with a marker.
+
+        Work of this campaign from this folder with another contacts file counts too, when this
+        one has none: a renamed copy of the contacts file must meet the same ledger, or it would
+        send everything again."""
+        entries = [e for p in (self.in_folder, self.fallback) for e in self._load(p, tolerant=tolerant)]
+        for matches in (self._is_mine, lambda e: e.campaign == self.campaign):
+            found = [e for e in entries if matches(e)]
+            if found:
+                return max(found, key=lambda e: e.updated)
+        return None
+
+    def _is_mine(self, e: MarkerEntry) -> bool:
+        return e.contacts == self.contacts and e.campaign == self.campaign
+
+    def _about(self, expected: MarkerEntry) -> str:
+        """The work the entry is about: this one, or this folder's campaign with another contacts file."""
+        if expected.contacts == self.contacts:
+            return self.label
+        return f"{self.folder} with {Path(expected.contacts).name} (not {Path(self.contacts).name}), campaign " \
+               f"{self.campaign!r}"
 
     # -- checking ---------------------------------------------------------------------------------
 
@@ -969,19 +1042,47 @@ class WorkMarker:
         if identity.ledger_id != expected.ledger_id:
             raise LedgerRefused(
                 f"the ledger {ledger_path} (id {identity.ledger_id[:8]}) is not the one that recorded earlier "
-                f"sends of {self.label}, {was}: they would all be sent again; point --state at that "
-                f"ledger, or {NEW_LEDGER_HINT}")
+                f"sends of {self._about(expected)}, {was}: they would all be sent again; point --state at that "
+                f"ledger, {self._or_new_ledger(expected)}")
         if identity.records < expected.records:
             raise LedgerRefused(
                 f"the ledger {ledger_path} holds {identity.records} records but held {expected.records} after "
-                f"the last run of {self.label}: it looks like an older copy, and what it lost would be sent "
+                f"the last run of {self._about(expected)}: it looks like an older copy, and what it lost would be sent "
                 f"again; put back the newer copy, or {NEW_LEDGER_HINT}")
+        if identity.tried is not None and identity.tried < expected.tried:
+            raise LedgerRefused(
+                f"the ledger {ledger_path} holds {identity.tried} attempted sends of campaign "
+                f"{self.campaign!r} but held {expected.tried} after the last run of {self._about(expected)}: sends "
+                f"were deleted from it, and they would be sent again; put back a whole copy, or {NEW_LEDGER_HINT}")
 
     def missing(self, ledger_path: str | Path, expected: MarkerEntry) -> LedgerRefused:
         return LedgerRefused(
             f"the ledger {ledger_path} does not exist, but {expected.ledger} (id {expected.ledger_id[:8]}) "
-            f"recorded earlier sends of {self.label}: without it they would all be sent again; put that "
-            f"ledger back or point --state at it, or {NEW_LEDGER_HINT}")
+            f"recorded earlier sends of {self._about(expected)}: without it they would all be sent again; put that "
+            f"ledger back or point --state at it, {self._or_new_ledger(expected)}")
+
+    @staticmethod
+    def _or_new_ledger(expected: MarkerEntry) -> str:
+        """The way on besides the recorded ledger: --new-ledger only once that ledger is really gone."""
+        if _ledger_id_at(Path(expected.ledger)) == expected.ledger_id:
+            return ("which still exists (--new-ledger, which would send again everything it recorded, is "
+                    "refused while it does)")
+        return f"or {NEW_LEDGER_HINT}"
+
+    def refuse_fresh_start_beside(self, real: Path, expected: MarkerEntry) -> None:
+        """``--new-ledger`` is for a ledger that is lost. While the one that recorded this work is still
+        where the marker says, whole, a fresh one beside it would send again all it recorded."""
+        try:
+            if os.path.samefile(expected.ledger, real):
+                return
+        except OSError:
+            pass
+        if _ledger_id_at(Path(expected.ledger)) != expected.ledger_id:
+            return  # gone, emptied or replaced: starting afresh is what --new-ledger is for
+        raise LedgerRefused(
+            f"the ledger {expected.ledger} (id {expected.ledger_id[:8]}) that recorded earlier sends of "
+            f"{self._about(expected)} still exists, and --new-ledger would send again everything it recorded; point "
+            f"--state at it (to start afresh anyway, move that ledger away first)")
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -989,7 +1090,7 @@ class WorkMarker:
         """Note that ``identity`` records this work. Returns a line for the user when the note had to
         go elsewhere than the batch folder (the first time only), or could not be kept at all."""
         entry = MarkerEntry(self.contacts, self.campaign, identity.ledger_id, identity.path,
-                            identity.records, time.time())
+                            identity.records, time.time(), identity.tried or 0)
         try:
             self._store(self.in_folder, entry)
             return None
@@ -1012,8 +1113,8 @@ class WorkMarker:
     def _store(self, path: Path, entry: MarkerEntry) -> None:
         entries = self._load(path, tolerant=True)
         old = self._mine(entries)
-        if old is not None and (old.ledger_id, old.ledger, old.records) == (entry.ledger_id, entry.ledger,
-                                                                           entry.records):
+        if old is not None and (old.ledger_id, old.ledger, old.records, old.tried) == (
+                entry.ledger_id, entry.ledger, entry.records, entry.tried):
             return  # unchanged: leave the folder (and its mtime) alone
         entries = [e for e in entries if e is not old] + [entry]
         body = json.dumps({"about": "which audiopipe ledger recorded the sends of this folder, per contacts "
@@ -1036,11 +1137,71 @@ class WorkMarker:
         _fsync_dir(path.parent)
 
 
+WORK_LOCK_NAME = ".audiopipe-ledger.lock"
+
+
+class WorkLock:
+    """One sending run per batch folder at a time, whatever ledger it names.
+
+    The ledger's own lock only stops two runs on one ledger file; two runs on the same work with
+    two ledgers (``--new-ledger``, a byte copy of the ledger) would each send everything. So a run
+    first takes an ``flock`` on ``.audiopipe-ledger.lock`` in the batch folder (by folder, not by
+    contacts file or campaign: another name for the contact list must meet the same lock), or, when
+    the folder cannot be written, on a file named after the folder's real path in the data home.
+    The file is left in place: removing a locked file would let a third run lock a new one.
+    """
+
+    def __init__(self, marker: "WorkMarker") -> None:
+        self.folder = marker.folder
+        self.paths = [marker.folder / WORK_LOCK_NAME]
+        if marker.fallback is not None:
+            self.paths.append(marker.fallback.parent.parent / "locks" / marker.fallback.with_suffix(".lock").name)
+        self._fds: list[int] = []
+
+    def acquire(self) -> None:
+        """Lock the first place that can be written (a folder is writable for every run or none)."""
+        try:
+            for path in self.paths:
+                fd = self._open(path)
+                if fd is None:
+                    continue
+                self._fds.append(fd)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+                    raise LedgerLocked(f"another audiopipe run is sending {self.folder}"
+                                       + (f" ({holder})" if holder else "")
+                                       + "; try again when it ends (whatever ledger each names, "
+                                       "one run at a time sends a folder)") from None
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+                return
+        except BaseException:
+            self.release()
+            raise
+
+    @staticmethod
+    def _open(path: Path) -> int | None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError:
+            return None  # a read-only folder: the other place locks
+
+    def release(self) -> None:
+        for fd in self._fds:
+            os.close(fd)  # closing drops the flock; a dead process's is dropped by the kernel
+        self._fds = []
+
+
 def open_batch_ledger(path: str | Path, marker: WorkMarker, expected: MarkerEntry | None, *,
                       new_ledger: bool, dry_run: bool) -> SqliteLedger | None:
     """Open the ledger for a batch: refuse a missing one that this work was recorded in before
     (rather than make an empty one), and let a dry run create nothing (None: no ledger yet)."""
     real = Path(os.path.realpath(path))
+    if new_ledger and expected is not None:
+        marker.refuse_fresh_start_beside(real, expected)
     if not real.exists():
         if expected is not None and not new_ledger:
             raise marker.missing(path, expected)

@@ -114,7 +114,8 @@ def _wait_until_locked(ledger_file: Path, proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.parametrize("how", ["symlink", "relative", "hardlink"])
-def test_a_second_run_through_another_name_of_the_ledger_exits_6(tmp_path, make_sandbox, batch, state, how):
+def test_a_second_run_through_another_name_of_the_ledger_exits_6(tmp_path, make_sandbox, batch, folder, state,
+                                                                how):
     sb = make_sandbox(faults=Faults(latency=0.25))
     state.parent.mkdir(parents=True)
     with SqliteLedger(state):
@@ -132,7 +133,9 @@ def test_a_second_run_through_another_name_of_the_ledger_exits_6(tmp_path, make_
     first = batch(state, sb, "--concurrency", "1", wait=False)
     try:
         _wait_until_locked(state, first)
-        second = batch(other, sb, cwd=cwd)
+        elsewhere = tmp_path / "elsewhere-folder"  # not the same folder: the ledger's own lock is tested
+        shutil.copytree(folder, elsewhere)
+        second = batch(other, sb, cwd=cwd, batch_folder=elsewhere)
         assert second.returncode == 6, second.stderr
         assert "another audiopipe run holds the ledger" in second.stderr and f"pid {first.pid}" in second.stderr
         out, err = first.communicate(timeout=100)
@@ -319,3 +322,102 @@ def test_a_full_ledger_disk_stops_the_run_and_nothing_goes_out_unrecorded(tmp_pa
     with SqliteLedger(state, create=False) as led:
         counts = led.counts()
     assert counts[SENT] + counts[UNKNOWN] == 120 and len(sb.messages()) == 120
+
+
+# --- one run per folder, whatever ledger it names -------------------------------------------------
+
+@pytest.mark.parametrize("second_args", [("--state-name", "other.sqlite3"),
+                                         ("--state-name", "fresh.sqlite3", "--new-ledger"),
+                                         ("--copy-mid-run",)])
+def test_a_second_run_on_the_same_folder_exits_6_whatever_ledger_it_names(tmp_path, make_sandbox, batch, folder,
+                                                                          state, second_args):
+    sb = make_sandbox(faults=Faults(latency=0.4))
+    first = batch(state, sb, "--concurrency", "1", wait=False)
+    try:
+        _wait_until_locked(state, first)
+        if second_args[0] == "--copy-mid-run":  # a byte copy of the ledger and its -wal, taken mid-run
+            other = tmp_path / "copy" / "ledger.sqlite3"
+            other.parent.mkdir()
+            for p in state.parent.iterdir():
+                shutil.copy(p, other.parent / p.name)
+            extra: tuple[str, ...] = ()
+        else:
+            other, extra = tmp_path / second_args[1], second_args[2:]
+        second = batch(other, sb, *extra)
+        assert second.returncode == 6, second.stderr
+        assert f"another audiopipe run is sending {folder}" in second.stderr and f"pid {first.pid}" in second.stderr
+        out, err = first.communicate(timeout=100)
+        assert first.returncode == 0, err
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert len(sb.messages()) == 6 and set(once_each(sb).values()) == {1}
+
+
+def test_new_ledger_is_refused_while_the_ledger_that_recorded_the_work_is_still_there(tmp_path, make_sandbox,
+                                                                                     batch, state):
+    sb = make_sandbox()
+    assert batch(state, sb).returncode == 0 and len(sb.messages()) == 6
+    for name in ("b.sqlite3", "b2.sqlite3"):  # missing, and another ledger
+        other = batch(tmp_path / name, sb)
+        assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1, other.stderr
+        assert "point --state at it" in other.stderr or "point --state at that ledger" in other.stderr
+        assert "which still exists (--new-ledger, which would send again everything it recorded" in other.stderr
+        with SqliteLedger(tmp_path / "b2.sqlite3"):
+            pass
+    fresh = batch(tmp_path / "b2.sqlite3", sb, "--new-ledger")
+    assert fresh.returncode == 2 and "still exists" in fresh.stderr and str(state) in fresh.stderr, fresh.stderr
+    assert "send again everything it recorded" in fresh.stderr and len(fresh.stderr.strip().splitlines()) == 1
+    assert len(sb.messages()) == 6
+    # once that ledger is really gone, --new-ledger is the way on
+    for p in state.parent.iterdir():
+        p.unlink()
+    assert batch(tmp_path / "b2.sqlite3", sb, "--new-ledger").returncode == 0 and len(sb.messages()) == 12
+
+
+@pytest.mark.parametrize("where", ["", " WHERE rowid=(SELECT MIN(rowid) FROM sends)"])
+def test_sends_deleted_from_the_ledger_are_noticed(make_sandbox, batch, state, where):
+    sb = make_sandbox()
+    assert batch(state, sb).returncode == 0 and len(sb.messages()) == 6
+    db = __import__("sqlite3").connect(state)
+    with db:
+        db.execute("DELETE FROM sends" + where)  # the events (and so the record count) are left as they were
+    db.close()
+    proc = batch(state, sb)
+    refused(proc, "were deleted from it", "held 6")
+    assert len(sb.messages()) == 6, "nothing is sent again"
+    assert batch(state, sb, "--new-ledger").returncode == 0  # on purpose: what it lost goes again
+    assert len(sb.messages()) == {"": 12}.get(where, 7)
+
+
+def test_campaign_names_that_look_the_same_never_resend(tmp_path, make_sandbox, batch, state):
+    sb = make_sandbox()
+    assert batch(state, sb, "--campaign", "spring promo").returncode == 0 and len(sb.messages()) == 6
+    for same in ("spring promo ", " spring  promo", "ｓｐｒｉｎｇ　ｐｒｏｍｏ", "spring\u00a0promo"):
+        proc = batch(state, sb, "--campaign", same)
+        assert proc.returncode == 0 and "0 sent, 6 already sent" in proc.stderr, (same, proc.stderr)
+    for looks_alike, words in (("Spring Promo", "only in case"), ("spring promo\u200b", "U+200B"),
+                               ("spring\tpromo", "U+0009"), ("\u2060", "U+2060")):
+        proc = batch(state, sb, "--campaign", looks_alike)
+        assert proc.returncode == 2 and words in proc.stderr, (looks_alike, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert len(sb.messages()) == 6
+    st = subprocess.run([AUDIOPIPE, "status", "--state", str(state), "--campaign", "spring promo "],
+                        capture_output=True, text=True)
+    assert st.returncode == 0 and "spring promo" in st.stdout, st.stdout + st.stderr
+    assert batch(state, sb, "--campaign", "autumn").returncode == 0 and len(sb.messages()) == 12
+
+
+def test_a_renamed_copy_of_the_contacts_file_meets_the_same_ledger(tmp_path, make_sandbox, batch, contacts, state):
+    sb = make_sandbox()
+    assert batch(state, sb).returncode == 0 and len(sb.messages()) == 6
+    renamed = tmp_path / "contacts-final.csv"
+    shutil.copy(contacts, renamed)
+    env_contacts = ["--contacts", str(renamed)]  # the last --contacts wins
+    other = batch(tmp_path / "other.sqlite3", sb, *env_contacts)
+    refused(other, "does not exist", "contacts.csv (not contacts-final.csv)", str(state))
+    same = batch(state, sb, *env_contacts)
+    assert same.returncode == 0 and "0 sent, 6 already sent" in same.stderr, same.stderr
+    assert len(sb.messages()) == 6
+    assert batch(tmp_path / "spring.sqlite3", sb, "--campaign", "spring", *env_contacts).returncode == 0

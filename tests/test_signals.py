@@ -185,14 +185,15 @@ def test_batch_stops_promptly_while_preparing(sig, tmp_path, env, long_dir, make
     env["LANCEPILOT_BASE_URL"] = sb.url
     contacts = tmp_path / "contacts.csv"
     contacts.write_text(f"contact\n{CONTACT}\n")
-    run = Run(["batch", str(long_dir), "--contacts", str(contacts), "-w", WS, "--jobs", "2", "--quiet",
+    folder = linked_copy(long_dir, tmp_path / "long")
+    run = Run(["batch", str(folder), "--contacts", str(contacts), "-w", WS, "--jobs", "2", "--quiet",
                "--state", str(tmp_path / "state" / "ledger.sqlite3"), *SLOW], env)
     run.wait_for_child("loudnorm")
     run.wait_for_child("b.ogg.ap-")
     work = [p for p in (tmp_path / "tmp").iterdir() if p.name.startswith("audiopipe-batch-")]
     assert len(work) == 1, "the batch's work folder is not where it should be"
     wait_for(lambda: len(list(work[0].iterdir())) == 2)
-    line = check_stopped(run, sig, "preparing", tmp_path, str(long_dir), summary=True)
+    line = check_stopped(run, sig, "preparing", tmp_path, str(folder), summary=True)
     assert "nothing was sent; run the same command again to continue" in line
     assert sb.messages() == []
 
@@ -234,6 +235,15 @@ def test_probe_stops_promptly(tmp_path, env, audio_dir):
 
 # --- SIGKILL: what it leaves, the next run sweeps ------------------------------------------------------
 
+def linked_copy(folder: Path, dest: Path) -> Path:
+    """A folder of its own for one batch (hard links: no copying): one sending run per folder."""
+    dest.mkdir()
+    for f in folder.iterdir():
+        if f.suffix == ".wav":
+            os.link(f, dest / f.name)
+    return dest
+
+
 def batch_args(folder: Path, tmp_path: Path, name: str) -> list[str]:
     contacts = tmp_path / f"{name}.csv"
     contacts.write_text(f"contact\n{CONTACT}\n")
@@ -250,11 +260,12 @@ def test_a_sigkilled_batch_is_swept_by_the_next_run_but_a_live_one_is_not(tmp_pa
                                                                           audio_dir, make_sandbox):
     sb = make_sandbox()
     env["LANCEPILOT_BASE_URL"] = sb.url
-    live = Run(batch_args(long_dir, tmp_path, "live") + SLOW, env)  # its own ledger: runs alongside
+    live_dir, killed_dir = (linked_copy(long_dir, tmp_path / f"{n}-dir") for n in ("live", "killed"))
+    live = Run(batch_args(live_dir, tmp_path, "live") + SLOW, env)  # its own folder: runs alongside
     live.wait_for_child("loudnorm")
     live_work = wait_for(lambda: work_folders(tmp_path))
 
-    killed = Run(batch_args(long_dir, tmp_path, "killed") + SLOW, env)
+    killed = Run(batch_args(killed_dir, tmp_path, "killed") + SLOW, env)
     ffmpeg = killed.wait_for_child("loudnorm")
     dead_work = wait_for(lambda: work_folders(tmp_path) - live_work)
     wait_for(lambda: any((tmp_path / "tmp" / next(iter(dead_work))).iterdir()))
@@ -272,7 +283,7 @@ def test_a_sigkilled_batch_is_swept_by_the_next_run_but_a_live_one_is_not(tmp_pa
     assert len(sb.messages()) == 1
     assert work_folders(tmp_path) == live_work, "the dead run's folder was not swept, or the live one was"
 
-    check_stopped(live, signal.SIGTERM, "preparing", tmp_path, str(long_dir), summary=True)
+    check_stopped(live, signal.SIGTERM, "preparing", tmp_path, str(live_dir), summary=True)
 
 
 @pytest.mark.slow
