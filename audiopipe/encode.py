@@ -18,9 +18,9 @@ import ffmpeg
 from .errors import FFmpegError, InputError, LimitExceeded, PrepareError
 from .formats import TargetFormat
 from .plan import EncodePlan
-from .probe import (MediaInfo, ffmpeg_path_arg, input_options, measured_duration, probe,
+from .probe import (MediaInfo, ffmpeg_path_arg, input_options, probe, read_to_end,
                     reading_timeout)
-from .runner import ffmpeg_base, run
+from .runner import ffmpeg_base, run, telling_line
 from .scratch import discard, part_path
 from .sniff import sniff
 
@@ -156,8 +156,8 @@ def check_decodes_fully(info: MediaInfo) -> float:
     granule. What goes out as it is (kept, remuxed) must tell a player the truth. Returns the
     decoded duration."""
     try:
-        real = measured_duration(info.path, info.audio.audio_index, decode=True,
-                                 timeout=reading_timeout(info.size, info.duration))
+        real, damage = read_to_end(info.path, info.audio.audio_index, decode=True,
+                                   timeout=reading_timeout(info.size, info.duration))
     except LimitExceeded as exc:
         raise exc.for_input(info.path) from None
     except FFmpegError as exc:
@@ -167,6 +167,9 @@ def check_decodes_fully(info: MediaInfo) -> float:
         raise InputError(info.path, f"declares {info.duration:.2f} s but {real:.2f} s of audio decode from "
                                     f"it: the file is truncated or damaged; refused rather than sent with a "
                                     f"false duration (re-export or copy it again)")
+    if damage.strip():  # ffmpeg read on past it, but the customer's player may not
+        raise InputError(info.path, f"is damaged ({telling_line(damage)}): refused rather than sent as it is "
+                                    "(re-export or copy it again)")
     return real
 
 

@@ -178,6 +178,12 @@ def measured_duration(path: str | Path, audio_index: int, *, decode: bool, timeo
     """Seconds of one audio stream really in the file, by ffmpeg reading it to the end: its packets'
     timestamps (``decode=False``: demuxing only, cheap), or its decoded samples (``decode=True``:
     damaged or missing frames show too)."""
+    return read_to_end(path, audio_index, decode=decode, timeout=timeout)[0]
+
+
+def read_to_end(path: str | Path, audio_index: int, *, decode: bool, timeout: float) -> tuple[float, str]:
+    """:func:`measured_duration`, and what ffmpeg said was wrong on the way (errors only: a CRC
+    mismatch, a damaged frame), which it reports without failing."""
     argv = ffmpeg_base() + ["-nostats", "-progress", "pipe:1"]
     for key, value in input_options().items():
         argv += [f"-{key}", value]
@@ -187,7 +193,7 @@ def measured_duration(path: str | Path, audio_index: int, *, decode: bool, timeo
     argv += ["-f", "null", "-"]
     out = run(argv, timeout=timeout, what="ffmpeg (reading the audio to the end)")
     times = re.findall(rb"^out_time_us=(\d+)\s*$", out.stdout, flags=re.MULTILINE)
-    return int(times[-1]) / 1e6 if times else 0.0
+    return (int(times[-1]) / 1e6 if times else 0.0), out.stderr
 
 
 def duration_is_a_guess(data: dict[str, Any], info: MediaInfo, stderr: str) -> bool:

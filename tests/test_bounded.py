@@ -393,3 +393,22 @@ def test_json_prefers_the_audio_streams_own_duration() -> None:
     doc["streams"][1].pop("duration")
     doc["streams"][1]["tags"] = {"DURATION": "00:00:02.500000000"}
     assert media_info_from_json(Path("v.mkv"), 100_000, doc).duration == 2.5
+
+
+def test_a_damaged_ogg_is_not_kept_as_it_is(tmp_path: Path) -> None:
+    """ffmpeg decodes past a page whose CRC does not match (it exits 0), but what goes out byte for
+    byte must be sound: the damage is found by the decode check and the file refused."""
+    good = tmp_path / "good.ogg"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "sine=d=5", "-c:a", "libopus",
+                    "-ac", "1", str(good)], check=True)
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte flipped inside an audio page
+    damaged = tmp_path / "damaged.ogg"
+    damaged.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    proc = cli("prepare", str(good), str(damaged), "--out", str(out), "--no-cache")
+    assert proc.returncode == 1, proc.stderr
+    lines = error_lines(proc)
+    assert len(lines) == 1 and str(damaged) in lines[0] and "damaged" in lines[0], proc.stderr
+    assert (out / "good.ogg").read_bytes() == good.read_bytes()  # the sound one is still kept as it is
+    assert not (out / "damaged.ogg").exists()
