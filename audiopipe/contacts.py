@@ -141,6 +141,9 @@ def _decode(path: Path) -> tuple[str, str]:
     return _detected(path, raw)
 
 
+_WESTERN_MARGIN = 0.1
+
+
 def _detected(path: Path, raw: bytes) -> tuple[str, str]:
     """Text that is not UTF-8: what charset-normalizer makes of it, or one line saying it is not text."""
     from charset_normalizer import from_bytes
@@ -151,7 +154,10 @@ def _detected(path: Path, raw: bytes) -> tuple[str, str]:
         kind = next((k for magic, k in _NOT_CSV.items() if raw.startswith(magic)), "not text")
         raise UsageError(f"{path} is {kind}, not a CSV file: save the contacts as CSV UTF-8 "
                          "(or CSV, or Unicode text)")
-    plausible = [best] + [r for r in results if r.chaos <= best.chaos]
+    # cp1252 (Excel's "CSV" on a western Windows) wins when it reads the bytes almost as cleanly as
+    # the detector's pick: a short list with "€" scores 0.083 in cp1252 and 0.0 in cp775, while
+    # Cyrillic, Greek or Central European text never comes that close in cp1252
+    plausible = [best] + [r for r in results if r.chaos <= best.chaos + _WESTERN_MARGIN]
     encoding = _WESTERN if any(_WESTERN in r.could_be_from_charset for r in plausible) else best.encoding
     try:
         text = raw.decode(encoding)

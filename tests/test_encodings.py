@@ -73,6 +73,23 @@ def test_windows_only_characters_of_cp1252_are_read(tmp_path: Path, folder: Path
     assert [r.extra["name"] for r in read_contacts(path, folder, default_workspace=WS).rows] == names
 
 
+@pytest.mark.parametrize("names", [["André €uro"], ["José", "André €uro", "Zoë"]])
+def test_a_short_western_list_with_the_euro_sign_is_cp1252(names: list[str], tmp_path: Path, folder: Path) -> None:
+    """Found by a new-user trial: one such name was taken for the Baltic cp775 ("Andrķ Ćuro")."""
+    path = tmp_path / "contacts.csv"
+    path.write_bytes(table(",", names).encode("cp1252"))
+    assert [r.extra["name"] for r in read_contacts(path, folder, default_workspace=WS).rows] == names
+
+
+@pytest.mark.parametrize("names, code_page", [(["Zoë Łukasz", "Świątek"], "cp1250"),
+                                              (["Μαρία Παπαδοπούλου", "Γιώργος Νικολάου", "Ελένη Κωνσταντίνου"], "cp1253")])
+def test_central_european_and_greek_code_pages_are_not_taken_for_cp1252(
+        names: list[str], code_page: str, tmp_path: Path, folder: Path) -> None:
+    path = tmp_path / "contacts.csv"
+    path.write_bytes(table(",", names).encode(code_page))
+    assert [r.extra["name"] for r in read_contacts(path, folder, default_workspace=WS).rows] == names
+
+
 def test_another_code_page_is_read_and_said_to_be_a_guess(tmp_path: Path, folder: Path,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     names = ["Иван Петров", "Мария Сидорова", "Сергей"]
