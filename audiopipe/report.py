@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from .console import safe
 from .errors import AudiopipeError, OutputError
 from .outputs import ProtectArg, as_protected, place, stage
 from .scratch import discard
@@ -21,6 +22,12 @@ FORMULA_START = ("=", "+", "-", "@")
 def extra_column_name(name: str) -> str:
     """A CSV's own column as it appears in the report: one named like ours gets a ``csv_`` prefix."""
     return f"csv_{name}" if name in REPORT_COLUMNS or name.startswith("csv_") else name
+
+
+# Cells whose text comes from the server (a message id, its reasons for a refusal): control
+# characters in them are written out as escapes, as on the terminal. The CSV's own columns are the
+# user's data and stay as they are (a line break in a note is theirs).
+SERVER_TEXT = frozenset({"message_id", "error"})
 
 
 def escape_cell(value: Any) -> str:
@@ -76,7 +83,8 @@ def write_report(path: str | Path, rows: Iterable[dict[str, Any]], extra_columns
                 w = csv.writer(f)
                 w.writerow([escape_cell(c) for c in columns])  # a CSV's own column may be named =cmd()
                 for row in rows:
-                    w.writerow([escape_cell(row.get(c)) for c in columns])
+                    w.writerow([escape_cell(safe(row.get(c)) if c in SERVER_TEXT and row.get(c) is not None
+                                            else row.get(c)) for c in columns])
             place(staged, dest, replace=replace_ok)
         finally:
             discard(staged)

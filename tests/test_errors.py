@@ -486,3 +486,20 @@ def test_failing_ffmpeg_in_send_names_the_file(tmp_path: Path, make_sandbox: Cal
     assert proc.returncode == 1
     one_error_line(proc, str(broken), "Invalid data found")
     assert sb.messages() == []
+
+
+def test_server_text_in_the_report_has_its_control_characters_escaped(tmp_path: Path) -> None:
+    """A message id or a refusal reason comes from the server: in the report, as on the terminal, an
+    escape sequence or a right-to-left override is written out, never raw. The CSV's own columns are
+    the user's data and are kept as they are."""
+    from audiopipe.report import write_report
+
+    row = {"contact": PEOPLE[0], "status": "sent", "message_id": "evil-\x1b[31mRED\u202eabc",
+           "error": "bad\x07bell", "note": "two\nlines"}
+    report = tmp_path / "report.csv"
+    write_report(report, [row], ["note"])
+    with open(report, newline="", encoding="utf-8") as f:
+        got = dict(zip(*list(csv.reader(f))[:2]))
+    assert got["message_id"] == safe("evil-\x1b[31mRED\u202eabc") and "\x1b" not in got["message_id"]
+    assert "\u202e" not in got["message_id"] and got["error"] == safe("bad\x07bell")
+    assert got["note"] == "two\nlines"
