@@ -158,11 +158,25 @@ def discard(path: Path) -> None:
             _registered.discard(path)
 
 
+NAME_MAX = 255  # bytes in one file name on the usual file systems
+
+
+def _fitting(name: str) -> str:
+    """``name``, shortened (with a hash of the whole, so two long names stay apart) when the temp
+    name built on it would pass the file system's limit though ``name`` itself fits."""
+    room = NAME_MAX - len(".." + ".part") - len(token())
+    if len(name.encode()) <= room:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    cut = name.encode()[: room - len(digest) - 1].decode("utf-8", "ignore")
+    return f"{cut}~{digest}"
+
+
 def part_path(dest: Path) -> Path:
     """A temp name beside ``dest`` to write it under before moving it into place (registered:
     end with :func:`discard`)."""
     sweep_once(dest.parent)
-    path = dest.parent / f".{dest.name}.{token()}.part"
+    path = dest.parent / f".{_fitting(dest.name)}.{token()}.part"
     _register(path)
     return path
 
