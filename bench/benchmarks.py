@@ -451,10 +451,10 @@ def bench_firstfit(quick: bool) -> dict[str, Any]:
     rec = _Recorder()
     real_encode, real_verify = prep.encode, prep.verify
 
-    def encode(source: Any, p: Any, dest: Path) -> Path:
+    def encode(source: Any, p: Any, dest: Path, **kw: Any) -> Path:  # kw: progress, as prepare passes it
         rec.attempts.append({"bitrate": p.bitrate, "sample_rate": p.sample_rate, "channels": p.channels,
                              "expected_size": p.expected_size, "budget": p.budget, "duration": p.duration})
-        return real_encode(source, p, dest)
+        return real_encode(source, p, dest, **kw)
 
     def verify(path: Path, fmt: Any, **kw: Any) -> Any:
         v = real_verify(path, fmt, **kw)
