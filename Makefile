@@ -36,7 +36,7 @@ test: system-deps venv
 	$(PY) -m pytest -q
 
 demo: system-deps venv
-	$(PY) -m audiopipe.demo
+	$(PY) -m audiopipe.cli.demo
 
 fixtures: system-deps venv
 	$(PY) fixtures/make_fixtures.py

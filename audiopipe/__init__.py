@@ -2,24 +2,28 @@
 
 The stages are importable on their own::
 
-    from audiopipe import probe, prepare, PrepareSettings
+    from audiopipe import PrepareSettings
+
+    from audiopipe.preparation import probe
+
+    from audiopipe.preparation import pipeline as prepare
     info = probe("talk.flac")
     result = prepare("talk.flac", "ready/", PrepareSettings(format="mp3", max_size=5_000_000))
 """
 
 from __future__ import annotations
 
-from .version import __version__
+from audiopipe.version import __version__
 
-from .errors import (AudiopipeError, FFmpegError, InputError, PrepareError, ToolMissingError,
+from audiopipe.errors import (AudiopipeError, FFmpegError, InputError, PrepareError, ToolMissingError,
                      UsageError)
-from .formats import FORMATS, TargetFormat
-from .plan import DoesNotFit, EncodePlan, plan
-from .prepare import (OutputFile, PrepareOutcome, PrepareResult, PrepareSettings, collect_inputs,
+from audiopipe.preparation.formats import FORMATS, TargetFormat
+from audiopipe.preparation.plan import DoesNotFit, EncodePlan, plan
+from audiopipe.preparation.pipeline import (OutputFile, PrepareOutcome, PrepareResult, PrepareSettings, collect_inputs,
                       prepare_file, prepare_many)
-from .probe import AudioStream, MediaInfo, probe
-from .segment import prepare, to_segment
-from .sniff import Sniff, sniff
+from audiopipe.preparation.probe import AudioStream, MediaInfo, probe
+from audiopipe.preparation.segment import prepare, to_segment
+from audiopipe.preparation.sniff import Sniff, sniff
 
 __all__ = [
     "__version__",

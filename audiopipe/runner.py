@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import FFmpegError, LimitExceeded, ToolMissingError, UsageError
-from .units import parse_size
+from audiopipe.errors import FFmpegError, LimitExceeded, ToolMissingError, UsageError
+from audiopipe.units import parse_size
 
 try:
     import resource

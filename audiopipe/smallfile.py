@@ -11,7 +11,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import os_reason
+from audiopipe.errors import os_reason
 
 NOT_REGULAR = "not a regular file (a pipe, a device or a folder)"
 

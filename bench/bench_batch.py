@@ -377,7 +377,7 @@ def run_bare(prepared: Path, contacts: list[str], concurrency: int, rep: int, pr
 def ledger_cost(records: int) -> dict[str, float]:
     """audiopipe's SqliteLedger on this disk: seconds per send record (begin + finish = 2 commits)."""
     sys.path.insert(0, str(ROOT))
-    from audiopipe.ledger import SENT, SendKey, SqliteLedger
+    from audiopipe.campaign.ledger import SENT, SendKey, SqliteLedger
 
     d = WORK / "runs" / "ledger-cost"
     if d.exists():

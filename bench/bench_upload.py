@@ -52,7 +52,7 @@ def child(method: str, base_url: str, path: Path, n: int) -> None:
     import psutil
     import requests
 
-    from audiopipe.client import LancepilotClient  # imported by both ways: same baseline
+    from audiopipe.send.client import LancepilotClient  # imported by both ways: same baseline
 
     token = os.environ["BENCH_TOKEN"]  # from the environment, not argv (argv shows in `ps`)
     rss_before = psutil.Process().memory_info().rss
@@ -108,7 +108,7 @@ def peak_rss() -> int:
 
 def make_input() -> Path:
     """A real 15 MB MP3: 375 s of stereo pink noise at 320 kbit/s CBR (about 15,000,000 bytes)."""
-    from audiopipe.sniff import sniff
+    from audiopipe.preparation.sniff import sniff
 
     if not INPUT.exists():
         ffmpeg = os.environ.get("AUDIOPIPE_FFMPEG") or shutil.which("ffmpeg")
@@ -158,7 +158,7 @@ def main() -> int:
         return 0
 
     sys.path.insert(0, str(ROOT))
-    from audiopipe.sandbox import Sandbox, SandboxConfig
+    from audiopipe.sandbox.app import Sandbox, SandboxConfig
 
     n = args.n or (3 if args.quick else 20)
     path = make_input()

@@ -33,10 +33,10 @@ def verdict(ok: bool | None) -> str:
 
 def _plan_argv(wav: Path, fmt: str, out: Path) -> tuple[list[str], Any]:
     """The argv audiopipe's encode step builds for ``wav`` (plan() then build_argv())."""
-    from audiopipe.encode import build_argv
-    from audiopipe.formats import get_format
-    from audiopipe.plan import plan
-    from audiopipe.probe import probe
+    from audiopipe.preparation.encode import build_argv
+    from audiopipe.preparation.formats import get_format
+    from audiopipe.preparation.plan import plan
+    from audiopipe.preparation.probe import probe
 
     p = plan(probe(wav), get_format(fmt), BUDGET)
     return build_argv(wav, p, out), p
@@ -118,11 +118,11 @@ def _loads(xs: list[float | None]) -> str:
 def _speed_breakdown(wav: Path, fmt: str, ff_argv: list[str], p: Any, encode_s: float) -> dict[str, float]:
     """Time audiopipe's steps one by one, in this process, to show where the overhead is."""
     from audiopipe import runner
-    from audiopipe.cache import file_sha256
-    from audiopipe.encode import verify
-    from audiopipe.formats import get_format
-    from audiopipe.probe import probe
-    from audiopipe.sniff import sniff
+    from audiopipe.preparation.cache import file_sha256
+    from audiopipe.preparation.encode import verify
+    from audiopipe.preparation.formats import get_format
+    from audiopipe.preparation.probe import probe
+    from audiopipe.preparation.sniff import sniff
 
     def t(fn: Any) -> float:
         t0 = time.perf_counter()
@@ -311,8 +311,8 @@ def bench_parallel(quick: bool, reps: int) -> dict[str, Any]:
 
 def _plain_encodes(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
     """Re-run, with plain ffmpeg, every encode audiopipe's last run did (from its --json plans)."""
-    from audiopipe.encode import build_argv
-    from audiopipe.plan import EncodePlan
+    from audiopipe.preparation.encode import build_argv
+    from audiopipe.preparation.plan import EncodePlan
 
     work = fresh_dir(WORK / "parallel" / "plain")
     argvs = [build_argv(o["source"], EncodePlan(**o["plan"]), work / f"{i}.out")
@@ -368,8 +368,8 @@ def bench_cache(quick: bool, reps: int) -> dict[str, Any]:
     identical = files1 == files2
     t2 = median(warm)
     # what a cache hit still costs per file: audiopipe probes (ffprobe) and hashes before looking up
-    from audiopipe.cache import file_sha256
-    from audiopipe.probe import probe
+    from audiopipe.preparation.cache import file_sha256
+    from audiopipe.preparation.probe import probe
     inputs = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     t0 = time.perf_counter()
     for p in inputs:
@@ -411,11 +411,11 @@ def bench_firstfit(quick: bool) -> dict[str, Any]:
     30 s .. 3 h recording would get; count how often the first encode fits."""
     import importlib
 
-    from audiopipe.formats import get_format
-    # not `import audiopipe.prepare as prep`: the package re-exports a function named `prepare`
+    from audiopipe.preparation.formats import get_format
+    # not `import audiopipe.preparation.pipeline as prep`: the package re-exports a function named `prepare`
     # (from segment.py) that shadows the submodule as an attribute of `audiopipe`.
-    prep = importlib.import_module("audiopipe.prepare")
-    from audiopipe.prepare import PrepareSettings, prepare_file
+    prep = importlib.import_module("audiopipe.preparation.pipeline")
+    from audiopipe.preparation.pipeline import PrepareSettings, prepare_file
 
     per = 1 if quick else 5  # cases per (format, source type)
     rng = random.Random(4242)
@@ -427,7 +427,7 @@ def bench_firstfit(quick: bool) -> dict[str, Any]:
             dur = 20 if quick else rng.randint(20, 120)
             ch = 1 + (v + k_i) % 2
             variants[kind].append(make_source(kind, dur, ch, seed=10 + v))
-    from audiopipe.probe import probe
+    from audiopipe.preparation.probe import probe
     infos = {p: probe(p) for ps in variants.values() for p in ps}
 
     cases = []

@@ -36,7 +36,7 @@ def make_sandbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cal
     keeps what was stored), one with ``SANDBOX_FRESH_DATA = True`` gives each its own folder.
     Keyword arguments are ``SandboxConfig`` fields.
     """
-    from audiopipe.sandbox import Sandbox, SandboxConfig
+    from audiopipe.sandbox.app import Sandbox, SandboxConfig
 
     module = request.module
     started: list[Sandbox] = []

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from audiopipe.prepare import PrepareSettings
+from audiopipe.preparation.pipeline import PrepareSettings
 
 
 def files_in(folder: Path) -> list[str]:
     """Every file under ``folder``, hidden ones (temp ``.part`` files) included, but for the
-    sidecars that record what audiopipe wrote (``.STEM.audiopipe.json``, see audiopipe.outputs)."""
+    sidecars that record what audiopipe wrote (``.STEM.audiopipe.json``, see audiopipe.preparation.outputs)."""
     if not folder.exists():
         return []
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")

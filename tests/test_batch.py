@@ -17,13 +17,13 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from audiopipe.batch import (ST_ALREADY, ST_BLOCKED, ST_FAILED, ST_INVALID, ST_NOT_SENT, ST_SENT, ST_UNKNOWN,
+from audiopipe.campaign.batch import (ST_ALREADY, ST_BLOCKED, ST_FAILED, ST_INVALID, ST_NOT_SENT, ST_SENT, ST_UNKNOWN,
                              ST_WOULD_SEND, BatchSettings, run_batch)
-from audiopipe.client import LancepilotClient, RetryPolicy
+from audiopipe.send.client import LancepilotClient, RetryPolicy
 from audiopipe.errors import UsageError
-from audiopipe.ledger import DEFERRED, FAILED, SENT, UNKNOWN, LedgerLocked, LedgerRefused, SqliteLedger
-from audiopipe.prepare import PrepareSettings
-from audiopipe.sandbox import Faults, Sandbox
+from audiopipe.campaign.ledger import DEFERRED, FAILED, SENT, UNKNOWN, LedgerLocked, LedgerRefused, SqliteLedger
+from audiopipe.preparation.pipeline import PrepareSettings
+from audiopipe.sandbox.app import Faults, Sandbox
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,8 +16,8 @@ from typing import Callable
 
 import pytest
 
-from audiopipe.ledger import SqliteLedger
-from audiopipe.sandbox import Faults, Sandbox
+from audiopipe.campaign.ledger import SqliteLedger
+from audiopipe.sandbox.app import Faults, Sandbox
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -18,8 +18,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-from audiopipe.ledger import MARKER_NAME, SENDING, SENT, UNKNOWN, SqliteLedger
-from audiopipe.sandbox import Faults, Sandbox
+from audiopipe.campaign.ledger import MARKER_NAME, SENDING, SENT, UNKNOWN, SqliteLedger
+from audiopipe.sandbox.app import Faults, Sandbox
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -9,8 +9,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from audiopipe.batch import ST_ALREADY, ST_FAILED, ST_SENT
-from audiopipe.ledger import DEFERRED, SendKey, SqliteLedger
+from audiopipe.campaign.batch import ST_ALREADY, ST_FAILED, ST_SENT
+from audiopipe.campaign.ledger import DEFERRED, SendKey, SqliteLedger
 from test_batch import TOKEN, contacts_for, folder, ledger, run, settings, write_csv  # noqa: F401
 
 SANDBOX_RESTARTS = True
@@ -67,7 +67,7 @@ def test_status_exit_codes_for_deferred_and_in_flight(tmp_path):
 
 
 def test_report_has_sizes(tmp_path, folder, make_sandbox, ledger, settings):
-    from audiopipe.report import write_report
+    from audiopipe.campaign.report import write_report
 
     sb = make_sandbox()
     result = run(sb, settings(folder, write_csv(tmp_path / "c.csv", "contact", contacts_for(1))), ledger)

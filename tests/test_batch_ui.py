@@ -29,7 +29,7 @@ from typing import Callable
 
 import pytest
 
-from audiopipe.sandbox import Faults, Sandbox
+from audiopipe.sandbox.app import Faults, Sandbox
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -384,10 +384,10 @@ def test_run_batch_stopped_by_a_real_sigint_hands_back_what_it_did(tmp_path, aud
     """The library's side of the Ctrl-C above: BatchInterrupted (a KeyboardInterrupt) carries a row
     for every message, sent ones as the sandbox stored them and the rest not_sent, and the progress
     callback never counted what the stop left undone."""
-    from audiopipe.batch import BatchInterrupted, BatchSettings, run_batch
-    from audiopipe.client import LancepilotClient
-    from audiopipe.ledger import SENT, SqliteLedger
-    from audiopipe.prepare import PrepareSettings
+    from audiopipe.campaign.batch import BatchInterrupted, BatchSettings, run_batch
+    from audiopipe.send.client import LancepilotClient
+    from audiopipe.campaign.ledger import SENT, SqliteLedger
+    from audiopipe.preparation.pipeline import PrepareSettings
 
     sb = make_sandbox(faults=Faults(latency=1.0))
     folder = tmp_path / "in"
@@ -426,7 +426,7 @@ def test_run_batch_stopped_by_a_real_sigint_hands_back_what_it_did(tmp_path, aud
 def test_problem_lines_group_count_and_limit():
     """The grouping itself (a pure function): a group of one keeps the row's own line, a group
     names what its rows share and samples what differs, and past 20 groups the rest is counted."""
-    from audiopipe.summary import Problem, problem_lines
+    from audiopipe.campaign.summary import Problem, problem_lines
 
     def row(kind: str, message: str, line: int, contact: str, file: str) -> Problem:
         return Problem(kind, message, f"line {line}: {contact} {file}",

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from audiopipe.encode import encode, encode_timeout
+from audiopipe.preparation.encode import encode, encode_timeout
 from audiopipe.errors import InputError, LimitExceeded, UsageError
-from audiopipe.formats import FORMATS
-from audiopipe.plan import plan
-from audiopipe.prepare import prepare_file
-from audiopipe.probe import media_info_from_json, probe, reading_timeout
+from audiopipe.preparation.formats import FORMATS
+from audiopipe.preparation.plan import plan
+from audiopipe.preparation.pipeline import prepare_file
+from audiopipe.preparation.probe import media_info_from_json, probe, reading_timeout
 from audiopipe.runner import ChildLimits, run
 from helpers import files_in, settings
 

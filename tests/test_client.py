@@ -27,12 +27,12 @@ from typing import Any
 import pytest
 import requests
 
-from audiopipe.client import (MAX_REDIRECTS, LancepilotClient, RetryPolicy, SentMessage,
+from audiopipe.send.client import (MAX_REDIRECTS, LancepilotClient, RetryPolicy, SentMessage,
                               parse_retry_after)
 from audiopipe.errors import (AuthError, ConnectFailed, GaveUp, OutcomeUnknown, RateLimited,
                               RefusedError, SendError, UsageError)
-from audiopipe.sandbox import Faults, Sandbox, SandboxConfig
-from audiopipe.sniff import sniff
+from audiopipe.sandbox.app import Faults, Sandbox, SandboxConfig
+from audiopipe.preparation.sniff import sniff
 from helpers import CONTACT, MAX_BYTES, MIMES_MSG, SIZE_MSG, WS
 
 pytestmark = pytest.mark.timeout(60)
@@ -584,7 +584,7 @@ def test_token_canary_never_appears(make_sandbox, make_client, make_recorder, au
     old_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
-    for name in ("urllib3", "audiopipe", "audiopipe.client"):
+    for name in ("urllib3", "audiopipe", "audiopipe.send.client"):
         logging.getLogger(name).setLevel(logging.DEBUG)
     caplog.set_level(logging.DEBUG)
     texts: list[str] = []
@@ -749,7 +749,7 @@ _MEASURE = """
 import json, sys, tracemalloc
 from pathlib import Path
 import requests
-from audiopipe.client import LancepilotClient
+from audiopipe.send.client import LancepilotClient
 mode, base, token, ws, contact, path = sys.argv[1:]
 client = LancepilotClient(token=token, base_url=base, read_timeout=60)
 tracemalloc.start()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from audiopipe.contacts import read_contacts, safe_path
+from audiopipe.campaign.contacts import read_contacts, safe_path
 from audiopipe.errors import UsageError
 
 WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"

@@ -32,8 +32,8 @@ from typing import Any
 
 import pytest
 
-from audiopipe.ledger import DEFERRED, FAILED, SENDING, SENT, UNKNOWN, SqliteLedger
-from audiopipe.sandbox import Faults, Sandbox, SandboxConfig
+from audiopipe.campaign.ledger import DEFERRED, FAILED, SENDING, SENT, UNKNOWN, SqliteLedger
+from audiopipe.sandbox.app import Faults, Sandbox, SandboxConfig
 
 pytestmark = pytest.mark.timeout(150)
 

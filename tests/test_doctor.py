@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import pytest
 
-from audiopipe.ledger import SqliteLedger
+from audiopipe.campaign.ledger import SqliteLedger
 from audiopipe.runner import audio_encoders
 
 pytestmark = pytest.mark.timeout(60)

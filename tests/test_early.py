@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from audiopipe.client import LancepilotClient
+from audiopipe.send.client import LancepilotClient
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -186,7 +186,7 @@ def test_a_signal_during_the_token_check_says_nothing_was_done(tmp_path: Path, f
     import signal
     import time
 
-    from audiopipe.sandbox import Faults
+    from audiopipe.sandbox.app import Faults
 
     sb = make_sandbox(faults=Faults(latency=30))  # the check hangs: an answer that is slow to come
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}

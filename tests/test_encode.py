@@ -16,12 +16,12 @@ from pathlib import Path
 import magic
 import pytest
 
-from audiopipe.encode import encode, verify
+from audiopipe.preparation.encode import encode, verify
 from audiopipe.errors import FFmpegError, PrepareError, ToolMissingError
-from audiopipe.formats import FORMATS
-from audiopipe.plan import plan
-from audiopipe.prepare import PrepareSettings, prepare_file
-from audiopipe.probe import probe
+from audiopipe.preparation.formats import FORMATS
+from audiopipe.preparation.plan import plan
+from audiopipe.preparation.pipeline import PrepareSettings, prepare_file
+from audiopipe.preparation.probe import probe
 from audiopipe.runner import audio_encoders
 from helpers import files_in, settings
 

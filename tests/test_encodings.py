@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from audiopipe.contacts import read_contacts
+from audiopipe.campaign.contacts import read_contacts
 from audiopipe.errors import UsageError
 
 pytestmark = pytest.mark.timeout(120)

@@ -17,12 +17,12 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from audiopipe import contacts as contacts_module
+from audiopipe.campaign import contacts as contacts_module
 from audiopipe.console import safe
-from audiopipe.contacts import read_contacts
+from audiopipe.campaign.contacts import read_contacts
 from audiopipe.errors import UsageError
-from audiopipe.report import escape_cell
-from audiopipe.sandbox import Sandbox
+from audiopipe.campaign.report import escape_cell
+from audiopipe.sandbox.app import Sandbox
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -492,7 +492,7 @@ def test_server_text_in_the_report_has_its_control_characters_escaped(tmp_path: 
     """A message id or a refusal reason comes from the server: in the report, as on the terminal, an
     escape sequence or a right-to-left override is written out, never raw. The CSV's own columns are
     the user's data and are kept as they are."""
-    from audiopipe.report import write_report
+    from audiopipe.campaign.report import write_report
 
     row = {"contact": PEOPLE[0], "status": "sent", "message_id": "evil-\x1b[31mRED\u202eabc",
            "error": "bad\x07bell", "note": "two\nlines"}

@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from audiopipe.cli import cli
+from audiopipe.cli.app import cli
 from helpers import command_lines, unknown_options
 
 

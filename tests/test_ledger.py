@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from audiopipe.errors import AudiopipeError
-from audiopipe.ledger import (DEFERRED, FAILED, MARKER_NAME, PENDING, SENDING, SENT, STATES, UNKNOWN,
+from audiopipe.campaign.ledger import (DEFERRED, FAILED, MARKER_NAME, PENDING, SENDING, SENT, STATES, UNKNOWN,
                               LedgerIdentity, LedgerIOError, LedgerLocked, LedgerRefused, NotResolvable,
                               PlannedSend, SendKey, SqliteLedger,
                               WorkMarker, default_state_path)
@@ -223,7 +223,7 @@ def test_other_ledger_files_do_not_share_a_lock(tmp_path):
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from audiopipe.ledger import SqliteLedger, SendKey
+    from audiopipe.campaign.ledger import SqliteLedger, SendKey
     led = SqliteLedger(sys.argv[1])
     led.acquire()
     if sys.argv[2] == "begin":
@@ -378,7 +378,7 @@ def test_a_new_ledger_has_a_random_id_that_stays(path, tmp_path):
 
 
 def test_runs_that_create_one_ledger_at_once_share_it(path):
-    code = "import sys; from audiopipe.ledger import SqliteLedger; print(SqliteLedger(sys.argv[1]).ledger_id)"
+    code = "import sys; from audiopipe.campaign.ledger import SqliteLedger; print(SqliteLedger(sys.argv[1]).ledger_id)"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
              for _ in range(4)]
     ids = {p.communicate(timeout=30)[0].strip() for p in procs}

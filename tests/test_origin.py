@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from audiopipe.client import LancepilotClient, RetryPolicy
+from audiopipe.send.client import LancepilotClient, RetryPolicy
 from audiopipe.errors import ConnectFailed, OutcomeUnknown, RefusedError, SendError, UsageError
-from audiopipe.ledger import SqliteLedger
+from audiopipe.campaign.ledger import SqliteLedger
 from helpers import CONTACT, WS
 
 pytestmark = pytest.mark.timeout(60)
@@ -500,7 +500,7 @@ def test_cli_connection_error_is_one_plain_line(tmp_path, audio_dir):
 def test_an_empty_base_url_variable_is_refused_not_taken_for_the_real_api(
         value: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A script whose variable came out blank must not send its (sandbox, staging) token to production."""
-    from audiopipe.client import LancepilotClient
+    from audiopipe.send.client import LancepilotClient
     from audiopipe.errors import UsageError
 
     monkeypatch.setenv("LANCEPILOT_BASE_URL", value)

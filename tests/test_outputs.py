@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from audiopipe.cache import Cache
+from audiopipe.preparation.cache import Cache
 from audiopipe.errors import OutputClash, OutputError
-from audiopipe.outputs import Protected, place, stage
-from audiopipe.prepare import PrepareSettings, collect_inputs, prepare_file, prepare_many
-from audiopipe.report import check_report_path, write_report
+from audiopipe.preparation.outputs import Protected, place, stage
+from audiopipe.preparation.pipeline import PrepareSettings, collect_inputs, prepare_file, prepare_many
+from audiopipe.campaign.report import check_report_path, write_report
 from helpers import CONTACT, WS, files_in, settings
 
 REAL_FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
@@ -167,7 +167,7 @@ def test_a_split_part_name_that_is_an_input_is_refused(long_ogg: Path, tmp_path:
 
 
 def test_the_library_protects_python_callers_too(rec: Path, tmp_path: Path) -> None:
-    from audiopipe.segment import prepare
+    from audiopipe.preparation.segment import prepare
 
     before = hashes(*rec.iterdir())
     with pytest.raises(OutputClash):
@@ -252,7 +252,7 @@ def test_a_pydub_segment_does_not_replace_a_file_named_segment(tmp_path: Path) -
     from pydub import AudioSegment
     from pydub.generators import Sine
 
-    from audiopipe.segment import prepare
+    from audiopipe.preparation.segment import prepare
 
     seg: AudioSegment = Sine(440).to_audio_segment(duration=1000)
     (tmp_path / "segment.ogg").write_bytes(UNRELATED)
@@ -393,7 +393,7 @@ def test_report_onto_a_recording_a_link_to_the_csv_or_the_ledger_is_refused(rec:
     if target == "audio":
         report = rec / "song.mp3"
     elif target == "ledger":
-        from audiopipe.ledger import SqliteLedger
+        from audiopipe.campaign.ledger import SqliteLedger
 
         SqliteLedger(ledger).close()
         report = ledger

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from audiopipe.encode import build_argv
-from audiopipe.formats import AMR_STEPS, FORMATS, MP3_STEPS
-from audiopipe.plan import (
+from audiopipe.preparation.encode import build_argv
+from audiopipe.preparation.formats import AMR_STEPS, FORMATS, MP3_STEPS
+from audiopipe.preparation.plan import (
     HEADROOM,
     DoesNotFit,
     EncodePlan,
@@ -22,7 +22,7 @@ from audiopipe.plan import (
     plan,
     replan,
 )
-from audiopipe.probe import AudioStream, MediaInfo
+from audiopipe.preparation.probe import AudioStream, MediaInfo
 
 OGG, MP3, M4A, AAC, AMR = (FORMATS[n] for n in ("ogg", "mp3", "m4a", "aac", "amr"))
 

@@ -24,12 +24,12 @@ from typing import Any, Callable, Iterator
 import pytest
 from click.testing import CliRunner
 
-from audiopipe.batch import BatchSettings, run_batch
-from audiopipe.cli import cli as main_cli
-from audiopipe.client import LancepilotClient
-from audiopipe.ledger import DEFERRED, PENDING, SENT, UNKNOWN, SqliteLedger
-from audiopipe.prepare import PrepareSettings
-from audiopipe.sandbox import Faults, Sandbox
+from audiopipe.campaign.batch import BatchSettings, run_batch
+from audiopipe.cli.app import cli as main_cli
+from audiopipe.send.client import LancepilotClient
+from audiopipe.campaign.ledger import DEFERRED, PENDING, SENT, UNKNOWN, SqliteLedger
+from audiopipe.preparation.pipeline import PrepareSettings
+from audiopipe.sandbox.app import Faults, Sandbox
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -408,7 +408,7 @@ def test_resolve_while_a_batch_holds_the_ledger_exits_6(tmp_path, folder, state,
 
 
 def test_resolving_a_part_that_waits_behind_an_unknown_one_names_the_part_to_resolve(state):
-    from audiopipe.ledger import PlannedSend, SendKey
+    from audiopipe.campaign.ledger import PlannedSend, SendKey
 
     (contact,) = people(1)
     keys = [SendKey("default", WS, contact, "ab" * 32, p) for p in (1, 2, 3)]

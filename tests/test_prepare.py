@@ -17,10 +17,10 @@ from pathlib import Path
 import magic
 import pytest
 
-from audiopipe import formats
+from audiopipe.preparation import formats
 from audiopipe.errors import FFmpegError, InputError, PrepareError
-from audiopipe.plan import DoesNotFit, MPEG1_RATES, MPEG2_RATES, MPEG25_RATES
-from audiopipe.prepare import (
+from audiopipe.preparation.plan import DoesNotFit, MPEG1_RATES, MPEG2_RATES, MPEG25_RATES
+from audiopipe.preparation.pipeline import (
     PrepareOutcome,
     PrepareSettings,
     collect_inputs,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from audiopipe.errors import InputError
-from audiopipe.probe import MediaInfo, media_info_from_json, probe
+from audiopipe.preparation.probe import MediaInfo, media_info_from_json, probe
 
 MP4_FAMILY = "mov,mp4,m4a,3gp,3g2,mj2"
 

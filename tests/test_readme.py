@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import pytest
 
-from audiopipe.cli import cli
+from audiopipe.cli.app import cli
 from helpers import command_lines, unknown_options
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
@@ -94,7 +94,7 @@ def test_debug_and_verbose_go_before_the_command_as_the_readme_says() -> None:
 
 
 def test_the_report_statuses_are_the_batchs() -> None:
-    from audiopipe.batch import STATUSES
+    from audiopipe.campaign.batch import STATUSES
 
     said = re.search(r"Status is (.*?)\. A CSV column", PROSE)
     assert said
@@ -108,7 +108,7 @@ def test_the_settings_the_readme_lists_are_the_codes(monkeypatch: pytest.MonkeyP
 
     table = README.split("### Configuration", 1)[1].split("###", 1)[0]
     listed = set(re.findall(r"\b((?:AUDIOPIPE|LANCEPILOT)_[A-Z_]+)", table))
-    source = "\n".join(p.read_text() for p in Path(audiopipe.__file__).parent.glob("*.py"))
+    source = "\n".join(p.read_text() for p in Path(audiopipe.__file__).parent.rglob("*.py"))
     in_code = set(re.findall(r"(?<![\w])((?:AUDIOPIPE|LANCEPILOT)_[A-Z_]+)", source))
     assert in_code - listed == set(), "read by the code, missing from the README's table"
     for name in listed - in_code:  # built at run time: AUDIOPIPE_<TOOL>

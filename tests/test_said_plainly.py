@@ -27,8 +27,8 @@ from typing import Callable
 
 import pytest
 
-from audiopipe.encode import progress_reader
-from audiopipe.prepare import EncodeProgress, PrepareSettings, prepare_file
+from audiopipe.preparation.encode import progress_reader
+from audiopipe.preparation.pipeline import EncodeProgress, PrepareSettings, prepare_file
 from audiopipe.runner import Interrupted, run_child, stop_children
 
 pytestmark = pytest.mark.timeout(180)

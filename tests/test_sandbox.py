@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from audiopipe.errors import UsageError
-from audiopipe.sandbox import Faults, Sandbox, SandboxConfig, load_contacts, serve
-from audiopipe.sniff import sniff
+from audiopipe.sandbox.app import Faults, Sandbox, SandboxConfig, load_contacts, serve
+from audiopipe.preparation.sniff import sniff
 from helpers import CONTACT, MAX_BYTES, MIMES_MSG, SIZE_MSG, WS
 
 pytestmark = pytest.mark.timeout(60)

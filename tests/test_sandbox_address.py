@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from audiopipe.listen import reach
+from audiopipe.sandbox.listen import reach
 
 TOKEN = "address-test-token"
 

@@ -10,8 +10,9 @@ from pydub import AudioSegment
 from pydub.generators import Sine
 
 import audiopipe
-from audiopipe import PrepareSettings, prepare, to_segment
-from audiopipe.sniff import sniff
+from audiopipe import PrepareSettings, to_segment
+from audiopipe.preparation import pipeline as prepare
+from audiopipe.preparation.sniff import sniff
 
 
 def test_prepare_accepts_an_audio_segment(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from audiopipe.sandbox import Faults
+from audiopipe.sandbox.app import Faults
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -201,7 +201,7 @@ def test_debug_output_never_shows_the_token(make_sandbox, send, audio_dir, case,
 
     assert done.returncode == expected, done.stderr
     assert sandbox.request_count == 1  # the canary did go out
-    assert "DEBUG audiopipe.client: POST http://127.0.0.1" in done.stderr  # debug logging was on
+    assert "DEBUG audiopipe.send.client: POST http://127.0.0.1" in done.stderr  # debug logging was on
     assert "Traceback" in done.stderr  # --debug shows it; it must not carry the token either
     assert CANARY not in done.stdout + done.stderr
     assert CANARY.split("-")[1] not in done.stdout + done.stderr

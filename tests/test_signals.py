@@ -201,7 +201,7 @@ def test_batch_stops_promptly_while_preparing(sig, tmp_path, env, long_dir, make
 def test_batch_finishes_the_sends_in_flight_unless_signalled_again(tmp_path, env, audio_dir, make_sandbox):
     """The first SIGTERM lets the upload in flight finish (so the ledger knows its outcome); a second
     one is the user's "now": it stops at once, and still leaves no work folder behind."""
-    from audiopipe.sandbox import Faults
+    from audiopipe.sandbox.app import Faults
 
     sb = make_sandbox(faults=Faults(latency=20))
     env["LANCEPILOT_BASE_URL"] = sb.url

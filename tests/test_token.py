@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from audiopipe.client import LancepilotClient, load_token
+from audiopipe.send.client import LancepilotClient, load_token
 from audiopipe.errors import AuthError, UsageError
 
 TOKEN = "token-test"

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .runner import ffmpeg_base, run
+from audiopipe.runner import ffmpeg_base, run
 
 WORKSPACE = "6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b"
 CONTACTS = [

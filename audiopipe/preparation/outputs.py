@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Union
 
-from .cache import file_sha256
-from .encode import temp_path_for
-from .errors import OutputClash, OutputError, os_reason
-from .formats import FORMATS
-from .scratch import discard
+from audiopipe.preparation.cache import file_sha256
+from audiopipe.preparation.encode import temp_path_for
+from audiopipe.errors import OutputClash, OutputError, os_reason
+from audiopipe.preparation.formats import FORMATS
+from audiopipe.scratch import discard
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import ToolMissingError, UsageError
-from .runner import audio_encoders
+from audiopipe.errors import ToolMissingError, UsageError
+from audiopipe.runner import audio_encoders
 
 LOSSLESS_CODECS = frozenset({
     "flac", "alac", "wavpack", "tta", "ape", "mlp", "truehd", "shorten", "als",

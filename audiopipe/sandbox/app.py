@@ -22,7 +22,7 @@ Use it in-process::
         assert len(sb.messages()) == 1
 
 or from the CLI through :func:`serve` / :func:`run_forever`. This module never prints; it logs to the
-``audiopipe.sandbox`` logger, and never logs the token.
+``audiopipe.sandbox.app`` logger, and never logs the token.
 """
 
 from __future__ import annotations
@@ -66,9 +66,9 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
-from .errors import UsageError
-from .smallfile import SmallFileError, read_small_file
-from .sniff import ALLOWED_EXTENSIONS, MIME_FIRST_EXTENSION, sniff
+from audiopipe.errors import UsageError
+from audiopipe.smallfile import SmallFileError, read_small_file
+from audiopipe.preparation.sniff import ALLOWED_EXTENSIONS, MIME_FIRST_EXTENSION, sniff
 
 __all__ = [
     "Faults",

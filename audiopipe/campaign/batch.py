@@ -20,18 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from .cache import file_sha256
-from .client import RetryPolicy, SentMessage
-from .contacts import ContactList, ContactRow, read_contacts
-from .errors import (AuthError, ConnectFailed, InputError, OutcomeUnknown, RateLimited, RefusedError,
+from audiopipe.preparation.cache import file_sha256
+from audiopipe.send.client import RetryPolicy, SentMessage
+from audiopipe.campaign.contacts import ContactList, ContactRow, read_contacts
+from audiopipe.errors import (AuthError, ConnectFailed, InputError, OutcomeUnknown, RateLimited, RefusedError,
                      SendError, UsageError, os_reason)
-from .ledger import (DEFERRED, FAILED, PENDING, SENT, UNKNOWN, Ledger, PlannedSend, SendKey, WorkLock, WorkMarker,
+from audiopipe.campaign.ledger import (DEFERRED, FAILED, PENDING, SENT, UNKNOWN, Ledger, PlannedSend, SendKey, WorkLock, WorkMarker,
                      campaign_name, check_campaign_case,
                      default_state_path, open_batch_ledger)
-from .report import extra_column_name
-from .resolve import resolve_hint
-from .scratch import temp_dir
-from .prepare import (InputItem, OutputFile, PrepareOutcome, PrepareSettings, collect_inputs,
+from audiopipe.campaign.report import extra_column_name
+from audiopipe.campaign.resolve import resolve_hint
+from audiopipe.scratch import temp_dir
+from audiopipe.preparation.pipeline import (InputItem, OutputFile, PrepareOutcome, PrepareSettings, collect_inputs,
                       prepare_many)
 
 log = logging.getLogger(__name__)
@@ -270,7 +270,7 @@ def run_batch(settings: BatchSettings, *, sender: Sender | None, ledger: Ledger 
               progress: ProgressCallback | None = None, retry: RetryPolicy | None = None,
               work_dir: Path | None = None, state_path: Path | None = None,
               preflight: Callable[[ContactList], None] | None = None) -> BatchResult:
-    """Run one batch. ``sender`` is a :class:`~audiopipe.client.LancepilotClient` (or anything with
+    """Run one batch. ``sender`` is a :class:`~audiopipe.send.client.LancepilotClient` (or anything with
     ``send_once``); it may be None for a dry run. Without ``ledger`` the one at ``state_path`` (or the
     default) is opened. Returns one result per (row, file, part).
 

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import FFmpegError, InputError, LimitExceeded, os_reason
-from .runner import ffmpeg_base, ffprobe_base, run, telling_line
+from audiopipe.errors import FFmpegError, InputError, LimitExceeded, os_reason
+from audiopipe.runner import ffmpeg_base, ffprobe_base, run, telling_line
 
 # Demuxers audiopipe will open. Anything else (hls, concat, image2, data URIs...) is refused.
 INPUT_FORMATS = (

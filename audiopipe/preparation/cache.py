@@ -19,8 +19,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .errors import os_reason
-from .scratch import discard, new_dir
+from audiopipe.errors import os_reason
+from audiopipe.scratch import discard, new_dir
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
-from .summary import ledger_problem, problem_lines
-from .ledger import (DEFERRED, FAILED, PENDING, SENDING, SENT, UNKNOWN, LedgerRow, SqliteLedger,
+from audiopipe.errors import UsageError
+from audiopipe.campaign.summary import ledger_problem, problem_lines
+from audiopipe.campaign.ledger import (DEFERRED, FAILED, PENDING, SENDING, SENT, UNKNOWN, LedgerRow, SqliteLedger,
                      default_state_path)
 
 SHOWN = (SENT, PENDING, DEFERRED, "blocked", UNKNOWN, FAILED, SENDING)  # the order counts are shown in

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import AudiopipeError, ToolMissingError, UsageError
-from .formats import FORMATS, get_format
+from audiopipe.errors import AudiopipeError, ToolMissingError, UsageError
+from audiopipe.preparation.formats import FORMATS, get_format
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 EXIT_CODES = {OK: 0, WARN: 1, FAIL: 2}
@@ -48,8 +48,8 @@ def require_tools(fmt: str) -> None:
 
     The encoder is required even when every file might go as it is: finding out after a folder was
     prepared that the rest cannot be is what this check is for."""
-    from .runner import find_tool
-    from .sniff import sniff_mime_buffer
+    from audiopipe.runner import find_tool
+    from audiopipe.preparation.sniff import sniff_mime_buffer
 
     find_tool("ffmpeg")
     find_tool("ffprobe")
@@ -65,7 +65,7 @@ def _first_line_version(text: str) -> str:
 
 
 def check_tool(name: str) -> Check:
-    from .runner import find_tool, run
+    from audiopipe.runner import find_tool, run
 
     try:
         path = find_tool(name)
@@ -79,7 +79,7 @@ def check_tool(name: str) -> Check:
 
 def check_encoders(chosen: str) -> list[Check]:
     """The chosen format's encoder (fail when missing), and one line on what the others can use."""
-    from .runner import audio_encoders
+    from audiopipe.runner import audio_encoders
 
     try:
         have = audio_encoders()
@@ -99,7 +99,7 @@ def check_encoders(chosen: str) -> list[Check]:
 
 
 def check_libmagic() -> Check:
-    from .sniff import sniff_mime_buffer
+    from audiopipe.preparation.sniff import sniff_mime_buffer
 
     try:
         mime = sniff_mime_buffer(_OPUS_HEAD)
@@ -132,14 +132,14 @@ def _writable_folder(folder: Path) -> tuple[bool, str]:
         os.close(fd)
         os.unlink(name)
     except OSError as exc:
-        from .errors import os_reason
+        from audiopipe.errors import os_reason
 
         return False, f"{probe}: {os_reason(exc)}"
     return True, ""
 
 
 def check_ledger(path: Path) -> Check:
-    from .ledger import SqliteLedger
+    from audiopipe.campaign.ledger import SqliteLedger
 
     if not path.exists():
         ok, why = _writable_folder(path.parent)
@@ -163,7 +163,7 @@ def check_ledger(path: Path) -> Check:
 
 
 def check_cache() -> Check:
-    from .cache import Cache
+    from audiopipe.preparation.cache import Cache
 
     cache = Cache()
     ok, why = _writable_folder(cache.root)
@@ -172,7 +172,7 @@ def check_cache() -> Check:
                                     "preparing every file again; set AUDIOPIPE_CACHE_DIR")
     if not cache.root.exists():
         return Check("cache", OK, f"{cache.root} (empty; made when first used)")
-    from .console import human_size
+    from audiopipe.console import human_size
 
     entries, size = cache.usage()
     return Check("cache", OK, f"{cache.root}: writable, {entries} result(s), {human_size(size)} "
@@ -181,7 +181,7 @@ def check_cache() -> Check:
 
 def check_base_url(base_url: str | None, where: str) -> Check:
     """``base_url`` as a run reads it; ``where`` it came from (--base-url, LANCEPILOT_BASE_URL)."""
-    from .client import DEFAULT_BASE_URL, configured_base_url, parse_base_url
+    from audiopipe.send.client import DEFAULT_BASE_URL, configured_base_url, parse_base_url
 
     try:
         base_url = base_url or configured_base_url()
@@ -197,7 +197,7 @@ def check_base_url(base_url: str | None, where: str) -> Check:
 
 
 def check_token_setting(token_file: Path | None) -> Check:
-    from .client import load_token, token_setting
+    from audiopipe.send.client import load_token, token_setting
 
     try:
         raw, _ = token_setting(None, token_file)
@@ -215,7 +215,7 @@ def check_online(base_url: str | None, token_file: Path | None, workspace: str |
                  contact: str | None) -> Check:
     """The token check against the server: with a real workspace and contact when given, otherwise
     on a made-up contact, which cannot receive a message at all."""
-    from .client import LancepilotClient
+    from audiopipe.send.client import LancepilotClient
 
     made_up = not (workspace and contact)
     ws, ct = (str(uuid.uuid4()), str(uuid.uuid4())) if made_up else (workspace, contact)

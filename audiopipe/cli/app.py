@@ -24,22 +24,28 @@ from typing import Any, Callable, NoReturn
 import click
 from click.core import ParameterSource
 
-from . import __version__, render, runner, scratch
-from .bars import BatchBars
-from .console import bars_enabled, human_duration, human_size, progress_bar, safe, say, setup_logging
-from .doctor import require_tools
-from .errors import (AudiopipeError, AuthError, ConnectFailed, FFmpegError, GaveUp, OutcomeUnknown, OutputError,
+from audiopipe import __version__
+
+from audiopipe.cli import render
+
+from audiopipe import runner
+
+from audiopipe import scratch
+from audiopipe.cli.bars import BatchBars
+from audiopipe.console import bars_enabled, human_duration, human_size, progress_bar, safe, say, setup_logging
+from audiopipe.cli.doctor import require_tools
+from audiopipe.errors import (AudiopipeError, AuthError, ConnectFailed, FFmpegError, GaveUp, OutcomeUnknown, OutputError,
                      PrepareError, RefusedError, SendError, TokenRefused, ToolMissingError, UsageError,
                      os_error_line)
-from .formats import FORMAT_NAMES
-from .outputs import Protected
-from .plan import DoesNotFit
-from .prepare import (OVERFLOW_CHOICES, PrepareOutcome, PrepareSettings, acceptable, check_output_folder,
+from audiopipe.preparation.formats import FORMAT_NAMES
+from audiopipe.preparation.outputs import Protected
+from audiopipe.preparation.plan import DoesNotFit
+from audiopipe.preparation.pipeline import (OVERFLOW_CHOICES, PrepareOutcome, PrepareSettings, acceptable, check_output_folder,
                       collect_inputs, find_inputs, prepare_many)
-from .probe import probe
-from .sniff import sniff
-from .summary import PROBLEM_STATUSES, batch_lines, failure_line, interrupted_after, problem_groups_json
-from .units import parse_bitrate, parse_size
+from audiopipe.preparation.probe import probe
+from audiopipe.preparation.sniff import sniff
+from audiopipe.campaign.summary import PROBLEM_STATUSES, batch_lines, failure_line, interrupted_after, problem_groups_json
+from audiopipe.units import parse_bitrate, parse_size
 
 log = logging.getLogger(__name__)
 
@@ -495,8 +501,8 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
     Exit status: 0 sent; 1 refused by the server (404/413/422) or not preparable;
     2 usage; 3 authentication; 4 outcome unknown; 5 not sent after retries.
     """
-    from .client import RetryPolicy, check_uuid
-    from .prepare import prepare_file
+    from audiopipe.send.client import RetryPolicy, check_uuid
+    from audiopipe.preparation.pipeline import prepare_file
 
     check_uuid(workspace, "--workspace")
     check_uuid(contact, "--contact")
@@ -506,7 +512,7 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
         raise UsageError("give either an INPUT file or --url, not both")
     if url is not None and not url.lower().startswith(("http://", "https://")):
         raise UsageError(f"--url {url!r} must be an http(s) URL")
-    from .client import LancepilotClient, SentMessage
+    from audiopipe.send.client import LancepilotClient, SentMessage
 
     sent: list[SentMessage] = []
     described: list[dict[str, Any]] = []
@@ -681,10 +687,10 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     5 some not sent yet (rate limits, connection): the next run sends them;
     6 another run holds the ledger.
     """
-    from .batch import BatchInterrupted, BatchSettings, run_batch
-    from .client import LancepilotClient
-    from .ledger import LedgerLocked
-    from .report import check_report_path
+    from audiopipe.campaign.batch import BatchInterrupted, BatchSettings, run_batch
+    from audiopipe.send.client import LancepilotClient
+    from audiopipe.campaign.ledger import LedgerLocked
+    from audiopipe.campaign.report import check_report_path
 
     settings = BatchSettings(
         folder=folder, contacts=contacts_csv, workspace=workspace, campaign=campaign,
@@ -700,7 +706,7 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     report_protect = None
     if report_path:  # find out now, not after every message has gone out
         check_output_folder(report_path.parent, f"cannot write the report {report_path}")
-        from .ledger import default_state_path
+        from audiopipe.campaign.ledger import default_state_path
 
         report_protect = _batch_files(folder, contacts_csv, state_path or default_state_path(), token_file,
                                       inputs=os.path.lexists(report_path))
@@ -741,7 +747,7 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
 
 def _campaign_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """The campaign as the batch recorded it (see campaign_name)."""
-    from .ledger import campaign_name
+    from audiopipe.campaign.ledger import campaign_name
 
     try:
         return None if value is None else campaign_name(value)
@@ -753,7 +759,7 @@ def _batch_files(folder: Path, contacts_csv: Path, state_file: Path, token_file:
                  inputs: bool) -> Protected:
     """What the report must never replace: the contacts, the ledger (and SQLite's files beside it),
     the token file and, when ``inputs`` (a file is already at the report's path), the recordings."""
-    from .ledger import MARKER_NAME, WORK_LOCK_NAME
+    from audiopipe.campaign.ledger import MARKER_NAME, WORK_LOCK_NAME
 
     files: list[tuple[Path, str]] = [(contacts_csv, "the contacts CSV")]
     files += [(Path(f"{state_file}{suffix}"), "the ledger") for suffix in ("", "-wal", "-shm", "-journal")]
@@ -778,7 +784,7 @@ def _batch_finish(result: Any, report_path: Path | None, as_json: bool, campaign
                   verbose: bool, interrupted: bool = False, *, protect: Any = None, overwrite: bool = False,
                   folder: Path | None = None) -> None:
     """What was cut, the report and the summary, for a whole run or for what an interrupted one did."""
-    from .report import write_report
+    from audiopipe.campaign.report import write_report
 
     for outcome in result.prepared:  # what was cut: one line a file, however many contacts get it
         shown = render.name_in(folder, outcome.source) if folder is not None else outcome.source
@@ -848,7 +854,7 @@ def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> 
     5 some not sent yet (pending, deferred, blocked or in flight);
     0 everything planned was sent.
     """
-    from .status import LIST_LIMIT, read_status
+    from audiopipe.campaign.status import LIST_LIMIT, read_status
 
     status = read_status(state_path, campaign, limit=None if as_json else LIST_LIMIT + 1)
     if as_json:
@@ -904,8 +910,8 @@ def resolve_cmd(state_path: Path | None, campaign: str | None, workspace: str | 
     Exit status: 0 resolved (or nothing unknown with --all-unknown); 2 the
     send is not unknown, or is not named clearly; 6 a batch holds the ledger.
     """
-    from .ledger import LedgerLocked, SqliteLedger, default_state_path
-    from .resolve import Selection, check_selection, resolve_unknown
+    from audiopipe.campaign.ledger import LedgerLocked, SqliteLedger, default_state_path
+    from audiopipe.campaign.resolve import Selection, check_selection, resolve_unknown
 
     if delivered is None:
         raise UsageError("say what you found out: --delivered or --not-delivered")
@@ -943,7 +949,7 @@ def cache_cmd(clear: bool) -> None:
     Preparing a file again with the same settings reuses its cached result. The cache only
     grows: clear it now and then (e.g. monthly from cron); nothing is lost but time.
     """
-    from .cache import Cache
+    from audiopipe.preparation.cache import Cache
 
     cache = Cache()
     if clear:
@@ -990,9 +996,9 @@ def doctor_cmd(fmt: str, state_path: Path | None, base_url: str | None, token_fi
     Exit status: 0 all ok; 1 warnings only (runs work; read them);
     2 something a run needs is missing or wrong.
     """
-    from .client import check_uuid
-    from .doctor import EXIT_CODES, overall, run_checks
-    from .ledger import default_state_path
+    from audiopipe.send.client import check_uuid
+    from audiopipe.cli.doctor import EXIT_CODES, overall, run_checks
+    from audiopipe.campaign.ledger import default_state_path
 
     if contact:
         check_uuid(contact, "--contact")
@@ -1101,8 +1107,8 @@ def sandbox_cmd(host: str, port: int, token: str, data_dir: Path | None, contact
 
     Stops cleanly on Ctrl-C.
     """
-    from .listen import reach, sandbox_banner
-    from .sandbox import API_PREFIX, Faults, SandboxConfig, serve, stored_messages
+    from audiopipe.sandbox.listen import reach, sandbox_banner
+    from audiopipe.sandbox.app import API_PREFIX, Faults, SandboxConfig, serve, stored_messages
 
     data = data_dir or default_sandbox_dir()
     if list_only:

@@ -19,19 +19,19 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .cache import Cache, cache_key, file_sha256
-from .encode import check_decodes_fully, encode, remux, verify
-from .errors import (AudiopipeError, InputError, LimitExceeded, PrepareError, ToolMissingError,
+from audiopipe.preparation.cache import Cache, cache_key, file_sha256
+from audiopipe.preparation.encode import check_decodes_fully, encode, remux, verify
+from audiopipe.errors import (AudiopipeError, InputError, LimitExceeded, PrepareError, ToolMissingError,
                      UsageError, os_reason)
-from .formats import ACCEPTABLE_AS_IS, FORMATS, TargetFormat, get_format
-from .outputs import (OutputGuard, ProtectArg, Protected, Record, as_protected, intact, ownership_key,
+from audiopipe.preparation.formats import ACCEPTABLE_AS_IS, FORMATS, TargetFormat, get_format
+from audiopipe.preparation.outputs import (OutputGuard, ProtectArg, Protected, Record, as_protected, intact, ownership_key,
                       place, read_record, refuse_clashes, stage, write_record)
-from .plan import DoesNotFit, EncodePlan, plan, replan, seconds_that_fit
-from .probe import AudioStream, MediaInfo, check_readable, probe
-from .runner import ffmpeg_version, stop_children
-from .scratch import discard
-from .version import __version__
-from .sniff import sniff
+from audiopipe.preparation.plan import DoesNotFit, EncodePlan, plan, replan, seconds_that_fit
+from audiopipe.preparation.probe import AudioStream, MediaInfo, check_readable, probe
+from audiopipe.runner import ffmpeg_version, stop_children
+from audiopipe.scratch import discard
+from audiopipe.version import __version__
+from audiopipe.preparation.sniff import sniff
 
 log = logging.getLogger(__name__)
 

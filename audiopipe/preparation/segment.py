@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .prepare import PrepareResult, PrepareSettings, prepare_file
+from audiopipe.preparation.pipeline import PrepareResult, PrepareSettings, prepare_file
 
 if TYPE_CHECKING:
     from pydub import AudioSegment

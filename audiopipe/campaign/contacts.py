@@ -20,8 +20,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from .errors import UsageError, os_reason
-from .smallfile import NOT_REGULAR, SmallFileError, read_small_file
+from audiopipe.errors import UsageError, os_reason
+from audiopipe.smallfile import NOT_REGULAR, SmallFileError, read_small_file
 
 log = logging.getLogger(__name__)
 

@@ -28,11 +28,11 @@ from urllib.parse import urlparse
 import requests
 from requests_toolbelt import MultipartEncoder
 
-from .errors import (AuthError, ConnectFailed, GaveUp, OutcomeUnknown, RateLimited, RefusedError,
+from audiopipe.errors import (AuthError, ConnectFailed, GaveUp, OutcomeUnknown, RateLimited, RefusedError,
                      SendError, TokenRefused, UsageError)
-from .formats import FORMATS
-from .origin import AmbiguousURL, CheckedURL, Origin, check_url, redact, resolve_redirect
-from .smallfile import NOT_REGULAR, SmallFileError, read_small_file
+from audiopipe.preparation.formats import FORMATS
+from audiopipe.send.origin import AmbiguousURL, CheckedURL, Origin, check_url, redact, resolve_redirect
+from audiopipe.smallfile import NOT_REGULAR, SmallFileError, read_small_file
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ def _mid_request_reason(exc: BaseException, chain: list[BaseException], host: st
 
 
 def parse_base_url(url: str) -> CheckedURL:
-    """The base URL read once, strictly (see :mod:`audiopipe.origin`); one UsageError line otherwise."""
+    """The base URL read once, strictly (see :mod:`audiopipe.send.origin`); one UsageError line otherwise."""
     try:
         checked = check_url(url, base=True)
     except AmbiguousURL as exc:

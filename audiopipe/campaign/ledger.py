@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
-from .errors import AudiopipeError, UsageError
+from audiopipe.errors import AudiopipeError, UsageError
 
 # States a row can be in.
 PENDING = "pending"     # planned by a run, never attempted: the next run sends it
@@ -663,7 +663,7 @@ class SqliteLedger:
         sent (the next run skips them), the others deferred (the next run sends them). All or
         none, each with an event saying who and when. Returns the rows as they were.
 
-        Call it holding the run lock (see :func:`audiopipe.resolve.resolve_unknown`): a row still
+        Call it holding the run lock (see :func:`audiopipe.campaign.resolve.resolve_unknown`): a row still
         ``sending`` is then a dead run's, as unknown as an ``unknown`` one."""
         now = time.time()
         mark = {"outcome": "delivered" if delivered else "not delivered", "by": by, "at": now,

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ToolMissingError
+from audiopipe.errors import ToolMissingError
 
 ALLOWED_EXTENSIONS = frozenset({"aac", "amr", "mp3", "m4a", "ogg"})
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from .errors import PrepareError
-from .formats import TargetFormat, is_lossless
-from .probe import MediaInfo
+from audiopipe.errors import PrepareError
+from audiopipe.preparation.formats import TargetFormat, is_lossless
+from audiopipe.preparation.probe import MediaInfo
 
 # Aim this far under the budget at the first encode; verify() measures and re-plans anyway.
 HEADROOM = 0.985

@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from .console import safe
-from .errors import AudiopipeError, OutputError
-from .outputs import ProtectArg, as_protected, place, stage
-from .scratch import discard
+from audiopipe.console import safe
+from audiopipe.errors import AudiopipeError, OutputError
+from audiopipe.preparation.outputs import ProtectArg, as_protected, place, stage
+from audiopipe.scratch import discard
 
 # size, format and duration_sent are of the part that went out; source_duration of the whole
 # recording, so a trimmed one shows what was cut (seconds, to the hundredth)

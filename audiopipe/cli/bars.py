@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from .console import progress_bar
+from audiopipe.console import progress_bar
 
 STAGE_NAMES = {"prepare": "preparing", "send": "sending"}
 # tqdm's own rate counts every row; a rerun that only skips rows already sent would show a send
@@ -27,7 +27,7 @@ def _clock(seconds: float) -> str:
 
 
 class BatchBars:
-    """A :data:`audiopipe.batch.ProgressCallback` that draws the bars (when ``enabled``) and calls
+    """A :data:`audiopipe.campaign.batch.ProgressCallback` that draws the bars (when ``enabled``) and calls
     ``on_stage("preparing" | "sending")`` as each stage begins, drawn or not."""
 
     def __init__(self, enabled: bool, on_stage: Callable[[str], None] | None = None) -> None:

@@ -24,8 +24,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import UsageError
-from .ledger import RESOLVABLE, LedgerRow, NotResolvable, SqliteLedger
+from audiopipe.errors import UsageError
+from audiopipe.campaign.ledger import RESOLVABLE, LedgerRow, NotResolvable, SqliteLedger
 
 MESSAGE_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")  # the API's ids are UUIDs; allow any plain token
 
@@ -129,8 +129,8 @@ def resolve_unknown(ledger: SqliteLedger, selection: Selection, *, delivered: bo
                     message_id: str | None = None, note: str | None = None,
                     by: str | None = None) -> list[Resolution]:
     """Settle the unknown sends ``selection`` names, all in one transaction. Takes the run lock for
-    the time it takes (:class:`~audiopipe.ledger.LedgerLocked` when a batch holds it). Raises
-    :class:`~audiopipe.ledger.NotResolvable` for a send that is not unknown, and UsageError for a
+    the time it takes (:class:`~audiopipe.campaign.ledger.LedgerLocked` when a batch holds it). Raises
+    :class:`~audiopipe.campaign.ledger.NotResolvable` for a send that is not unknown, and UsageError for a
     selection that names nothing, or several sends where one was meant."""
     selection = check_selection(selection, delivered=delivered, message_id=message_id, note=note)
     ledger.acquire()

@@ -16,14 +16,14 @@ from typing import Callable
 
 import ffmpeg
 
-from .errors import FFmpegError, InputError, LimitExceeded, PrepareError
-from .formats import TargetFormat
-from .plan import EncodePlan
-from .probe import (MediaInfo, ffmpeg_path_arg, input_options, probe, read_to_end,
+from audiopipe.errors import FFmpegError, InputError, LimitExceeded, PrepareError
+from audiopipe.preparation.formats import TargetFormat
+from audiopipe.preparation.plan import EncodePlan
+from audiopipe.preparation.probe import (MediaInfo, ffmpeg_path_arg, input_options, probe, read_to_end,
                     reading_timeout)
-from .runner import ffmpeg_base, run, telling_line
-from .scratch import discard, part_path
-from .sniff import sniff
+from audiopipe.runner import ffmpeg_base, run, telling_line
+from audiopipe.scratch import discard, part_path
+from audiopipe.preparation.sniff import sniff
 
 LOUDNORM = {"I": -16, "TP": -1.5, "LRA": 11}  # EBU R128, the usual target for speech on phones
 # Wall seconds per second of audio. Measured on a 2-vCPU VM running four times more work than it has

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from .console import human_size
+from audiopipe.console import human_size
 
 SAMPLE = 3        # rows (contacts, files...) named in a group's line
 GROUP_LIMIT = 20  # groups shown without -v

@@ -1,0 +1,1 @@
+"""A local stand-in for the Lancepilot API that checks uploads the way the real server does."""
