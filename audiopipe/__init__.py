@@ -13,23 +13,48 @@ The stages are importable on their own::
 
 from __future__ import annotations
 
-from audiopipe.version import __version__
-
-from audiopipe.errors import (AudiopipeError, FFmpegError, InputError, PrepareError, ToolMissingError,
-                     UsageError)
+from audiopipe.errors import AudiopipeError, FFmpegError, InputError, PrepareError, ToolMissingError, UsageError
 from audiopipe.preparation.formats import FORMATS, TargetFormat
+from audiopipe.preparation.pipeline import (
+                     OutputFile,
+                     PrepareOutcome,
+                     PrepareResult,
+                     PrepareSettings,
+                     collect_inputs,
+                     prepare_file,
+                     prepare_many,
+)
 from audiopipe.preparation.plan import DoesNotFit, EncodePlan, plan
-from audiopipe.preparation.pipeline import (OutputFile, PrepareOutcome, PrepareResult, PrepareSettings, collect_inputs,
-                      prepare_file, prepare_many)
 from audiopipe.preparation.probe import AudioStream, MediaInfo, probe
 from audiopipe.preparation.segment import prepare, to_segment
 from audiopipe.preparation.sniff import Sniff, sniff
+from audiopipe.version import __version__
 
 __all__ = [
-    "__version__",
-    "AudiopipeError", "FFmpegError", "InputError", "PrepareError", "ToolMissingError", "UsageError",
-    "DoesNotFit", "EncodePlan", "plan", "FORMATS", "TargetFormat",
-    "OutputFile", "PrepareOutcome", "PrepareResult", "PrepareSettings", "collect_inputs",
-    "prepare", "prepare_file", "prepare_many", "to_segment",
-    "AudioStream", "MediaInfo", "probe", "Sniff", "sniff",
+                     "FORMATS",
+                     "AudioStream",
+                     "AudiopipeError",
+                     "DoesNotFit",
+                     "EncodePlan",
+                     "FFmpegError",
+                     "InputError",
+                     "MediaInfo",
+                     "OutputFile",
+                     "PrepareError",
+                     "PrepareOutcome",
+                     "PrepareResult",
+                     "PrepareSettings",
+                     "Sniff",
+                     "TargetFormat",
+                     "ToolMissingError",
+                     "UsageError",
+                     "__version__",
+                     "collect_inputs",
+                     "plan",
+                     "prepare",
+                     "prepare_file",
+                     "prepare_many",
+                     "probe",
+                     "sniff",
+                     "to_segment",
 ]

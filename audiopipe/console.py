@@ -55,7 +55,7 @@ class TqdmHandler(logging.Handler):
 class _PlainFormatter(logging.Formatter):
     """``audiopipe: warning: ...``, like the CLI's own error lines, when no -v asked for detail."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+    def formatMessage(self, record: logging.LogRecord) -> str:
         return f"audiopipe: {record.levelname.lower()}: {record.getMessage()}"
 
 

@@ -45,7 +45,7 @@ class LimitExceeded(FFmpegError):
         self.limit = limit
         self.path = str(path) if path else None
 
-    def for_input(self, path: str | Path) -> "LimitExceeded":
+    def for_input(self, path: str | Path) -> LimitExceeded:
         """The same error, naming the input it happened on."""
         return LimitExceeded(self.reason, limit=self.limit, argv=self.argv, stderr=self.stderr,
                              returncode=self.returncode, path=path)

@@ -37,9 +37,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from audiopipe.errors import FFmpegError, LimitExceeded, ToolMissingError, UsageError
 from audiopipe.units import parse_size
@@ -320,7 +320,7 @@ class ChildLimits:
     cpu: int | None     # seconds of CPU time (RLIMIT_CPU)
 
     @classmethod
-    def from_env(cls) -> "ChildLimits":
+    def from_env(cls) -> ChildLimits:
         memory = _env_number(MEMORY_ENV, DEFAULT_MEMORY, _memory, "a size such as 2048 (MiB) or 2GiB")
         cpu = _env_number(CPU_ENV, DEFAULT_CPU_SECONDS, float, "a number of CPU seconds such as 7200")
         return cls(memory=int(memory) if memory else None, cpu=max(1, round(cpu)) if cpu else None)

@@ -545,8 +545,8 @@ def main() -> int:
     ff = ff.splitlines()[0].split(" Copyright")[0] if ff else "ffmpeg ?"
     env_line = f"{platform.machine()}, {os.cpu_count()} vCPUs, Python {platform.python_version()}, {ff}"
     load = f"load average {load0[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
-    batch_cmd = (f"audiopipe batch recordings/ --contacts contacts.csv -w W --state <fresh> --new-ledger "
-                 f"--concurrency C --rate 0 --quiet --json")
+    batch_cmd = ("audiopipe batch recordings/ --contacts contacts.csv -w W --state <fresh> --new-ledger "
+                 "--concurrency C --rate 0 --quiet --json")
     text = (f"`{cmd}` ({'quick run' if args.quick else 'full run'}: one {SOURCE_SECONDS} s WAV to {n} contacts, "
             f"sandbox with {LATENCY * 1000:.0f} ms latency in its own process; `{batch_cmd}`; "
             f"{env_line}; took {total / 60:.1f} min; {load})\n\n"

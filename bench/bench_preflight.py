@@ -35,8 +35,8 @@ CONTACT = "6d1c9b0e-3c1a-4f7e-8f5e-8d2b7a7c4e21"
 AUDIOPIPE = str(Path(sys.executable).with_name("audiopipe"))
 
 sys.path.insert(0, str(ROOT))
-from audiopipe.send.client import LancepilotClient  # noqa: E402
 from audiopipe.sandbox.app import Faults, Sandbox, SandboxConfig  # noqa: E402
+from audiopipe.send.client import LancepilotClient  # noqa: E402
 
 
 def make_folder(n: int, seconds: int) -> Path:

@@ -20,8 +20,26 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import (AUDIOPIPE, BENCH, PY, WORK, fmt_mb, fmt_s, free_bytes, fresh_dir, log, make_long_wav,
-                    make_source, md_table, median, peak_rss, sha256, timed, timed_load, wait_quiet)
+from common import (
+    AUDIOPIPE,
+    BENCH,
+    PY,
+    WORK,
+    fmt_mb,
+    fmt_s,
+    free_bytes,
+    fresh_dir,
+    log,
+    make_long_wav,
+    make_source,
+    md_table,
+    median,
+    peak_rss,
+    sha256,
+    timed,
+    timed_load,
+    wait_quiet,
+)
 
 BUDGET = 16_000_000  # audiopipe's default --max-size
 GB = 1_000_000_000
@@ -469,7 +487,7 @@ def bench_firstfit(quick: bool) -> dict[str, Any]:
             r = prepare_file(case["source"], out, settings)
             res = {"passes": r.passes, "action": r.action, "size": r.outputs[0].size,
                    "parts": len(r.outputs), "error": None}
-        except Exception as exc:  # noqa: BLE001 - a failure is a result here
+        except Exception as exc:
             res = {"passes": len(rec.attempts), "action": "failed", "size": None, "error": str(exc)}
         shutil.rmtree(out, ignore_errors=True)
         return dict(case, source=str(case["source"]), attempts=rec.attempts, **res)

@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import benchmarks as b  # noqa: E402
-import common  # noqa: E402
-from common import OUT, ROOT, WORK, ForeignLoad, ffmpeg_version, log, md_table  # noqa: E402
+import benchmarks as b
+import common
+from common import OUT, ROOT, WORK, ForeignLoad, ffmpeg_version, log, md_table
 
 NAMES = ("speed", "memory", "parallel", "firstfit", "cache")
 HEADER = ["benchmark", "measure", "audiopipe", "baseline", "ratio", "aim", "verdict"]

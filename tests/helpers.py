@@ -93,7 +93,7 @@ def unknown_options(words: list[str], group) -> list[str]:  # type: ignore[no-un
             continue  # an argument
         name = word.split("=", 1)[0]
         options = {o: p for p in command.params if isinstance(p, click.Option) for o in p.opts + p.secondary_opts}
-        options.update({o: None for o in command.get_help_option_names(click.Context(command))})
+        options.update(dict.fromkeys(command.get_help_option_names(click.Context(command))))
         if name not in options and not name.startswith("--") and all(f"-{c}" in options for c in name[1:]):
             continue  # short flags bundled: -vv
         if name not in options:

@@ -11,19 +11,30 @@ import subprocess
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
-from audiopipe.campaign.batch import (ST_ALREADY, ST_BLOCKED, ST_FAILED, ST_INVALID, ST_NOT_SENT, ST_SENT, ST_UNKNOWN,
-                             ST_WOULD_SEND, BatchSettings, run_batch)
-from audiopipe.send.client import LancepilotClient, RetryPolicy
-from audiopipe.errors import UsageError
+from audiopipe.campaign.batch import (
+    ST_ALREADY,
+    ST_BLOCKED,
+    ST_FAILED,
+    ST_INVALID,
+    ST_NOT_SENT,
+    ST_SENT,
+    ST_UNKNOWN,
+    ST_WOULD_SEND,
+    BatchSettings,
+    run_batch,
+)
 from audiopipe.campaign.ledger import DEFERRED, FAILED, SENT, UNKNOWN, LedgerLocked, LedgerRefused, SqliteLedger
+from audiopipe.errors import UsageError
 from audiopipe.preparation.pipeline import PrepareSettings
 from audiopipe.sandbox.app import Faults, Sandbox
+from audiopipe.send.client import LancepilotClient, RetryPolicy
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -193,7 +204,7 @@ def test_identical_files_under_two_names_reach_a_contact_once(tmp_path, folder, 
     for c in people:
         assert per_contact[(c, ST_SENT)] == 1 and per_contact[(c, ST_ALREADY)] == 3, per_contact
     assert Counter(m["contact_id"] for m in sb.messages() if m["file_name"].startswith("voice")) \
-        == Counter({c: 1 for c in people})
+        == Counter(dict.fromkeys(people, 1))
     assert len(sb.messages()) == 3 * len(people)  # tone.ogg, tone.mp3 and one voice each
 
 
@@ -352,7 +363,7 @@ def test_dry_run_sends_nothing_and_reports_sizes(tmp_path, folder, make_sandbox,
     assert dry.dry_run and statuses(dry) == {ST_WOULD_SEND: 6}
     sizes = {Path(o.result.source).name: o.result.outputs[0].size for o in dry.prepared}
     assert all(r.size == sizes[r.file] and r.size > 0 for r in dry.rows)
-    assert sb.request_count == 0 and ledger.counts() == {k: 0 for k in ledger.counts()}
+    assert sb.request_count == 0 and ledger.counts() == dict.fromkeys(ledger.counts(), 0)
 
     run(sb, settings(folder, csv), ledger)
     n = sb.request_count

@@ -9,9 +9,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from test_batch import TOKEN, contacts_for, folder, ledger, run, settings, write_csv  # noqa: F401
+
 from audiopipe.campaign.batch import ST_ALREADY, ST_FAILED, ST_SENT
 from audiopipe.campaign.ledger import DEFERRED, SendKey, SqliteLedger
-from test_batch import TOKEN, contacts_for, folder, ledger, run, settings, write_csv  # noqa: F401
 
 SANDBOX_RESTARTS = True
 

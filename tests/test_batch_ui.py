@@ -24,8 +24,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -385,9 +385,9 @@ def test_run_batch_stopped_by_a_real_sigint_hands_back_what_it_did(tmp_path, aud
     for every message, sent ones as the sandbox stored them and the rest not_sent, and the progress
     callback never counted what the stop left undone."""
     from audiopipe.campaign.batch import BatchInterrupted, BatchSettings, run_batch
-    from audiopipe.send.client import LancepilotClient
     from audiopipe.campaign.ledger import SENT, SqliteLedger
     from audiopipe.preparation.pipeline import PrepareSettings
+    from audiopipe.send.client import LancepilotClient
 
     sb = make_sandbox(faults=Faults(latency=1.0))
     folder = tmp_path / "in"

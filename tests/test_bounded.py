@@ -18,15 +18,15 @@ import wave
 from pathlib import Path
 
 import pytest
+from helpers import files_in, settings
 
-from audiopipe.preparation.encode import encode, encode_timeout
 from audiopipe.errors import InputError, LimitExceeded, UsageError
+from audiopipe.preparation.encode import encode, encode_timeout
 from audiopipe.preparation.formats import FORMATS
-from audiopipe.preparation.plan import plan
 from audiopipe.preparation.pipeline import prepare_file
+from audiopipe.preparation.plan import plan
 from audiopipe.preparation.probe import media_info_from_json, probe, reading_timeout
 from audiopipe.runner import ChildLimits, run
-from helpers import files_in, settings
 
 MIB = 1024 * 1024
 

@@ -26,14 +26,21 @@ from typing import Any
 
 import pytest
 import requests
-
-from audiopipe.send.client import (MAX_REDIRECTS, LancepilotClient, RetryPolicy, SentMessage,
-                              parse_retry_after)
-from audiopipe.errors import (AuthError, ConnectFailed, GaveUp, OutcomeUnknown, RateLimited,
-                              RefusedError, SendError, UsageError)
-from audiopipe.sandbox.app import Faults, Sandbox, SandboxConfig
-from audiopipe.preparation.sniff import sniff
 from helpers import CONTACT, MAX_BYTES, MIMES_MSG, SIZE_MSG, WS
+
+from audiopipe.errors import (
+    AuthError,
+    ConnectFailed,
+    GaveUp,
+    OutcomeUnknown,
+    RateLimited,
+    RefusedError,
+    SendError,
+    UsageError,
+)
+from audiopipe.preparation.sniff import sniff
+from audiopipe.sandbox.app import Faults, Sandbox, SandboxConfig
+from audiopipe.send.client import MAX_REDIRECTS, LancepilotClient, RetryPolicy, SentMessage, parse_retry_after
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -109,14 +116,14 @@ class Recorder:
     method, path, headers (a plain dict) and body (bytes, read in full before answering).
     """
 
-    def __init__(self, respond: Callable[["Recorder", dict[str, Any]], tuple[int, dict[str, str], bytes]]) -> None:
+    def __init__(self, respond: Callable[[Recorder, dict[str, Any]], tuple[int, dict[str, str], bytes]]) -> None:
         self.requests: list[dict[str, Any]] = []
         recorder = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 request = {"method": "POST", "path": self.path, "headers": dict(self.headers.items()),

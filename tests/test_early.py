@@ -14,9 +14,10 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -272,7 +273,7 @@ class _AcceptsAnything(BaseHTTPRequestHandler):
 
     bodies: list[tuple[str, bytes]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         type(self).bodies.append((self.headers.get("Content-Type", ""), body))
         answer = json.dumps({"status": 201, "data": {"id": "made-from-nothing"}}).encode()

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import magic
 import pytest
+from helpers import files_in, settings
 
-from audiopipe.preparation.encode import encode, verify
 from audiopipe.errors import FFmpegError, PrepareError, ToolMissingError
+from audiopipe.preparation.encode import encode, verify
 from audiopipe.preparation.formats import FORMATS
-from audiopipe.preparation.plan import plan
 from audiopipe.preparation.pipeline import PrepareSettings, prepare_file
+from audiopipe.preparation.plan import plan
 from audiopipe.preparation.probe import probe
 from audiopipe.runner import audio_encoders
-from helpers import files_in, settings
 
 MP4_FAMILY = "mov,mp4,m4a,3gp,3g2,mj2"
 # What the Laravel rule mimes:aac,amr,mp3,m4a,ogg takes (docs/api.md §2), written out independently.

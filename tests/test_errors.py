@@ -12,16 +12,17 @@ import shutil
 import struct
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
 from audiopipe.campaign import contacts as contacts_module
-from audiopipe.console import safe
 from audiopipe.campaign.contacts import read_contacts
-from audiopipe.errors import UsageError
 from audiopipe.campaign.report import escape_cell
+from audiopipe.console import safe
+from audiopipe.errors import UsageError
 from audiopipe.sandbox.app import Sandbox
 
 pytestmark = pytest.mark.timeout(120)

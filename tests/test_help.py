@@ -8,9 +8,9 @@ from __future__ import annotations
 import click
 import pytest
 from click.testing import CliRunner
+from helpers import command_lines, unknown_options
 
 from audiopipe.cli.app import cli
-from helpers import command_lines, unknown_options
 
 
 def walk(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

@@ -19,11 +19,27 @@ from pathlib import Path
 
 import pytest
 
+from audiopipe.campaign.ledger import (
+    DEFERRED,
+    FAILED,
+    MARKER_NAME,
+    PENDING,
+    SENDING,
+    SENT,
+    STATES,
+    UNKNOWN,
+    LedgerIdentity,
+    LedgerIOError,
+    LedgerLocked,
+    LedgerRefused,
+    NotResolvable,
+    PlannedSend,
+    SendKey,
+    SqliteLedger,
+    WorkMarker,
+    default_state_path,
+)
 from audiopipe.errors import AudiopipeError
-from audiopipe.campaign.ledger import (DEFERRED, FAILED, MARKER_NAME, PENDING, SENDING, SENT, STATES, UNKNOWN,
-                              LedgerIdentity, LedgerIOError, LedgerLocked, LedgerRefused, NotResolvable,
-                              PlannedSend, SendKey, SqliteLedger,
-                              WorkMarker, default_state_path)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -142,7 +158,7 @@ def test_recover_turns_sending_into_unknown_and_nothing_else(path, ledger):
 
 
 def test_counts_rows_and_campaigns(ledger):
-    assert ledger.counts() == {s: 0 for s in STATES}
+    assert ledger.counts() == dict.fromkeys(STATES, 0)
     plan = [("x", "c1", SENT), ("x", "c2", SENT), ("x", "c3", FAILED), ("y", "c1", UNKNOWN),
             ("y", "c2", SENDING), ("y", "c3", DEFERRED)]
     for campaign, contact, state in plan:
@@ -152,7 +168,7 @@ def test_counts_rows_and_campaigns(ledger):
             ledger.finish(k, state)
     assert ledger.counts() == {PENDING: 0, SENDING: 1, SENT: 2, FAILED: 1, DEFERRED: 1, UNKNOWN: 1}
     assert ledger.counts("x") == {PENDING: 0, SENDING: 0, SENT: 2, FAILED: 1, DEFERRED: 0, UNKNOWN: 0}
-    assert ledger.counts("nope") == {s: 0 for s in STATES}
+    assert ledger.counts("nope") == dict.fromkeys(STATES, 0)
     assert ledger.campaigns() == ["x", "y"]
     assert {r.key.contact for r in ledger.rows("y", (UNKNOWN, SENDING))} == {"c1", "c2"}
     assert len(ledger.rows()) == 6 and len(list(ledger)) == 6
@@ -487,9 +503,8 @@ def test_a_read_only_ledger_fails_before_the_run_starts(tiny_disk):
     with SqliteLedger(path) as led:
         led.begin(key(), parts=1, file="a", prepared_sha256="x")
     subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
-    with pytest.raises(AudiopipeError) as info:
-        with SqliteLedger(path) as led:
-            led.acquire()  # notes its holder: a run that cannot write learns it here, before any send
+    with pytest.raises(AudiopipeError) as info, SqliteLedger(path) as led:
+        led.acquire()  # notes its holder: a run that cannot write learns it here, before any send
     assert str(path) in str(info.value) and "read-only" in str(info.value)
     assert len(str(info.value).splitlines()) == 1
 

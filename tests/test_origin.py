@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from audiopipe.send.client import LancepilotClient, RetryPolicy
-from audiopipe.errors import ConnectFailed, OutcomeUnknown, RefusedError, SendError, UsageError
-from audiopipe.campaign.ledger import SqliteLedger
 from helpers import CONTACT, WS
+
+from audiopipe.campaign.ledger import SqliteLedger
+from audiopipe.errors import ConnectFailed, OutcomeUnknown, RefusedError, SendError, UsageError
+from audiopipe.send.client import LancepilotClient, RetryPolicy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -50,7 +50,7 @@ class Server:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 request = {"path": self.path, "headers": dict(self.headers.items()), "body": body}
                 outer.requests.append(request)
@@ -500,8 +500,8 @@ def test_cli_connection_error_is_one_plain_line(tmp_path, audio_dir):
 def test_an_empty_base_url_variable_is_refused_not_taken_for_the_real_api(
         value: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A script whose variable came out blank must not send its (sandbox, staging) token to production."""
-    from audiopipe.send.client import LancepilotClient
     from audiopipe.errors import UsageError
+    from audiopipe.send.client import LancepilotClient
 
     monkeypatch.setenv("LANCEPILOT_BASE_URL", value)
     with pytest.raises(UsageError, match="LANCEPILOT_BASE_URL is set but empty"):

@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import CONTACT, WS, files_in, settings
 
-from audiopipe.preparation.cache import Cache
+from audiopipe.campaign.report import check_report_path, write_report
 from audiopipe.errors import OutputClash, OutputError
+from audiopipe.preparation.cache import Cache
 from audiopipe.preparation.outputs import Protected, place, stage
 from audiopipe.preparation.pipeline import PrepareSettings, collect_inputs, prepare_file, prepare_many
-from audiopipe.campaign.report import check_report_path, write_report
-from helpers import CONTACT, WS, files_in, settings
 
 REAL_FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
 TOKEN = "outputs-token"

@@ -18,18 +18,19 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from audiopipe.campaign.batch import BatchSettings, run_batch
-from audiopipe.cli.app import cli as main_cli
-from audiopipe.send.client import LancepilotClient
 from audiopipe.campaign.ledger import DEFERRED, PENDING, SENT, UNKNOWN, SqliteLedger
+from audiopipe.cli.app import cli as main_cli
 from audiopipe.preparation.pipeline import PrepareSettings
 from audiopipe.sandbox.app import Faults, Sandbox
+from audiopipe.send.client import LancepilotClient
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -160,7 +161,7 @@ def test_a_batch_stopped_by_sigterm_leaves_what_is_left_pending_and_status_exits
 
     done = cli(*batch_args(folder, csv_path, state), sandbox=sb)
     assert done.returncode == 0, done.stderr
-    assert Counter(m["contact_id"] for m in sb.messages()) == Counter({c: 1 for c in contacts})
+    assert Counter(m["contact_id"] for m in sb.messages()) == Counter(dict.fromkeys(contacts, 1))
     code, text, data = status(cli, state)
     assert code == 0 and data["counts"]["pending"] == 0 and data["counts"]["sent"] == 20
 
@@ -208,7 +209,7 @@ def test_a_run_stopped_after_n_sends_leaves_the_rest_pending_and_a_rerun_sends_t
     sent_tone_before = counts[SENT] - len(sent_voice)
     assert Counter(r.status for r in again.rows) == {"sent": 6 - sent_tone_before, "already_sent": sent_tone_before}
     assert Counter(m["contact_id"] for m in sb.messages() if m["file_name"].startswith("tone")) == \
-        Counter({c: 1 for c in contacts})
+        Counter(dict.fromkeys(contacts, 1))
     code, text, data = status(cli, state)
     assert code == 0, text
     assert data["counts"]["pending"] == 0 and data["counts"]["sent"] == 6 + len(sent_voice)
@@ -339,7 +340,7 @@ def test_resolving_not_delivered_sends_it_exactly_once(tmp_path, folder, state, 
 
     sb = make_sandbox()
     assert cli(*batch_args(folder, csv_path, state), sandbox=sb).returncode == 0
-    assert Counter(m["contact_id"] for m in sb.messages()) == Counter({c: 1 for c in contacts})
+    assert Counter(m["contact_id"] for m in sb.messages()) == Counter(dict.fromkeys(contacts, 1))
     assert cli(*batch_args(folder, csv_path, state), sandbox=sb).returncode == 0
     assert len(sb.messages()) == 3
     code, text, data = status(cli, state)

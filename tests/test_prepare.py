@@ -16,10 +16,10 @@ from pathlib import Path
 
 import magic
 import pytest
+from helpers import files_in, settings
 
-from audiopipe.preparation import formats
 from audiopipe.errors import FFmpegError, InputError, PrepareError
-from audiopipe.preparation.plan import DoesNotFit, MPEG1_RATES, MPEG2_RATES, MPEG25_RATES
+from audiopipe.preparation import formats
 from audiopipe.preparation.pipeline import (
     PrepareOutcome,
     PrepareSettings,
@@ -27,7 +27,7 @@ from audiopipe.preparation.pipeline import (
     prepare_file,
     prepare_many,
 )
-from helpers import files_in, settings
+from audiopipe.preparation.plan import MPEG1_RATES, MPEG2_RATES, MPEG25_RATES, DoesNotFit
 
 REAL_FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
 

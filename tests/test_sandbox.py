@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import requests
+from helpers import CONTACT, MAX_BYTES, MIMES_MSG, SIZE_MSG, WS
 
 from audiopipe.errors import UsageError
-from audiopipe.sandbox.app import Faults, Sandbox, SandboxConfig, load_contacts, serve
 from audiopipe.preparation.sniff import sniff
-from helpers import CONTACT, MAX_BYTES, MIMES_MSG, SIZE_MSG, WS
+from audiopipe.sandbox.app import Faults, Sandbox, SandboxConfig, load_contacts, serve
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from helpers import CONTACT, WS
 
 pytestmark = pytest.mark.timeout(60)

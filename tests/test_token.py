@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from audiopipe.send.client import LancepilotClient, load_token
 from audiopipe.errors import AuthError, UsageError
+from audiopipe.send.client import LancepilotClient, load_token
 
 TOKEN = "token-test"
 
@@ -54,10 +54,9 @@ def test_401_names_where_the_token_came_from(tmp_path: Path, make_sandbox, audio
     sb = make_sandbox()
     f = tmp_path / "wrong-token"
     f.write_text("not-the-token")
-    with LancepilotClient(base_url=sb.url, token_file=f) as client:
-        with pytest.raises(AuthError) as err:
-            client.send_audio("0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01", "5f0c3a6e-1b2d-4e8f-9a7b-0c1d2e3f4a51",
-                              audio_dir / "tone.mp3")
+    with LancepilotClient(base_url=sb.url, token_file=f) as client, pytest.raises(AuthError) as err:
+        client.send_audio("0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01", "5f0c3a6e-1b2d-4e8f-9a7b-0c1d2e3f4a51",
+                          audio_dir / "tone.mp3")
     assert str(f) in str(err.value)
     assert sb.request_count == 1
 

@@ -15,24 +15,53 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
-from audiopipe.preparation.cache import file_sha256
-from audiopipe.send.client import RetryPolicy, SentMessage
 from audiopipe.campaign.contacts import ContactList, ContactRow, read_contacts
-from audiopipe.errors import (AuthError, ConnectFailed, InputError, OutcomeUnknown, RateLimited, RefusedError,
-                     SendError, UsageError, os_reason)
-from audiopipe.campaign.ledger import (DEFERRED, FAILED, PENDING, SENT, UNKNOWN, Ledger, PlannedSend, SendKey, WorkLock, WorkMarker,
-                     campaign_name, check_campaign_case,
-                     default_state_path, open_batch_ledger)
+from audiopipe.campaign.ledger import (
+    DEFERRED,
+    FAILED,
+    PENDING,
+    SENT,
+    UNKNOWN,
+    Ledger,
+    PlannedSend,
+    SendKey,
+    WorkLock,
+    WorkMarker,
+    campaign_name,
+    check_campaign_case,
+    default_state_path,
+    open_batch_ledger,
+)
 from audiopipe.campaign.report import extra_column_name
 from audiopipe.campaign.resolve import resolve_hint
+from audiopipe.errors import (
+    AuthError,
+    ConnectFailed,
+    InputError,
+    OutcomeUnknown,
+    RateLimited,
+    RefusedError,
+    SendError,
+    UsageError,
+    os_reason,
+)
+from audiopipe.preparation.cache import file_sha256
+from audiopipe.preparation.pipeline import (
+    InputItem,
+    OutputFile,
+    PrepareOutcome,
+    PrepareSettings,
+    collect_inputs,
+    prepare_many,
+)
 from audiopipe.scratch import temp_dir
-from audiopipe.preparation.pipeline import (InputItem, OutputFile, PrepareOutcome, PrepareSettings, collect_inputs,
-                      prepare_many)
+from audiopipe.send.client import RetryPolicy, SentMessage
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +155,7 @@ class BatchResult:
     held_back: dict[str, float] = field(default_factory=dict)  # file -> seconds since it changed (--settle)
 
     def counts(self) -> dict[str, int]:
-        c = {s: 0 for s in STATUSES}
+        c = dict.fromkeys(STATUSES, 0)
         for r in self.rows:
             c[r.status] += 1
         return c

@@ -40,14 +40,15 @@ import os
 import sqlite3
 import stat
 import threading
-import unicodedata
 import time
+import unicodedata
 import uuid
-from urllib.parse import quote
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
+from urllib.parse import quote
 
 from audiopipe.errors import AudiopipeError, UsageError
 
@@ -795,7 +796,7 @@ class SqliteLedger:
         for c, state, n, resolved in self._fetch(
                 f"SELECT campaign, state, COUNT(*), {self._count_resolved()} FROM sends {where} "
                 "GROUP BY campaign, state", args):
-            counts = out.setdefault(c, {**{s: 0 for s in STATES}, "blocked": 0, "resolved": 0})
+            counts = out.setdefault(c, {**dict.fromkeys(STATES, 0), "blocked": 0, "resolved": 0})
             counts[state] = counts.get(state, 0) + int(n)
             counts["resolved"] += int(resolved or 0)
         sql, bargs = self._blocked_sql(campaign, running)
@@ -865,7 +866,7 @@ class SqliteLedger:
         _FILES.leave(self._inode, self._fd)
         self._fd = -1
 
-    def __enter__(self) -> "SqliteLedger":
+    def __enter__(self) -> SqliteLedger:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -1151,7 +1152,7 @@ class WorkLock:
     The file is left in place: removing a locked file would let a third run lock a new one.
     """
 
-    def __init__(self, marker: "WorkMarker") -> None:
+    def __init__(self, marker: WorkMarker) -> None:
         self.folder = marker.folder
         self.paths = [marker.folder / WORK_LOCK_NAME]
         if marker.fallback is not None:

@@ -24,8 +24,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from audiopipe.errors import UsageError
 from audiopipe.campaign.ledger import RESOLVABLE, LedgerRow, NotResolvable, SqliteLedger
+from audiopipe.errors import UsageError
 
 MESSAGE_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")  # the API's ids are UUIDs; allow any plain token
 

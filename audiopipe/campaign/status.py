@@ -15,10 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audiopipe.errors import UsageError
+from audiopipe.campaign.ledger import (
+    DEFERRED,
+    FAILED,
+    PENDING,
+    SENDING,
+    SENT,
+    UNKNOWN,
+    LedgerRow,
+    SqliteLedger,
+    default_state_path,
+)
 from audiopipe.campaign.summary import ledger_problem, problem_lines
-from audiopipe.campaign.ledger import (DEFERRED, FAILED, PENDING, SENDING, SENT, UNKNOWN, LedgerRow, SqliteLedger,
-                     default_state_path)
+from audiopipe.errors import UsageError
 
 SHOWN = (SENT, PENDING, DEFERRED, "blocked", UNKNOWN, FAILED, SENDING)  # the order counts are shown in
 LIST_LIMIT = 50  # rows listed per kind in the text output; --json lists them all

@@ -9,8 +9,9 @@ The same refusal for many rows (one missing contact for 7 files, one file the se
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from audiopipe.console import human_size
 

@@ -18,33 +18,56 @@ import threading
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 import click
 from click.core import ParameterSource
 
-from audiopipe import __version__
-
+from audiopipe import __version__, runner, scratch
+from audiopipe.campaign.summary import (
+    PROBLEM_STATUSES,
+    batch_lines,
+    failure_line,
+    interrupted_after,
+    problem_groups_json,
+)
 from audiopipe.cli import render
-
-from audiopipe import runner
-
-from audiopipe import scratch
 from audiopipe.cli.bars import BatchBars
-from audiopipe.console import bars_enabled, human_duration, human_size, progress_bar, safe, say, setup_logging
 from audiopipe.cli.doctor import require_tools
-from audiopipe.errors import (AudiopipeError, AuthError, ConnectFailed, FFmpegError, GaveUp, OutcomeUnknown, OutputError,
-                     PrepareError, RefusedError, SendError, TokenRefused, ToolMissingError, UsageError,
-                     os_error_line)
+from audiopipe.console import bars_enabled, human_duration, human_size, progress_bar, safe, say, setup_logging
+from audiopipe.errors import (
+    AudiopipeError,
+    AuthError,
+    ConnectFailed,
+    FFmpegError,
+    GaveUp,
+    OutcomeUnknown,
+    OutputError,
+    PrepareError,
+    RefusedError,
+    SendError,
+    TokenRefused,
+    ToolMissingError,
+    UsageError,
+    os_error_line,
+)
 from audiopipe.preparation.formats import FORMAT_NAMES
 from audiopipe.preparation.outputs import Protected
+from audiopipe.preparation.pipeline import (
+    OVERFLOW_CHOICES,
+    PrepareOutcome,
+    PrepareSettings,
+    acceptable,
+    check_output_folder,
+    collect_inputs,
+    find_inputs,
+    prepare_many,
+)
 from audiopipe.preparation.plan import DoesNotFit
-from audiopipe.preparation.pipeline import (OVERFLOW_CHOICES, PrepareOutcome, PrepareSettings, acceptable, check_output_folder,
-                      collect_inputs, find_inputs, prepare_many)
 from audiopipe.preparation.probe import probe
 from audiopipe.preparation.sniff import sniff
-from audiopipe.campaign.summary import PROBLEM_STATUSES, batch_lines, failure_line, interrupted_after, problem_groups_json
 from audiopipe.units import parse_bitrate, parse_size
 
 log = logging.getLogger(__name__)
@@ -196,11 +219,11 @@ class ParsedParam(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-def SizeParam() -> ParsedParam:  # noqa: N802 (used like a type)
+def SizeParam() -> ParsedParam:
     return ParsedParam("size", parse_size)
 
 
-def BitrateParam() -> ParsedParam:  # noqa: N802
+def BitrateParam() -> ParsedParam:
     return ParsedParam("bitrate", parse_bitrate)
 
 
@@ -501,8 +524,8 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
     Exit status: 0 sent; 1 refused by the server (404/413/422) or not preparable;
     2 usage; 3 authentication; 4 outcome unknown; 5 not sent after retries.
     """
-    from audiopipe.send.client import RetryPolicy, check_uuid
     from audiopipe.preparation.pipeline import prepare_file
+    from audiopipe.send.client import RetryPolicy, check_uuid
 
     check_uuid(workspace, "--workspace")
     check_uuid(contact, "--contact")
@@ -565,10 +588,7 @@ def send_cmd(input_path: Path | None, workspace: str, contact: str, url: str | N
         # the server's fields as they were, and what audiopipe did beside them (the server's win)
         described += [{}] * (len(sent) - len(described))  # --url: nothing was prepared
         click.echo(json.dumps([{**fields, **m.data} for m, fields in zip(sent, described)]))
-    elif url is not None:
-        for m in sent:
-            say(m.id or "(created; the server returned no id)")
-    elif not sys.stdout.isatty():  # a script: the ids alone on stdout, the lines went to stderr
+    elif url is not None or not sys.stdout.isatty():
         for m in sent:
             say(m.id or "(created; the server returned no id)")
 
@@ -688,9 +708,9 @@ def batch_cmd(folder: Path, contacts_csv: Path, workspace: str | None, campaign:
     6 another run holds the ledger.
     """
     from audiopipe.campaign.batch import BatchInterrupted, BatchSettings, run_batch
-    from audiopipe.send.client import LancepilotClient
     from audiopipe.campaign.ledger import LedgerLocked
     from audiopipe.campaign.report import check_report_path
+    from audiopipe.send.client import LancepilotClient
 
     settings = BatchSettings(
         folder=folder, contacts=contacts_csv, workspace=workspace, campaign=campaign,
@@ -996,9 +1016,9 @@ def doctor_cmd(fmt: str, state_path: Path | None, base_url: str | None, token_fi
     Exit status: 0 all ok; 1 warnings only (runs work; read them);
     2 something a run needs is missing or wrong.
     """
-    from audiopipe.send.client import check_uuid
-    from audiopipe.cli.doctor import EXIT_CODES, overall, run_checks
     from audiopipe.campaign.ledger import default_state_path
+    from audiopipe.cli.doctor import EXIT_CODES, overall, run_checks
+    from audiopipe.send.client import check_uuid
 
     if contact:
         check_uuid(contact, "--contact")
@@ -1107,8 +1127,8 @@ def sandbox_cmd(host: str, port: int, token: str, data_dir: Path | None, contact
 
     Stops cleanly on Ctrl-C.
     """
-    from audiopipe.sandbox.listen import reach, sandbox_banner
     from audiopipe.sandbox.app import API_PREFIX, Faults, SandboxConfig, serve, stored_messages
+    from audiopipe.sandbox.listen import reach, sandbox_banner
 
     data = data_dir or default_sandbox_dir()
     if list_only:

@@ -48,8 +48,8 @@ def require_tools(fmt: str) -> None:
 
     The encoder is required even when every file might go as it is: finding out after a folder was
     prepared that the rest cannot be is what this check is for."""
-    from audiopipe.runner import find_tool
     from audiopipe.preparation.sniff import sniff_mime_buffer
+    from audiopipe.runner import find_tool
 
     find_tool("ffmpeg")
     find_tool("ffprobe")

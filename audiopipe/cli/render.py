@@ -138,7 +138,7 @@ class EncodeBars:
         self._bars: dict[Path, tuple[Any, tuple[int, int]]] = {}
         self._lock = threading.RLock()  # a signal may interrupt this thread while it holds it
 
-    def __enter__(self) -> "EncodeBars":
+    def __enter__(self) -> EncodeBars:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import ffmpeg
 
 from audiopipe.errors import FFmpegError, InputError, LimitExceeded, PrepareError
 from audiopipe.preparation.formats import TargetFormat
 from audiopipe.preparation.plan import EncodePlan
-from audiopipe.preparation.probe import (MediaInfo, ffmpeg_path_arg, input_options, probe, read_to_end,
-                    reading_timeout)
+from audiopipe.preparation.probe import MediaInfo, ffmpeg_path_arg, input_options, probe, read_to_end, reading_timeout
+from audiopipe.preparation.sniff import sniff
 from audiopipe.runner import ffmpeg_base, run, telling_line
 from audiopipe.scratch import discard, part_path
-from audiopipe.preparation.sniff import sniff
 
 LOUDNORM = {"I": -16, "TP": -1.5, "LRA": 11}  # EBU R128, the usual target for speech on phones
 # Wall seconds per second of audio. Measured on a 2-vCPU VM running four times more work than it has

@@ -27,13 +27,14 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any, Union
 
+from audiopipe.errors import OutputClash, OutputError, os_reason
 from audiopipe.preparation.cache import file_sha256
 from audiopipe.preparation.encode import temp_path_for
-from audiopipe.errors import OutputClash, OutputError, os_reason
 from audiopipe.preparation.formats import FORMATS
 from audiopipe.scratch import discard
 
@@ -93,7 +94,7 @@ class Protected:
                               f"audiopipe never replaces; {fix}")
 
 
-ProtectArg = Union[Protected, Iterable[Union[str, Path]]]
+ProtectArg = Union[Protected, Iterable[str | Path]]
 
 
 def as_protected(protect: ProtectArg, label: str = "one of the run's own files") -> Protected:

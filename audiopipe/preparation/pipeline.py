@@ -14,24 +14,44 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
+from audiopipe.errors import (
+    AudiopipeError,
+    InputError,
+    LimitExceeded,
+    PrepareError,
+    ToolMissingError,
+    UsageError,
+    os_reason,
+)
 from audiopipe.preparation.cache import Cache, cache_key, file_sha256
 from audiopipe.preparation.encode import check_decodes_fully, encode, remux, verify
-from audiopipe.errors import (AudiopipeError, InputError, LimitExceeded, PrepareError, ToolMissingError,
-                     UsageError, os_reason)
 from audiopipe.preparation.formats import ACCEPTABLE_AS_IS, FORMATS, TargetFormat, get_format
-from audiopipe.preparation.outputs import (OutputGuard, ProtectArg, Protected, Record, as_protected, intact, ownership_key,
-                      place, read_record, refuse_clashes, stage, write_record)
+from audiopipe.preparation.outputs import (
+    OutputGuard,
+    ProtectArg,
+    Protected,
+    Record,
+    as_protected,
+    intact,
+    ownership_key,
+    place,
+    read_record,
+    refuse_clashes,
+    stage,
+    write_record,
+)
 from audiopipe.preparation.plan import DoesNotFit, EncodePlan, plan, replan, seconds_that_fit
 from audiopipe.preparation.probe import AudioStream, MediaInfo, check_readable, probe
+from audiopipe.preparation.sniff import sniff
 from audiopipe.runner import ffmpeg_version, stop_children
 from audiopipe.scratch import discard
 from audiopipe.version import __version__
-from audiopipe.preparation.sniff import sniff
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +394,7 @@ def _minutes(seconds: float) -> str:
 
 def _budget_for(info: MediaInfo, settings: PrepareSettings, fmt: TargetFormat) -> int:
     """The byte budget: --max-size, or 512 KB for a voice note when the duration allows."""
-    if settings.voice_note and VOICE_NOTE_BUDGET < settings.max_size and voice_note_fits(info)[0]:
+    if settings.voice_note and settings.max_size > VOICE_NOTE_BUDGET and voice_note_fits(info)[0]:
         return VOICE_NOTE_BUDGET
     return settings.max_size
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from pydub import AudioSegment
 
 
-def prepare(source: "str | Path | AudioSegment", out_dir: str | Path,
+def prepare(source: str | Path | AudioSegment, out_dir: str | Path,
             settings: PrepareSettings | None = None, *, name: str | None = None,
             overwrite: bool = False, **overrides: Any) -> PrepareResult:
     """Prepare a file path or a pydub ``AudioSegment`` into ``out_dir``.
@@ -38,7 +38,7 @@ def prepare(source: "str | Path | AudioSegment", out_dir: str | Path,
         return prepare_file(wav, out_dir, settings, name=name or "segment", overwrite=overwrite)
 
 
-def to_segment(result_or_path: PrepareResult | str | Path, part: int = 1) -> "AudioSegment":
+def to_segment(result_or_path: PrepareResult | str | Path, part: int = 1) -> AudioSegment:
     """Load a prepared output (part ``part`` of a split) back as an ``AudioSegment``."""
     from pydub import AudioSegment
 

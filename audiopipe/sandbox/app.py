@@ -67,12 +67,12 @@ from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
 from audiopipe.errors import UsageError
-from audiopipe.smallfile import SmallFileError, read_small_file
 from audiopipe.preparation.sniff import ALLOWED_EXTENSIONS, MIME_FIRST_EXTENSION, sniff
+from audiopipe.smallfile import SmallFileError, read_small_file
 
 __all__ = [
-    "Faults",
     "LOST_MODES",
+    "Faults",
     "Sandbox",
     "SandboxConfig",
     "load_contacts",

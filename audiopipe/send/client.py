@@ -19,17 +19,27 @@ import socket
 import ssl
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import requests
 from requests_toolbelt import MultipartEncoder
 
-from audiopipe.errors import (AuthError, ConnectFailed, GaveUp, OutcomeUnknown, RateLimited, RefusedError,
-                     SendError, TokenRefused, UsageError)
+from audiopipe.errors import (
+    AuthError,
+    ConnectFailed,
+    GaveUp,
+    OutcomeUnknown,
+    RateLimited,
+    RefusedError,
+    SendError,
+    TokenRefused,
+    UsageError,
+)
 from audiopipe.preparation.formats import FORMATS
 from audiopipe.send.origin import AmbiguousURL, CheckedURL, Origin, check_url, redact, resolve_redirect
 from audiopipe.smallfile import NOT_REGULAR, SmallFileError, read_small_file
@@ -179,7 +189,7 @@ class TokenCheck:
     seconds: float         # the request's whole time, connecting included
     detail: str            # one line for a person
 
-    def require(self) -> "TokenCheck":
+    def require(self) -> TokenCheck:
         """Raise :class:`TokenRefused` when the server refused the token; otherwise ``self``."""
         if self.accepted is False:
             raise TokenRefused(self.detail, status=self.status)
@@ -335,7 +345,7 @@ class LancepilotClient:
     def __repr__(self) -> str:  # never the token
         return f"LancepilotClient(base_url={self.base_url!r}, token=<hidden>)"
 
-    def __enter__(self) -> "LancepilotClient":
+    def __enter__(self) -> LancepilotClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
