@@ -21,9 +21,9 @@ import pytest
 from audiopipe.campaign import contacts as contacts_module
 from audiopipe.campaign.contacts import read_contacts
 from audiopipe.campaign.report import escape_cell
-from audiopipe.console import safe
 from audiopipe.errors import UsageError
 from audiopipe.sandbox.app import Sandbox
+from audiopipe.text import safe
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -50,7 +50,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from audiopipe import paths
 from audiopipe.errors import AudiopipeError, UsageError
+from audiopipe.files import fsync_dir, write_atomically
 
 # States a row can be in.
 PENDING = "pending"     # planned by a run, never attempted: the next run sends it
@@ -179,11 +181,8 @@ class Ledger(Protocol):
 
 
 def default_state_path() -> Path:
-    configured = os.environ.get("AUDIOPIPE_STATE")
-    if configured:
-        return Path(configured).expanduser()
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "audiopipe" / "ledger.sqlite3"
+    """The ledger used when none is named (see :func:`audiopipe.paths.default_ledger`)."""
+    return paths.default_ledger()
 
 
 SCHEMA = """
@@ -345,7 +344,7 @@ class SqliteLedger:
                 return  # another run made it first: use theirs
             except OSError:  # a file system without hard links: copy into a file only we created
                 self._copy_exclusive(tmp, real)
-            _fsync_dir(real.parent)
+            fsync_dir(real.parent)
         except sqlite3.Error as exc:
             raise self._fail_open(sqlite_reason(exc)) from None
         except OSError as exc:
@@ -890,17 +889,6 @@ def _when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(at))
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # -- which ledger recorded a batch's work ------------------------------------------------------------
@@ -936,14 +924,6 @@ def _ledger_id_at(path: Path) -> str | None:
     return row[0] if row else None
 
 
-def _data_home() -> Path | None:
-    configured = os.environ.get("XDG_DATA_HOME")
-    if configured:
-        return Path(configured)
-    try:
-        return Path.home() / ".local" / "share"
-    except (KeyError, RuntimeError):  # no HOME and no passwd entry: there is no such place
-        return None
 
 
 class WorkMarker:
@@ -965,8 +945,8 @@ class WorkMarker:
         self.campaign = campaign
         self.in_folder = self.folder / MARKER_NAME
         digest = hashlib.sha256(os.fsencode(self.folder)).hexdigest()[:32]
-        home = data_home or _data_home()
-        self.fallback = home / "audiopipe" / "folders" / f"{digest}.json" if home else None
+        app_data = data_home / paths.APP if data_home else paths.data_dir()
+        self.fallback = app_data / "folders" / f"{digest}.json" if app_data else None
 
     @property
     def label(self) -> str:
@@ -1121,21 +1101,7 @@ class WorkMarker:
         body = json.dumps({"about": "which audiopipe ledger recorded the sends of this folder, per contacts "
                                     "file and campaign (see the README, 'Batch'); remove it only with "
                                     "the ledger", "work": [e.__dict__ for e in entries]}, indent=1)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(body + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-            raise
-        _fsync_dir(path.parent)
+        write_atomically(path, body + "\n", durable=True)
 
 
 WORK_LOCK_NAME = ".audiopipe-ledger.lock"

@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from audiopipe.console import safe
 from audiopipe.errors import AudiopipeError, OutputError
 from audiopipe.preparation.outputs import ProtectArg, as_protected, place, stage
 from audiopipe.scratch import discard
+from audiopipe.text import safe
 
 # size, format and duration_sent are of the part that went out; source_duration of the whole
 # recording, so a trimmed one shows what was cut (seconds, to the hundredth)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from audiopipe.console import human_size
+from audiopipe.text import human_size
 
 SAMPLE = 3        # rows (contacts, files...) named in a group's line
 GROUP_LIMIT = 20  # groups shown without -v

@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 import click
 from click.core import ParameterSource
 
-from audiopipe import __version__, runner, scratch
+from audiopipe import __version__, paths, runner, scratch
 from audiopipe.campaign.summary import (
     PROBLEM_STATUSES,
     batch_lines,
@@ -35,8 +35,8 @@ from audiopipe.campaign.summary import (
 )
 from audiopipe.cli import render
 from audiopipe.cli.bars import BatchBars
+from audiopipe.cli.console import bars_enabled, progress_bar, say, setup_logging
 from audiopipe.cli.doctor import require_tools
-from audiopipe.console import bars_enabled, human_duration, human_size, progress_bar, safe, say, setup_logging
 from audiopipe.errors import (
     AudiopipeError,
     AuthError,
@@ -68,6 +68,7 @@ from audiopipe.preparation.pipeline import (
 from audiopipe.preparation.plan import DoesNotFit
 from audiopipe.preparation.probe import probe
 from audiopipe.preparation.sniff import sniff
+from audiopipe.text import human_duration, human_size, safe
 from audiopipe.units import parse_bitrate, parse_size
 
 log = logging.getLogger(__name__)
@@ -1058,11 +1059,6 @@ cli.add_command(_hidden_alias(doctor_cmd, "check"))
 SANDBOX_TOKEN = "sandbox-token"  # public: the README and --help show it
 
 
-def default_sandbox_dir() -> Path:
-    import os
-
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "audiopipe" / "sandbox"
 
 
 @cli.command("sandbox")
@@ -1130,7 +1126,7 @@ def sandbox_cmd(host: str, port: int, token: str, data_dir: Path | None, contact
     from audiopipe.sandbox.app import API_PREFIX, Faults, SandboxConfig, serve, stored_messages
     from audiopipe.sandbox.listen import reach, sandbox_banner
 
-    data = data_dir or default_sandbox_dir()
+    data = data_dir or paths.default_sandbox_dir()
     if list_only:
         click.echo(json.dumps(stored_messages(data), indent=2))
         return

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from audiopipe.console import progress_bar
+from audiopipe.cli.console import progress_bar
 
 STAGE_NAMES = {"prepare": "preparing", "send": "sending"}
 # tqdm's own rate counts every row; a rerun that only skips rows already sent would show a send

@@ -172,7 +172,7 @@ def check_cache() -> Check:
                                     "preparing every file again; set AUDIOPIPE_CACHE_DIR")
     if not cache.root.exists():
         return Check("cache", OK, f"{cache.root} (empty; made when first used)")
-    from audiopipe.console import human_size
+    from audiopipe.text import human_size
 
     entries, size = cache.usage()
     return Check("cache", OK, f"{cache.root}: writable, {entries} result(s), {human_size(size)} "

@@ -14,8 +14,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from audiopipe.console import human_size, safe
 from audiopipe.preparation.pipeline import EncodeProgress, OutputFile, PrepareOutcome, PrepareResult
+from audiopipe.text import human_size, safe
 
 FORMAT_LABELS = {"ogg": "Ogg/Opus", "mp3": "MP3", "m4a": "M4A/AAC", "aac": "AAC", "amr": "AMR"}
 

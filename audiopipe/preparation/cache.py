@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from audiopipe import paths
 from audiopipe.errors import os_reason
 from audiopipe.scratch import discard, new_dir
 
@@ -35,11 +36,7 @@ _unwritable_lock = threading.Lock()
 
 
 def default_cache_dir() -> Path:
-    configured = os.environ.get("AUDIOPIPE_CACHE_DIR")
-    if configured:
-        return Path(configured).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "audiopipe"
+    return paths.cache_dir()
 
 
 def file_sha256(path: str | Path) -> str:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from audiopipe.errors import OutputClash, OutputError, os_reason
+from audiopipe.files import write_atomically
 from audiopipe.preparation.cache import file_sha256
 from audiopipe.preparation.encode import temp_path_for
 from audiopipe.preparation.formats import FORMATS
@@ -229,13 +230,8 @@ def write_record(dest_stem: Path, key: str, outputs: Iterable[Path], result: dic
         return
     try:
         files = [{"name": p.name, "sha256": file_sha256(p)} for p in outputs]
-        staged = stage(path)
-        try:
-            staged.write_text(json.dumps({"schema": SIDECAR_SCHEMA, "key": key, "files": files,
-                                          "result": result}, sort_keys=True), encoding="utf-8")
-            os.replace(staged, path)
-        finally:
-            discard(staged)
+        write_atomically(path, json.dumps({"schema": SIDECAR_SCHEMA, "key": key, "files": files,
+                                           "result": result}, sort_keys=True))
     except (OSError, OutputError) as exc:
         log.warning("cannot record the outputs in %s (%s): a rerun will not recognise them", path, exc)
 
