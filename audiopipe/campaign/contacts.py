@@ -48,6 +48,7 @@ _WESTERN = "cp1252"
 _NOT_CSV = {b"PK\x03\x04": "a zip file (an Excel .xlsx workbook?)",
             b"\xd0\xcf\x11\xe0": "an old Excel .xls workbook"}
 
+
 @dataclass(frozen=True)
 class ContactRow:
     line: int
