@@ -34,7 +34,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-_TOKEN = r"ap-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-(?P<start>\d+)-[0-9a-f]{8}"
+_TOKEN = r"ap-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-(?P<start>\d+)-[0-9a-f]{8}"  # noqa: S105 - the owner token of a temp name, a pattern, no secret
 _PART_FILE = re.compile(r"^\..+\." + _TOKEN + r"\.part$")
 _WORK_DIR = re.compile(r"^(?:audiopipe-[a-z]+-|\.tmp-)" + _TOKEN + "$")
 
@@ -70,16 +70,16 @@ def _exists(pid: int) -> int | None:
     return 0
 
 
-_owner: tuple[int, str] | None = None
+_owners: dict[int, str] = {}  # pid -> its owner string: a forked child does not find its own pid here
 
 
 def owner() -> str:
     """``HOST-PID-START`` of this process (computed again after a fork)."""
-    global _owner
     pid = os.getpid()
-    if _owner is None or _owner[0] != pid:
-        _owner = (pid, f"{_host()}-{pid}-{start_time(pid) or 0}")
-    return _owner[1]
+    found = _owners.get(pid)
+    if found is None:
+        found = _owners[pid] = f"{_host()}-{pid}-{start_time(pid) or 0}"
+    return found
 
 
 def token() -> str:

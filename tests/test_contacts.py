@@ -252,3 +252,14 @@ def test_safe_path_directly(tmp_path, folder):
     assert safe_path(folder, "sub\\b.opus")[0] == (folder / "sub" / "b.opus").resolve()
     for bad in ("", "..", "../x", "/etc/passwd", "\\\\server\\share\\x.mp3", "D:x.mp3"):
         assert safe_path(folder, bad)[0] is None, bad
+
+
+# --- the column vocabulary (shared with the sandbox's strict mode) ------------------------------
+
+def test_headers_are_matched_whatever_their_case_spaces_or_dashes():
+    from audiopipe.campaign.columns import Column, find_columns
+
+    assert find_columns(["Name", " Contact ID ", "Workspace-UUID", "Audio File"]) == {
+        Column.CONTACT: 1, Column.WORKSPACE: 2, Column.FILE: 3}
+    assert find_columns(["id", "contact"]) == {Column.CONTACT: 1}  # the first alias in the list wins
+    assert Column.FILE == "file" and str(Column.WORKSPACE) == "workspace"

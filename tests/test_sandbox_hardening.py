@@ -231,7 +231,7 @@ def test_malformed_requests_leave_no_traceback_and_one_line_each(tmp_path, audio
         stderr = sandbox.stop()
     assert survived.status_code == 201, survived.text
     assert "Traceback" not in stderr and "Error on request" not in stderr, stderr
-    log_lines = [line for line in sandbox.stderr[started_lines:] if "audiopipe.sandbox.app" in line]
+    log_lines = [line for line in sandbox.stderr[started_lines:] if "audiopipe.sandbox." in line]
     assert len(log_lines) <= len(MALFORMED) + 2, "\n".join(log_lines)  # + the stored upload, + stopped
 
 

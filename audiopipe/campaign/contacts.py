@@ -2,8 +2,8 @@
 
 Text as spreadsheets save it: UTF-8 with or without BOM (read first, fast), UTF-16 with or without
 BOM (Excel's "Unicode text"), and the Windows code pages of Excel's plain "CSV" (cp1252 in the west),
-detected with charset-normalizer. Delimiter detected (``,`` ``;`` tab); headers matched with common
-aliases.
+detected with charset-normalizer. Delimiter detected (``,`` ``;`` tab); headers matched with the
+aliases of :mod:`audiopipe.campaign.columns` (which the sandbox's strict mode reads too).
 A bad row (bad UUID, missing file, a path that leaves the folder, an exact duplicate) is reported with
 its line number and skipped; the rest go on. Paths from the CSV always stay inside the folder.
 Only a regular file of at most 256 MiB is read: a FIFO or a device (``/dev/zero``) is refused
@@ -17,11 +17,19 @@ import csv
 import io
 import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING
 
+from audiopipe.campaign.columns import ALIASES, Column, find_columns
 from audiopipe.errors import UsageError, os_reason
-from audiopipe.smallfile import NOT_REGULAR, SmallFileError, read_small_file
+from audiopipe.files import FileTooLarge, NotRegularFile, SmallFileError, read_small_file
+
+if TYPE_CHECKING:
+    from _csv import Reader as _CsvReader
+
+__all__ = ["ALIASES", "MAX_CONTACTS_BYTES", "ContactList", "ContactRow", "InvalidRow", "read_contacts", "safe_path"]
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +47,6 @@ _UTF16_NUL_SHARE = 0.2
 _WESTERN = "cp1252"
 _NOT_CSV = {b"PK\x03\x04": "a zip file (an Excel .xlsx workbook?)",
             b"\xd0\xcf\x11\xe0": "an old Excel .xls workbook"}
-
-ALIASES = {
-    "contact": ("contact", "contact_id", "contactid", "contact_uuid", "id"),
-    "workspace": ("workspace", "workspace_id", "workspaceid", "workspace_uuid"),
-    "file": ("file", "audio", "path", "file_name", "filename", "audio_file", "file_path"),
-}
-
-
-def _norm_header(h: str) -> str:
-    return h.strip().lower().replace(" ", "_").replace("-", "_")
 
 
 @dataclass(frozen=True)
@@ -91,23 +89,43 @@ def _uuid(value: str) -> str | None:
 def safe_path(folder: Path, written: str) -> tuple[Path | None, str]:
     """Resolve a CSV's file cell inside ``folder``; (None, reason) when it must not be used."""
     text = written.strip()
-    if not text:
-        return None, "empty file cell"
-    if PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() or PureWindowsPath(text).drive:
-        return None, f"file {text!r} is an absolute path; paths must be relative to the folder"
     parts = PurePosixPath(text.replace("\\", "/")).parts
-    if ".." in parts:
-        return None, f"file {text!r} leaves the folder ('..' is not allowed)"
+    problem = _written_problem(text, parts)
+    if problem:
+        return None, problem
     try:
         root = folder.resolve()
         resolved = root.joinpath(*parts).resolve()
-        if resolved != root and root not in resolved.parents:
-            return None, f"file {text!r} is a link that leads outside the folder"
-        if not resolved.is_file():
-            return None, f"file {text!r} does not exist in {folder}"
     except (OSError, RuntimeError, ValueError) as exc:  # a link loop, a name over 255 bytes...
         return None, f"file {text!r}: {os_reason(exc)}"
+    return _found_inside(root, resolved, text, folder)
+
+
+def _written_problem(text: str, parts: tuple[str, ...]) -> str:
+    """What is wrong with a file cell as written, before the file system is asked ("" for nothing)."""
+    if not text:
+        return "empty file cell"
+    if PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() or PureWindowsPath(text).drive:
+        return f"file {text!r} is an absolute path; paths must be relative to the folder"
+    if ".." in parts:
+        return f"file {text!r} leaves the folder ('..' is not allowed)"
+    return ""
+
+
+def _found_inside(root: Path, resolved: Path, text: str, folder: Path) -> tuple[Path | None, str]:
+    """``resolved`` when it is a file inside ``root`` (links followed), else (None, why not)."""
+    if resolved != root and root not in resolved.parents:
+        return None, f"file {text!r} is a link that leads outside the folder"
+    try:
+        if not resolved.is_file():
+            return None, f"file {text!r} does not exist in {folder}"
+    except (OSError, ValueError) as exc:
+        return None, f"file {text!r}: {os_reason(exc)}"
     return resolved, ""
+
+
+_READ_HINTS: dict[type[SmallFileError], str] = {NotRegularFile: "; give a CSV file",
+                                                FileTooLarge: "; split it into several CSV files"}
 
 
 def _read_bounded(path: Path) -> bytes:
@@ -115,9 +133,7 @@ def _read_bounded(path: Path) -> bytes:
     try:
         return read_small_file(path, MAX_CONTACTS_BYTES)
     except SmallFileError as exc:
-        hint = {NOT_REGULAR: "; give a CSV file"}.get(str(exc), "")
-        if str(exc).startswith("larger than"):
-            hint = "; split it into several CSV files"
+        hint = _READ_HINTS.get(type(exc), "")
         raise UsageError(f"cannot read contacts file {path}: {exc}{hint}") from None
 
 
@@ -189,78 +205,142 @@ def _dialect(text: str) -> type[csv.Dialect] | csv.Dialect:
 def read_contacts(csv_path: str | Path, folder: str | Path, *, default_workspace: str | None = None) -> ContactList:
     """Read ``csv_path``; file cells are resolved inside ``folder``."""
     path = Path(csv_path)
-    root = Path(folder)
     text, encoding = _decode(path)
     if not text.strip():
         raise UsageError(f"{path}: the contacts file is empty")
     reader = csv.reader(io.StringIO(text, newline=""), _dialect(text))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise UsageError(f"{path}: the contacts file is empty") from None
+    layout = _Layout.of(path, _header(path, reader))
+    checker = _RowChecker(layout, Path(folder), _workspace_setting(path, layout, default_workspace))
+    rows: list[ContactRow] = []
+    invalid: list[InvalidRow] = []
+    for line, record in _records(reader):
+        checked = checker.check(line, record)
+        if isinstance(checked, ContactRow):
+            rows.append(checked)
+        else:
+            invalid.append(checked)
+    return ContactList(path=path, rows=tuple(rows), invalid=tuple(invalid),
+                       has_file_column=Column.FILE in layout.columns, extra_columns=layout.extra_names,
+                       encoding=encoding)
+
+
+def _header(path: Path, reader: _CsvReader) -> list[str]:
+    """The first row, which names the columns."""
+    header = next(reader, None)
+    if header is None:
+        raise UsageError(f"{path}: the contacts file is empty")
     if any("\x00" in h for h in header):
         raise UsageError(f"{path}:1: the header holds a NUL byte: the file is damaged there "
                          "(save the CSV again as CSV UTF-8)")
-    names = [_norm_header(h) for h in header]
-    cols: dict[str, int] = {}
-    for role, aliases in ALIASES.items():
-        for alias in aliases:
-            if alias in names:
-                cols[role] = names.index(alias)
-                break
-    if "contact" not in cols:
-        raise UsageError(f"{path}:1: no contact column; name one of: {', '.join(ALIASES['contact'])} "
-                         f"(found: {', '.join(h for h in header if h.strip()) or 'nothing'})")
-    ws_default = _uuid(default_workspace) if default_workspace else None
-    if default_workspace and not ws_default:
-        raise UsageError(f"--workspace {default_workspace!r} is not a UUID")
-    if "workspace" not in cols and not ws_default:
-        raise UsageError(f"{path}: no workspace column; give --workspace or LANCEPILOT_WORKSPACE")
-    used = set(cols.values())
-    extra_idx = [i for i in range(len(header)) if i not in used]
-    extra_names = tuple(header[i].strip() or f"column{i + 1}" for i in extra_idx)
+    return header
 
-    rows: list[ContactRow] = []
-    invalid: list[InvalidRow] = []
-    seen: dict[tuple[str, ...], int] = {}
-    line = 1
+
+def _records(reader: _CsvReader) -> Iterator[tuple[int, list[str]]]:
+    """Each row that is not blank, with the line it starts on (a quoted cell may span lines)."""
     end = reader.line_num  # the last physical line read so far
     for record in reader:
-        line, end = end + 1, reader.line_num  # a quoted cell may span lines: report where the row starts
-        if not any(cell.strip() for cell in record):
-            continue
-        nul = any("\x00" in c for c in record)
-        if nul:  # keep the row for the report, with the NUL shown rather than carried along
-            record = [c.replace("\x00", "\\x00") for c in record]
-        cell = lambda role: record[cols[role]].strip() if role in cols and cols[role] < len(record) else ""  # noqa: E731
-        extra = {n: (record[i] if i < len(record) else "") for n, i in zip(extra_names, extra_idx)}
-        raw_contact, raw_ws, raw_file = cell("contact"), cell("workspace"), cell("file")
+        start, end = end + 1, reader.line_num
+        if any(cell.strip() for cell in record):
+            yield start, record
 
-        def bad(reason: str) -> None:
-            invalid.append(InvalidRow(line, reason, raw_contact, raw_ws or (ws_default or ""), raw_file, extra))
 
-        if nul:
-            bad("the row holds a NUL byte: the file is damaged there; fix or remove that row")
-            continue
-        contact = _uuid(raw_contact)
+def _workspace_setting(path: Path, layout: _Layout, default_workspace: str | None) -> str | None:
+    """The workspace of rows whose workspace cell is empty (``default_workspace``, checked), or None."""
+    fallback = _uuid(default_workspace) if default_workspace else None
+    if default_workspace and not fallback:
+        raise UsageError(f"--workspace {default_workspace!r} is not a UUID")
+    if Column.WORKSPACE not in layout.columns and not fallback:
+        raise UsageError(f"{path}: no workspace column; give --workspace or LANCEPILOT_WORKSPACE")
+    return fallback
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where a CSV keeps what: the known columns (:data:`ALIASES`) and, by name, every other one."""
+
+    columns: dict[Column, int]
+    extra: tuple[tuple[str, int], ...]  # (header name, index) of the columns carried along as they are
+
+    @classmethod
+    def of(cls, path: Path, header: list[str]) -> _Layout:
+        columns = find_columns(header)
+        if Column.CONTACT not in columns:
+            raise UsageError(f"{path}:1: no contact column; name one of: {', '.join(ALIASES[Column.CONTACT])} "
+                             f"(found: {', '.join(h for h in header if h.strip()) or 'nothing'})")
+        used = set(columns.values())
+        extra = tuple((header[i].strip() or f"column{i + 1}", i) for i in range(len(header)) if i not in used)
+        return cls(columns, extra)
+
+    @property
+    def extra_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.extra)
+
+    def cells(self, record: list[str]) -> _Cells:
+        def cell(column: Column) -> str:
+            index = self.columns.get(column)
+            return record[index].strip() if index is not None and index < len(record) else ""
+
+        extra = {name: (record[i] if i < len(record) else "") for name, i in self.extra}
+        return _Cells(cell(Column.CONTACT), cell(Column.WORKSPACE), cell(Column.FILE), extra)
+
+
+@dataclass(frozen=True)
+class _Cells:
+    """One row's cells as written (trimmed), before any of them is checked."""
+
+    contact: str
+    workspace: str
+    file: str
+    extra: dict[str, str]
+
+
+class _RowProblem(Exception):
+    """Why a row cannot be used (raised and caught within :class:`_RowChecker`)."""
+
+
+class _RowChecker:
+    """Turns each row into a :class:`ContactRow`, or an :class:`InvalidRow` that says why not; it
+    remembers the rows it accepted, so an exact duplicate names the line it repeats."""
+
+    def __init__(self, layout: _Layout, folder: Path, default_workspace: str | None) -> None:
+        self._layout = layout
+        self._folder = folder
+        self._default_workspace = default_workspace
+        self._seen: dict[tuple[str, str, str], int] = {}
+
+    def check(self, line: int, record: list[str]) -> ContactRow | InvalidRow:
+        damaged = any("\x00" in cell for cell in record)
+        if damaged:  # keep the row for the report, with the NUL shown rather than carried along
+            record = [cell.replace("\x00", "\\x00") for cell in record]
+        cells = self._layout.cells(record)
+        try:
+            if damaged:
+                raise _RowProblem("the row holds a NUL byte: the file is damaged there; fix or remove that row")
+            row = self._row(line, cells)
+        except _RowProblem as problem:
+            return InvalidRow(line, str(problem), cells.contact, cells.workspace or (self._default_workspace or ""),
+                              cells.file, cells.extra)
+        return row
+
+    def _row(self, line: int, cells: _Cells) -> ContactRow:
+        contact = _uuid(cells.contact)
         if not contact:
-            bad(f"contact {raw_contact!r} is not a UUID" if raw_contact else "no contact")
-            continue
-        workspace = _uuid(raw_ws) if raw_ws else ws_default
+            raise _RowProblem(f"contact {cells.contact!r} is not a UUID" if cells.contact else "no contact")
+        workspace = _uuid(cells.workspace) if cells.workspace else self._default_workspace
         if not workspace:
-            bad(f"workspace {raw_ws!r} is not a UUID" if raw_ws else "no workspace (column empty, no --workspace)")
-            continue
-        resolved: Path | None = None
-        if "file" in cols:
-            resolved, why = safe_path(root, raw_file)
-            if resolved is None:
-                bad(why)
-                continue
-        key = (contact, workspace, str(resolved or ""))
-        if key in seen:
-            bad(f"duplicate of line {seen[key]}")
-            continue
-        seen[key] = line
-        rows.append(ContactRow(line, contact, workspace, resolved, raw_file or None, extra))
-    return ContactList(path=path, rows=tuple(rows), invalid=tuple(invalid),
-                       has_file_column="file" in cols, extra_columns=extra_names, encoding=encoding)
+            raise _RowProblem(f"workspace {cells.workspace!r} is not a UUID" if cells.workspace
+                              else "no workspace (column empty, no --workspace)")
+        resolved = self._file(cells.file)
+        first = self._seen.setdefault((contact, workspace, str(resolved or "")), line)
+        if first != line:
+            raise _RowProblem(f"duplicate of line {first}")
+        return ContactRow(line, contact, workspace, resolved, cells.file or None, cells.extra)
+
+    def _file(self, written: str) -> Path | None:
+        """The row's file inside the folder; None when the CSV has no file column (a broadcast)."""
+        if Column.FILE not in self._layout.columns:
+            return None
+        resolved, why = safe_path(self._folder, written)
+        if resolved is None:
+            raise _RowProblem(why)
+        return resolved

@@ -40,7 +40,7 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def network_address(family: int) -> str | None:
+def network_address(family: socket.AddressFamily) -> str | None:
     """This machine's address on its network for ``family`` (the default route's), or None."""
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as probe:
@@ -94,4 +94,4 @@ def sandbox_banner(where: Reach, token: str, public_token: str, data: object) ->
     else:  # audiopipe's client would refuse: it sends a token over plain http to loopback only
         lines.append("  audiopipe sends to plain http on 127.0.0.1/localhost only: to try it with audiopipe, "
                      "use --host 127.0.0.1 (or 0.0.0.0)")
-    return lines + ["  Ctrl-C to stop"]
+    return [*lines, "  Ctrl-C to stop"]
