@@ -679,3 +679,37 @@ def test_an_older_ledger_is_read_as_it_is_and_upgraded_by_its_first_writer(path)
     assert {"work", "resolved"} <= columns()
     with SqliteLedger(path) as led:
         assert led.get(key()).resolved["by"] == "ann@host" and led.get(key(part=2)).state == DEFERRED
+
+
+# --- reading never makes a ledger; the words a ledger stores ----------------------------------------
+
+def test_open_existing_reads_the_ledger_there_and_never_makes_one(tmp_path):
+    from audiopipe.campaign.ledger import open_existing
+
+    missing = tmp_path / "nowhere" / "ledger.sqlite3"
+    assert open_existing(missing) is None
+    assert not missing.parent.exists()  # nothing made, not even the folder
+    made = tmp_path / "ledger.sqlite3"
+    with SqliteLedger(made) as led:
+        led.begin(key(), parts=1, file="a", prepared_sha256="x")
+    found = open_existing(made)
+    assert found is not None
+    with found:
+        assert found.counts()[SENDING] == 1 and found.ledger_id
+    old = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(str(old))
+    db.executescript(FIRST_SCHEMA)
+    db.close()
+    with open_existing(old) as reader:  # a ledger from before ids is read as it is, not given one
+        assert reader.ledger_id is None
+    other = tmp_path / "notes.txt"
+    other.write_text("not a ledger\n" * 10)
+    with pytest.raises(LedgerRefused, match="not an audiopipe ledger"):
+        open_existing(other)
+
+
+def test_the_vocabulary_is_the_strings_a_ledger_has_always_stored():
+    assert [s.value for s in STATES] == ["pending", "sending", "sent", "failed", "deferred", "unknown"]
+    for s in STATES:
+        assert s == s.value and hash(s) == hash(s.value) and {s.value: 1}[s] == 1
+        assert f"{s}" == str(s) == s.value and json.dumps({s: s}) == f'{{"{s.value}": "{s.value}"}}'

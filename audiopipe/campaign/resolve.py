@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from audiopipe.campaign.ledger import RESOLVABLE, LedgerRow, NotResolvable, SqliteLedger
+from audiopipe.campaign.ledger import RESOLVABLE, Ledger, LedgerRow, NotResolvable, Outcome, RowStatus
 from audiopipe.errors import UsageError
 
 MESSAGE_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")  # the API's ids are UUIDs; allow any plain token
@@ -59,23 +59,27 @@ class Resolution:
     by: str
     freed_parts: int
 
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome.DELIVERED if self.delivered else Outcome.NOT_DELIVERED
+
     def line(self) -> str:
         """What was recorded and what the next batch will do, in one line."""
         key = self.before.key
         part = f" part {key.part}/{self.before.parts}" if self.before.parts > 1 else ""
         after = f"the {self.freed_parts} part(s) after it" if self.freed_parts else ""
         if self.delivered:
-            what = "delivered" + (f" (message id {self.message_id})" if self.message_id else "")
+            what = f"{Outcome.DELIVERED}" + (f" (message id {self.message_id})" if self.message_id else "")
             then = "the next batch skips it" + (f" and sends {after}" if after else "")
         else:
-            what, then = "not delivered", "the next batch sends it" + (f" and {after}" if after else "")
+            what, then = f"{Outcome.NOT_DELIVERED}", "the next batch sends it" + (f" and {after}" if after else "")
         return f"resolved: [{key.campaign}] {key.contact} {self.before.file}{part}: {what}, by {self.by}; {then}"
 
     def to_json(self) -> dict[str, Any]:
         key = self.before.key
         return {"campaign": key.campaign, "workspace": key.workspace, "contact": key.contact,
                 "file": self.before.file, "part": key.part, "parts": self.before.parts, "was": self.before.state,
-                "resolved": "delivered" if self.delivered else "not delivered", "message_id": self.message_id,
+                "resolved": self.outcome, "message_id": self.message_id,
                 "by": self.by, "frees_parts": self.freed_parts}
 
 
@@ -125,7 +129,7 @@ def check_selection(selection: Selection, *, delivered: bool, message_id: str | 
                      selection.all_unknown)
 
 
-def resolve_unknown(ledger: SqliteLedger, selection: Selection, *, delivered: bool,
+def resolve_unknown(ledger: Ledger, selection: Selection, *, delivered: bool,
                     message_id: str | None = None, note: str | None = None,
                     by: str | None = None) -> list[Resolution]:
     """Settle the unknown sends ``selection`` names, all in one transaction. Takes the run lock for
@@ -148,14 +152,14 @@ def resolve_unknown(ledger: SqliteLedger, selection: Selection, *, delivered: bo
         ledger.release()
 
 
-def _choose(ledger: SqliteLedger, sel: Selection) -> list[LedgerRow]:
+def _choose(ledger: Ledger, sel: Selection) -> list[LedgerRow]:
     found = ledger.rows(sel.campaign, workspace=sel.workspace, contact=sel.contact, file=sel.file,
                         part=sel.part)
     unknown = [r for r in found if r.state in RESOLVABLE]
     if sel.all_unknown:
         return unknown
     if not found:
-        raise UsageError(f"no send matches {sel.describe()} in the ledger {ledger.path}; "
+        raise UsageError(f"no send matches {sel.describe()} in the ledger {ledger.location}; "
                          "`audiopipe status` lists them")
     if not unknown:
         raise NotResolvable(_not_unknown(ledger, sel, found))
@@ -168,7 +172,7 @@ def _choose(ledger: SqliteLedger, sel: Selection) -> list[LedgerRow]:
     return unknown
 
 
-def _not_unknown(ledger: SqliteLedger, sel: Selection, found: list[LedgerRow]) -> str:
+def _not_unknown(ledger: Ledger, sel: Selection, found: list[LedgerRow]) -> str:
     """One line: what the named send is instead, and the part to resolve when it waits behind one."""
     what = f"{sel.file} to {sel.contact}"
     found = sorted(found, key=lambda r: (r.key.campaign, r.key.workspace, r.key.part))
@@ -186,25 +190,26 @@ def _not_unknown(ledger: SqliteLedger, sel: Selection, found: list[LedgerRow]) -
     return line + ": only a send whose outcome is unknown can be resolved"
 
 
-def _unknown_before(ledger: SqliteLedger, row: LedgerRow) -> list[LedgerRow]:
+def _unknown_before(ledger: Ledger, row: LedgerRow) -> list[LedgerRow]:
     return [r for r in ledger.rows(row.key.campaign, RESOLVABLE, workspace=row.key.workspace,
                                    contact=row.key.contact)
             if r.key.source_sha256 == row.key.source_sha256 and r.key.part < row.key.part]
 
 
 def _state_words(row: LedgerRow) -> str:
-    if row.state == "sent" and row.resolved:
+    if row.state == RowStatus.SENT and row.resolved:
         return "sent (resolved by hand)"
-    return {"pending": "pending (never attempted)", "deferred": "deferred (not sent yet: the next run sends it)",
-            "failed": "failed (refused by the server)"}.get(row.state, row.state)
+    return {RowStatus.PENDING: "pending (never attempted)",
+            RowStatus.DEFERRED: "deferred (not sent yet: the next run sends it)",
+            RowStatus.FAILED: "failed (refused by the server)"}.get(row.state, row.state)
 
 
-def _later_parts(ledger: SqliteLedger, row: LedgerRow) -> int:
+def _later_parts(ledger: Ledger, row: LedgerRow) -> int:
     """How many later parts of the same recording wait for this one."""
     if row.parts <= 1:
         return 0
-    return sum(1 for r in ledger.rows(row.key.campaign, ("pending", "deferred"), workspace=row.key.workspace,
-                                      contact=row.key.contact)
-               if r.key.source_sha256 == row.key.source_sha256 and r.key.part > row.key.part)
+    waiting = ledger.rows(row.key.campaign, (RowStatus.PENDING, RowStatus.DEFERRED), workspace=row.key.workspace,
+                          contact=row.key.contact)
+    return sum(1 for r in waiting if r.key.source_sha256 == row.key.source_sha256 and r.key.part > row.key.part)
 
 

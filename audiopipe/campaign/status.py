@@ -18,18 +18,22 @@ from typing import Any
 from audiopipe.campaign.ledger import (
     DEFERRED,
     FAILED,
-    PENDING,
     SENDING,
-    SENT,
     UNKNOWN,
+    BlockedPart,
     LedgerRow,
-    SqliteLedger,
+    RowStatus,
+    TallyKey,
+    Verdict,
     default_state_path,
+    open_existing,
 )
 from audiopipe.campaign.summary import ledger_problem, problem_lines
 from audiopipe.errors import UsageError
 
-SHOWN = (SENT, PENDING, DEFERRED, "blocked", UNKNOWN, FAILED, SENDING)  # the order counts are shown in
+# the order counts are shown in
+SHOWN = (RowStatus.SENT, RowStatus.PENDING, RowStatus.DEFERRED, TallyKey.BLOCKED, RowStatus.UNKNOWN, RowStatus.FAILED,
+         RowStatus.SENDING)
 LIST_LIMIT = 50  # rows listed per kind in the text output; --json lists them all
 RESOLVED_SHOWN = 10  # sends resolved by hand listed, the newest first
 
@@ -42,7 +46,7 @@ class LedgerStatus:
     running: str | None
     campaigns: dict[str, dict[str, int]]
     problems: list[LedgerRow] = field(default_factory=list)            # failed, unknown, sending, deferred
-    blocked: list[tuple[LedgerRow, int, str]] = field(default_factory=list)  # (row, behind part, its state)
+    blocked: list[BlockedPart] = field(default_factory=list)
     resolved: list[LedgerRow] = field(default_factory=list)
     pending_from: list[dict[str, Any]] = field(default_factory=list)  # see SqliteLedger.pending_sources
 
@@ -52,42 +56,43 @@ class LedgerStatus:
         for counts in self.campaigns.values():
             for k, v in counts.items():
                 out[k] = out.get(k, 0) + v
-        return {k: out.get(k, 0) for k in (*SHOWN, "resolved")}
+        return {k: out.get(k, 0) for k in (*SHOWN, TallyKey.RESOLVED)}
 
     @property
     def interrupted(self) -> int:
         """Rows a dead run left mid-request (while a batch runs, 'sending' is simply in flight)."""
-        return 0 if self.running else self.totals[SENDING]
+        return 0 if self.running else self.totals[RowStatus.SENDING]
 
-    def verdict(self) -> str:
+    def verdict(self) -> Verdict:
         t = self.totals
-        if t[UNKNOWN] or self.interrupted:
-            return "unknown"
-        if t[FAILED]:
-            return "failed"
-        if t[PENDING] or t[DEFERRED] or t["blocked"] or t[SENDING]:
-            return "left"
-        return "ok"
+        if t[RowStatus.UNKNOWN] or self.interrupted:
+            return Verdict.UNKNOWN
+        if t[RowStatus.FAILED]:
+            return Verdict.FAILED
+        if t[RowStatus.PENDING] or t[RowStatus.DEFERRED] or t[TallyKey.BLOCKED] or t[RowStatus.SENDING]:
+            return Verdict.LEFT
+        return Verdict.OK
 
     def next_steps(self) -> list[str]:
         """What the user can do about what is left, one line each."""
         t, steps = self.totals, []
-        unknown = t[UNKNOWN] + self.interrupted
+        unknown = t[RowStatus.UNKNOWN] + self.interrupted
         if unknown:
             steps.append(f"{unknown} unknown: check whether they arrived (ask the contact, or the Lancepilot "
                          "dashboard), then `audiopipe resolve --campaign C --contact ID --file NAME "
                          "--delivered [--message-id ID]` or `--not-delivered` (--all-unknown for all); "
                          "or resend them all with `audiopipe batch ... --retry-unknown`")
-        if t["blocked"]:
-            steps.append(f"{t['blocked']} blocked: they go out after the part they wait behind is settled "
+        if t[TallyKey.BLOCKED]:
+            steps.append(f"{t[TallyKey.BLOCKED]} blocked: they go out after the part they wait behind is settled "
                          "(resolved if unknown, --retry-failed if refused)")
-        if t[FAILED]:
-            steps.append(f"{t[FAILED]} failed: the server refused them; fix the cause (a contact that "
+        if t[RowStatus.FAILED]:
+            steps.append(f"{t[RowStatus.FAILED]} failed: the server refused them; fix the cause (a contact that "
                          "does not exist, a file too large), then `audiopipe batch ... --retry-failed`")
-        left = t[PENDING] + t[DEFERRED]
+        left = t[RowStatus.PENDING] + t[RowStatus.DEFERRED]
         if left:
-            steps.append(f"{left} not sent yet ({t[PENDING]} never attempted, {t[DEFERRED]} deferred): "
-                         + ("the running batch is sending them" if self.running and t[PENDING]
+            steps.append(f"{left} not sent yet ({t[RowStatus.PENDING]} never attempted, {t[RowStatus.DEFERRED]} "
+                         "deferred): "
+                         + ("the running batch is sending them" if self.running and t[RowStatus.PENDING]
                             else "run the same `audiopipe batch` again to send them"))
         return steps
 
@@ -139,15 +144,17 @@ def read_status(path: str | Path | None = None, campaign: str | None = None, *,
                 limit: int | None = None) -> LedgerStatus:
     """Read what the ledger at ``path`` knows (changing nothing in it). ``limit`` caps each list."""
     path = Path(path) if path else default_state_path()
-    if not path.exists():
+    ledger = open_existing(path)
+    if ledger is None:
         raise UsageError(f"no ledger at {path}: nothing has been sent with it yet (or give --state)")
-    with SqliteLedger(path, create=False) as ledger:
+    with ledger:
         running = ledger.running()
         campaigns = ledger.tally(campaign, running=running is not None)
         if campaign is not None and campaign not in campaigns:
             known = ", ".join(repr(c) for c in ledger.campaigns()) or "none yet"
             raise UsageError(f"the ledger {path} has no sends in campaign {campaign!r} (its campaigns: {known})")
-        problems = ledger.rows(campaign, (UNKNOWN, SENDING, FAILED, DEFERRED), limit=limit)
+        problems = ledger.rows(campaign, (RowStatus.UNKNOWN, RowStatus.SENDING, RowStatus.FAILED, RowStatus.DEFERRED),
+                               limit=limit)
         blocked = ledger.blocked(campaign, running=running is not None, limit=limit)
         resolved = ledger.resolutions(campaign, limit=limit)
         return LedgerStatus(path, ledger.ledger_id, campaign, running, campaigns, problems, blocked, resolved,
