@@ -31,6 +31,7 @@ from audiopipe.errors import (
 )
 from audiopipe.preparation.cache import Cache, cache_key, file_sha256
 from audiopipe.preparation.encode import check_decodes_fully, encode, remux, verify
+from audiopipe.preparation.encoders import require_encoder
 from audiopipe.preparation.formats import ACCEPTABLE_AS_IS, FORMATS, TargetFormat, get_format
 from audiopipe.preparation.outputs import (
     OutputGuard,
@@ -407,7 +408,7 @@ def _transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_st
                progress: EncodeProgressCallback | None = None
                ) -> tuple[str, tuple[OutputFile, ...], int, float | None, EncodePlan]:
     fmt = settings.target
-    fmt.require_encoder()
+    require_encoder(fmt)
     budget = _budget_for(info, settings, fmt)
     opts = dict(bitrate_cap=settings.bitrate, channels=settings.channels,
                 voice_note=settings.voice_note, normalize=settings.normalize)
