@@ -60,13 +60,8 @@ class InputError(AudiopipeError):
         self.reason = reason
 
 
-class PrepareError(AudiopipeError):
-    """A file could be read but not turned into an acceptable output (does not fit, verify failed)."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
+class PrepareError(InputError):
+    """An InputError met after reading the file: no acceptable output came of it (does not fit, verify failed)."""
 
 
 class SendError(AudiopipeError):

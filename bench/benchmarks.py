@@ -427,13 +427,11 @@ class _Recorder(threading.local):
 def bench_firstfit(quick: bool) -> dict[str, Any]:
     """prepare_file() with budgets scaled down from 16 MB so each short input gets the bitrate a
     30 s .. 3 h recording would get; count how often the first encode fits."""
-    import importlib
-
+    # the fit loop calls encode and verify through its module's names: wrapped there to count attempts
+    import audiopipe.preparation.transcode as prep
     from audiopipe.preparation.formats import get_format
-    # not `import audiopipe.preparation.pipeline as prep`: the package re-exports a function named `prepare`
-    # (from segment.py) that shadows the submodule as an attribute of `audiopipe`.
-    prep = importlib.import_module("audiopipe.preparation.pipeline")
-    from audiopipe.preparation.pipeline import PrepareSettings, prepare_file
+    from audiopipe.preparation.pipeline import prepare_file
+    from audiopipe.preparation.settings import PrepareSettings
 
     per = 1 if quick else 5  # cases per (format, source type)
     rng = random.Random(4242)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from audiopipe.preparation.pipeline import PrepareSettings
+from audiopipe.preparation.settings import PrepareSettings
 
 
 def files_in(folder: Path) -> list[str]:

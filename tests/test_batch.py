@@ -32,7 +32,7 @@ from audiopipe.campaign.batch import (
 )
 from audiopipe.campaign.ledger import DEFERRED, FAILED, SENT, UNKNOWN, LedgerLocked, LedgerRefused, SqliteLedger
 from audiopipe.errors import UsageError
-from audiopipe.preparation.pipeline import PrepareSettings
+from audiopipe.preparation.settings import PrepareSettings
 from audiopipe.sandbox.app import Faults, Sandbox
 from audiopipe.send.client import LancepilotClient, RetryPolicy
 

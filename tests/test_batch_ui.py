@@ -386,7 +386,7 @@ def test_run_batch_stopped_by_a_real_sigint_hands_back_what_it_did(tmp_path, aud
     callback never counted what the stop left undone."""
     from audiopipe.campaign.batch import BatchInterrupted, BatchSettings, run_batch
     from audiopipe.campaign.ledger import SENT, SqliteLedger
-    from audiopipe.preparation.pipeline import PrepareSettings
+    from audiopipe.preparation.settings import PrepareSettings
     from audiopipe.send.client import LancepilotClient
 
     sb = make_sandbox(faults=Faults(latency=1.0))

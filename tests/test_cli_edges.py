@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from audiopipe.errors import UsageError
-from audiopipe.preparation.pipeline import PrepareSettings
+from audiopipe.preparation.settings import PrepareSettings
 
 TOKEN = "edge-token"
 SANDBOX_RESTARTS = True

@@ -20,9 +20,10 @@ from helpers import files_in, settings
 from audiopipe.errors import FFmpegError, PrepareError, ToolMissingError
 from audiopipe.preparation.encode import encode, verify
 from audiopipe.preparation.formats import FORMATS
-from audiopipe.preparation.pipeline import PrepareSettings, prepare_file
+from audiopipe.preparation.pipeline import prepare_file
 from audiopipe.preparation.plan import plan
 from audiopipe.preparation.probe import probe
+from audiopipe.preparation.settings import PrepareSettings
 from audiopipe.runner import audio_encoders
 
 MP4_FAMILY = "mov,mp4,m4a,3gp,3g2,mj2"

@@ -22,8 +22,10 @@ from helpers import CONTACT, WS, files_in, settings
 from audiopipe.campaign.report import check_report_path, write_report
 from audiopipe.errors import OutputClash, OutputError
 from audiopipe.preparation.cache import Cache
+from audiopipe.preparation.inputs import collect_inputs
 from audiopipe.preparation.outputs import Protected, place, stage
-from audiopipe.preparation.pipeline import PrepareSettings, collect_inputs, prepare_file, prepare_many
+from audiopipe.preparation.pipeline import prepare_file, prepare_many
+from audiopipe.preparation.settings import PrepareSettings
 
 REAL_FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
 TOKEN = "outputs-token"

@@ -20,14 +20,12 @@ from helpers import files_in, settings
 
 from audiopipe.errors import FFmpegError, InputError, PrepareError
 from audiopipe.preparation import formats
-from audiopipe.preparation.pipeline import (
-    PrepareOutcome,
-    PrepareSettings,
-    collect_inputs,
-    prepare_file,
-    prepare_many,
-)
-from audiopipe.preparation.plan import MPEG1_RATES, MPEG2_RATES, MPEG25_RATES, DoesNotFit
+from audiopipe.preparation.formats import MPEG1_RATES, MPEG2_RATES, MPEG25_RATES
+from audiopipe.preparation.inputs import collect_inputs
+from audiopipe.preparation.pipeline import prepare_file, prepare_many
+from audiopipe.preparation.plan import DoesNotFit
+from audiopipe.preparation.results import PrepareOutcome
+from audiopipe.preparation.settings import PrepareSettings
 
 REAL_FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
 

@@ -28,7 +28,9 @@ from pathlib import Path
 import pytest
 
 from audiopipe.preparation.encode import progress_reader
-from audiopipe.preparation.pipeline import EncodeProgress, PrepareSettings, prepare_file
+from audiopipe.preparation.pipeline import prepare_file
+from audiopipe.preparation.results import EncodeProgress
+from audiopipe.preparation.settings import PrepareSettings
 from audiopipe.runner import Interrupted, run_child, stop_children
 
 pytestmark = pytest.mark.timeout(180)

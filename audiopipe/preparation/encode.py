@@ -18,8 +18,9 @@ import ffmpeg
 
 from audiopipe.errors import FFmpegError, InputError, LimitExceeded, PrepareError
 from audiopipe.preparation.formats import TargetFormat
+from audiopipe.preparation.opening import ffmpeg_path_arg, input_options
 from audiopipe.preparation.plan import EncodePlan
-from audiopipe.preparation.probe import MediaInfo, ffmpeg_path_arg, input_options, probe, read_to_end, reading_timeout
+from audiopipe.preparation.probe import MediaInfo, probe, read_to_end, reading_timeout
 from audiopipe.preparation.sniff import sniff
 from audiopipe.runner import ffmpeg_base, run, telling_line
 from audiopipe.scratch import discard, part_path
@@ -89,11 +90,19 @@ def build_copy_argv(source: str | Path, audio_index: int, muxer: str, output: st
 
 def remux(source: str | Path, audio_index: int, muxer: str, dest: Path, duration: float) -> Path:
     """Copy the audio stream into another container (atomically), dropping tags, art and video."""
+    timeout = reading_timeout(Path(source).stat().st_size, duration)
+    return _written_by_ffmpeg(dest, lambda tmp: build_copy_argv(source, audio_index, muxer, tmp),
+                              timeout=timeout, what="ffmpeg remux")
+
+
+def _written_by_ffmpeg(dest: Path, argv_for: Callable[[Path], list[str]], *, timeout: float, what: str,
+                       on_stdout_line: Callable[[bytes], None] | None = None) -> Path:
+    """Run the ffmpeg ``argv_for`` builds for a temp name beside ``dest``; give the result ``dest``'s
+    name only once ffmpeg succeeded, so a failed or killed run leaves nothing under it."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(dest)
     try:
-        run(build_copy_argv(source, audio_index, muxer, tmp),
-            timeout=reading_timeout(Path(source).stat().st_size, duration), what="ffmpeg remux")
+        run(argv_for(tmp), timeout=timeout, what=what, on_stdout_line=on_stdout_line)
         os.replace(tmp, dest)
     finally:
         discard(tmp)
@@ -126,16 +135,9 @@ def encode(source: str | Path, plan: EncodePlan, dest: Path, *,
            progress: Callable[[float], None] | None = None) -> Path:
     """Encode ``source`` per ``plan`` into ``dest`` (atomically); return ``dest``. ``progress``
     is called (from this thread) with the seconds of ``plan.duration`` encoded so far."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(dest)
-    try:
-        run(build_argv(source, plan, tmp, progress=progress is not None),
-            timeout=encode_timeout(plan.duration, plan.normalize),
-            what="ffmpeg encode", on_stdout_line=progress_reader(progress) if progress else None)
-        os.replace(tmp, dest)
-    finally:
-        discard(tmp)
-    return dest
+    return _written_by_ffmpeg(dest, lambda tmp: build_argv(source, plan, tmp, progress=progress is not None),
+                              timeout=encode_timeout(plan.duration, plan.normalize), what="ffmpeg encode",
+                              on_stdout_line=progress_reader(progress) if progress else None)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""The formats audiopipe can produce, and what the API accepts as it is.
+"""The formats audiopipe can produce, and what the API accepts as it is: a data table.
+
+Everything the planner needs to know about a format is a field here (bitrate bounds, the sample rates
+its encoder takes at each bitrate, container overhead, when stereo is worth it), so :mod:`plan` never
+asks which format it is holding. Whether this machine's ffmpeg can encode a format is a question for
+:mod:`encoders`, not for the table.
 
 Numbers here are the planner's model of each encoder; they were measured with ffmpeg 5.1 (Debian 12)
 and are checked after every encode anyway (verify + re-plan), so a small error costs a pass, not a
@@ -9,8 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from audiopipe.errors import ToolMissingError, UsageError
-from audiopipe.runner import audio_encoders
+from audiopipe.errors import UsageError
 
 LOSSLESS_CODECS = frozenset({
     "flac", "alac", "wavpack", "tta", "ape", "mlp", "truehd", "shorten", "als",
@@ -19,6 +23,34 @@ LOSSLESS_CODECS = frozenset({
 
 def is_lossless(codec: str) -> bool:
     return codec.startswith("pcm_") or codec in LOSSLESS_CODECS
+
+
+@dataclass(frozen=True)
+class RateBand:
+    """Sample rates that take only some bitrates (one MPEG version's), and the rate to move to when a
+    bitrate is over or under them (None: no other rate helps, keep it)."""
+
+    rates: tuple[int, ...]
+    lowest: int                   # bitrates ``rates`` take, bit/s
+    highest: int
+    over: int | None = None       # the rate for a bitrate over ``highest``
+    under: int | None = None      # the rate for a bitrate under ``lowest``
+    within_source: bool = False   # move only to a rate the source has
+
+    def move(self, rate: int, bitrate: float, source_rate: int) -> int:
+        """The rate to encode ``bitrate`` at instead of ``rate`` (``rate`` when it takes it)."""
+        if rate not in self.rates:
+            return rate
+        target = self.over if bitrate > self.highest else self.under if bitrate < self.lowest else None
+        if target is None or (self.within_source and source_rate < target):
+            return rate
+        return target
+
+
+# (per-channel bitrate under which, the sample rate to aim for); above the last step, TOP_RATE.
+RATE_LADDER: tuple[tuple[int, int], ...] = ((12000, 8000), (28000, 16000), (40000, 22050), (56000, 32000))
+TOP_RATE = 48000
+STANDARD_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 
 @dataclass(frozen=True)
@@ -39,6 +71,11 @@ class TargetFormat:
     frame_samples: int = 1024     # samples per codec frame
     bitrate_factor: float = 1.0   # how far the encoder overshoots its nominal bitrate
     max_channels: int = 2
+    stereo_min: int = 64000       # below this total bitrate a stereo output is made mono
+    fixed_sample_rate: int | None = None  # the only rate the codec codes at (then the ladder is not used)
+    rate_ladder: tuple[tuple[int, int], ...] = RATE_LADDER  # the sample rate that suits a bitrate
+    rate_bands: tuple[RateBand, ...] = ()  # rates that take only some bitrates (MP3's MPEG versions)
+    speech_below: int | None = None  # Opus: at or under this bitrate per channel, tune for speech (voip)
 
     def bytes_per_second(self, bitrate: float, sample_rate: int) -> float:
         """Expected output bytes per second of audio at ``bitrate`` (the planner's size model)."""
@@ -48,28 +85,47 @@ class TargetFormat:
     def ceiling(self, channels: int) -> int:
         return self.ceiling_per_channel * max(1, min(channels, self.max_channels))
 
+    def highest_bitrate_at(self, source_rate: int) -> int | None:
+        """The highest bitrate any sample rate up to ``source_rate`` takes (None: no such rule), so
+        that no bitrate is planned that would need the source upsampled."""
+        tops = [band.highest for band in self.rate_bands if min(band.rates) <= source_rate]
+        return max(tops) if tops else None
+
     def require_encoder(self) -> None:
-        if self.encoder not in audio_encoders():
-            raise ToolMissingError(
-                f"format {self.name!r} needs the ffmpeg encoder {self.encoder!r}, which this ffmpeg "
-                f"build does not have; choose another --format (ogg, mp3, m4a or aac) or install an "
-                f"ffmpeg built with {self.encoder}")
+        """Shim for cli/doctor.py until the merge: use :func:`audiopipe.preparation.encoders.require_encoder`."""
+        from audiopipe.preparation.encoders import require_encoder  # the table itself runs nothing
+
+        require_encoder(self)
 
 
 MP3_STEPS = (8000, 16000, 24000, 32000, 40000, 48000, 56000, 64000, 80000, 96000, 112000,
              128000, 144000, 160000, 192000, 224000, 256000, 320000)
 AMR_STEPS = (4750, 5150, 5900, 6700, 7400, 7950, 10200, 12200)
 
+MPEG1_RATES = (32000, 44100, 48000)      # MP3 bitrates 32..320 kbit/s
+MPEG2_RATES = (16000, 22050, 24000)      # 8..160 kbit/s
+MPEG25_RATES = (8000, 11025, 12000)      # 8..64 kbit/s
+# Each MPEG version takes only some bitrates: move the rate until the bitrate is legal (in this order).
+MP3_RATE_BANDS = (
+    RateBand(MPEG25_RATES, 8000, 64000, over=22050, within_source=True),
+    RateBand(MPEG2_RATES, 8000, 160000, over=44100),
+    RateBand(MPEG1_RATES, 32000, 320000, under=22050),
+)
+# MP3 aims at MPEG 2.5's 12 kHz where the others take 16 kHz.
+MP3_RATE_LADDER = ((12000, 8000), (20000, 12000), (28000, 16000), (40000, 22050), (56000, 32000))
+
 FORMATS: dict[str, TargetFormat] = {
     "ogg": TargetFormat(
         name="ogg", extension="ogg", muxer="ogg", encoder="libopus", codec="opus", container="ogg",
         content_type="audio/ogg", floor=6000, ceiling_per_channel=64000,
         # CBR Opus in Ogg measured at exactly bitrate/8 + 77.4 bytes/s (6 to 64 kbit/s).
-        fixed_overhead=4096, overhead_per_second=80.0),
+        fixed_overhead=4096, overhead_per_second=80.0, stereo_min=32000,
+        # Opus always codes at 48 kHz; the header keeps the input rate for players
+        fixed_sample_rate=48000, speech_below=24000),
     "mp3": TargetFormat(
         name="mp3", extension="mp3", muxer="mp3", encoder="libmp3lame", codec="mp3", container="mp3",
         content_type="audio/mpeg", floor=8000, ceiling_per_channel=160000, steps=MP3_STEPS,
-        fixed_overhead=4096, bitrate_factor=1.001),
+        fixed_overhead=4096, bitrate_factor=1.001, rate_ladder=MP3_RATE_LADDER, rate_bands=MP3_RATE_BANDS),
     "m4a": TargetFormat(
         name="m4a", extension="m4a", muxer="ipod", encoder="aac", codec="aac",
         container="mov,mp4,m4a,3gp,3g2,mj2", content_type="audio/mp4", floor=16000,
@@ -81,7 +137,8 @@ FORMATS: dict[str, TargetFormat] = {
     "amr": TargetFormat(
         name="amr", extension="amr", muxer="amr", encoder="libopencore_amrnb", codec="amr_nb",
         container="amr", content_type="audio/amr", floor=4750, ceiling_per_channel=12200,
-        steps=AMR_STEPS, fixed_overhead=64, bytes_per_frame=1.0, frame_samples=160, max_channels=1),
+        steps=AMR_STEPS, fixed_overhead=64, bytes_per_frame=1.0, frame_samples=160, max_channels=1,
+        stereo_min=10**9, fixed_sample_rate=8000),
 }
 
 FORMAT_NAMES = tuple(FORMATS)

@@ -27,23 +27,25 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
-from audiopipe.errors import OutputClash, OutputError, os_reason
+from audiopipe.errors import OutputClash, OutputError, UsageError, os_reason
 from audiopipe.files import write_atomically
 from audiopipe.preparation.cache import file_sha256
-from audiopipe.preparation.encode import temp_path_for
 from audiopipe.preparation.formats import FORMATS
-from audiopipe.scratch import discard
+from audiopipe.scratch import discard, part_path
 
 log = logging.getLogger(__name__)
 
 FileId = tuple[int, int]
 
-FOLDER_IN_THE_WAY = "is a folder, and audiopipe writes a file by that name: rename or remove the folder, or choose another --out"
+FOLDER_IN_THE_WAY = ("is a folder, and audiopipe writes a file by that name: rename or remove the folder, "
+                     "or choose another --out")
 NOT_OURS = ("already exists and audiopipe did not write it for this input and settings: left as it is "
             "(--overwrite replaces it, or choose another --out)")
 APPEARED = "appeared while it was being prepared (another run?): left as it is"
@@ -55,6 +57,13 @@ NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, err
 _EXTENSIONS = "|".join(sorted({re.escape(f.extension) for f in FORMATS.values()}))
 OUTPUT_NAME = re.compile(rf"^(?P<stem>.+?)(?P<part>\.part[1-9][0-9]*of[1-9][0-9]*)?\.(?:{_EXTENSIONS})$",
                          re.IGNORECASE)
+
+
+
+def part_name(stem: str, ext: str, part: int, parts: int) -> str:
+    """The file name of part ``part`` of ``parts`` (just ``STEM.EXT`` when there is one)."""
+    return f"{stem}.{ext}" if parts == 1 else f"{stem}.part{part}of{parts}.{ext}"
+
 
 SIDECAR_SCHEMA = "audiopipe-outputs/1"
 SIDECAR_SUFFIX = ".audiopipe.json"
@@ -95,7 +104,7 @@ class Protected:
                               f"audiopipe never replaces; {fix}")
 
 
-ProtectArg = Union[Protected, Iterable[str | Path]]
+ProtectArg = Protected | Iterable[str | Path]
 
 
 def as_protected(protect: ProtectArg, label: str = "one of the run's own files") -> Protected:
@@ -141,7 +150,7 @@ def stage(dest: Path) -> Path:
     """A hidden temp name beside ``dest`` to write it under (its owner's token makes it unique and
     lets a later run sweep it if this one is killed); end with :func:`place` and ``discard``."""
     make_folder(dest.parent)
-    return temp_path_for(dest)
+    return part_path(dest)
 
 
 def place(staged: Path, dest: Path, *, replace: bool) -> None:
@@ -169,6 +178,31 @@ def place(staged: Path, dest: Path, *, replace: bool) -> None:
         raise OutputError(dest, f"cannot be written: {os_reason(exc)}") from None
     finally:
         discard(staged)
+
+
+def copy_into_place(src: Path, dest: Path, *, replace: bool) -> None:
+    """Copy ``src`` to ``dest`` by way of a staged name (see :func:`place`)."""
+    staged = stage(dest)
+    try:
+        shutil.copyfile(src, staged)
+        place(staged, dest, replace=replace)
+    finally:
+        discard(staged)
+
+
+def check_output_folder(folder: str | Path, refusal: str | None = None) -> None:
+    """Make ``folder`` and check a file can be written in it, before any work is done; otherwise
+    :class:`UsageError`: ``refusal`` (default: ``--out FOLDER: cannot write there``) and the reason."""
+    out = Path(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe_file = tempfile.mkstemp(prefix=".audiopipe-write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe_file)
+    except FileExistsError:
+        raise UsageError(f"{refusal or f'--out {out}: cannot write there'}: {out} is a file, not a folder") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{refusal or f'--out {out}: cannot write there'}: {os_reason(exc)}") from None
 
 
 # --- what audiopipe wrote --------------------------------------------------------------------------

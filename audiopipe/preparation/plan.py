@@ -1,6 +1,8 @@
 """plan(): choose codec settings so the output fits the byte budget. Pure: no I/O, unit-tested.
 
-The size model is ``fixed + duration × bytes_per_second(bitrate)`` (see formats.py). The plan takes
+The size model is ``fixed + duration × bytes_per_second(bitrate)`` (see formats.py), and every rule
+that differs between formats (the sample rates an encoder takes, when stereo is worth it) is read off
+the :class:`TargetFormat`: nothing here asks which format it is holding. The plan takes
 the highest sensible bitrate that fits after container overhead, never above what the source carries
 and never below the format's quality floor; when even the floor cannot hold the duration it raises
 :class:`DoesNotFit`, saying how many seconds would fit, so the caller can trim, split or fail.
@@ -12,19 +14,25 @@ import math
 from dataclasses import dataclass, replace
 
 from audiopipe.errors import PrepareError
-from audiopipe.preparation.formats import TargetFormat, is_lossless
+from audiopipe.preparation.formats import (
+    MPEG1_RATES,
+    MPEG2_RATES,
+    MPEG25_RATES,
+    STANDARD_RATES,
+    TOP_RATE,
+    TargetFormat,
+    is_lossless,
+)
 from audiopipe.preparation.probe import MediaInfo
+
+__all__ = [
+    "HEADROOM", "MPEG1_RATES", "MPEG2_RATES", "MPEG25_RATES", "STANDARD_RATES", "DoesNotFit", "EncodePlan",
+    "bitrate_for", "choose_sample_rate", "expected_size", "plan", "quantize", "replan", "seconds_that_fit",
+    "source_ceiling",
+]
 
 # Aim this far under the budget at the first encode; verify() measures and re-plans anyway.
 HEADROOM = 0.985
-
-# Below this total bitrate a stereo output is made mono: one good channel beats two poor ones.
-STEREO_MIN = {"ogg": 32000, "mp3": 64000, "m4a": 64000, "aac": 64000, "amr": 10**9}
-
-MPEG1_RATES = (32000, 44100, 48000)      # MP3 bitrates 32..320 kbit/s
-MPEG2_RATES = (16000, 22050, 24000)      # 8..160 kbit/s
-MPEG25_RATES = (8000, 11025, 12000)      # 8..64 kbit/s
-STANDARD_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 
 class DoesNotFit(PrepareError):
@@ -57,7 +65,7 @@ class EncodePlan:
 
 
 def expected_size(fmt: TargetFormat, bitrate: float, sample_rate: int, duration: float) -> int:
-    return int(math.ceil(fmt.fixed_overhead + duration * fmt.bytes_per_second(bitrate, sample_rate)))
+    return math.ceil(fmt.fixed_overhead + duration * fmt.bytes_per_second(bitrate, sample_rate))
 
 
 def bitrate_for(fmt: TargetFormat, budget: float, duration: float, sample_rate: int) -> float:
@@ -86,33 +94,15 @@ def _highest_rate_at_most(limit: int, choices: tuple[int, ...]) -> int:
 
 
 def choose_sample_rate(fmt: TargetFormat, bitrate: int, channels: int, source_rate: int) -> int:
-    """A sample rate the encoder takes that suits the bitrate, never above the source's."""
-    if fmt.name == "ogg":
-        return 48000  # Opus always codes at 48 kHz; the header keeps the input rate for players
-    if fmt.name == "amr":
-        return 8000
+    """A sample rate the encoder takes that suits the bitrate, never above the source's (unless the
+    format's rate bands need it)."""
+    if fmt.fixed_sample_rate is not None:
+        return fmt.fixed_sample_rate
     per_channel = bitrate / max(1, channels)
-    if per_channel < 12000:
-        wanted = 8000
-    elif per_channel < 20000:
-        wanted = 12000 if fmt.name == "mp3" else 16000
-    elif per_channel < 28000:
-        wanted = 16000
-    elif per_channel < 40000:
-        wanted = 22050
-    elif per_channel < 56000:
-        wanted = 32000
-    else:
-        wanted = 48000
+    wanted = next((rate for below, rate in fmt.rate_ladder if per_channel < below), TOP_RATE)
     rate = _highest_rate_at_most(min(wanted, source_rate), STANDARD_RATES)
-    if fmt.name == "mp3":
-        # Each MPEG version takes only some bitrates: move the rate until the bitrate is legal.
-        if rate in MPEG25_RATES and bitrate > 64000:
-            rate = 22050 if source_rate >= 22050 else rate
-        if rate in MPEG2_RATES and bitrate > 160000:
-            rate = 44100
-        if rate in MPEG1_RATES and bitrate < 32000:
-            rate = 22050
+    for band in fmt.rate_bands:
+        rate = band.move(rate, bitrate, source_rate)
     return rate
 
 
@@ -123,9 +113,11 @@ def source_ceiling(info: MediaInfo) -> int | None:
     return info.audio.bit_rate or info.bit_rate
 
 
-def plan(info: MediaInfo, fmt: TargetFormat, budget: int, *, bitrate_cap: int | None = None,
-         channels: int | None = None, voice_note: bool = False, normalize: bool = False,
-         duration: float | None = None, start: float = 0.0, fade_out: float = 0.0) -> EncodePlan:
+def plan(  # noqa: PLR0913 - the public planner: every setting is its own keyword, named by the callers
+    info: MediaInfo, fmt: TargetFormat, budget: int, *, bitrate_cap: int | None = None,
+    channels: int | None = None, voice_note: bool = False, normalize: bool = False,
+    duration: float | None = None, start: float = 0.0, fade_out: float = 0.0,
+) -> EncodePlan:
     """Settings for encoding ``duration`` seconds of ``info`` (from ``start``) into ``budget`` bytes."""
     dur = info.duration - start if duration is None else duration
     if channels is not None:
@@ -139,8 +131,9 @@ def plan(info: MediaInfo, fmt: TargetFormat, budget: int, *, bitrate_cap: int | 
         ceiling = fmt.ceiling(ch)
         if info.audio.sample_rate <= 16000:
             ceiling = min(ceiling, 32000 * ch)  # a narrowband source needs no more
-        if fmt.name == "mp3" and info.audio.sample_rate < MPEG1_RATES[0]:
-            ceiling = min(ceiling, 160000)  # above that MP3 needs 32 kHz+: never upsample for it
+        highest = fmt.highest_bitrate_at(info.audio.sample_rate)
+        if highest is not None:
+            ceiling = min(ceiling, highest)  # a higher one would need a higher rate: never upsample for it
         for cap in (bitrate_cap, source_ceiling(info)):
             if cap:
                 ceiling = min(ceiling, max(cap, fmt.floor))
@@ -158,18 +151,18 @@ def plan(info: MediaInfo, fmt: TargetFormat, budget: int, *, bitrate_cap: int | 
         return b, choose_sample_rate(fmt, b, ch, info.audio.sample_rate)
 
     bitrate, rate = fitting(out_channels)
-    if channels is None and out_channels == 2 and bitrate < STEREO_MIN[fmt.name]:
+    if channels is None and out_channels == 2 and bitrate < fmt.stereo_min:
         out_channels = 1
         bitrate, rate = fitting(1)
     if bitrate < fmt.floor or expected_size(fmt, bitrate, rate, dur) > budget:
         floor_rate = choose_sample_rate(fmt, fmt.floor, out_channels, info.audio.sample_rate)
         raise DoesNotFit(info.path, dur, seconds_that_fit(fmt, budget, fmt.floor, floor_rate),
                          fmt.floor, budget)
-    application = "voip" if fmt.name == "ogg" and (voice_note or bitrate / out_channels <= 24000) else "audio"
+    speech = fmt.speech_below is not None and (voice_note or bitrate / out_channels <= fmt.speech_below)
     return EncodePlan(
         format=fmt.name, encoder=fmt.encoder, muxer=fmt.muxer, codec=fmt.codec, bitrate=bitrate,
         sample_rate=rate, channels=out_channels, duration=dur, start=start, fade_out=fade_out,
-        normalize=normalize, audio_index=info.audio.audio_index, application=application,
+        normalize=normalize, audio_index=info.audio.audio_index, application="voip" if speech else "audio",
         budget=budget, expected_size=expected_size(fmt, bitrate, rate, dur))
 
 

@@ -1,8 +1,7 @@
 """probe(path) -> MediaInfo: what an input is, asked of ffprobe once.
 
-Inputs are opened through the ``file:`` protocol only and with a whitelist of real containers, so a
-playlist or concat file (an HLS file named ``.mp3``) can never pull another recording off the disk
-(docs/api.md §6); a probed playlist format is refused as well, in case the whitelist is ever widened.
+Inputs are opened as :mod:`opening` says (plain files, real containers only); a probed playlist
+format is refused as well, in case the whitelist is ever widened.
 
 The duration is the chosen audio stream's own (a video whose picture runs on after the sound lasts
 as long as its sound), counted from its packets when the container only guessed it from a bitrate.
@@ -13,7 +12,6 @@ channels, hours declared in a few kilobytes) is refused here, before any ffmpeg 
 from __future__ import annotations
 
 import json
-import os
 import re
 import stat
 from dataclasses import asdict, dataclass, replace
@@ -21,18 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from audiopipe.errors import FFmpegError, InputError, LimitExceeded, os_reason
+from audiopipe.preparation.opening import PLAYLIST_FORMATS, ffmpeg_path_arg, input_flags
 from audiopipe.runner import ffmpeg_base, ffprobe_base, run, telling_line
-
-# Demuxers audiopipe will open. Anything else (hls, concat, image2, data URIs...) is refused.
-INPUT_FORMATS = (
-    "wav", "w64", "rf64", "flac", "mp3", "ogg", "mov", "matroska", "aac", "amr", "amrnb", "amrwb",
-    "aiff", "caf", "au", "asf", "avi", "flv", "mpeg", "mpegts", "ac3", "eac3", "dts", "truehd",
-    "wv", "ape", "tta", "mpc", "mpc8", "dsf", "voc", "loas", "mlp", "shn", "xwma", "rm", "3gp",
-    "gsm", "mp2", "s337m", "sox", "wsaud",
-)
-FORMAT_WHITELIST = ",".join(INPUT_FORMATS)
-PLAYLIST_FORMATS = frozenset({"hls", "applehttp", "concat", "ffconcat", "dash", "m3u8", "image2",
-                              "tee", "data", "subfile"})
 
 PROBE_TIMEOUT = 60.0
 
@@ -51,16 +39,6 @@ CODEC_MIN_BITRATE = {"mp3": 8000, "mp2": 8000, "mp1": 32000, "ac3": 32000, "eac3
 FLOOR_SLACK = 0.5
 # ffmpeg's own word that a container's duration is a guess from its bitrate, not a count.
 ESTIMATED = "Estimating duration from bitrate"
-
-
-def input_options() -> dict[str, str]:
-    """ffmpeg options every input is opened with (for ffprobe and ffmpeg alike)."""
-    return {"format_whitelist": FORMAT_WHITELIST, "protocol_whitelist": "file"}
-
-
-def ffmpeg_path_arg(path: str | Path) -> str:
-    """A path ffmpeg reads as a plain file, even if its name looks like ``concat:`` or ``http:``."""
-    return "file:" + os.fspath(Path(path).absolute())
 
 
 @dataclass(frozen=True)
@@ -138,10 +116,9 @@ def probe(path: str | Path) -> MediaInfo:
     """Describe ``path``; raise :class:`InputError` for anything that is not usable audio."""
     p = Path(path)
     size = check_readable(p)
-    argv = ffprobe_base() + ["-loglevel", "warning"]  # warnings too: ffmpeg says when it guessed a duration
-    for key, value in input_options().items():
-        argv += [f"-{key}", value]
-    argv += ["-of", "json", "-show_format", "-show_streams", ffmpeg_path_arg(p)]
+    # warnings too: ffmpeg says when it guessed a duration
+    argv = [*ffprobe_base(), "-loglevel", "warning", *input_flags(),
+            "-of", "json", "-show_format", "-show_streams", ffmpeg_path_arg(p)]
     try:
         out = run(argv, timeout=PROBE_TIMEOUT, what="ffprobe")
     except LimitExceeded as exc:
@@ -184,10 +161,8 @@ def measured_duration(path: str | Path, audio_index: int, *, decode: bool, timeo
 def read_to_end(path: str | Path, audio_index: int, *, decode: bool, timeout: float) -> tuple[float, str]:
     """:func:`measured_duration`, and what ffmpeg said was wrong on the way (errors only: a CRC
     mismatch, a damaged frame), which it reports without failing."""
-    argv = ffmpeg_base() + ["-nostats", "-progress", "pipe:1"]
-    for key, value in input_options().items():
-        argv += [f"-{key}", value]
-    argv += ["-i", ffmpeg_path_arg(path), "-map", f"0:a:{audio_index}"]
+    argv = [*ffmpeg_base(), "-nostats", "-progress", "pipe:1", *input_flags(),
+            "-i", ffmpeg_path_arg(path), "-map", f"0:a:{audio_index}"]
     if not decode:
         argv += ["-c:a", "copy"]
     argv += ["-f", "null", "-"]
@@ -206,7 +181,7 @@ def duration_is_a_guess(data: dict[str, Any], info: MediaInfo, stderr: str) -> b
     if ESTIMATED in stderr:
         return not info.audio.codec.startswith("pcm_")
     streams = data.get("streams") or []
-    chosen = next((s for s in streams if _int(s.get("index")) == info.audio.index), {})
+    chosen: dict[str, Any] = next((s for s in streams if _int(s.get("index")) == info.audio.index), {})
     others = [s for s in streams if s is not chosen
               and not (s.get("disposition") or {}).get("attached_pic")]
     return stream_duration(chosen) is None and bool(others)

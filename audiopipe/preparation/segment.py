@@ -7,10 +7,13 @@ the main path (files in, files out) never decodes whole inputs into Python.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from audiopipe.preparation.pipeline import PrepareResult, PrepareSettings, prepare_file
+from audiopipe.preparation.pipeline import prepare_file
+from audiopipe.preparation.results import PrepareResult
+from audiopipe.preparation.settings import PrepareSettings
 
 if TYPE_CHECKING:
     from pydub import AudioSegment
@@ -28,8 +31,7 @@ def prepare(source: str | Path | AudioSegment, out_dir: str | Path,
     audio and settings is left alone (:class:`~audiopipe.errors.OutputError`) unless ``overwrite``.
     """
     if overrides:
-        base = settings or PrepareSettings()
-        settings = PrepareSettings(**{**base.__dict__, **overrides})
+        settings = replace(settings or PrepareSettings(), **overrides)
     if isinstance(source, (str, Path)):
         return prepare_file(source, out_dir, settings, name=name, overwrite=overwrite)
     with tempfile.TemporaryDirectory(prefix="audiopipe-seg-") as tmp:
@@ -42,8 +44,5 @@ def to_segment(result_or_path: PrepareResult | str | Path, part: int = 1) -> Aud
     """Load a prepared output (part ``part`` of a split) back as an ``AudioSegment``."""
     from pydub import AudioSegment
 
-    if isinstance(result_or_path, PrepareResult):
-        path = result_or_path.outputs[part - 1].path
-    else:
-        path = Path(result_or_path)
+    path = result_or_path.outputs[part - 1].path if isinstance(result_or_path, PrepareResult) else Path(result_or_path)
     return AudioSegment.from_file(str(path))

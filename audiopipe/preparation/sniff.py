@@ -8,9 +8,11 @@ server accepts, and the sandbox refuses exactly what the server refuses.
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from audiopipe.errors import ToolMissingError
 
@@ -47,22 +49,29 @@ MIME_FIRST_EXTENSION: dict[str, str] = {
     "text/plain": "txt",
 }
 
+class _MimeGuesser(Protocol):
+    """The part of python-magic's ``Magic`` used here."""
+
+    def from_file(self, filename: str) -> str: ...
+
+    def from_buffer(self, buffer: bytes) -> str: ...
+
+
 _lock = threading.Lock()
-_magic = None
 
 
-def _get_magic():  # type: ignore[no-untyped-def]
-    global _magic
-    if _magic is None:
-        try:
-            import magic  # python-magic, a binding to libmagic
-            _magic = magic.Magic(mime=True)
-        except (ImportError, OSError) as exc:
-            raise ToolMissingError(
-                "libmagic is missing (needed to check files the way the server does): "
-                "install it (Debian/Ubuntu: 'sudo apt-get install libmagic1'; macOS: 'brew install libmagic')"
-            ) from exc
-    return _magic
+@functools.cache  # one libmagic handle per process; a failure is not cached, so a later call tries again
+def _get_magic() -> _MimeGuesser:
+    try:
+        import magic  # python-magic, a binding to libmagic
+
+        guesser: _MimeGuesser = magic.Magic(mime=True)
+    except (ImportError, OSError) as exc:
+        raise ToolMissingError(
+            "libmagic is missing (needed to check files the way the server does): "
+            "install it (Debian/Ubuntu: 'sudo apt-get install libmagic1'; macOS: 'brew install libmagic')"
+        ) from exc
+    return guesser
 
 
 def sniff_mime(path: str | Path) -> str:
