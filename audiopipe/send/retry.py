@@ -52,9 +52,10 @@ class Pacer(Protocol):
     def ready(self) -> bool:
         """Block until a request may go; False when the sender was stopped meanwhile (send nothing)."""
 
-    def wait_to_retry(self, attempt: int, error: SendError) -> bool:
-        """Wait after ``attempt`` ended in ``error`` (definitely not created) before the next one;
-        False when the sender was stopped meanwhile."""
+    def wait_after(self, attempt: int, error: SendError, *, retrying: bool) -> bool:
+        """``attempt`` ended in ``error``, definitely not created. When ``retrying``, wait until the
+        next request may go; False when the sender was stopped meanwhile. Called on the last attempt
+        too, where a pacer shared by several senders may still act (a 429 pauses them all)."""
 
 
 class SendStopped(SendError):
@@ -84,7 +85,8 @@ def send_with_retries(request: Callable[[], SentMessage], pacer: Pacer, *, attem
         except SendError as exc:
             if outcome_of(exc) not in retried:
                 raise
-            if attempt >= attempts or not pacer.wait_to_retry(attempt, exc):
+            again = attempt < attempts
+            if not pacer.wait_after(attempt, exc, retrying=again) or not again:
                 raise GaveUp(f"not sent after {attempt} attempts: {exc}", status=exc.status,
                              retry_after=exc.retry_after) from exc
             continue
@@ -105,7 +107,9 @@ class SleepPacer:
     def ready(self) -> bool:
         return True
 
-    def wait_to_retry(self, attempt: int, error: SendError) -> bool:
+    def wait_after(self, attempt: int, error: SendError, *, retrying: bool) -> bool:
+        if not retrying:
+            return True
         wait = self.policy.delay(attempt, error, self._rng)
         if error.retry_after is not None:
             wait += self._rng.uniform(0, 0.25)
