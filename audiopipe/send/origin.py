@@ -117,20 +117,20 @@ def _split_authority(authority: str, scheme: str) -> tuple[str, int]:
     if "%" in authority:
         raise AmbiguousURL("its host is percent-encoded")
     if authority.startswith("["):
-        inside, bracket, port_text = authority[1:].partition("]")
+        inside, bracket, after = authority[1:].partition("]")
         if not bracket:
             raise AmbiguousURL("its IPv6 address has no closing ]")
         try:
             host = str(ipaddress.IPv6Address(inside))
         except ValueError:
             raise AmbiguousURL(f"[{inside}] is not an IPv6 address") from None
-        if port_text and not port_text.startswith(":"):
+        if after and not after.startswith(":"):
             raise AmbiguousURL("something follows the IPv6 address's ] that is not a :port")
-        port_text = port_text[1:] if port_text else None
+        port_text: str | None = after[1:] if after else None
     else:
-        host_text, colon, port_text = authority.partition(":")
+        host_text, colon, after = authority.partition(":")
         host = _check_host(host_text.lower())
-        port_text = port_text if colon else None
+        port_text = after if colon else None
     if port_text is None:
         return host, DEFAULT_PORTS[scheme]
     if not port_text:
