@@ -47,14 +47,14 @@ def command_lines(text: str) -> list[list[str]]:
             continue
         words = without_redirections(shlex.split(line.replace("[", " ").replace("]", " "), comments=True))
         segment: list[str] = []
-        for word in words + [";"]:
+        for word in [*words, ";"]:
             if word not in SHELL_OPERATORS:
                 segment.append(word)
                 continue
             starts = [i for i, w in enumerate(segment) if w == "audiopipe" or (w.endswith("/audiopipe")
                                                                             and "=" not in w)]
             if starts:
-                found.append(["audiopipe"] + segment[starts[0] + 1:])
+                found.append(["audiopipe", *segment[starts[0] + 1:]])
             segment = []
     return found
 
@@ -75,6 +75,11 @@ def without_redirections(words: list[str]) -> list[str]:
     return kept
 
 
+def takes_a_value(option) -> bool:  # type: ignore[no-untyped-def]
+    """Whether a click option reads the next word as its value (not a flag, not a counter)."""
+    return option is not None and not option.is_flag and not option.count
+
+
 def unknown_options(words: list[str], group) -> list[str]:  # type: ignore[no-untyped-def]
     """The options in ``words`` (``audiopipe [GLOBAL] CMD [SUB...] ARGS``) that the command they are
     given to does not have, or a command name that does not exist ("no command NAME")."""
@@ -88,7 +93,7 @@ def unknown_options(words: list[str], group) -> list[str]:  # type: ignore[no-un
         if not word.startswith("-") or word == "-":
             if isinstance(command, click.Group):
                 if word not in command.commands:
-                    return problems + [f"no command {word!r}"]
+                    return [*problems, f"no command {word!r}"]
                 command = command.commands[word]
             continue  # an argument
         name = word.split("=", 1)[0]
@@ -98,7 +103,7 @@ def unknown_options(words: list[str], group) -> list[str]:  # type: ignore[no-un
             continue  # short flags bundled: -vv
         if name not in options:
             problems.append(f"{command.name} {name}")
-        elif options[name] is not None and not options[name].is_flag and not options[name].count and "=" not in word:
-            if rest:
-                rest.pop(0)  # its value
+        elif takes_a_value(options[name]) and "=" not in word and rest:
+            rest.pop(0)  # its value
     return problems
+

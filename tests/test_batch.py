@@ -73,8 +73,8 @@ def ledger(tmp_path: Path) -> Iterator[SqliteLedger]:
 def settings(tmp_path: Path) -> Callable[..., BatchSettings]:
     def make(folder: Path, contacts: Path, **kw: Any) -> BatchSettings:
         prep = kw.pop("prepare", {})
-        base: dict[str, Any] = dict(folder=folder, contacts=contacts, workspace=WS, rate=0, concurrency=4, settle=0,
-                                    prepare=PrepareSettings(cache_dir=tmp_path / "cache", **prep))
+        base: dict[str, Any] = {"folder": folder, "contacts": contacts, "workspace": WS, "rate": 0, "concurrency": 4,
+                                "settle": 0, "prepare": PrepareSettings(cache_dir=tmp_path / "cache", **prep)}
         base.update(kw)
         return BatchSettings(**base)
     return make

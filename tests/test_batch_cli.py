@@ -78,7 +78,7 @@ def write_csv(path: Path, header: str, rows: list[str]) -> Path:
 def read_report(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
-    return rows[0], [dict(zip(rows[0], r)) for r in rows[1:]]
+    return rows[0], [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
 
 
 def batch_args(folder: Path, contacts: Path, state: Path, *extra: str) -> list[str]:

@@ -138,7 +138,7 @@ def test_a_second_run_through_another_name_of_the_ledger_exits_6(tmp_path, make_
         second = batch(other, sb, cwd=cwd, batch_folder=elsewhere)
         assert second.returncode == 6, second.stderr
         assert "another audiopipe run holds the ledger" in second.stderr and f"pid {first.pid}" in second.stderr
-        out, err = first.communicate(timeout=100)
+        _, err = first.communicate(timeout=100)
         assert first.returncode == 0, err
     finally:
         if first.poll() is None:
@@ -346,7 +346,7 @@ def test_a_second_run_on_the_same_folder_exits_6_whatever_ledger_it_names(tmp_pa
         second = batch(other, sb, *extra)
         assert second.returncode == 6, second.stderr
         assert f"another audiopipe run is sending {folder}" in second.stderr and f"pid {first.pid}" in second.stderr
-        out, err = first.communicate(timeout=100)
+        _, err = first.communicate(timeout=100)
         assert first.returncode == 0, err
     finally:
         if first.poll() is None:
@@ -382,7 +382,7 @@ def test_sends_deleted_from_the_ledger_are_noticed(make_sandbox, batch, state, w
     assert batch(state, sb).returncode == 0 and len(sb.messages()) == 6
     db = __import__("sqlite3").connect(state)
     with db:
-        db.execute("DELETE FROM sends" + where)  # the events (and so the record count) are left as they were
+        db.execute("DELETE FROM sends" + where)  # noqa: S608 - `where` is one of the test's two literals; the events (and so the record count) are left as they were
     db.close()
     proc = batch(state, sb)
     refused(proc, "were deleted from it", "held 6")

@@ -41,7 +41,7 @@ def test_retry_failed_resends_a_refusal_once_the_contact_exists(tmp_path, folder
 
 
 def _status(state: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(AUDIOPIPE + ["status", "--state", str(state)], capture_output=True, text=True,
+    return subprocess.run([*AUDIOPIPE, "status", "--state", str(state)], capture_output=True, text=True,
                           timeout=60, env=dict(os.environ, HOME=str(state.parent)))
 
 
@@ -73,7 +73,8 @@ def test_report_has_sizes(tmp_path, folder, make_sandbox, ledger, settings):
     sb = make_sandbox()
     result = run(sb, settings(folder, write_csv(tmp_path / "c.csv", "contact", contacts_for(1))), ledger)
     path = write_report(tmp_path / "r.csv", (r.to_dict() for r in result.rows))
-    rows = list(csv.DictReader(open(path, encoding="utf-8")))
+    with open(path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
     stored = {m["size"] for m in sb.messages()}
     assert rows and {int(r["size"]) for r in rows} == stored
 

@@ -224,8 +224,8 @@ class Terminal:
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         # the test keeps the terminal's far end open too, so reading never ends before the run does
         self.master, self.slave = os.openpty()
-        self.proc = subprocess.Popen([sys.executable, "-c", _ON_A_TERMINAL, os.ttyname(self.slave), str(COLUMNS), AUDIOPIPE,
-                                      *args], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([sys.executable, "-c", _ON_A_TERMINAL, os.ttyname(self.slave), str(COLUMNS),
+                                      AUDIOPIPE, *args], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
         self.out = b""
 

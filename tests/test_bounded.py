@@ -239,7 +239,7 @@ def test_memory_limit_is_one_clear_line(tmp_path: Path, audio_dir: Path) -> None
     assert proc.returncode == 1
     lines = error_lines(proc)
     assert len(lines) == 2  # one per input; the batch went on to the second
-    for line, name in zip(lines, ("tone.wav", "tone.mp3")):
+    for line, name in zip(lines, ("tone.wav", "tone.mp3"), strict=True):
         assert str(audio_dir / name) in line
         assert "memory" in line and "40 MiB" in line and "AUDIOPIPE_FFMPEG_MEMORY" in line
     assert len(proc.stderr.strip().splitlines()) == 3  # the two errors and the summary, nothing else
@@ -357,9 +357,9 @@ def test_video_whose_picture_outlasts_its_audio(tmp_path: Path, container: str, 
             *audio_codec, "-f", container]
     if piped:  # written to a pipe, Matroska gets no durations at all
         with src.open("wb") as sink:
-            subprocess.run(argv + ["pipe:1"], stdout=sink, check=True, timeout=120)
+            subprocess.run([*argv, "pipe:1"], stdout=sink, check=True, timeout=120)
     else:
-        subprocess.run(argv + [str(src)], check=True, timeout=120)
+        subprocess.run([*argv, str(src)], check=True, timeout=120)
     result = prepare_file(src, tmp_path / "out", settings(tmp_path))
     assert result.action == "remuxed"
     assert result.info.duration == pytest.approx(2.0, abs=0.1)

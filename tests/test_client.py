@@ -632,16 +632,17 @@ def test_token_canary_never_appears(make_sandbox, make_client, make_recorder, au
             ("delay", Faults(rate_lost=1.0, lost_mode="delay", lost_delay=3.0), 0.3),
         ]:
             sandbox = make_sandbox(token=CANARY, data_dir=tmp_path / name, faults=faults)
-            expect(OutcomeUnknown, lambda: make_client(sandbox.url, token=CANARY, read_timeout=timeout)
-                   .send_audio(WS, CONTACT, mp3))
+            expect(OutcomeUnknown, lambda sandbox=sandbox, timeout=timeout:
+                   make_client(sandbox.url, token=CANARY, read_timeout=timeout).send_audio(WS, CONTACT, mp3))
             sandbox.stop()
         expect(UsageError, lambda: LancepilotClient(token=CANARY, base_url="http://api.example.com/v3"))
         # a token pasted into the URL's user-info, or the URL's password, is never echoed
         for url in (f"https://{CANARY}@api.example.com/v3", f"https://user:{CANARY}@api.example.com/v3",
                     f"http://{CANARY}\\@127.0.0.1:{free_port()}/v3", f"{ok.url}?token={CANARY}"):
-            expect(UsageError, lambda: LancepilotClient(token=TOKEN, base_url=url))
+            expect(UsageError, lambda url=url: LancepilotClient(token=TOKEN, base_url=url))
         elsewhere = make_recorder(lambda r, req: (307, {"Location": f"http://localhost:{ok.port}/x?t={CANARY}"}, b""))
-        expect(RefusedError, lambda: make_client(elsewhere.origin + "/api/v3", token=CANARY).send_audio(WS, CONTACT, mp3))
+        expect(RefusedError, lambda: make_client(elsewhere.origin + "/api/v3", token=CANARY)
+               .send_audio(WS, CONTACT, mp3))
         refused = make_client(f"http://127.0.0.1:{free_port()}/api/v3", token=CANARY, retry=RetryPolicy(attempts=1))
         expect(ConnectFailed, lambda: refused.send_once(WS, CONTACT, mp3))
         expect(ConnectFailed, lambda: make_client(f"https://127.0.0.1:{ok.port}/api/v3", token=CANARY)

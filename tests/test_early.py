@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -271,7 +271,7 @@ def test_send_to_a_contact_that_does_not_exist_stops_before_the_encode(tmp_path:
 class _AcceptsAnything(BaseHTTPRequestHandler):
     """A server that is not the Lancepilot API: it answers 201 to any POST."""
 
-    bodies: list[tuple[str, bytes]] = []
+    bodies: ClassVar[list[tuple[str, bytes]]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))

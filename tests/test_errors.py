@@ -439,7 +439,7 @@ def test_report_header_and_cells_are_formula_escaped(tmp_path: Path, audio_dir: 
     with open(report, newline="", encoding="utf-8") as f:
         header, *rows = list(csv.reader(f))
     assert "'=evil" in header and "'@sum" in header and "=evil" not in header
-    got = dict(zip(header, rows[0]))
+    got = dict(zip(header, rows[0], strict=True))
     assert got["'=evil"] == "'  =1+1" and got["'@sum"] == "'\t@x" and got["note"] == "' +3"
     for row in [header, *rows]:
         for cell in row:
@@ -500,7 +500,7 @@ def test_server_text_in_the_report_has_its_control_characters_escaped(tmp_path: 
     report = tmp_path / "report.csv"
     write_report(report, [row], ["note"])
     with open(report, newline="", encoding="utf-8") as f:
-        got = dict(zip(*list(csv.reader(f))[:2]))
+        got = dict(zip(*list(csv.reader(f))[:2], strict=True))
     assert got["message_id"] == safe("evil-\x1b[31mRED\u202eabc") and "\x1b" not in got["message_id"]
     assert "\u202e" not in got["message_id"] and got["error"] == safe("bad\x07bell")
     assert got["note"] == "two\nlines"

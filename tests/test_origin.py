@@ -351,10 +351,9 @@ def test_ambiguous_base_url_is_refused_before_any_connection(make_server, audio_
     api, other = make_server(created), make_server(created)
     url = template.format(api=f"127.0.0.1:{api.port}", api_port=api.port, other=f"127.0.0.1:{other.port}")
 
-    with pytest.raises(UsageError) as info:
-        # Constructing and sending in one go: a client that accepted the URL would send right here.
-        with client(url, token=CANARY) as c:
-            c.send_audio(WS, CONTACT, audio_dir / "tone.mp3")
+    # Constructing and sending in one go: a client that accepted the URL would send right here.
+    with pytest.raises(UsageError) as info, client(url, token=CANARY) as c:
+        c.send_audio(WS, CONTACT, audio_dir / "tone.mp3")
 
     assert api.untouched() and other.untouched()
     message = str(info.value)

@@ -369,7 +369,8 @@ def test_resolve_refuses_with_one_line_and_changes_nothing(tmp_path, folder, sta
     base = ["resolve", "--state", str(state)]
     cases = [
         ([*base, "--contact", sent, "--file", "voice.opus", "--delivered"], ["is sent, not unknown"]),
-        ([*base, "--contact", contacts[0], "--file", "other.wav", "--delivered"], ["no send matches contact", "file other.wav"]),
+        ([*base, "--contact", contacts[0], "--file", "other.wav", "--delivered"],
+         ["no send matches contact", "file other.wav"]),
         ([*base, "--contact", contacts[0], "--file", "voice.opus", "--delivered"],
          ["matches 2 unknown sends", "--campaign"]),
         ([*base, "--campaign", "a", "--contact", contacts[0], "--file", "voice.opus", "--not-delivered",
@@ -432,4 +433,5 @@ def test_resolving_a_part_that_waits_behind_an_unknown_one_names_the_part_to_res
     again = runner.invoke(main_cli, ["resolve", "--state", str(state), "--contact", contact, "--file", "talk.wav",
                                      "--not-delivered"])
     assert again.exit_code == 2
-    assert "no send of talk.wav to" in again.stderr and "part 1: sent (resolved by hand); part 2: pending" in again.stderr
+    assert "no send of talk.wav to" in again.stderr
+    assert "part 1: sent (resolved by hand); part 2: pending" in again.stderr

@@ -55,13 +55,13 @@ def ffprobe_duration(path: Path) -> float:
 
 
 def mmss(seconds: float) -> str:
-    whole = int(round(seconds))
+    whole = round(seconds)
     return f"{whole // 60}:{whole % 60:02d}"
 
 
 def kept_phrase(sent: float, source: float) -> str:
     """What the user must read about a trim, written here independently of audiopipe's formatter."""
-    cut = int(round(source)) - int(round(sent))
+    cut = round(source) - round(sent)
     return f"kept {mmss(sent)} of {mmss(source)} ({mmss(cut)} cut)"
 
 
@@ -415,14 +415,14 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_prepare_shows_encode_progress_on_a_terminal_only(slow_to_encode: Path, tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "audiopipe", "prepare", str(slow_to_encode), "--normalize", "--no-cache"]
-    code, screen = run_in_pty(argv + ["--out", str(tmp_path / "tty")], cli_env(tmp_path))
+    code, screen = run_in_pty([*argv, "--out", str(tmp_path / "tty")], cli_env(tmp_path))
     assert code == 0, screen
     bars = re.findall(r"encoding talk\.wav:\s+(\d+)%\|[^|]*\| (\d+)/120 s of audio", screen)
     assert bars, screen
     assert int(bars[-1][0]) > int(bars[0][0])  # it moved
     assert "transcoded  " in screen and "Traceback" not in screen
 
-    piped = subprocess.run(argv + ["--out", str(tmp_path / "pipe")], env=cli_env(tmp_path), capture_output=True,
+    piped = subprocess.run([*argv, "--out", str(tmp_path / "pipe")], env=cli_env(tmp_path), capture_output=True,
                            text=True, timeout=150, stdin=subprocess.DEVNULL)
     assert piped.returncode == 0, piped.stderr
     for text in (piped.stderr, piped.stdout):
