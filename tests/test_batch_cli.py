@@ -1,5 +1,5 @@
-"""`audiopipe batch` and `audiopipe status` as a user (or cron) runs them: a subprocess, real HTTP to
-the sandbox, real ffmpeg, a real ledger. Exit codes, the report CSV, --json, and no tracebacks."""
+"""`audiopipe batch` and `audiopipe status` as a user (or cron) runs them: in process (CliRunner), real
+HTTP to the sandbox, real ffmpeg, a real ledger. Exit codes, the report CSV, --json, and no tracebacks."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import clean_environ, invoke
 
 from audiopipe.campaign.ledger import SqliteLedger
 from audiopipe.sandbox.app import Faults, Sandbox
@@ -24,7 +24,6 @@ pytestmark = pytest.mark.timeout(120)
 TOKEN = "cli-test-token"
 SANDBOX_RESTARTS = True
 WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
-AUDIOPIPE = str(Path(sys.executable).with_name("audiopipe"))
 REPORT_BASE = ["contact", "workspace", "file", "part", "status", "message_id", "error"]
 
 
@@ -54,14 +53,12 @@ def audiopipe(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
 
     def run(*args: str, sandbox: Sandbox | None = None, token: str = TOKEN,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        e = {k: v for k, v in os.environ.items()
-             if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
-        e.update(HOME=str(home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path),
-                 LANCEPILOT_TOKEN=token, AUDIOPIPE_SETTLE="0")
+        e = clean_environ(HOME=str(home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path),
+                          LANCEPILOT_TOKEN=token, AUDIOPIPE_SETTLE="0")
         if sandbox is not None:
             e["LANCEPILOT_BASE_URL"] = sandbox.url
         e.update(env or {})
-        proc = subprocess.run([AUDIOPIPE, *args], env=e, capture_output=True, text=True, timeout=120)
+        proc = invoke(args, env=e)
         assert "Traceback" not in proc.stderr, proc.stderr
         assert token not in proc.stdout + proc.stderr or token == "", "the token leaked"
         return proc

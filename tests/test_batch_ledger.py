@@ -1,6 +1,7 @@
 """One run per ledger whatever path names it, and a lost ledger never resends a campaign: `audiopipe
-batch` as cron runs it (a subprocess), real HTTP to the sandbox, a real SQLite ledger, real links,
-and real read-only and full file systems (tmpfs, when this process may mount one)."""
+batch` as cron runs it (in process; a run alongside in a process of its own), real HTTP to the sandbox,
+a real SQLite ledger, real links, and real read-only and full file systems (tmpfs, when this process may
+mount one)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import AUDIOPIPE, clean_environ, invoke
 
 from audiopipe.campaign.ledger import MARKER_NAME, SENDING, SENT, UNKNOWN, SqliteLedger
 from audiopipe.sandbox.app import Faults, Sandbox
@@ -25,7 +26,6 @@ pytestmark = pytest.mark.timeout(120)
 
 TOKEN = "ledger-test-token"
 WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
-AUDIOPIPE = str(Path(sys.executable).with_name("audiopipe"))
 
 
 def people(n: int, seed: int = 7) -> list[str]:
@@ -61,22 +61,22 @@ def data_home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def batch(tmp_path: Path, folder: Path, contacts: Path, data_home: Path) -> Iterator[Callable[..., subprocess.Popen]]:
-    """Start `audiopipe batch FOLDER --contacts CSV --state STATE ...` (``wait=True``: and wait)."""
+    """Run `audiopipe batch FOLDER --contacts CSV --state STATE ...` in process, or start it in a process of
+    its own (``wait=False``)."""
     home = tmp_path / "home"
     home.mkdir()
 
     def start(state: Path | str, sandbox: Sandbox, *extra: str, cwd: Path | None = None, wait: bool = True,
               batch_folder: Path | None = None) -> subprocess.CompletedProcess | subprocess.Popen:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
-        env.update(HOME=str(home), XDG_DATA_HOME=str(data_home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"),
-                   TMPDIR=str(tmp_path), LANCEPILOT_TOKEN=TOKEN, LANCEPILOT_BASE_URL=sandbox.url,
-                   AUDIOPIPE_SETTLE="0")
-        argv = [AUDIOPIPE, "batch", str(batch_folder or folder), "--contacts", str(contacts), "-w", WS,
+        env = clean_environ(HOME=str(home), XDG_DATA_HOME=str(data_home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"),
+                            TMPDIR=str(tmp_path), LANCEPILOT_TOKEN=TOKEN, LANCEPILOT_BASE_URL=sandbox.url,
+                            AUDIOPIPE_SETTLE="0")
+        argv = ["batch", str(batch_folder or folder), "--contacts", str(contacts), "-w", WS,
                 "--state", str(state), "--rate", "0", "--quiet", *extra]
-        if not wait:
-            return subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True)
-        proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=110)
+        if not wait:  # a run of its own, alongside: another process, as another cron job would be
+            return subprocess.Popen([AUDIOPIPE, *argv], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+        proc = invoke(argv, env=env, cwd=cwd)
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
 
@@ -244,7 +244,7 @@ def test_a_first_run_just_works_and_a_dry_run_creates_nothing(tmp_path, make_san
     other = batch(tmp_path / "spring.sqlite3", sb, "--campaign", "spring")
     assert other.returncode == 0 and len(sb.messages()) == 12
     assert len(json.loads((folder / MARKER_NAME).read_text())["work"]) == 2
-    st = subprocess.run([AUDIOPIPE, "status", "--state", str(state)], capture_output=True, text=True)
+    st = invoke(["status", "--state", str(state)])
     assert f"(id {ledger_id[:8]})" in st.stdout
 
 
@@ -403,8 +403,7 @@ def test_campaign_names_that_look_the_same_never_resend(tmp_path, make_sandbox, 
         assert proc.returncode == 2 and words in proc.stderr, (looks_alike, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert len(sb.messages()) == 6
-    st = subprocess.run([AUDIOPIPE, "status", "--state", str(state), "--campaign", "spring promo "],
-                        capture_output=True, text=True)
+    st = invoke(["status", "--state", str(state), "--campaign", "spring promo "])
     assert st.returncode == 0 and "spring promo" in st.stdout, st.stdout + st.stderr
     assert batch(state, sb, "--campaign", "autumn").returncode == 0 and len(sb.messages()) == 12
 

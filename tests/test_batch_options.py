@@ -5,18 +5,16 @@ from __future__ import annotations
 import csv
 import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
+from helpers import invoke
 from test_batch import TOKEN, contacts_for, folder, ledger, run, settings, write_csv  # noqa: F401
 
 from audiopipe.campaign.batch import ST_ALREADY, ST_FAILED, ST_SENT
 from audiopipe.campaign.ledger import DEFERRED, SendKey, SqliteLedger
 
 SANDBOX_RESTARTS = True
-
-AUDIOPIPE = [sys.executable, "-m", "audiopipe"]
 
 
 def test_retry_failed_resends_a_refusal_once_the_contact_exists(tmp_path, folder, make_sandbox, ledger,
@@ -41,8 +39,7 @@ def test_retry_failed_resends_a_refusal_once_the_contact_exists(tmp_path, folder
 
 
 def _status(state: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*AUDIOPIPE, "status", "--state", str(state)], capture_output=True, text=True,
-                          timeout=60, env=dict(os.environ, HOME=str(state.parent)))
+    return invoke(["status", "--state", str(state)], env=dict(os.environ, HOME=str(state.parent)))
 
 
 def test_status_exit_codes_for_deferred_and_in_flight(tmp_path):

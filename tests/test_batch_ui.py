@@ -1,5 +1,5 @@
-"""What `batch` and `status` show a person, run as a person runs them: the CLI in a subprocess (in a
-real pseudo-terminal where the point is the terminal: bars, Ctrl-C typed as ^C), real ffmpeg, real
+"""What `batch` and `status` show a person, run as a person runs them: the CLI in process (in a real
+process on a pseudo-terminal where the point is the terminal: bars, Ctrl-C typed as ^C), real ffmpeg, real
 HTTP to the sandbox, a real ledger.
 
 * the same refusal for many rows is one line with a count (one missing contact x 7 files; one file
@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import AUDIOPIPE, clean_environ, invoke
 
 from audiopipe.sandbox.app import Faults, Sandbox
 
@@ -36,7 +37,6 @@ pytestmark = pytest.mark.timeout(120)
 TOKEN = "ui-test-token"
 SANDBOX_FRESH_DATA = True
 WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
-AUDIOPIPE = str(Path(sys.executable).with_name("audiopipe"))
 EXIT_BOUND = 3.0  # seconds from the signal (and the sends in flight) to the exit
 COLUMNS = 120     # the pseudo-terminal's width
 
@@ -64,12 +64,10 @@ def distinct_copies(folder: Path, source: Path, n: int, stem: str = "t") -> list
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
     (tmp_path / "home").mkdir()
     (tmp_path / "tmp").mkdir()
-    e.update(HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path / "tmp"), LANCEPILOT_TOKEN=TOKEN,
-             AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), AUDIOPIPE_SETTLE="0")
-    return e
+    return clean_environ(HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path / "tmp"), LANCEPILOT_TOKEN=TOKEN,
+                         AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), AUDIOPIPE_SETTLE="0")
 
 
 def batch_args(folder: Path, contacts: Path, tmp_path: Path, *extra: str) -> list[str]:
@@ -80,7 +78,7 @@ def batch_args(folder: Path, contacts: Path, tmp_path: Path, *extra: str) -> lis
 
 def run(args: list[str], env: dict[str, str], sb: Sandbox | None = None) -> subprocess.CompletedProcess[str]:
     e = dict(env, **({"LANCEPILOT_BASE_URL": sb.url} if sb else {}))
-    proc = subprocess.run([AUDIOPIPE, *args], env=e, capture_output=True, text=True, timeout=90)
+    proc = invoke(args, env=e)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 

@@ -12,13 +12,12 @@ import shutil
 import stat
 import struct
 import subprocess
-import sys
 import time
 import wave
 from pathlib import Path
 
 import pytest
-from helpers import files_in, settings
+from helpers import files_in, invoke, settings
 
 from audiopipe.errors import InputError, LimitExceeded, UsageError
 from audiopipe.preparation.encode import encode, encode_timeout
@@ -52,8 +51,7 @@ def decoded_seconds(path: Path) -> float:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "audiopipe", *args], capture_output=True, text=True,
-                          env=dict(os.environ, **(env or {})), timeout=300)
+    proc = invoke(args, env=dict(os.environ, **(env or {})))
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import csv
 import http.server
-import os
 import re
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import CONTACT, WS
+from helpers import CONTACT, WS, clean_environ, invoke
 
 from audiopipe.campaign.ledger import SqliteLedger
 from audiopipe.errors import ConnectFailed, OutcomeUnknown, RefusedError, SendError, UsageError
@@ -30,7 +28,6 @@ pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "origin-test-token"
 CANARY = "CANARY-5d1e8c4a"
-AUDIOPIPE = Path(sys.executable).with_name("audiopipe")
 ONCE = RetryPolicy(attempts=1)
 # What a Python class name looks like in a message (ConnectionError, NewConnectionError, ...).
 CLASS_NAME = re.compile(r"[A-Z][a-z]+[A-Z]\w*|Error\b|Exception\b|Errno|Max retries|HTTPS?Connection")
@@ -148,14 +145,10 @@ def client(base_url: str, token: str = TOKEN, **kwargs: Any) -> LancepilotClient
 
 
 def cli(*args: str, base_url: str, tmp_path: Path, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
-    """``audiopipe ARGS`` as a user runs it, the API settings in the environment."""
-    if not AUDIOPIPE.exists():
-        pytest.skip(f"{AUDIOPIPE} is not installed (pip install -e .)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_"))}
-    env.update(LANCEPILOT_BASE_URL=base_url, LANCEPILOT_TOKEN=token, AUDIOPIPE_SETTLE="0",
-               AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path))
-    done = subprocess.run([str(AUDIOPIPE), *args], env=env, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    """``audiopipe ARGS`` as a user runs it (in process), the API settings in the environment."""
+    env = clean_environ(drop=("LANCEPILOT_", "AUDIOPIPE_"), LANCEPILOT_BASE_URL=base_url, LANCEPILOT_TOKEN=token,
+                        AUDIOPIPE_SETTLE="0", AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path))
+    done = invoke(args, env=env)
     assert "Traceback" not in done.stderr, done.stderr
     assert token not in done.stdout + done.stderr
     return done
@@ -505,15 +498,13 @@ def test_an_empty_base_url_variable_is_refused_not_taken_for_the_real_api(
     monkeypatch.setenv("LANCEPILOT_BASE_URL", value)
     with pytest.raises(UsageError, match="LANCEPILOT_BASE_URL is set but empty"):
         LancepilotClient(token="t0k3n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_"))}
-    env.update(LANCEPILOT_BASE_URL=value, LANCEPILOT_TOKEN="t0k3n", HOME=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-m", "audiopipe", "send", "--url", "https://example.invalid/a.mp3",
-                           "-w", "0b6f2a52-6a1f-4b52-9a53-2f0f6a0f7c11", "-c", "6d1c9b0e-3c1a-4f7e-8f5e-8d2b7a7c4e21"],
-                          env=env, capture_output=True, text=True, timeout=60)
+    env = clean_environ(drop=("LANCEPILOT_", "AUDIOPIPE_"), LANCEPILOT_BASE_URL=value, LANCEPILOT_TOKEN="t0k3n",
+                        HOME=str(tmp_path))
+    proc = invoke(["send", "--url", "https://example.invalid/a.mp3", "-w", "0b6f2a52-6a1f-4b52-9a53-2f0f6a0f7c11",
+                   "-c", "6d1c9b0e-3c1a-4f7e-8f5e-8d2b7a7c4e21"], env=env)
     # blank: "set but empty"; spaces: refused as a URL with a space; either way nothing goes out
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "set but empty" in proc.stderr or "refused: it contains a space" in proc.stderr, proc.stderr
-    doctor = subprocess.run([sys.executable, "-m", "audiopipe", "doctor"], env=env, capture_output=True,
-                            text=True, timeout=60)
+    doctor = invoke(["doctor"], env=env)
     assert any(line.startswith("fail") and "base URL" in line for line in doctor.stdout.splitlines()), \
         doctor.stdout

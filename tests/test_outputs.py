@@ -13,11 +13,10 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import CONTACT, WS, files_in, settings
+from helpers import CONTACT, WS, files_in, invoke, settings
 
 from audiopipe.campaign.report import check_report_path, write_report
 from audiopipe.errors import OutputClash, OutputError
@@ -41,8 +40,7 @@ def hashes(*paths: Path) -> dict[Path, str]:
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_"))}
     e.update(AUDIOPIPE_SETTLE="0", **(env or {}))
-    proc = subprocess.run([sys.executable, "-m", "audiopipe", *args], capture_output=True, text=True,
-                          env=e, cwd=cwd, timeout=120)
+    proc = invoke(args, env=e, cwd=cwd)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 

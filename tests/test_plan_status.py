@@ -1,20 +1,18 @@
 """What is left, known: a batch records its whole plan before the first send, `audiopipe status`
 counts what was never attempted and what is blocked, and `audiopipe resolve` settles unknown sends.
 
-As a user runs it: `audiopipe` subprocesses, real signals, real HTTP to the sandbox (which holds
+As a user runs it: `audiopipe` in process, and in subprocesses for real signals, real HTTP to the sandbox (which holds
 what a customer would have received), real ffmpeg splits, a real SQLite ledger."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -24,6 +22,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from helpers import AUDIOPIPE, clean_environ, invoke
 
 from audiopipe.campaign.batch import BatchSettings, run_batch
 from audiopipe.campaign.ledger import DEFERRED, PENDING, SENT, UNKNOWN, SqliteLedger
@@ -37,7 +36,6 @@ pytestmark = pytest.mark.timeout(120)
 TOKEN = "plan-test-token"
 SANDBOX_RESTARTS = True  # a "healthy again" sandbox keeps what the faulty one stored
 WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
-AUDIOPIPE = str(Path(sys.executable).with_name("audiopipe"))
 SPLIT = ["--max-size", "12000", "--on-overflow", "split"]
 
 
@@ -78,9 +76,8 @@ def long_folder(tmp_path: Path) -> Path:
 def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     home = tmp_path / "home"
     home.mkdir()
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
-    e.update(HOME=str(home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path),
-             LANCEPILOT_TOKEN=TOKEN, AUDIOPIPE_SETTLE="0")
+    e = clean_environ(HOME=str(home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path),
+                      LANCEPILOT_TOKEN=TOKEN, AUDIOPIPE_SETTLE="0")
     yield e
     assert not any(home.iterdir()), f"something was written to HOME: {list(home.rglob('*'))}"
 
@@ -89,7 +86,7 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
 def cli(env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess]:
     def run(*args: str, sandbox: Sandbox | None = None) -> subprocess.CompletedProcess:
         e = dict(env, **({"LANCEPILOT_BASE_URL": sandbox.url} if sandbox else {}))
-        proc = subprocess.run([AUDIOPIPE, *args], env=e, capture_output=True, text=True, timeout=110)
+        proc = invoke(args, env=e)
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
     return run

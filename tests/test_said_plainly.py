@@ -2,8 +2,8 @@
 of a send, a voice note that cannot play inline, encode progress from ffmpeg's own reports (a bar
 on a real terminal, nothing without one), and -v's plan and requests (never the token).
 
-Real ffmpeg on generated files, the CLI in a subprocess against the in-process sandbox, a pty for
-the terminal. Expected figures are computed from the results (JSON, ffprobe), never from timings.
+Real ffmpeg on generated files, the CLI in process against the in-process sandbox, a subprocess on a
+pty for the terminal. Expected figures are computed from the results (JSON, ffprobe), never from timings.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import clean_environ, invoke
 
 from audiopipe.preparation.encode import progress_reader
 from audiopipe.preparation.pipeline import EncodeProgress, PrepareSettings, prepare_file
@@ -73,18 +74,16 @@ def tone180(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def ap(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """``audiopipe ARGS`` in a subprocess, stdin/stdout/stderr not terminals, its own cache and home."""
+    """``audiopipe ARGS`` (in process), stdin/stdout/stderr not terminals, its own cache and home."""
     home = tmp_path / "home"
     home.mkdir()
 
     def run(*args: str, base_url: str | None = None, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
-        env.update(HOME=str(home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path),
-                   AUDIOPIPE_SETTLE="0", LANCEPILOT_TOKEN=token)
+        env = clean_environ(HOME=str(home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path),
+                            AUDIOPIPE_SETTLE="0", LANCEPILOT_TOKEN=token)
         if base_url:
             env["LANCEPILOT_BASE_URL"] = base_url
-        done = subprocess.run([sys.executable, "-m", "audiopipe", *args], env=env, capture_output=True,
-                              text=True, timeout=170, stdin=subprocess.DEVNULL)
+        done = invoke(args, env=env)
         assert "Traceback" not in done.stderr, done.stderr
         return done
 
