@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
-import http.server
 import io
 import json
 import logging
@@ -15,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import traceback
 import uuid
@@ -26,7 +24,7 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import CONTACT, MAX_BYTES, MIMES_MSG, SIZE_MSG, WS
+from helpers import CONTACT, MAX_BYTES, MIMES_MSG, SIZE_MSG, WS, RecordingServer
 
 from audiopipe.errors import (
     AuthError,
@@ -109,51 +107,7 @@ def make_client() -> Iterator[Callable[..., LancepilotClient]]:
         client.close()
 
 
-class Recorder:
-    """A tiny HTTP server in a thread that records every request and answers with ``respond``.
-
-    ``respond(recorder, request)`` returns (status, headers, body); ``request`` is a dict with
-    method, path, headers (a plain dict) and body (bytes, read in full before answering).
-    """
-
-    def __init__(self, respond: Callable[[Recorder, dict[str, Any]], tuple[int, dict[str, str], bytes]]) -> None:
-        self.requests: list[dict[str, Any]] = []
-        recorder = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                request = {"method": "POST", "path": self.path, "headers": dict(self.headers.items()),
-                           "body": body}
-                recorder.requests.append(request)
-                status, headers, payload = respond(recorder, request)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:  # keep pytest's output clean
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-        self.thread.start()
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+Recorder = RecordingServer  # records every request and answers with ``respond(recorder, request)``
 
 
 @pytest.fixture
@@ -591,7 +545,8 @@ def test_token_canary_never_appears(make_sandbox, make_client, make_recorder, au
     old_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
-    for name in ("urllib3", "audiopipe", "audiopipe.send.client"):
+    old_levels = {name: logging.getLogger(name).level for name in ("urllib3", "audiopipe", "audiopipe.send.client")}
+    for name in old_levels:
         logging.getLogger(name).setLevel(logging.DEBUG)
     caplog.set_level(logging.DEBUG)
     texts: list[str] = []
@@ -651,6 +606,8 @@ def test_token_canary_never_appears(make_sandbox, make_client, make_recorder, au
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
+        for name, level in old_levels.items():
+            logging.getLogger(name).setLevel(level)
 
     logged = stream.getvalue()
     assert "POST http://127.0.0.1" in logged  # our debug lines were captured...

@@ -42,9 +42,21 @@ def test_logging_and_signal_handlers_are_put_back(audio_dir: Path) -> None:
     logger = logging.getLogger("audiopipe")
     handlers, level, propagate = logger.handlers[:], logger.level, logger.propagate
     sigint, sigterm = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    assert invoke(["-vv", "probe", str(audio_dir / "tone.mp3")]).returncode == 0  # -vv sets up logging
+    done = invoke(["-vv", "probe", str(audio_dir / "tone.mp3")])  # -vv sets up logging
+    assert done.returncode == 0 and "DEBUG audiopipe.runner: run: " in done.stderr
     assert (logger.handlers, logger.level, logger.propagate) == (handlers, level, propagate)
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == (sigint, sigterm)
+
+
+def test_a_level_a_test_left_below_audiopipe_does_not_leak_into_the_call(audio_dir: Path) -> None:
+    below = logging.getLogger("audiopipe.runner")
+    below.setLevel(logging.DEBUG)  # as a test of the library might
+    try:
+        done = invoke(["probe", str(audio_dir / "tone.mp3")])  # no -v: warnings only
+        assert done.returncode == 0 and "run: " not in done.stderr, done.stderr
+        assert below.level == logging.DEBUG
+    finally:
+        below.setLevel(logging.NOTSET)
 
 
 def test_an_exception_the_cli_lets_through_is_a_traceback_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,19 +6,17 @@ Also: a connection failure is one plain line (no Python class names) that says w
 from __future__ import annotations
 
 import csv
-import http.server
 import re
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import CONTACT, WS, clean_environ, invoke
+from helpers import CONTACT, WS, RecordingServer, clean_environ, invoke
 
 from audiopipe.campaign.ledger import SqliteLedger
 from audiopipe.errors import ConnectFailed, OutcomeUnknown, RefusedError, SendError, UsageError
@@ -35,63 +33,7 @@ CLASS_NAME = re.compile(r"[A-Z][a-z]+[A-Z]\w*|Error\b|Exception\b|Errno|Max retr
 Respond = Callable[["Server", dict[str, Any]], tuple[int, dict[str, str], bytes]]
 
 
-class Server:
-    """A tiny HTTP(S) server on 127.0.0.1 that counts every connection it accepts and records every
-    request, answering with ``respond(server, request)`` -> (status, headers, body)."""
-
-    def __init__(self, respond: Respond, tls: ssl.SSLContext | None = None) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.connections = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                request = {"path": self.path, "headers": dict(self.headers.items()), "body": body}
-                outer.requests.append(request)
-                status, headers, payload = respond(outer, request)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        class Listener(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-
-            def verify_request(self, request: Any, client_address: Any) -> bool:
-                outer.connections += 1
-                return True
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass  # a client that hangs up mid-request is part of some tests
-
-        self.server = Listener(("127.0.0.1", 0), Handler)
-        if tls is not None:
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-        self.thread.start()
-
-    @property
-    def origin(self) -> str:
-        scheme = "https" if isinstance(self.server.socket, ssl.SSLSocket) else "http"
-        return f"{scheme}://127.0.0.1:{self.port}"
-
-    def untouched(self) -> bool:
-        return self.connections == 0 and self.requests == []
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+Server = RecordingServer  # counts connections, records requests, answers with ``respond(server, request)``
 
 
 def created(server: Server, request: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
