@@ -6,6 +6,7 @@ import contextlib
 import http.server
 import logging
 import os
+import random
 import signal
 import ssl
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import tempfile
 import threading
 import traceback
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +122,25 @@ def unknown_options(words: list[str], group) -> list[str]:  # type: ignore[no-un
         elif takes_a_value(options[name]) and "=" not in word and rest:
             rest.pop(0)  # its value
     return problems
+
+
+# --- contacts --------------------------------------------------------------------------------------------
+
+def contacts_for(n: int, seed: int = 7) -> list[str]:
+    """``n`` contact ids (version-4 UUIDs), the same ones for the same seed."""
+    rng = random.Random(seed)
+    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)]
+
+
+def write_csv(path: Path, header: str, rows: list[str]) -> Path:
+    """A CSV as written here: the header line, then one line per row (UTF-8)."""
+    path.write_text(header + "\n" + "".join(r + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def write_contacts(path: Path, contacts: list[str]) -> Path:
+    """A contacts CSV of one column, ``contact``."""
+    return write_csv(path, "contact", contacts)
 
 
 # --- running the CLI ---------------------------------------------------------------------------------

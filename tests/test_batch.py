@@ -9,7 +9,6 @@ import random
 import shutil
 import subprocess
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import contacts_for, write_csv
 
 from audiopipe.campaign.batch import (
     ST_ALREADY,
@@ -41,16 +41,6 @@ pytestmark = pytest.mark.timeout(120)
 TOKEN = "batch-test-token"
 SANDBOX_RESTARTS = True
 WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"  # the fixtures' workspace
-
-
-def contacts_for(n: int, seed: int = 7) -> list[str]:
-    rng = random.Random(seed)
-    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)]
-
-
-def write_csv(path: Path, header: str, rows: list[str]) -> Path:
-    path.write_text(header + "\n" + "".join(r + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture

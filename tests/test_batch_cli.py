@@ -6,15 +6,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import random
 import shutil
 import subprocess
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import clean_environ, invoke
+from helpers import clean_environ, contacts_for, invoke, write_csv
 
 from audiopipe.campaign.ledger import SqliteLedger
 from audiopipe.sandbox.app import Faults, Sandbox
@@ -25,11 +23,6 @@ TOKEN = "cli-test-token"
 SANDBOX_RESTARTS = True
 WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
 REPORT_BASE = ["contact", "workspace", "file", "part", "status", "message_id", "error"]
-
-
-def contacts_for(n: int, seed: int = 11) -> list[str]:
-    rng = random.Random(seed)
-    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)]
 
 
 @pytest.fixture
@@ -65,11 +58,6 @@ def audiopipe(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
 
     yield run
     assert not any(home.iterdir()), f"something was written to HOME: {list(home.rglob('*'))}"
-
-
-def write_csv(path: Path, header: str, rows: list[str]) -> Path:
-    path.write_text(header + "\n" + "".join(r + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def read_report(path: Path) -> tuple[list[str], list[dict[str, str]]]:

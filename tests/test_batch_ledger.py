@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import AUDIOPIPE, clean_environ, invoke
+from helpers import AUDIOPIPE, clean_environ, contacts_for, invoke, write_contacts
 
 from audiopipe.campaign.ledger import MARKER_NAME, SENDING, SENT, UNKNOWN, SqliteLedger
 from audiopipe.sandbox.app import Faults, Sandbox
@@ -26,11 +24,6 @@ pytestmark = pytest.mark.timeout(120)
 
 TOKEN = "ledger-test-token"
 WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
-
-
-def people(n: int, seed: int = 7) -> list[str]:
-    rng = random.Random(seed)
-    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)]
 
 
 @pytest.fixture
@@ -44,9 +37,7 @@ def folder(tmp_path: Path, audio_dir: Path) -> Path:
 
 @pytest.fixture
 def contacts(tmp_path: Path) -> Path:
-    path = tmp_path / "contacts.csv"
-    path.write_text("contact\n" + "".join(c + "\n" for c in people(3)), encoding="utf-8")
-    return path
+    return write_contacts(tmp_path / "contacts.csv", contacts_for(3))
 
 
 @pytest.fixture
@@ -193,12 +184,12 @@ def test_a_lost_ledger_is_refused_and_new_ledger_starts_afresh(tmp_path, make_sa
 
 def test_an_older_copy_of_the_ledger_is_refused(tmp_path, make_sandbox, batch, contacts, state):
     sb = make_sandbox()
-    contacts.write_text("contact\n" + people(1)[0] + "\n")
+    contacts.write_text("contact\n" + contacts_for(1)[0] + "\n")
     assert batch(state, sb).returncode == 0
     backup = tmp_path / "backup.sqlite3"
     with SqliteLedger(state) as led:  # a consistent copy, as `sqlite3 .backup` or a snapshot makes
         led._db.execute("VACUUM INTO ?", (str(backup),))
-    contacts.write_text("contact\n" + "".join(c + "\n" for c in people(3)))
+    contacts.write_text("contact\n" + "".join(c + "\n" for c in contacts_for(3)))
     assert batch(state, sb).returncode == 0 and len(sb.messages()) == 6
     for p in state.parent.iterdir():
         p.unlink()
@@ -297,7 +288,7 @@ def test_a_full_ledger_disk_stops_the_run_and_nothing_goes_out_unrecorded(tmp_pa
     sb = make_sandbox()
     disk = tmpfs("disk", "8m")
     state = disk / "ledger.sqlite3"
-    many = people(60)
+    many = contacts_for(60)
     contacts.write_text("contact\n" + "".join(c + "\n" for c in many))
     with SqliteLedger(state):
         pass

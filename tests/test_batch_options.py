@@ -8,8 +8,8 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-from helpers import invoke
-from test_batch import TOKEN, contacts_for, folder, ledger, run, settings, write_csv  # noqa: F401
+from helpers import contacts_for, invoke, write_csv
+from test_batch import TOKEN, folder, ledger, run, settings  # noqa: F401
 
 from audiopipe.campaign.batch import ST_ALREADY, ST_FAILED, ST_SENT
 from audiopipe.campaign.ledger import DEFERRED, SendKey, SqliteLedger

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 import shutil
 import signal
 import sqlite3
 import subprocess
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from helpers import AUDIOPIPE, clean_environ, invoke
+from helpers import AUDIOPIPE, clean_environ, contacts_for, invoke, write_contacts
 
 from audiopipe.campaign.batch import BatchSettings, run_batch
 from audiopipe.campaign.ledger import DEFERRED, PENDING, SENT, UNKNOWN, SqliteLedger
@@ -37,16 +35,6 @@ TOKEN = "plan-test-token"
 SANDBOX_RESTARTS = True  # a "healthy again" sandbox keeps what the faulty one stored
 WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
 SPLIT = ["--max-size", "12000", "--on-overflow", "split"]
-
-
-def people(n: int, seed: int = 5) -> list[str]:
-    rng = random.Random(seed)
-    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)]
-
-
-def write_csv(path: Path, contacts: list[str]) -> Path:
-    path.write_text("contact\n" + "".join(c + "\n" for c in contacts), encoding="utf-8")
-    return path
 
 
 @pytest.fixture
@@ -130,8 +118,8 @@ def ledger_rows(state: Path) -> list[tuple]:
 
 def test_a_batch_stopped_by_sigterm_leaves_what_is_left_pending_and_status_exits_5(
         tmp_path, folder, state, make_sandbox, env, cli):
-    contacts = people(20)
-    csv_path = write_csv(tmp_path / "c.csv", contacts)
+    contacts = contacts_for(20)
+    csv_path = write_contacts(tmp_path / "c.csv", contacts)
     sb = make_sandbox(faults=Faults(latency=0.1))
     e = dict(env, LANCEPILOT_BASE_URL=sb.url)
     proc = subprocess.Popen([AUDIOPIPE, *batch_args(folder, csv_path, state, "--concurrency", "1")], env=e,
@@ -183,8 +171,8 @@ class StopAfter:
 def test_a_run_stopped_after_n_sends_leaves_the_rest_pending_and_a_rerun_sends_them(
         tmp_path, audio_dir, folder, state, make_sandbox, cli):
     shutil.copy(audio_dir / "tone.mp3", folder / "tone.mp3")
-    contacts = people(6)
-    csv_path = write_csv(tmp_path / "c.csv", contacts)
+    contacts = contacts_for(6)
+    csv_path = write_contacts(tmp_path / "c.csv", contacts)
     sb = make_sandbox()
     with LancepilotClient(token=TOKEN, base_url=sb.url) as client, SqliteLedger(state) as ledger:
         with pytest.raises(KeyboardInterrupt):
@@ -213,10 +201,10 @@ def test_a_run_stopped_after_n_sends_leaves_the_rest_pending_and_a_rerun_sends_t
 
 
 def test_a_dry_run_records_nothing(tmp_path, folder, state, make_sandbox, cli):
-    csv_path = write_csv(tmp_path / "c.csv", people(2))
+    csv_path = write_contacts(tmp_path / "c.csv", contacts_for(2))
     sb = make_sandbox()
     assert cli(*batch_args(folder, csv_path, state), sandbox=sb).returncode == 0
-    more = write_csv(tmp_path / "more.csv", people(4))
+    more = write_contacts(tmp_path / "more.csv", contacts_for(4))
     before = ledger_rows(state)
     with SqliteLedger(state, create=False) as led:
         records = led.records()
@@ -229,9 +217,9 @@ def test_a_dry_run_records_nothing(tmp_path, folder, state, make_sandbox, cli):
 
 
 def test_status_lists_each_campaign_with_its_counts(tmp_path, folder, state, make_sandbox, cli):
-    contacts = people(3)
-    sb = make_sandbox(contacts_csv=write_csv(tmp_path / "known.csv", contacts[:2]))
-    csv_path = write_csv(tmp_path / "c.csv", contacts)
+    contacts = contacts_for(3)
+    sb = make_sandbox(contacts_csv=write_contacts(tmp_path / "known.csv", contacts[:2]))
+    csv_path = write_contacts(tmp_path / "c.csv", contacts)
     assert cli(*batch_args(folder, csv_path, state, "--campaign", "spring"), sandbox=sb).returncode == 1
     assert cli(*batch_args(folder, csv_path, state, "--campaign", "autumn"), sandbox=sb).returncode == 1
     code, text, data = status(cli, state)
@@ -254,8 +242,8 @@ def _parts_of(sb: Sandbox, contact: str) -> list[str]:
 
 def test_parts_behind_an_unknown_part_are_blocked_and_resolving_it_delivered_frees_them(
         tmp_path, long_folder, state, make_sandbox, cli):
-    contact, other = people(2)
-    csv_path = write_csv(tmp_path / "c.csv", [contact, other])
+    contact, other = contacts_for(2)
+    csv_path = write_contacts(tmp_path / "c.csv", [contact, other])
     report = tmp_path / "r.csv"
     sb = make_sandbox(faults=Faults(rate_lost=1.0, lost_mode="502"))  # stored, then the answer is lost
     first = cli(*batch_args(long_folder, csv_path, state, *SPLIT, "--report", str(report)), sandbox=sb)
@@ -317,8 +305,8 @@ def test_parts_behind_an_unknown_part_are_blocked_and_resolving_it_delivered_fre
 # --- settling unknown sends ------------------------------------------------------------------------
 
 def test_resolving_not_delivered_sends_it_exactly_once(tmp_path, folder, state, make_sandbox, cli):
-    contacts = people(3)
-    csv_path = write_csv(tmp_path / "c.csv", contacts)
+    contacts = contacts_for(3)
+    csv_path = write_contacts(tmp_path / "c.csv", contacts)
     sb = make_sandbox(faults=Faults(rate_500=1.0))  # a 500: unknown to the client, nothing stored
     assert cli(*batch_args(folder, csv_path, state), sandbox=sb).returncode == 4
     assert sb.messages() == []
@@ -353,15 +341,15 @@ def test_resolving_not_delivered_sends_it_exactly_once(tmp_path, folder, state, 
 
 
 def test_resolve_refuses_with_one_line_and_changes_nothing(tmp_path, folder, state, make_sandbox, cli):
-    contacts = people(2)
-    csv_path = write_csv(tmp_path / "c.csv", contacts)
+    contacts = contacts_for(2)
+    csv_path = write_contacts(tmp_path / "c.csv", contacts)
     sb = make_sandbox(faults=Faults(rate_500=1.0))
     for campaign in ("a", "b"):
         assert cli(*batch_args(folder, csv_path, state, "--campaign", campaign), sandbox=sb).returncode == 4
     sb = make_sandbox()
-    assert cli(*batch_args(folder, write_csv(tmp_path / "d.csv", people(1, seed=9)), state,
+    assert cli(*batch_args(folder, write_contacts(tmp_path / "d.csv", contacts_for(1, seed=9)), state,
                            "--campaign", "c"), sandbox=sb).returncode == 0
-    (sent,) = people(1, seed=9)
+    (sent,) = contacts_for(1, seed=9)
     before = ledger_rows(state)
     base = ["resolve", "--state", str(state)]
     cases = [
@@ -390,9 +378,9 @@ def test_resolve_refuses_with_one_line_and_changes_nothing(tmp_path, folder, sta
 
 
 def test_resolve_while_a_batch_holds_the_ledger_exits_6(tmp_path, folder, state, make_sandbox, cli):
-    (contact,) = people(1)
+    (contact,) = contacts_for(1)
     sb = make_sandbox(faults=Faults(rate_500=1.0))
-    assert cli(*batch_args(folder, write_csv(tmp_path / "c.csv", [contact]), state), sandbox=sb).returncode == 4
+    assert cli(*batch_args(folder, write_contacts(tmp_path / "c.csv", [contact]), state), sandbox=sb).returncode == 4
     argv = ["resolve", "--state", str(state), "--contact", contact, "--file", "voice.opus", "--not-delivered"]
     with SqliteLedger(state) as holder:
         holder.acquire()
@@ -409,7 +397,7 @@ def test_resolve_while_a_batch_holds_the_ledger_exits_6(tmp_path, folder, state,
 def test_resolving_a_part_that_waits_behind_an_unknown_one_names_the_part_to_resolve(state):
     from audiopipe.campaign.ledger import PlannedSend, SendKey
 
-    (contact,) = people(1)
+    (contact,) = contacts_for(1)
     keys = [SendKey("default", WS, contact, "ab" * 32, p) for p in (1, 2, 3)]
     with SqliteLedger(state) as led:
         led.plan("w", [PlannedSend(k, 3, "talk.wav", "p") for k in keys])
