@@ -10,8 +10,7 @@ from pydub import AudioSegment
 from pydub.generators import Sine
 
 import audiopipe
-from audiopipe import PrepareSettings, to_segment
-from audiopipe.preparation import pipeline as prepare
+from audiopipe import PrepareSettings, prepare, to_segment
 from audiopipe.preparation.sniff import sniff
 
 
