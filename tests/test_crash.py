@@ -35,7 +35,7 @@ import pytest
 from audiopipe.campaign.ledger import DEFERRED, FAILED, SENDING, SENT, UNKNOWN, SqliteLedger
 from audiopipe.sandbox.app import Faults, Sandbox, SandboxConfig
 
-pytestmark = pytest.mark.timeout(150)
+pytestmark = [pytest.mark.timeout(150), pytest.mark.slow]
 
 TOKEN = "crash-test-token"
 WS = "3e1f7a2c-9b4d-4c6e-8f0a-1b2c3d4e5f60"

@@ -377,6 +377,7 @@ def test_safe_escapes_what_a_terminal_would_act_on() -> None:
     assert safe(safe(EVIL)) == safe(EVIL)
 
 
+@pytest.mark.slow
 def test_escape_sequences_in_csv_cells_do_not_reach_the_terminal(
         tmp_path: Path, audio_dir: Path, make_sandbox: Callable[..., Sandbox]) -> None:
     folder = recordings(tmp_path, audio_dir)
@@ -395,6 +396,7 @@ def test_escape_sequences_in_csv_cells_do_not_reach_the_terminal(
     assert [m["contact_id"] for m in sb.messages()] == [PEOPLE[1]]
 
 
+@pytest.mark.slow
 def test_escape_sequences_in_file_names_do_not_reach_the_terminal(tmp_path: Path, audio_dir: Path) -> None:
     folder = tmp_path / "rec"
     folder.mkdir()

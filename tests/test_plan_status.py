@@ -116,6 +116,7 @@ def ledger_rows(state: Path) -> list[tuple]:
 
 # --- the ledger knows the whole plan -------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_batch_stopped_by_sigterm_leaves_what_is_left_pending_and_status_exits_5(
         tmp_path, folder, state, make_sandbox, env, cli):
     contacts = contacts_for(20)
@@ -168,6 +169,7 @@ class StopAfter:
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_a_run_stopped_after_n_sends_leaves_the_rest_pending_and_a_rerun_sends_them(
         tmp_path, audio_dir, folder, state, make_sandbox, cli):
     shutil.copy(audio_dir / "tone.mp3", folder / "tone.mp3")
@@ -216,6 +218,7 @@ def test_a_dry_run_records_nothing(tmp_path, folder, state, make_sandbox, cli):
     assert sb.request_count == 2
 
 
+@pytest.mark.slow
 def test_status_lists_each_campaign_with_its_counts(tmp_path, folder, state, make_sandbox, cli):
     contacts = contacts_for(3)
     sb = make_sandbox(contacts_csv=write_contacts(tmp_path / "known.csv", contacts[:2]))
@@ -240,6 +243,7 @@ def _parts_of(sb: Sandbox, contact: str) -> list[str]:
     return [m["file_name"] for m in sb.messages() if m["contact_id"] == contact]
 
 
+@pytest.mark.slow
 def test_parts_behind_an_unknown_part_are_blocked_and_resolving_it_delivered_frees_them(
         tmp_path, long_folder, state, make_sandbox, cli):
     contact, other = contacts_for(2)
@@ -304,6 +308,7 @@ def test_parts_behind_an_unknown_part_are_blocked_and_resolving_it_delivered_fre
 
 # --- settling unknown sends ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_resolving_not_delivered_sends_it_exactly_once(tmp_path, folder, state, make_sandbox, cli):
     contacts = contacts_for(3)
     csv_path = write_contacts(tmp_path / "c.csv", contacts)
@@ -340,6 +345,7 @@ def test_resolving_not_delivered_sends_it_exactly_once(tmp_path, folder, state, 
     assert sum(d["note"] == "checked the log" for d in details) == 2
 
 
+@pytest.mark.slow
 def test_resolve_refuses_with_one_line_and_changes_nothing(tmp_path, folder, state, make_sandbox, cli):
     contacts = contacts_for(2)
     csv_path = write_contacts(tmp_path / "c.csv", contacts)

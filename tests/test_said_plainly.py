@@ -170,6 +170,7 @@ def test_encode_progress_comes_from_ffmpeg(tmp_path: Path, audio_dir: Path, caps
     assert capsys.readouterr() == ("", "")
 
 
+@pytest.mark.slow
 def test_split_progress_counts_across_the_parts(tone180: Path, tmp_path: Path) -> None:
     calls: list[EncodeProgress] = []
     result = prepare_file(tone180, tmp_path / "out", PrepareSettings(cache=False, max_size=100_000,
@@ -187,6 +188,7 @@ def test_split_progress_counts_across_the_parts(tone180: Path, tmp_path: Path) -
 
 # --- trimming is never silent ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_prepare_says_what_was_cut_on_stderr_and_in_json(tone180: Path, tmp_path: Path, ap) -> None:
     done = ap("prepare", str(tone180), "--out", str(tmp_path / "out"), "--max-size", SMALL, "--json")
     assert done.returncode == 0, done.stderr
@@ -208,6 +210,7 @@ def test_prepare_says_what_was_cut_on_stderr_and_in_json(tone180: Path, tmp_path
     assert warnings_in(quiet.stderr) == [warning]
 
 
+@pytest.mark.slow
 def test_send_says_what_it_sent_and_what_was_cut(tone180: Path, make_sandbox, ap) -> None:
     sandbox = make_sandbox()
     done = ap("send", str(tone180), "-w", WS, "-c", CONTACT, "--max-size", SMALL, base_url=sandbox.url)
@@ -251,6 +254,7 @@ def read_report(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_batch_warns_once_a_file_and_reports_what_was_sent(tone180: Path, tmp_path: Path, audio_dir: Path,
                                                            make_sandbox, ap) -> None:
     sandbox = make_sandbox()
@@ -307,6 +311,7 @@ def test_batch_warns_once_a_file_and_reports_what_was_sent(tone180: Path, tmp_pa
 
 # --- voice notes ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_voice_note_over_512_kb_is_made_to_fit_rather_than_kept(tmp_path: Path) -> None:
     big = generate(tmp_path / "big.opus", "anoisesrc=d=90:c=pink:r=48000:a=0.3", "-ac", "1", "-c:a", "libopus",
                    "-b:a", "64k")
@@ -317,6 +322,7 @@ def test_voice_note_over_512_kb_is_made_to_fit_rather_than_kept(tmp_path: Path) 
     assert result.notes == ()
 
 
+@pytest.mark.slow
 def test_voice_note_too_long_for_512_kb_is_said(tmp_path: Path, ap) -> None:
     long = generate(tmp_path / "talk.wav", "sine=f=300:d=400:r=16000", "-ac", "1")
     done = ap("prepare", str(long), "--out", str(tmp_path / "out"), "--voice-note", "--json")
@@ -331,6 +337,7 @@ def test_voice_note_too_long_for_512_kb_is_said(tmp_path: Path, ap) -> None:
 
 # --- -v: the plan per file, each request and its answer, never the token ----------------------------
 
+@pytest.mark.slow
 def test_verbose_shows_the_plan_and_each_request_never_the_token(tone180: Path, tmp_path: Path,
                                                                  make_sandbox, ap) -> None:
     sandbox = make_sandbox()
