@@ -22,6 +22,8 @@ from typing import Any
 
 from audiopipe.preparation.pipeline import PrepareSettings
 
+PROJECT = Path(__file__).resolve().parent.parent  # the checkout: README.md, fixtures/, docs/
+
 
 def files_in(folder: Path) -> list[str]:
     """Every file under ``folder``, hidden ones (temp ``.part`` files) included, but for the
@@ -36,6 +38,9 @@ def settings(tmp_path: Path, **kw) -> PrepareSettings:  # type: ignore[no-untype
     """Prepare settings whose cache lives in the test's own folder."""
     return PrepareSettings(cache_dir=tmp_path / "cache", **kw)
 
+
+# The workspace the committed contacts CSVs (fixtures/contacts) name.
+FIXTURES_WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
 
 # The API's own words and limits (docs/api.md §1-2), written out here so a change in the sandbox shows.
 WS = "0b6f2a52-6a1f-4b52-9a53-2f0f6a0f7c11"

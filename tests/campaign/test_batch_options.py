@@ -8,12 +8,14 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+import test_batch
 from helpers import contacts_for, invoke, write_csv
-from test_batch import TOKEN, folder, ledger, run, settings  # noqa: F401
+from test_batch import run
 
 from audiopipe.campaign.batch import ST_ALREADY, ST_FAILED, ST_SENT
 from audiopipe.campaign.ledger import DEFERRED, SendKey, SqliteLedger
 
+TOKEN = test_batch.TOKEN  # the sandboxes' token (make_sandbox reads TOKEN here); run() sends the same
 SANDBOX_RESTARTS = True
 
 

@@ -173,7 +173,7 @@ def test_usage_errors_exit_2_without_traceback(tmp_path, folder, make_sandbox, s
         token = ""
     elif case == "negative-rate":
         args[args.index("--rate") + 1] = "-1"
-    elif case == "not-text":  # a Latin-1 CSV is read now (tests/test_encodings.py); a workbook is not
+    elif case == "not-text":  # a Latin-1 CSV is read now (tests/campaign/test_encodings.py); a workbook is not
         bad = tmp_path / "book.csv"
         bad.write_bytes(b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)) * 4)
         args[args.index("--contacts") + 1] = str(bad)
@@ -195,7 +195,7 @@ def test_wrong_token_exits_3(tmp_path, folder, make_sandbox, state, audiopipe):
     people = contacts_for(8)
     sb = make_sandbox(faults=Faults(latency=0.05))
     csv_path = write_csv(tmp_path / "c.csv", "contact", people)
-    # the 401 met while sending (tests/test_early.py has the one the token check meets first)
+    # the 401 met while sending (tests/cli/test_early.py has the one the token check meets first)
     proc = audiopipe(*batch_args(folder, csv_path, state, "--concurrency", "2", "--json", "--no-preflight"),
                      sandbox=sb, token="not-the-token")
     assert proc.returncode == 3, proc.stderr

@@ -97,7 +97,7 @@ def test_a_401_is_one_line_not_one_per_row(tmp_path: Path, audio_dir: Path, make
     folder.mkdir()
     shutil.copy(audio_dir / "tone.mp3", folder / "a.mp3")
     contacts = _csv(tmp_path / "c.csv", "contact", PEOPLE)
-    # the 401 met while sending: the token check (tests/test_early.py) would find it before
+    # the 401 met while sending: the token check (tests/cli/test_early.py) would find it before
     proc = _batch(folder, contacts, tmp_path / "s" / "l.sqlite3", sb, "wrong-token", "--concurrency", "1",
                   "--no-preflight")
     assert proc.returncode == 3

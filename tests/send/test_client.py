@@ -631,7 +631,7 @@ def test_307_to_another_host_is_refused_and_nothing_goes_there(make_recorder, ma
 
     assert info.value.created is False and info.value.status == 307
     assert first.requests[0]["headers"]["Authorization"] == f"Bearer {TOKEN}"
-    assert other.requests == []  # neither the body nor the token; tests/test_origin.py has the rest
+    assert other.requests == []  # neither the body nor the token; tests/send/test_origin.py has the rest
 
 
 def test_307_to_the_same_host_keeps_the_token(make_recorder, make_client, audio_dir):
