@@ -32,8 +32,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The gates, in order, stopping at the first that fails: style (ruff), types (mypy --strict on the package, as
+# pyproject.toml configures it), then the tests with the package's coverage (the CLI in tests' subprocesses
+# too) printed at the end. Two test workers (xdist), one per core of this machine and CI's: much of a test's
+# time is spent waiting on ffmpeg, the sandbox or a signal, and the other worker uses it; worksteal evens out
+# the few long tests. PYTEST_ARGS adds to pytest's command line: make test PYTEST_ARGS="-m 'not slow'".
+TEST_WORKERS ?= 2
 test: system-deps venv
-	$(PY) -m pytest -q
+	$(VENV)/bin/ruff check audiopipe tests bench fixtures
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 demo: system-deps venv
 	$(PY) -m audiopipe.cli.demo
@@ -47,4 +55,4 @@ bench: system-deps venv
 	$(PY) bench/bench_batch.py
 
 clean:
-	rm -rf $(VENV) demo bench/out
+	rm -rf $(VENV) demo bench/out .coverage .coverage.* .mypy_cache .ruff_cache

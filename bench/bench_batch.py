@@ -144,7 +144,7 @@ class SandboxProcess:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.url = self.base + "/api/v3"
-        self._log = open(data_dir.parent / (data_dir.name + ".log"), "wb")
+        self._log = open(data_dir.parent / (data_dir.name + ".log"), "wb")  # noqa: SIM115 - the sandbox's log for its whole life; closed in stop()
         self.proc = subprocess.Popen(
             [*AUDIOPIPE, "sandbox", "--port", str(self.port), "--data", str(data_dir),
              "--latency", str(LATENCY), "--token", TOKEN],
@@ -305,7 +305,8 @@ def run_naive(source: Path, contacts: list[str], sample: int) -> dict[str, Any]:
                                check=True, capture_output=True)
                 b = time.perf_counter()
                 with open(out, "rb") as fh:
-                    r = requests.post(url, files={"file": fh}, headers={"Authorization": f"Bearer {TOKEN}"})
+                    r = requests.post(url, files={"file": fh}, headers={"Authorization": f"Bearer {TOKEN}"},
+                                      timeout=60)
                 r.raise_for_status()
                 t_ffmpeg += b - a
                 t_post += time.perf_counter() - b

@@ -90,7 +90,7 @@ def bench_speed(quick: bool, reps: int) -> dict[str, Any]:
         built, p = _plan_argv(wav, fmt, ff_out)
         if logged is None:
             raise RuntimeError("could not find the encode command in audiopipe --debug output")
-        ff_argv = logged[:-1] + ["file:" + str(ff_out.absolute())]
+        ff_argv = [*logged[:-1], "file:" + str(ff_out.absolute())]
         same = logged[:-1] == built[:-1]
         timed(ff_argv)  # warm-up of the baseline too
         ap_t, ff_t, other = [], [], []
@@ -108,8 +108,8 @@ def bench_speed(quick: bool, reps: int) -> dict[str, Any]:
         out_files = list((work / "ap").glob(f"*.{fmt}"))
         ap_size = out_files[0].stat().st_size if out_files else None
         breakdown = _speed_breakdown(wav, fmt, ff_argv, p, ff_m)
-        log(f"  {fmt}: audiopipe {ap_m:.2f} s {['%.2f' % t for t in ap_t]}  ffmpeg {ff_m:.2f} s "
-            f"{['%.2f' % t for t in ff_t]}  ratio {ratio:.3f}x (min/min {min(ap_t) / min(ff_t):.3f}x; "
+        log(f"  {fmt}: audiopipe {ap_m:.2f} s {[f'{t:.2f}' for t in ap_t]}  ffmpeg {ff_m:.2f} s "
+            f"{[f'{t:.2f}' for t in ff_t]}  ratio {ratio:.3f}x (min/min {min(ap_t) / min(ff_t):.3f}x; "
             f"other processes {_loads(other)})  (plan {p.bitrate // 1000} kbit/s "
             f"{p.channels} ch {p.sample_rate} Hz; argv == build_argv: {same})")
         log("        where audiopipe's extra time goes (in-process, one run): " +
@@ -307,7 +307,7 @@ def bench_parallel(quick: bool, reps: int) -> dict[str, Any]:
         f"{plain['wall_s']:.2f} s; --jobs 1 spends {per_file * 1000:.0f} ms per file beyond that "
         f"(start-up, probe, hash, sniff, verify, copies)")
     for jobs in (1, 2):
-        log(f"  --jobs {jobs}: {median(times[jobs]):.2f} s {['%.2f' % x for x in times[jobs]]}, CPU "
+        log(f"  --jobs {jobs}: {median(times[jobs]):.2f} s {[f'{x:.2f}' for x in times[jobs]]}, CPU "
             f"{median(cpu[jobs]):.1f} s ({median(cpu[jobs]) / median(times[jobs]):.2f} cores busy), "
             f"actions {actions[jobs]}")
     log(f"  speed-up {speedup:.2f}x on {os.cpu_count()} vCPUs (other processes used {_loads(other)} "
@@ -322,7 +322,8 @@ def bench_parallel(quick: bool, reps: int) -> dict[str, Any]:
              f"{per_file * 1000:.0f} ms/file extra", "-"]]
     return {"rows": rows, "details": {"folder": str(folder), "files": spec, "reps": reps,
                                       "jobs1_s": times[1], "jobs2_s": times[2], "speedup": speedup,
-                                      "cpu_s": cpu, "actions": actions, "machine_ceiling": ceiling, "foreign_cpu_cores": other,
+                                      "cpu_s": cpu, "actions": actions, "machine_ceiling": ceiling,
+                                      "foreign_cpu_cores": other,
                                       "plain_ffmpeg_serial": plain, "jobs1_overhead_per_file_s": per_file,
                                       "machine_ceiling_runs": ceilings}}
 
@@ -401,7 +402,7 @@ def bench_cache(quick: bool, reps: int) -> dict[str, Any]:
     log(f"  second run per file {1000 * t2 / len(spec):.0f} ms; of the {t2:.2f} s: ffprobe of every input "
         f"{probe_s:.2f} s, sha256 {hash_s:.2f} s, CLI start-up {startup:.2f} s")
     log(f"  first run {t1:.2f} s (actions {_summary(first)}); second run {t2:.2f} s "
-        f"{['%.2f' % x for x in warm]}: {hits}/{len(second)} cache hits, outputs identical: {identical}; "
+        f"{[f'{x:.2f}' for x in warm]}: {hits}/{len(second)} cache hits, outputs identical: {identical}; "
         f"{t1 / t2:.1f}x faster")
     rows = [[f"cache ({len(spec)} files)", "wall, 2nd run (cache hits) vs 1st", fmt_s(t2), f"{fmt_s(t1)} (1st run)",
              f"{t1 / t2:.1f}x faster", "all hits, same bytes",
@@ -410,7 +411,8 @@ def bench_cache(quick: bool, reps: int) -> dict[str, Any]:
                                       "ratio": t1 / t2, "hits": hits, "files": len(spec),
                                       "outputs_identical": identical, "probe_all_inputs_s": probe_s,
                                       "sha256_all_inputs_s": hash_s, "cli_startup_s": startup,
-                                      "cache_bytes": sum(p.stat().st_size for p in cache_dir.rglob("*") if p.is_file())}}
+                                      "cache_bytes": sum(p.stat().st_size for p in cache_dir.rglob("*")
+                                                         if p.is_file())}}
 
 
 # --- 4. first-fit -----------------------------------------------------------------------------
@@ -547,7 +549,8 @@ def bench_firstfit(quick: bool) -> dict[str, Any]:
         size0 = a0.get("size")
         miss_rows.append([
             r["id"], f"{r['duration_s']:.0f} s/{r['channels_in']}ch", f"{r['as_if_duration_s'] / 60:.0f} min",
-            f"{r['budget']:,}", f"{a0.get('bitrate', 0) // 1000}k/{a0.get('channels', '?')}ch/{a0.get('sample_rate', '?')}",
+            f"{r['budget']:,}",
+            f"{a0.get('bitrate', 0) // 1000}k/{a0.get('channels', '?')}ch/{a0.get('sample_rate', '?')}",
             f"{size0:,}" if size0 else "-",
             f"{100 * (size0 / r['budget'] - 1):+.1f} %" if size0 else "-",
             f"{size0 / a0['expected_size']:.3f}" if size0 else "-",

@@ -80,7 +80,7 @@ def _mono_graph(kind: str, dur: float, rate: int, seed: int, label: str) -> str:
         f0 = 110 + 15 * (seed % 6)
         pitch = f"({f0}+25*sin(2*PI*0.7*t)+10*sin(2*PI*3.1*t))"
         voice = "+".join(f"{a}*sin(2*PI*{k}*{pitch}*t)" for k, a in ((1, 0.5), (2, 0.3), (3, 0.2), (5, 0.1), (8, 0.05)))
-        env = "(0.5+0.5*sin(2*PI*4.3*t))*gt(sin(2*PI*0.23*t+%d),-0.4)" % (seed % 3)
+        env = f"(0.5+0.5*sin(2*PI*4.3*t))*gt(sin(2*PI*0.23*t+{seed % 3}),-0.4)"
         return (f"aevalsrc='0.4*({voice})*{env}':s={rate}:{d}[{label}v];"
                 f"anoisesrc={d}:c=pink:r={rate}:a=0.02:s={seed}[{label}b];"
                 f"[{label}v][{label}b]amix=inputs=2:normalize=0[{label}]")
@@ -129,7 +129,7 @@ def make_source(kind: str, dur: float, channels: int, ext: str = "wav", *, rate:
     """A generated input file (cached)."""
     name = f"{kind}_{channels}ch_{rate}_{dur:g}s_s{seed}.{ext}"
     path = dest or INPUTS / name
-    spec = dict(kind=kind, dur=dur, channels=channels, ext=ext, rate=rate, seed=seed)
+    spec = {"kind": kind, "dur": dur, "channels": channels, "ext": ext, "rate": rate, "seed": seed}
 
     def build(tmp: Path) -> None:
         ffmpeg(["-filter_complex", source_graph(kind, dur, channels, rate, seed), "-map", "[out]",
@@ -151,7 +151,7 @@ def make_long_wav(minutes: float) -> Path:
         ffmpeg(["-stream_loop", "-1", "-i", str(base), "-t", f"{dur}", "-c:a", "pcm_s16le", *CLEAN,
                 "-f", "wav", str(tmp)])
 
-    return _cached(path, dict(kind="looped-mix", dur=dur, base=base.name), build)
+    return _cached(path, {"kind": "looped-mix", "dur": dur, "base": base.name}, build)
 
 
 # --- measuring --------------------------------------------------------------------------------
@@ -281,7 +281,7 @@ def fresh_dir(path: Path) -> Path:
 def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
 

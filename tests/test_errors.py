@@ -2,7 +2,7 @@
 
 Each failure is one line naming the path and what to do, never a traceback, and a batch goes on with
 what it can. Real files in tmp_path, real mounts (a read-only and a full tmpfs, skipped where mount is
-not permitted), the CLI as a subprocess, real HTTP to the sandbox, real ffmpeg."""
+not permitted), the CLI in process (CliRunner), real HTTP to the sandbox, real ffmpeg."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import clean_environ, invoke
 
 from audiopipe.campaign import contacts as contacts_module
 from audiopipe.campaign.contacts import read_contacts
@@ -38,15 +39,16 @@ EVIL = "\x1b]0;pwned\x07\x1b[2J\x9b31m"  # set the window title, clear the scree
 
 def run_cli(tmp_path: Path, *args: str, sandbox: Sandbox | None = None, env: dict[str, str] | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-    """The CLI as a user runs it; bytes, so that a raw escape byte cannot hide in decoding."""
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_"))}
-    e.update(AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), AUDIOPIPE_STATE=str(tmp_path / "ledger.sqlite3"),
-             AUDIOPIPE_SETTLE="0", LANCEPILOT_TOKEN=TOKEN, TMPDIR=str(tmp_path))
+    """The CLI as a user runs it (in process); bytes, so that a raw escape byte cannot hide in decoding."""
+    e = clean_environ(drop=("LANCEPILOT_", "AUDIOPIPE_"), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"),
+                      AUDIOPIPE_STATE=str(tmp_path / "ledger.sqlite3"), AUDIOPIPE_SETTLE="0", LANCEPILOT_TOKEN=TOKEN,
+                      TMPDIR=str(tmp_path))
     if sandbox is not None:
         e["LANCEPILOT_BASE_URL"] = sandbox.url
     e.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "audiopipe", *args], env=e, capture_output=True,
-                          timeout=timeout)
+    started = time.monotonic()
+    proc = invoke(args, env=e, text=False)
+    assert time.monotonic() - started < timeout, f"took over {timeout} s"
     for stream in (proc.stdout, proc.stderr):
         assert b"Traceback" not in stream, proc.stderr.decode(errors="replace")
         assert b"\x1b" not in stream and b"\x07" not in stream, "a raw control character reached the terminal"
@@ -375,6 +377,7 @@ def test_safe_escapes_what_a_terminal_would_act_on() -> None:
     assert safe(safe(EVIL)) == safe(EVIL)
 
 
+@pytest.mark.slow
 def test_escape_sequences_in_csv_cells_do_not_reach_the_terminal(
         tmp_path: Path, audio_dir: Path, make_sandbox: Callable[..., Sandbox]) -> None:
     folder = recordings(tmp_path, audio_dir)
@@ -393,6 +396,7 @@ def test_escape_sequences_in_csv_cells_do_not_reach_the_terminal(
     assert [m["contact_id"] for m in sb.messages()] == [PEOPLE[1]]
 
 
+@pytest.mark.slow
 def test_escape_sequences_in_file_names_do_not_reach_the_terminal(tmp_path: Path, audio_dir: Path) -> None:
     folder = tmp_path / "rec"
     folder.mkdir()
@@ -439,7 +443,7 @@ def test_report_header_and_cells_are_formula_escaped(tmp_path: Path, audio_dir: 
     with open(report, newline="", encoding="utf-8") as f:
         header, *rows = list(csv.reader(f))
     assert "'=evil" in header and "'@sum" in header and "=evil" not in header
-    got = dict(zip(header, rows[0]))
+    got = dict(zip(header, rows[0], strict=True))
     assert got["'=evil"] == "'  =1+1" and got["'@sum"] == "'\t@x" and got["note"] == "' +3"
     for row in [header, *rows]:
         for cell in row:
@@ -500,7 +504,7 @@ def test_server_text_in_the_report_has_its_control_characters_escaped(tmp_path: 
     report = tmp_path / "report.csv"
     write_report(report, [row], ["note"])
     with open(report, newline="", encoding="utf-8") as f:
-        got = dict(zip(*list(csv.reader(f))[:2]))
+        got = dict(zip(*list(csv.reader(f))[:2], strict=True))
     assert got["message_id"] == safe("evil-\x1b[31mRED\u202eabc") and "\x1b" not in got["message_id"]
     assert "\u202e" not in got["message_id"] and got["error"] == safe("bad\x07bell")
     assert got["note"] == "two\nlines"

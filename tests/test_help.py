@@ -19,14 +19,14 @@ def walk(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]
     for name, command in sorted(group.commands.items()):
         if command.hidden:  # an alias (check = doctor): its help is the command's own
             continue
-        found.append(path + (name,))
+        found.append((*path, name))
         if isinstance(command, click.Group):
-            found += walk(command, path + (name,))
+            found += walk(command, (*path, name))
     return found
 
 
 COMMANDS = walk(cli)
-EVERY = [()] + COMMANDS  # the group itself first
+EVERY = [(), *COMMANDS]  # the group itself first
 
 
 def command_at(path: tuple[str, ...]) -> click.Command:

@@ -209,8 +209,8 @@ def test_batch_finishes_the_sends_in_flight_unless_signalled_again(tmp_path, env
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "tone.mp3").write_bytes((audio_dir / "tone.mp3").read_bytes())
-    # no token check: the first request must be the upload (test_early.py stops the check itself)
-    run = Run(batch_args(folder, tmp_path, "state") + ["--no-preflight"], env)
+    # no token check: the first request must be the upload (cli/test_early.py stops the check itself)
+    run = Run([*batch_args(folder, tmp_path, "state"), "--no-preflight"], env)
     wait_for(lambda: sb.request_count >= 1)
     os.kill(run.proc.pid, signal.SIGTERM)
     time.sleep(0.5)

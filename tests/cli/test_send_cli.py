@@ -1,18 +1,17 @@
-"""``audiopipe send`` as a user runs it: the installed console script in a subprocess, against the
-in-process sandbox, checking exit codes (cron acts on them), stdout and stderr."""
+"""``audiopipe send`` as a user runs it (in process; the first test starts the installed console script),
+against the in-process sandbox, checking exit codes (cron acts on them), stdout and stderr."""
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import AUDIOPIPE, clean_environ, invoke
 
 from audiopipe.sandbox.app import Faults
 
@@ -23,22 +22,24 @@ SANDBOX_FRESH_DATA = True
 CANARY = "CANARY-7f3e9b2a"
 WS = "0b6f2a52-6a1f-4b52-9a53-2f0f6a0f7c11"
 CONTACT = "6d1c9b0e-3c1a-4f7e-8f5e-8d2b7a7c4e21"
-AUDIOPIPE = Path(sys.executable).parent / "audiopipe"
 
 
 @pytest.fixture
 def send(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run ``audiopipe [global] send ARGS`` with the API settings in the environment."""
-    if not AUDIOPIPE.exists():
-        pytest.skip(f"{AUDIOPIPE} is not installed (pip install -e .)")
+    """Run ``audiopipe [global] send ARGS`` with the API settings in the environment: in process, or
+    (``installed=True``) the installed console script in a subprocess."""
 
     def run(*args: str, base_url: str, token: str = TOKEN, global_args: tuple[str, ...] = (),
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_"))}
-        env.update(LANCEPILOT_BASE_URL=base_url, LANCEPILOT_TOKEN=token,
-                   AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"))
-        return subprocess.run([str(AUDIOPIPE), *global_args, "send", *args], env=env, capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            timeout: float = 60, installed: bool = False) -> subprocess.CompletedProcess[str]:
+        env = clean_environ(drop=("LANCEPILOT_", "AUDIOPIPE_"), LANCEPILOT_BASE_URL=base_url, LANCEPILOT_TOKEN=token,
+                            AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"))
+        argv = [*global_args, "send", *args]
+        if not installed:
+            return invoke(argv, env=env)
+        if not Path(AUDIOPIPE).exists():
+            pytest.skip(f"{AUDIOPIPE} is not installed (pip install -e .)")
+        return subprocess.run([AUDIOPIPE, *argv], env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
 
     return run
 
@@ -57,7 +58,7 @@ def error_line(done: subprocess.CompletedProcess[str]) -> str:
 
 def test_sends_a_file_and_prints_the_id(make_sandbox, send, audio_dir):
     sandbox = make_sandbox()
-    done = send(str(audio_dir / "tone.mp3"), "-w", WS, "-c", CONTACT, base_url=sandbox.url)
+    done = send(str(audio_dir / "tone.mp3"), "-w", WS, "-c", CONTACT, base_url=sandbox.url, installed=True)
 
     assert done.returncode == 0, done.stderr
     no_traceback(done)

@@ -8,10 +8,10 @@ import csv
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import invoke
 
 from audiopipe.errors import UsageError
 from audiopipe.preparation.settings import PrepareSettings
@@ -24,9 +24,7 @@ PEOPLE = ["5f0c3a6e-1b2d-4e8f-9a7b-0c1d2e3f4a51", "8a9b0c1d-2e3f-4a5b-8c7d-9e0f1
 
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    e = dict(os.environ, **(env or {}))
-    proc = subprocess.run([sys.executable, "-m", "audiopipe", *args], capture_output=True, text=True,
-                          env=e, cwd=cwd, timeout=120)
+    proc = invoke(args, env=dict(os.environ, **(env or {})), cwd=cwd)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 
@@ -99,7 +97,7 @@ def test_a_401_is_one_line_not_one_per_row(tmp_path: Path, audio_dir: Path, make
     folder.mkdir()
     shutil.copy(audio_dir / "tone.mp3", folder / "a.mp3")
     contacts = _csv(tmp_path / "c.csv", "contact", PEOPLE)
-    # the 401 met while sending: the token check (tests/test_early.py) would find it before
+    # the 401 met while sending: the token check (tests/cli/test_early.py) would find it before
     proc = _batch(folder, contacts, tmp_path / "s" / "l.sqlite3", sb, "wrong-token", "--concurrency", "1",
                   "--no-preflight")
     assert proc.returncode == 3

@@ -1,7 +1,7 @@
 """Mistakes caught before the expensive work: `batch` and `send` refuse a wrong set-up (exit 2) or a
 refused token (exit 3) before a single file is prepared, and the token check never creates a message.
 
-The CLI runs as a subprocess against the in-process sandbox (real HTTP), and ffmpeg is real but
+The CLI runs in process (CliRunner) against the in-process sandbox (real HTTP), and ffmpeg is real but
 wrapped by a script that logs every call, so "nothing was prepared" is seen, not assumed: no ffmpeg
 call read an input (``-i``), the cache folder stays empty, no work folder, no marker in the folder.
 """
@@ -9,17 +9,16 @@ call read an input (``-i``), the cache folder stays empty, no work folder, no ma
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from helpers import AUDIOPIPE, clean_environ, invoke
 
 from audiopipe.send.client import LancepilotClient
 
@@ -29,7 +28,6 @@ TOKEN = "early-test-token"
 SANDBOX_FRESH_DATA = True
 WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
 PEOPLE = ["5f0c3a6e-1b2d-4e8f-9a7b-0c1d2e3f4a51", "8a9b0c1d-2e3f-4a5b-8c7d-9e0f1a2b3c52"]
-AUDIOPIPE = str(Path(sys.executable).with_name("audiopipe"))
 MARKER = ".audiopipe-ledger"
 
 
@@ -50,18 +48,16 @@ def run(tmp_path: Path, ffmpeg_log: Path) -> Callable[..., subprocess.CompletedP
 
     def go(*args: str, sandbox: Any = None, token: str | None = TOKEN,
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        e = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
-        e.update(HOME=str(home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path / "tmp"),
-                 AUDIOPIPE_FFMPEG=str(wrapper), AUDIOPIPE_SETTLE="0",
-                 AUDIOPIPE_STATE=str(tmp_path / "state" / "ledger.sqlite3"))
+        e = clean_environ(HOME=str(home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path / "tmp"),
+                          AUDIOPIPE_FFMPEG=str(wrapper), AUDIOPIPE_SETTLE="0",
+                          AUDIOPIPE_STATE=str(tmp_path / "state" / "ledger.sqlite3"))
         (tmp_path / "tmp").mkdir(exist_ok=True)
         if token is not None:
             e["LANCEPILOT_TOKEN"] = token
         if sandbox is not None:
             e["LANCEPILOT_BASE_URL"] = sandbox.url
         e.update(env or {})
-        proc = subprocess.run([AUDIOPIPE, *args], env=e, capture_output=True, text=True, timeout=100,
-                              stdin=subprocess.DEVNULL)
+        proc = invoke(args, env=e)
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
 
@@ -190,9 +186,8 @@ def test_a_signal_during_the_token_check_says_nothing_was_done(tmp_path: Path, f
     from audiopipe.sandbox.app import Faults
 
     sb = make_sandbox(faults=Faults(latency=30))  # the check hangs: an answer that is slow to come
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
-    env.update(HOME=str(tmp_path), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path / "tmp"),
-               LANCEPILOT_TOKEN=TOKEN, LANCEPILOT_BASE_URL=sb.url, AUDIOPIPE_SETTLE="0")
+    env = clean_environ(HOME=str(tmp_path), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path / "tmp"),
+                        LANCEPILOT_TOKEN=TOKEN, LANCEPILOT_BASE_URL=sb.url, AUDIOPIPE_SETTLE="0")
     (tmp_path / "tmp").mkdir()
     proc = subprocess.Popen([AUDIOPIPE, "batch", str(folder), "--contacts",
                             str(contacts(tmp_path, f"contact\n{PEOPLE[0]}\n")), "-w", WS, "--quiet",
@@ -271,7 +266,7 @@ def test_send_to_a_contact_that_does_not_exist_stops_before_the_encode(tmp_path:
 class _AcceptsAnything(BaseHTTPRequestHandler):
     """A server that is not the Lancepilot API: it answers 201 to any POST."""
 
-    bodies: list[tuple[str, bytes]] = []
+    bodies: ClassVar[list[tuple[str, bytes]]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))

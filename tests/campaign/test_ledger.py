@@ -339,9 +339,9 @@ def test_the_lock_holds_across_processes_whatever_the_name(path, tmp_path, how):
         pass
     proc = _start_holder(path, "hold")
     try:
-        with SqliteLedger(_other_name(path, how, tmp_path)) as led:
-            with pytest.raises(LedgerLocked, match=f"pid {proc.pid}"):
-                led.acquire()
+        with SqliteLedger(_other_name(path, how, tmp_path)) as led, \
+                pytest.raises(LedgerLocked, match=f"pid {proc.pid}"):
+            led.acquire()
     finally:
         proc.kill()
         proc.wait()
@@ -441,8 +441,8 @@ def test_a_ledger_from_before_ids_gets_one_and_keeps_its_rows(path):
     path.parent.mkdir(parents=True)
     db = sqlite3.connect(str(path))
     db.executescript(FIRST_SCHEMA)
-    db.execute("INSERT INTO sends VALUES ('default', ?, 'c1', ?, 1, 1, 'a.wav', 'p', 'sent', 'm-1', NULL, 201, 1, 0, 0)",
-               (WS, SHA))
+    db.execute("INSERT INTO sends VALUES "
+               "('default', ?, 'c1', ?, 1, 1, 'a.wav', 'p', 'sent', 'm-1', NULL, 201, 1, 0, 0)", (WS, SHA))
     db.commit()
     db.close()
     with SqliteLedger(path, create=False) as reader:  # `audiopipe status` changes nothing
@@ -550,7 +550,7 @@ def test_a_damaged_marker_is_refused_unless_starting_afresh(tmp_path):
     folder.mkdir()
     (folder / MARKER_NAME).write_text("{ half written")
     marker = WorkMarker(folder, tmp_path / "c.csv", "default", data_home=tmp_path / "data")
-    with pytest.raises(LedgerRefused, match="is damaged.*--new-ledger"):
+    with pytest.raises(LedgerRefused, match=r"is damaged.*--new-ledger"):
         marker.expected()
     assert marker.expected(tolerant=True) is None
     with SqliteLedger(tmp_path / "l.sqlite3") as led:

@@ -5,18 +5,18 @@ from __future__ import annotations
 import csv
 import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
-from test_batch import TOKEN, contacts_for, folder, ledger, run, settings, write_csv  # noqa: F401
+import test_batch
+from helpers import contacts_for, invoke, write_csv
+from test_batch import run
 
 from audiopipe.campaign.batch import ST_ALREADY, ST_FAILED, ST_SENT
 from audiopipe.campaign.ledger import DEFERRED, SendKey, SqliteLedger
 
+TOKEN = test_batch.TOKEN  # the sandboxes' token (make_sandbox reads TOKEN here); run() sends the same
 SANDBOX_RESTARTS = True
-
-AUDIOPIPE = [sys.executable, "-m", "audiopipe"]
 
 
 def test_retry_failed_resends_a_refusal_once_the_contact_exists(tmp_path, folder, make_sandbox, ledger,
@@ -41,8 +41,7 @@ def test_retry_failed_resends_a_refusal_once_the_contact_exists(tmp_path, folder
 
 
 def _status(state: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(AUDIOPIPE + ["status", "--state", str(state)], capture_output=True, text=True,
-                          timeout=60, env=dict(os.environ, HOME=str(state.parent)))
+    return invoke(["status", "--state", str(state)], env=dict(os.environ, HOME=str(state.parent)))
 
 
 def test_status_exit_codes_for_deferred_and_in_flight(tmp_path):
@@ -73,7 +72,8 @@ def test_report_has_sizes(tmp_path, folder, make_sandbox, ledger, settings):
     sb = make_sandbox()
     result = run(sb, settings(folder, write_csv(tmp_path / "c.csv", "contact", contacts_for(1))), ledger)
     path = write_report(tmp_path / "r.csv", (r.to_dict() for r in result.rows))
-    rows = list(csv.DictReader(open(path, encoding="utf-8")))
+    with open(path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
     stored = {m["size"] for m in sb.messages()}
     assert rows and {int(r["size"]) for r in rows} == stored
 

@@ -2,8 +2,8 @@
 of a send, a voice note that cannot play inline, encode progress from ffmpeg's own reports (a bar
 on a real terminal, nothing without one), and -v's plan and requests (never the token).
 
-Real ffmpeg on generated files, the CLI in a subprocess against the in-process sandbox, a pty for
-the terminal. Expected figures are computed from the results (JSON, ffprobe), never from timings.
+Real ffmpeg on generated files, the CLI in process against the in-process sandbox, a subprocess on a
+pty for the terminal. Expected figures are computed from the results (JSON, ffprobe), never from timings.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import clean_environ, invoke
 
 from audiopipe.preparation.encode import progress_reader
 from audiopipe.preparation.pipeline import prepare_file
@@ -57,13 +58,13 @@ def ffprobe_duration(path: Path) -> float:
 
 
 def mmss(seconds: float) -> str:
-    whole = int(round(seconds))
+    whole = round(seconds)
     return f"{whole // 60}:{whole % 60:02d}"
 
 
 def kept_phrase(sent: float, source: float) -> str:
     """What the user must read about a trim, written here independently of audiopipe's formatter."""
-    cut = int(round(source)) - int(round(sent))
+    cut = round(source) - round(sent)
     return f"kept {mmss(sent)} of {mmss(source)} ({mmss(cut)} cut)"
 
 
@@ -75,18 +76,16 @@ def tone180(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def ap(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """``audiopipe ARGS`` in a subprocess, stdin/stdout/stderr not terminals, its own cache and home."""
+    """``audiopipe ARGS`` (in process), stdin/stdout/stderr not terminals, its own cache and home."""
     home = tmp_path / "home"
     home.mkdir()
 
     def run(*args: str, base_url: str | None = None, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
-        env.update(HOME=str(home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path),
-                   AUDIOPIPE_SETTLE="0", LANCEPILOT_TOKEN=token)
+        env = clean_environ(HOME=str(home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path),
+                            AUDIOPIPE_SETTLE="0", LANCEPILOT_TOKEN=token)
         if base_url:
             env["LANCEPILOT_BASE_URL"] = base_url
-        done = subprocess.run([sys.executable, "-m", "audiopipe", *args], env=env, capture_output=True,
-                              text=True, timeout=170, stdin=subprocess.DEVNULL)
+        done = invoke(args, env=env)
         assert "Traceback" not in done.stderr, done.stderr
         return done
 
@@ -173,6 +172,7 @@ def test_encode_progress_comes_from_ffmpeg(tmp_path: Path, audio_dir: Path, caps
     assert capsys.readouterr() == ("", "")
 
 
+@pytest.mark.slow
 def test_split_progress_counts_across_the_parts(tone180: Path, tmp_path: Path) -> None:
     calls: list[EncodeProgress] = []
     result = prepare_file(tone180, tmp_path / "out", PrepareSettings(cache=False, max_size=100_000,
@@ -190,6 +190,7 @@ def test_split_progress_counts_across_the_parts(tone180: Path, tmp_path: Path) -
 
 # --- trimming is never silent ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_prepare_says_what_was_cut_on_stderr_and_in_json(tone180: Path, tmp_path: Path, ap) -> None:
     done = ap("prepare", str(tone180), "--out", str(tmp_path / "out"), "--max-size", SMALL, "--json")
     assert done.returncode == 0, done.stderr
@@ -211,6 +212,7 @@ def test_prepare_says_what_was_cut_on_stderr_and_in_json(tone180: Path, tmp_path
     assert warnings_in(quiet.stderr) == [warning]
 
 
+@pytest.mark.slow
 def test_send_says_what_it_sent_and_what_was_cut(tone180: Path, make_sandbox, ap) -> None:
     sandbox = make_sandbox()
     done = ap("send", str(tone180), "-w", WS, "-c", CONTACT, "--max-size", SMALL, base_url=sandbox.url)
@@ -254,6 +256,7 @@ def read_report(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_batch_warns_once_a_file_and_reports_what_was_sent(tone180: Path, tmp_path: Path, audio_dir: Path,
                                                            make_sandbox, ap) -> None:
     sandbox = make_sandbox()
@@ -310,6 +313,7 @@ def test_batch_warns_once_a_file_and_reports_what_was_sent(tone180: Path, tmp_pa
 
 # --- voice notes ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_voice_note_over_512_kb_is_made_to_fit_rather_than_kept(tmp_path: Path) -> None:
     big = generate(tmp_path / "big.opus", "anoisesrc=d=90:c=pink:r=48000:a=0.3", "-ac", "1", "-c:a", "libopus",
                    "-b:a", "64k")
@@ -320,6 +324,7 @@ def test_voice_note_over_512_kb_is_made_to_fit_rather_than_kept(tmp_path: Path) 
     assert result.notes == ()
 
 
+@pytest.mark.slow
 def test_voice_note_too_long_for_512_kb_is_said(tmp_path: Path, ap) -> None:
     long = generate(tmp_path / "talk.wav", "sine=f=300:d=400:r=16000", "-ac", "1")
     done = ap("prepare", str(long), "--out", str(tmp_path / "out"), "--voice-note", "--json")
@@ -334,6 +339,7 @@ def test_voice_note_too_long_for_512_kb_is_said(tmp_path: Path, ap) -> None:
 
 # --- -v: the plan per file, each request and its answer, never the token ----------------------------
 
+@pytest.mark.slow
 def test_verbose_shows_the_plan_and_each_request_never_the_token(tone180: Path, tmp_path: Path,
                                                                  make_sandbox, ap) -> None:
     sandbox = make_sandbox()
@@ -417,14 +423,14 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_prepare_shows_encode_progress_on_a_terminal_only(slow_to_encode: Path, tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "audiopipe", "prepare", str(slow_to_encode), "--normalize", "--no-cache"]
-    code, screen = run_in_pty(argv + ["--out", str(tmp_path / "tty")], cli_env(tmp_path))
+    code, screen = run_in_pty([*argv, "--out", str(tmp_path / "tty")], cli_env(tmp_path))
     assert code == 0, screen
     bars = re.findall(r"encoding talk\.wav:\s+(\d+)%\|[^|]*\| (\d+)/120 s of audio", screen)
     assert bars, screen
     assert int(bars[-1][0]) > int(bars[0][0])  # it moved
     assert "transcoded  " in screen and "Traceback" not in screen
 
-    piped = subprocess.run(argv + ["--out", str(tmp_path / "pipe")], env=cli_env(tmp_path), capture_output=True,
+    piped = subprocess.run([*argv, "--out", str(tmp_path / "pipe")], env=cli_env(tmp_path), capture_output=True,
                            text=True, timeout=150, stdin=subprocess.DEVNULL)
     assert piped.returncode == 0, piped.stderr
     for text in (piped.stderr, piped.stdout):

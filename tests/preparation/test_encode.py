@@ -253,7 +253,8 @@ def test_verify_refuses_the_wrong_kind(audio_dir: Path, tmp_path: Path) -> None:
 def test_verify_catches_short_output(audio_dir: Path, tmp_path: Path) -> None:
     opus = tmp_path / "v.ogg"
     shutil.copyfile(audio_dir / "voice.opus", opus)
-    assert verify(opus, FORMATS["ogg"], budget=10**9, expected_duration=2.0).info.duration == pytest.approx(2.0, abs=0.05)
+    checked = verify(opus, FORMATS["ogg"], budget=10**9, expected_duration=2.0)
+    assert checked.info.duration == pytest.approx(2.0, abs=0.05)
     with pytest.raises(PrepareError, match="lasts"):
         verify(opus, FORMATS["ogg"], budget=10**9, expected_duration=4.0)
 

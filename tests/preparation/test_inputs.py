@@ -1,27 +1,24 @@
 """`probe` takes folders as `prepare` does, and both say how many files they skipped as not audio.
-Real files, real ffprobe/ffmpeg, the CLI in a subprocess."""
+Real files, real ffprobe/ffmpeg, the CLI in process (click's CliRunner)."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import clean_environ, invoke
 
 pytestmark = pytest.mark.timeout(120)
 
-AUDIOPIPE = str(Path(sys.executable).with_name("audiopipe"))
 SKIPPED = "skipped 3 file(s) that are not audio"
 
 
 def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUDIOPIPE_", "XDG_"))}
-    env.update(AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path))
-    proc = subprocess.run([AUDIOPIPE, *args], env=env, capture_output=True, text=True, timeout=100)
+    env = clean_environ(drop=("AUDIOPIPE_", "XDG_"), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path))
+    proc = invoke(args, env=env)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 

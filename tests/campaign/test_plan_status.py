@@ -1,22 +1,18 @@
 """What is left, known: a batch records its whole plan before the first send, `audiopipe status`
 counts what was never attempted and what is blocked, and `audiopipe resolve` settles unknown sends.
 
-As a user runs it: `audiopipe` subprocesses, real signals, real HTTP to the sandbox (which holds
+As a user runs it: `audiopipe` in process, and in subprocesses for real signals, real HTTP to the sandbox (which holds
 what a customer would have received), real ffmpeg splits, a real SQLite ledger."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import random
 import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +20,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from helpers import AUDIOPIPE, clean_environ, contacts_for, invoke, write_contacts
 
 from audiopipe.campaign.batch import BatchSettings, run_batch
 from audiopipe.campaign.ledger import DEFERRED, PENDING, SENT, UNKNOWN, SqliteLedger
@@ -37,18 +34,7 @@ pytestmark = pytest.mark.timeout(120)
 TOKEN = "plan-test-token"
 SANDBOX_RESTARTS = True  # a "healthy again" sandbox keeps what the faulty one stored
 WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
-AUDIOPIPE = str(Path(sys.executable).with_name("audiopipe"))
 SPLIT = ["--max-size", "12000", "--on-overflow", "split"]
-
-
-def people(n: int, seed: int = 5) -> list[str]:
-    rng = random.Random(seed)
-    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)]
-
-
-def write_csv(path: Path, contacts: list[str]) -> Path:
-    path.write_text("contact\n" + "".join(c + "\n" for c in contacts), encoding="utf-8")
-    return path
 
 
 @pytest.fixture
@@ -78,9 +64,8 @@ def long_folder(tmp_path: Path) -> Path:
 def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     home = tmp_path / "home"
     home.mkdir()
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
-    e.update(HOME=str(home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path),
-             LANCEPILOT_TOKEN=TOKEN, AUDIOPIPE_SETTLE="0")
+    e = clean_environ(HOME=str(home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path),
+                      LANCEPILOT_TOKEN=TOKEN, AUDIOPIPE_SETTLE="0")
     yield e
     assert not any(home.iterdir()), f"something was written to HOME: {list(home.rglob('*'))}"
 
@@ -89,7 +74,7 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
 def cli(env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess]:
     def run(*args: str, sandbox: Sandbox | None = None) -> subprocess.CompletedProcess:
         e = dict(env, **({"LANCEPILOT_BASE_URL": sandbox.url} if sandbox else {}))
-        proc = subprocess.run([AUDIOPIPE, *args], env=e, capture_output=True, text=True, timeout=110)
+        proc = invoke(args, env=e)
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
     return run
@@ -131,10 +116,11 @@ def ledger_rows(state: Path) -> list[tuple]:
 
 # --- the ledger knows the whole plan -------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_batch_stopped_by_sigterm_leaves_what_is_left_pending_and_status_exits_5(
         tmp_path, folder, state, make_sandbox, env, cli):
-    contacts = people(20)
-    csv_path = write_csv(tmp_path / "c.csv", contacts)
+    contacts = contacts_for(20)
+    csv_path = write_contacts(tmp_path / "c.csv", contacts)
     sb = make_sandbox(faults=Faults(latency=0.1))
     e = dict(env, LANCEPILOT_BASE_URL=sb.url)
     proc = subprocess.Popen([AUDIOPIPE, *batch_args(folder, csv_path, state, "--concurrency", "1")], env=e,
@@ -183,11 +169,12 @@ class StopAfter:
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_a_run_stopped_after_n_sends_leaves_the_rest_pending_and_a_rerun_sends_them(
         tmp_path, audio_dir, folder, state, make_sandbox, cli):
     shutil.copy(audio_dir / "tone.mp3", folder / "tone.mp3")
-    contacts = people(6)
-    csv_path = write_csv(tmp_path / "c.csv", contacts)
+    contacts = contacts_for(6)
+    csv_path = write_contacts(tmp_path / "c.csv", contacts)
     sb = make_sandbox()
     with LancepilotClient(token=TOKEN, base_url=sb.url) as client, SqliteLedger(state) as ledger:
         with pytest.raises(KeyboardInterrupt):
@@ -216,10 +203,10 @@ def test_a_run_stopped_after_n_sends_leaves_the_rest_pending_and_a_rerun_sends_t
 
 
 def test_a_dry_run_records_nothing(tmp_path, folder, state, make_sandbox, cli):
-    csv_path = write_csv(tmp_path / "c.csv", people(2))
+    csv_path = write_contacts(tmp_path / "c.csv", contacts_for(2))
     sb = make_sandbox()
     assert cli(*batch_args(folder, csv_path, state), sandbox=sb).returncode == 0
-    more = write_csv(tmp_path / "more.csv", people(4))
+    more = write_contacts(tmp_path / "more.csv", contacts_for(4))
     before = ledger_rows(state)
     with SqliteLedger(state, create=False) as led:
         records = led.records()
@@ -231,10 +218,11 @@ def test_a_dry_run_records_nothing(tmp_path, folder, state, make_sandbox, cli):
     assert sb.request_count == 2
 
 
+@pytest.mark.slow
 def test_status_lists_each_campaign_with_its_counts(tmp_path, folder, state, make_sandbox, cli):
-    contacts = people(3)
-    sb = make_sandbox(contacts_csv=write_csv(tmp_path / "known.csv", contacts[:2]))
-    csv_path = write_csv(tmp_path / "c.csv", contacts)
+    contacts = contacts_for(3)
+    sb = make_sandbox(contacts_csv=write_contacts(tmp_path / "known.csv", contacts[:2]))
+    csv_path = write_contacts(tmp_path / "c.csv", contacts)
     assert cli(*batch_args(folder, csv_path, state, "--campaign", "spring"), sandbox=sb).returncode == 1
     assert cli(*batch_args(folder, csv_path, state, "--campaign", "autumn"), sandbox=sb).returncode == 1
     code, text, data = status(cli, state)
@@ -255,10 +243,11 @@ def _parts_of(sb: Sandbox, contact: str) -> list[str]:
     return [m["file_name"] for m in sb.messages() if m["contact_id"] == contact]
 
 
+@pytest.mark.slow
 def test_parts_behind_an_unknown_part_are_blocked_and_resolving_it_delivered_frees_them(
         tmp_path, long_folder, state, make_sandbox, cli):
-    contact, other = people(2)
-    csv_path = write_csv(tmp_path / "c.csv", [contact, other])
+    contact, other = contacts_for(2)
+    csv_path = write_contacts(tmp_path / "c.csv", [contact, other])
     report = tmp_path / "r.csv"
     sb = make_sandbox(faults=Faults(rate_lost=1.0, lost_mode="502"))  # stored, then the answer is lost
     first = cli(*batch_args(long_folder, csv_path, state, *SPLIT, "--report", str(report)), sandbox=sb)
@@ -319,9 +308,10 @@ def test_parts_behind_an_unknown_part_are_blocked_and_resolving_it_delivered_fre
 
 # --- settling unknown sends ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_resolving_not_delivered_sends_it_exactly_once(tmp_path, folder, state, make_sandbox, cli):
-    contacts = people(3)
-    csv_path = write_csv(tmp_path / "c.csv", contacts)
+    contacts = contacts_for(3)
+    csv_path = write_contacts(tmp_path / "c.csv", contacts)
     sb = make_sandbox(faults=Faults(rate_500=1.0))  # a 500: unknown to the client, nothing stored
     assert cli(*batch_args(folder, csv_path, state), sandbox=sb).returncode == 4
     assert sb.messages() == []
@@ -355,21 +345,23 @@ def test_resolving_not_delivered_sends_it_exactly_once(tmp_path, folder, state, 
     assert sum(d["note"] == "checked the log" for d in details) == 2
 
 
+@pytest.mark.slow
 def test_resolve_refuses_with_one_line_and_changes_nothing(tmp_path, folder, state, make_sandbox, cli):
-    contacts = people(2)
-    csv_path = write_csv(tmp_path / "c.csv", contacts)
+    contacts = contacts_for(2)
+    csv_path = write_contacts(tmp_path / "c.csv", contacts)
     sb = make_sandbox(faults=Faults(rate_500=1.0))
     for campaign in ("a", "b"):
         assert cli(*batch_args(folder, csv_path, state, "--campaign", campaign), sandbox=sb).returncode == 4
     sb = make_sandbox()
-    assert cli(*batch_args(folder, write_csv(tmp_path / "d.csv", people(1, seed=9)), state,
+    assert cli(*batch_args(folder, write_contacts(tmp_path / "d.csv", contacts_for(1, seed=9)), state,
                            "--campaign", "c"), sandbox=sb).returncode == 0
-    (sent,) = people(1, seed=9)
+    (sent,) = contacts_for(1, seed=9)
     before = ledger_rows(state)
     base = ["resolve", "--state", str(state)]
     cases = [
         ([*base, "--contact", sent, "--file", "voice.opus", "--delivered"], ["is sent, not unknown"]),
-        ([*base, "--contact", contacts[0], "--file", "other.wav", "--delivered"], ["no send matches contact", "file other.wav"]),
+        ([*base, "--contact", contacts[0], "--file", "other.wav", "--delivered"],
+         ["no send matches contact", "file other.wav"]),
         ([*base, "--contact", contacts[0], "--file", "voice.opus", "--delivered"],
          ["matches 2 unknown sends", "--campaign"]),
         ([*base, "--campaign", "a", "--contact", contacts[0], "--file", "voice.opus", "--not-delivered",
@@ -392,9 +384,9 @@ def test_resolve_refuses_with_one_line_and_changes_nothing(tmp_path, folder, sta
 
 
 def test_resolve_while_a_batch_holds_the_ledger_exits_6(tmp_path, folder, state, make_sandbox, cli):
-    (contact,) = people(1)
+    (contact,) = contacts_for(1)
     sb = make_sandbox(faults=Faults(rate_500=1.0))
-    assert cli(*batch_args(folder, write_csv(tmp_path / "c.csv", [contact]), state), sandbox=sb).returncode == 4
+    assert cli(*batch_args(folder, write_contacts(tmp_path / "c.csv", [contact]), state), sandbox=sb).returncode == 4
     argv = ["resolve", "--state", str(state), "--contact", contact, "--file", "voice.opus", "--not-delivered"]
     with SqliteLedger(state) as holder:
         holder.acquire()
@@ -411,7 +403,7 @@ def test_resolve_while_a_batch_holds_the_ledger_exits_6(tmp_path, folder, state,
 def test_resolving_a_part_that_waits_behind_an_unknown_one_names_the_part_to_resolve(state):
     from audiopipe.campaign.ledger import PlannedSend, SendKey
 
-    (contact,) = people(1)
+    (contact,) = contacts_for(1)
     keys = [SendKey("default", WS, contact, "ab" * 32, p) for p in (1, 2, 3)]
     with SqliteLedger(state) as led:
         led.plan("w", [PlannedSend(k, 3, "talk.wav", "p") for k in keys])
@@ -432,4 +424,5 @@ def test_resolving_a_part_that_waits_behind_an_unknown_one_names_the_part_to_res
     again = runner.invoke(main_cli, ["resolve", "--state", str(state), "--contact", contact, "--file", "talk.wav",
                                      "--not-delivered"])
     assert again.exit_code == 2
-    assert "no send of talk.wav to" in again.stderr and "part 1: sent (resolved by hand); part 2: pending" in again.stderr
+    assert "no send of talk.wav to" in again.stderr
+    assert "part 1: sent (resolved by hand); part 2: pending" in again.stderr

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import codecs
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import clean_environ, invoke
 
 from audiopipe.campaign.contacts import read_contacts
 from audiopipe.errors import UsageError
@@ -23,12 +21,12 @@ WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
 PEOPLE = ["5f0c3a6e-1b2d-4e8f-9a7b-0c1d2e3f4a51", "8a9b0c1d-2e3f-4a5b-8c7d-9e0f1a2b3c52",
           "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e53"]
 NAMES = ["José Müller", "Zoë Brontë", "François Lefèvre"]
-AUDIOPIPE = str(Path(sys.executable).with_name("audiopipe"))
 
 
 def table(delimiter: str = ",", names: list[str] = NAMES) -> str:
     rows = [f"contact{delimiter}name{delimiter}file"]
-    rows += [f"{p}{delimiter}{n}{delimiter}tone.mp3" for p, n in zip(PEOPLE, names)]
+    # fewer names than PEOPLE: fewer rows
+    rows += [f"{p}{delimiter}{n}{delimiter}tone.mp3" for p, n in zip(PEOPLE, names, strict=False)]
     return "\r\n".join(rows) + "\r\n"  # Excel ends lines so
 
 
@@ -81,8 +79,10 @@ def test_a_short_western_list_with_the_euro_sign_is_cp1252(names: list[str], tmp
     assert [r.extra["name"] for r in read_contacts(path, folder, default_workspace=WS).rows] == names
 
 
-@pytest.mark.parametrize("names, code_page", [(["Zoë Łukasz", "Świątek"], "cp1250"),
-                                              (["Μαρία Παπαδοπούλου", "Γιώργος Νικολάου", "Ελένη Κωνσταντίνου"], "cp1253")])
+@pytest.mark.parametrize("names, code_page", [
+    (["Zoë Łukasz", "Świątek"], "cp1250"),
+    (["Μαρία Παπαδοπούλου", "Γιώργος Νικολάου", "Ελένη Κωνσταντίνου"], "cp1253"),
+])
 def test_central_european_and_greek_code_pages_are_not_taken_for_cp1252(
         names: list[str], code_page: str, tmp_path: Path, folder: Path) -> None:
     path = tmp_path / "contacts.csv"
@@ -137,14 +137,13 @@ def test_accents_survive_into_the_report(saved_as: str, tmp_path: Path, folder: 
     csv_path.write_bytes(encode(table(delimiter)))
     sb = make_sandbox(token="enc-token")
     report = tmp_path / "report.csv"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
-    env.update(HOME=str(tmp_path), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path),
-               AUDIOPIPE_SETTLE="0", LANCEPILOT_TOKEN="enc-token", LANCEPILOT_BASE_URL=sb.url)
-    proc = subprocess.run([AUDIOPIPE, "batch", str(folder), "--contacts", str(csv_path), "-w", WS, "--quiet",
-                           "--state", str(tmp_path / "ledger.sqlite3"), "--report", str(report)],
-                          env=env, capture_output=True, text=True, timeout=100)
+    env = clean_environ(HOME=str(tmp_path), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path),
+                        AUDIOPIPE_SETTLE="0", LANCEPILOT_TOKEN="enc-token", LANCEPILOT_BASE_URL=sb.url)
+    proc = invoke(["batch", str(folder), "--contacts", str(csv_path), "-w", WS, "--quiet",
+                   "--state", str(tmp_path / "ledger.sqlite3"), "--report", str(report)], env=env)
     assert proc.returncode == 0, proc.stderr
     with open(report, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["contact"], r["name"], r["status"]) for r in rows] == [(p, n, "sent") for p, n in zip(PEOPLE, NAMES)]
+    expected = [(p, n, "sent") for p, n in zip(PEOPLE, NAMES, strict=True)]
+    assert [(r["contact"], r["name"], r["status"]) for r in rows] == expected
     assert sorted(m["contact_id"] for m in sb.messages()) == sorted(PEOPLE)

@@ -10,26 +10,19 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from helpers import Reading, start_reading_stderr
 
 from audiopipe.sandbox.listen import reach
 
 TOKEN = "address-test-token"
 
 
-class Started:
-    def __init__(self, proc: subprocess.Popen[str], lines: list[str]) -> None:
-        self.proc, self.lines = proc, lines
-
-    @property
-    def text(self) -> str:
-        return "".join(self.lines)
-
+class Started(Reading):
     def urls(self) -> list[str]:
         return re.findall(r"^  url:   (\S+)", self.text, re.M)
 
@@ -39,24 +32,14 @@ def start(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
     started: list[subprocess.Popen[str]] = []
 
     def run(*flags: str, token: str | None = TOKEN) -> Started:
-        proc = subprocess.Popen([sys.executable, "-m", "audiopipe", "sandbox", *(["--token", token] if token else []),
-                                 "--data", str(tmp_path / f"data{len(started)}"), *flags],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        started.append(proc)
-        lines: list[str] = []
-        ready = threading.Event()
-
-        def pump() -> None:  # keep reading, so the pipe never fills
-            for line in proc.stderr:  # type: ignore[union-attr]
-                lines.append(line)
-                if "Ctrl-C to stop" in line:
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(20) or proc.poll() is not None:
-            pytest.fail("the sandbox did not start:\n" + "".join(lines))
-        return Started(proc, lines)
+        sb = start_reading_stderr([sys.executable, "-m", "audiopipe", "sandbox",
+                                   *(["--token", token] if token else []),
+                                   "--data", str(tmp_path / f"data{len(started)}"), *flags],
+                                  until="Ctrl-C to stop", timeout=20)
+        started.append(sb.proc)
+        if not sb.ready or sb.proc.poll() is not None:
+            pytest.fail("the sandbox did not start:\n" + sb.text)
+        return Started(sb.proc, sb.lines, sb.ready)
 
     yield run
     for proc in started:

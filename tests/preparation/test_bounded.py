@@ -12,13 +12,12 @@ import shutil
 import stat
 import struct
 import subprocess
-import sys
 import time
 import wave
 from pathlib import Path
 
 import pytest
-from helpers import files_in, settings
+from helpers import files_in, invoke, settings
 
 from audiopipe.errors import InputError, LimitExceeded, UsageError
 from audiopipe.preparation.encode import encode, encode_timeout
@@ -52,8 +51,7 @@ def decoded_seconds(path: Path) -> float:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "audiopipe", *args], capture_output=True, text=True,
-                          env=dict(os.environ, **(env or {})), timeout=300)
+    proc = invoke(args, env=dict(os.environ, **(env or {})))
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 
@@ -239,7 +237,7 @@ def test_memory_limit_is_one_clear_line(tmp_path: Path, audio_dir: Path) -> None
     assert proc.returncode == 1
     lines = error_lines(proc)
     assert len(lines) == 2  # one per input; the batch went on to the second
-    for line, name in zip(lines, ("tone.wav", "tone.mp3")):
+    for line, name in zip(lines, ("tone.wav", "tone.mp3"), strict=True):
         assert str(audio_dir / name) in line
         assert "memory" in line and "40 MiB" in line and "AUDIOPIPE_FFMPEG_MEMORY" in line
     assert len(proc.stderr.strip().splitlines()) == 3  # the two errors and the summary, nothing else
@@ -357,9 +355,9 @@ def test_video_whose_picture_outlasts_its_audio(tmp_path: Path, container: str, 
             *audio_codec, "-f", container]
     if piped:  # written to a pipe, Matroska gets no durations at all
         with src.open("wb") as sink:
-            subprocess.run(argv + ["pipe:1"], stdout=sink, check=True, timeout=120)
+            subprocess.run([*argv, "pipe:1"], stdout=sink, check=True, timeout=120)
     else:
-        subprocess.run(argv + [str(src)], check=True, timeout=120)
+        subprocess.run([*argv, str(src)], check=True, timeout=120)
     result = prepare_file(src, tmp_path / "out", settings(tmp_path))
     assert result.action == "remuxed"
     assert result.info.duration == pytest.approx(2.0, abs=0.1)

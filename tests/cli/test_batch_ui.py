@@ -1,5 +1,5 @@
-"""What `batch` and `status` show a person, run as a person runs them: the CLI in a subprocess (in a
-real pseudo-terminal where the point is the terminal: bars, Ctrl-C typed as ^C), real ffmpeg, real
+"""What `batch` and `status` show a person, run as a person runs them: the CLI in process (in a real
+process on a pseudo-terminal where the point is the terminal: bars, Ctrl-C typed as ^C), real ffmpeg, real
 HTTP to the sandbox, a real ledger.
 
 * the same refusal for many rows is one line with a count (one missing contact x 7 files; one file
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import os
-import random
 import re
 import select
 import shutil
@@ -23,11 +22,11 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import AUDIOPIPE, clean_environ, contacts_for, invoke, write_contacts
 
 from audiopipe.sandbox.app import Faults, Sandbox
 
@@ -36,19 +35,8 @@ pytestmark = pytest.mark.timeout(120)
 TOKEN = "ui-test-token"
 SANDBOX_FRESH_DATA = True
 WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
-AUDIOPIPE = str(Path(sys.executable).with_name("audiopipe"))
 EXIT_BOUND = 3.0  # seconds from the signal (and the sends in flight) to the exit
 COLUMNS = 120     # the pseudo-terminal's width
-
-
-def contacts_for(n: int, seed: int = 5) -> list[str]:
-    rng = random.Random(seed)
-    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)]
-
-
-def write_csv(path: Path, people: list[str]) -> Path:
-    path.write_text("contact\n" + "".join(p + "\n" for p in people), encoding="utf-8")
-    return path
 
 
 def distinct_copies(folder: Path, source: Path, n: int, stem: str = "t") -> list[str]:
@@ -64,12 +52,10 @@ def distinct_copies(folder: Path, source: Path, n: int, stem: str = "t") -> list
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
     (tmp_path / "home").mkdir()
     (tmp_path / "tmp").mkdir()
-    e.update(HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path / "tmp"), LANCEPILOT_TOKEN=TOKEN,
-             AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), AUDIOPIPE_SETTLE="0")
-    return e
+    return clean_environ(HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path / "tmp"), LANCEPILOT_TOKEN=TOKEN,
+                         AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), AUDIOPIPE_SETTLE="0")
 
 
 def batch_args(folder: Path, contacts: Path, tmp_path: Path, *extra: str) -> list[str]:
@@ -80,7 +66,7 @@ def batch_args(folder: Path, contacts: Path, tmp_path: Path, *extra: str) -> lis
 
 def run(args: list[str], env: dict[str, str], sb: Sandbox | None = None) -> subprocess.CompletedProcess[str]:
     e = dict(env, **({"LANCEPILOT_BASE_URL": sb.url} if sb else {}))
-    proc = subprocess.run([AUDIOPIPE, *args], env=e, capture_output=True, text=True, timeout=90)
+    proc = invoke(args, env=e)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 
@@ -99,10 +85,10 @@ def lines_starting(text: str, prefix: str) -> list[str]:
 def test_one_missing_contact_for_7_files_is_one_line_in_batch_and_status(tmp_path, env, audio_dir,
                                                                         make_sandbox):
     people = contacts_for(3)
-    sb = make_sandbox(contacts_csv=write_csv(tmp_path / "known.csv", people[:2]))
+    sb = make_sandbox(contacts_csv=write_contacts(tmp_path / "known.csv", people[:2]))
     folder = tmp_path / "in"
     files = distinct_copies(folder, audio_dir / "tone.mp3", 7)
-    contacts = write_csv(tmp_path / "c.csv", people)  # line 4 is the contact the server does not know
+    contacts = write_contacts(tmp_path / "c.csv", people)  # line 4 is the contact the server does not know
     proc = run(batch_args(folder, contacts, tmp_path), env, sb)
     assert proc.returncode == 1, proc.stderr
     failed = lines_starting(proc.stderr, "failed:")
@@ -140,7 +126,7 @@ def test_one_file_refused_for_every_contact_is_one_line(tmp_path, env, audio_dir
     folder.mkdir()
     for name in ("tone.mp3", "voice.opus"):
         shutil.copy(audio_dir / name, folder / name)
-    proc = run(batch_args(folder, write_csv(tmp_path / "c.csv", people), tmp_path), env, sb)
+    proc = run(batch_args(folder, write_contacts(tmp_path / "c.csv", people), tmp_path), env, sb)
     assert proc.returncode == 1, proc.stderr
     failed = lines_starting(proc.stderr, "failed:")
     assert len(failed) == 1, proc.stderr
@@ -154,7 +140,7 @@ def test_different_problems_stay_apart(tmp_path, env, audio_dir, make_sandbox):
     """Grouping is by (status, message): a refused file and an unknown contact are two lines, and a
     bad CSV row keeps its own line."""
     people = contacts_for(3, seed=13)
-    sb = make_sandbox(contacts_csv=write_csv(tmp_path / "known.csv", people[:2]), php_upload_limit=20_000)
+    sb = make_sandbox(contacts_csv=write_contacts(tmp_path / "known.csv", people[:2]), php_upload_limit=20_000)
     folder = tmp_path / "in"
     folder.mkdir()
     for name in ("tone.mp3", "voice.opus"):
@@ -179,7 +165,7 @@ def test_files_held_back_by_settle_are_said_so_with_the_flag(tmp_path, env, audi
     sb = make_sandbox()
     folder = tmp_path / "in"
     distinct_copies(folder, audio_dir / "tone.mp3", 3)  # just copied in
-    contacts = write_csv(tmp_path / "c.csv", contacts_for(2))
+    contacts = write_contacts(tmp_path / "c.csv", contacts_for(2))
     first_run = dict(env)
     del first_run["AUDIOPIPE_SETTLE"]  # the default, 10 s, as a user has it
     proc = run(batch_args(folder, contacts, tmp_path), first_run, sb)
@@ -224,8 +210,8 @@ class Terminal:
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         # the test keeps the terminal's far end open too, so reading never ends before the run does
         self.master, self.slave = os.openpty()
-        self.proc = subprocess.Popen([sys.executable, "-c", _ON_A_TERMINAL, os.ttyname(self.slave), str(COLUMNS), AUDIOPIPE,
-                                      *args], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([sys.executable, "-c", _ON_A_TERMINAL, os.ttyname(self.slave), str(COLUMNS),
+                                      AUDIOPIPE, *args], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
         self.out = b""
 
@@ -294,7 +280,7 @@ def test_ctrl_c_mid_send_closes_the_bar_then_says_what_was_sent(tmp_path, env, a
     distinct_copies(folder, audio_dir / "tone.mp3", 1)
     people = contacts_for(12)
     report = tmp_path / "out" / "report.csv"
-    args = batch_args(folder, write_csv(tmp_path / "c.csv", people), tmp_path, "--concurrency", "2",
+    args = batch_args(folder, write_contacts(tmp_path / "c.csv", people), tmp_path, "--concurrency", "2",
                       "--report", str(report))
     term = Terminal(args, dict(env, LANCEPILOT_BASE_URL=sb.url))
     term.wait_for(lambda: len(sb.messages()) >= 2 and "sending:" in term.text)
@@ -341,7 +327,7 @@ def test_ctrl_c_while_preparing_says_nothing_was_sent(tmp_path, env, make_sandbo
                    check=True, timeout=60)
     report = tmp_path / "report.csv"
     people = contacts_for(3)
-    args = batch_args(folder, write_csv(tmp_path / "c.csv", people), tmp_path, "--normalize",
+    args = batch_args(folder, write_contacts(tmp_path / "c.csv", people), tmp_path, "--normalize",
                       "--report", str(report))
     term = Terminal(args, dict(env, LANCEPILOT_BASE_URL=sb.url))
     term.wait_for(lambda: "preparing:" in term.text)  # the bar is there from the start
@@ -363,7 +349,7 @@ def test_a_rerun_that_only_skips_shows_no_send_rate(tmp_path, env, audio_dir, ma
     sb = make_sandbox()
     folder = tmp_path / "in"
     distinct_copies(folder, audio_dir / "tone.mp3", 2)
-    args = batch_args(folder, write_csv(tmp_path / "c.csv", contacts_for(5)), tmp_path)
+    args = batch_args(folder, write_contacts(tmp_path / "c.csv", contacts_for(5)), tmp_path)
     first = Terminal(args, dict(env, LANCEPILOT_BASE_URL=sb.url))
     assert first.finish() == 0, first.text
     sending = [s for s in screen_lines(first.text) if s.startswith("sending:")]
@@ -393,7 +379,7 @@ def test_run_batch_stopped_by_a_real_sigint_hands_back_what_it_did(tmp_path, aud
     folder = tmp_path / "in"
     distinct_copies(folder, audio_dir / "tone.mp3", 1)
     people = contacts_for(10)
-    settings = BatchSettings(folder=folder, contacts=write_csv(tmp_path / "c.csv", people), workspace=WS, rate=0,
+    settings = BatchSettings(folder=folder, contacts=write_contacts(tmp_path / "c.csv", people), workspace=WS, rate=0,
                              concurrency=2, settle=0, prepare=PrepareSettings(cache_dir=tmp_path / "cache"))
     calls: list[tuple[str, int, int]] = []
     running = threading.Event()

@@ -1,20 +1,18 @@
-"""`audiopipe batch` and `audiopipe status` as a user (or cron) runs them: a subprocess, real HTTP to
-the sandbox, real ffmpeg, a real ledger. Exit codes, the report CSV, --json, and no tracebacks."""
+"""`audiopipe batch` and `audiopipe status` as a user (or cron) runs them: in process (CliRunner), real
+HTTP to the sandbox, real ffmpeg, a real ledger. Exit codes, the report CSV, --json, and no tracebacks."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
-import random
 import shutil
 import subprocess
-import sys
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import clean_environ, contacts_for, invoke, write_csv
 
 from audiopipe.campaign.ledger import SqliteLedger
 from audiopipe.sandbox.app import Faults, Sandbox
@@ -24,13 +22,7 @@ pytestmark = pytest.mark.timeout(120)
 TOKEN = "cli-test-token"
 SANDBOX_RESTARTS = True
 WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
-AUDIOPIPE = str(Path(sys.executable).with_name("audiopipe"))
 REPORT_BASE = ["contact", "workspace", "file", "part", "status", "message_id", "error"]
-
-
-def contacts_for(n: int, seed: int = 11) -> list[str]:
-    rng = random.Random(seed)
-    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)]
 
 
 @pytest.fixture
@@ -54,14 +46,12 @@ def audiopipe(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
 
     def run(*args: str, sandbox: Sandbox | None = None, token: str = TOKEN,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        e = {k: v for k, v in os.environ.items()
-             if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
-        e.update(HOME=str(home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path),
-                 LANCEPILOT_TOKEN=token, AUDIOPIPE_SETTLE="0")
+        e = clean_environ(HOME=str(home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path),
+                          LANCEPILOT_TOKEN=token, AUDIOPIPE_SETTLE="0")
         if sandbox is not None:
             e["LANCEPILOT_BASE_URL"] = sandbox.url
         e.update(env or {})
-        proc = subprocess.run([AUDIOPIPE, *args], env=e, capture_output=True, text=True, timeout=120)
+        proc = invoke(args, env=e)
         assert "Traceback" not in proc.stderr, proc.stderr
         assert token not in proc.stdout + proc.stderr or token == "", "the token leaked"
         return proc
@@ -70,15 +60,10 @@ def audiopipe(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
     assert not any(home.iterdir()), f"something was written to HOME: {list(home.rglob('*'))}"
 
 
-def write_csv(path: Path, header: str, rows: list[str]) -> Path:
-    path.write_text(header + "\n" + "".join(r + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
 def read_report(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
-    return rows[0], [dict(zip(rows[0], r)) for r in rows[1:]]
+    return rows[0], [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
 
 
 def batch_args(folder: Path, contacts: Path, state: Path, *extra: str) -> list[str]:
@@ -188,7 +173,7 @@ def test_usage_errors_exit_2_without_traceback(tmp_path, folder, make_sandbox, s
         token = ""
     elif case == "negative-rate":
         args[args.index("--rate") + 1] = "-1"
-    elif case == "not-text":  # a Latin-1 CSV is read now (tests/test_encodings.py); a workbook is not
+    elif case == "not-text":  # a Latin-1 CSV is read now (tests/campaign/test_encodings.py); a workbook is not
         bad = tmp_path / "book.csv"
         bad.write_bytes(b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)) * 4)
         args[args.index("--contacts") + 1] = str(bad)
@@ -210,7 +195,7 @@ def test_wrong_token_exits_3(tmp_path, folder, make_sandbox, state, audiopipe):
     people = contacts_for(8)
     sb = make_sandbox(faults=Faults(latency=0.05))
     csv_path = write_csv(tmp_path / "c.csv", "contact", people)
-    # the 401 met while sending (tests/test_early.py has the one the token check meets first)
+    # the 401 met while sending (tests/cli/test_early.py has the one the token check meets first)
     proc = audiopipe(*batch_args(folder, csv_path, state, "--concurrency", "2", "--json", "--no-preflight"),
                      sandbox=sb, token="not-the-token")
     assert proc.returncode == 3, proc.stderr

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import PROJECT
 
 AUDIOPIPE = [sys.executable, "-m", "audiopipe"]
 BIN = Path(sys.executable).parent  # where the 'audiopipe' script of this install lives
@@ -26,7 +27,7 @@ def run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(AUDIOPIPE, env={**os.environ, **env}, capture_output=True, text=True, timeout=30)
 
 
-README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+README = (PROJECT / "README.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("shell", sorted(MARKERS))

@@ -9,14 +9,13 @@ import random
 import shutil
 import subprocess
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import FIXTURES_WS, contacts_for, write_csv
 
 from audiopipe.campaign.batch import (
     ST_ALREADY,
@@ -32,7 +31,6 @@ from audiopipe.campaign.batch import (
 )
 from audiopipe.campaign.ledger import DEFERRED, FAILED, SENT, UNKNOWN, LedgerLocked, LedgerRefused, SqliteLedger
 from audiopipe.errors import UsageError
-from audiopipe.preparation.settings import PrepareSettings
 from audiopipe.sandbox.app import Faults, Sandbox
 from audiopipe.send.client import LancepilotClient, RetryPolicy
 
@@ -40,44 +38,7 @@ pytestmark = pytest.mark.timeout(120)
 
 TOKEN = "batch-test-token"
 SANDBOX_RESTARTS = True
-WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"  # the fixtures' workspace
-
-
-def contacts_for(n: int, seed: int = 7) -> list[str]:
-    rng = random.Random(seed)
-    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)]
-
-
-def write_csv(path: Path, header: str, rows: list[str]) -> Path:
-    path.write_text(header + "\n" + "".join(r + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def folder(tmp_path: Path, audio_dir: Path) -> Path:
-    """A small broadcast folder: one file to convert, two to send as they are."""
-    f = tmp_path / "recordings"
-    f.mkdir()
-    for name in ("tone.wav", "tone.mp3", "voice.opus"):
-        shutil.copy(audio_dir / name, f / name)
-    return f
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[SqliteLedger]:
-    with SqliteLedger(tmp_path / "state" / "ledger.sqlite3") as led:
-        yield led
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Callable[..., BatchSettings]:
-    def make(folder: Path, contacts: Path, **kw: Any) -> BatchSettings:
-        prep = kw.pop("prepare", {})
-        base: dict[str, Any] = dict(folder=folder, contacts=contacts, workspace=WS, rate=0, concurrency=4, settle=0,
-                                    prepare=PrepareSettings(cache_dir=tmp_path / "cache", **prep))
-        base.update(kw)
-        return BatchSettings(**base)
-    return make
+WS = FIXTURES_WS  # the fixtures' workspace (tests/campaign/conftest.py's settings use it too)
 
 
 def client(sb: Sandbox, token: str = TOKEN, **kw: Any) -> LancepilotClient:

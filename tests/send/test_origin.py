@@ -6,21 +6,17 @@ Also: a connection failure is one plain line (no Python class names) that says w
 from __future__ import annotations
 
 import csv
-import http.server
-import os
 import re
 import socket
 import ssl
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import CONTACT, WS
+from helpers import CONTACT, WS, RecordingServer, clean_environ, invoke
 
 from audiopipe.campaign.ledger import SqliteLedger
 from audiopipe.errors import ConnectFailed, OutcomeUnknown, RefusedError, SendError, UsageError
@@ -30,7 +26,6 @@ pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "origin-test-token"
 CANARY = "CANARY-5d1e8c4a"
-AUDIOPIPE = Path(sys.executable).with_name("audiopipe")
 ONCE = RetryPolicy(attempts=1)
 # What a Python class name looks like in a message (ConnectionError, NewConnectionError, ...).
 CLASS_NAME = re.compile(r"[A-Z][a-z]+[A-Z]\w*|Error\b|Exception\b|Errno|Max retries|HTTPS?Connection")
@@ -38,63 +33,7 @@ CLASS_NAME = re.compile(r"[A-Z][a-z]+[A-Z]\w*|Error\b|Exception\b|Errno|Max retr
 Respond = Callable[["Server", dict[str, Any]], tuple[int, dict[str, str], bytes]]
 
 
-class Server:
-    """A tiny HTTP(S) server on 127.0.0.1 that counts every connection it accepts and records every
-    request, answering with ``respond(server, request)`` -> (status, headers, body)."""
-
-    def __init__(self, respond: Respond, tls: ssl.SSLContext | None = None) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.connections = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                request = {"path": self.path, "headers": dict(self.headers.items()), "body": body}
-                outer.requests.append(request)
-                status, headers, payload = respond(outer, request)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        class Listener(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-
-            def verify_request(self, request: Any, client_address: Any) -> bool:
-                outer.connections += 1
-                return True
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass  # a client that hangs up mid-request is part of some tests
-
-        self.server = Listener(("127.0.0.1", 0), Handler)
-        if tls is not None:
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-        self.thread.start()
-
-    @property
-    def origin(self) -> str:
-        scheme = "https" if isinstance(self.server.socket, ssl.SSLSocket) else "http"
-        return f"{scheme}://127.0.0.1:{self.port}"
-
-    def untouched(self) -> bool:
-        return self.connections == 0 and self.requests == []
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+Server = RecordingServer  # counts connections, records requests, answers with ``respond(server, request)``
 
 
 def created(server: Server, request: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
@@ -148,14 +87,10 @@ def client(base_url: str, token: str = TOKEN, **kwargs: Any) -> LancepilotClient
 
 
 def cli(*args: str, base_url: str, tmp_path: Path, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
-    """``audiopipe ARGS`` as a user runs it, the API settings in the environment."""
-    if not AUDIOPIPE.exists():
-        pytest.skip(f"{AUDIOPIPE} is not installed (pip install -e .)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_"))}
-    env.update(LANCEPILOT_BASE_URL=base_url, LANCEPILOT_TOKEN=token, AUDIOPIPE_SETTLE="0",
-               AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path))
-    done = subprocess.run([str(AUDIOPIPE), *args], env=env, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    """``audiopipe ARGS`` as a user runs it (in process), the API settings in the environment."""
+    env = clean_environ(drop=("LANCEPILOT_", "AUDIOPIPE_"), LANCEPILOT_BASE_URL=base_url, LANCEPILOT_TOKEN=token,
+                        AUDIOPIPE_SETTLE="0", AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path))
+    done = invoke(args, env=env)
     assert "Traceback" not in done.stderr, done.stderr
     assert token not in done.stdout + done.stderr
     return done
@@ -351,10 +286,9 @@ def test_ambiguous_base_url_is_refused_before_any_connection(make_server, audio_
     api, other = make_server(created), make_server(created)
     url = template.format(api=f"127.0.0.1:{api.port}", api_port=api.port, other=f"127.0.0.1:{other.port}")
 
-    with pytest.raises(UsageError) as info:
-        # Constructing and sending in one go: a client that accepted the URL would send right here.
-        with client(url, token=CANARY) as c:
-            c.send_audio(WS, CONTACT, audio_dir / "tone.mp3")
+    # Constructing and sending in one go: a client that accepted the URL would send right here.
+    with pytest.raises(UsageError) as info, client(url, token=CANARY) as c:
+        c.send_audio(WS, CONTACT, audio_dir / "tone.mp3")
 
     assert api.untouched() and other.untouched()
     message = str(info.value)
@@ -506,15 +440,13 @@ def test_an_empty_base_url_variable_is_refused_not_taken_for_the_real_api(
     monkeypatch.setenv("LANCEPILOT_BASE_URL", value)
     with pytest.raises(UsageError, match="LANCEPILOT_BASE_URL is set but empty"):
         LancepilotClient(token="t0k3n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_"))}
-    env.update(LANCEPILOT_BASE_URL=value, LANCEPILOT_TOKEN="t0k3n", HOME=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-m", "audiopipe", "send", "--url", "https://example.invalid/a.mp3",
-                           "-w", "0b6f2a52-6a1f-4b52-9a53-2f0f6a0f7c11", "-c", "6d1c9b0e-3c1a-4f7e-8f5e-8d2b7a7c4e21"],
-                          env=env, capture_output=True, text=True, timeout=60)
+    env = clean_environ(drop=("LANCEPILOT_", "AUDIOPIPE_"), LANCEPILOT_BASE_URL=value, LANCEPILOT_TOKEN="t0k3n",
+                        HOME=str(tmp_path))
+    proc = invoke(["send", "--url", "https://example.invalid/a.mp3", "-w", "0b6f2a52-6a1f-4b52-9a53-2f0f6a0f7c11",
+                   "-c", "6d1c9b0e-3c1a-4f7e-8f5e-8d2b7a7c4e21"], env=env)
     # blank: "set but empty"; spaces: refused as a URL with a space; either way nothing goes out
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "set but empty" in proc.stderr or "refused: it contains a space" in proc.stderr, proc.stderr
-    doctor = subprocess.run([sys.executable, "-m", "audiopipe", "doctor"], env=env, capture_output=True,
-                            text=True, timeout=60)
+    doctor = invoke(["doctor"], env=env)
     assert any(line.startswith("fail") and "base URL" in line for line in doctor.stdout.splitlines()), \
         doctor.stdout

@@ -1,6 +1,6 @@
 """`audiopipe doctor` (alias `check`): one line per check, ok / warn / fail, --json, and an exit status
 that says whether a run would work (0), works with something to look at (1) or would be refused (2).
-The CLI runs as a subprocess; the online check goes to the in-process sandbox over real HTTP."""
+The CLI runs in process (CliRunner); the online check goes to the in-process sandbox over real HTTP."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import clean_environ, invoke
 
 from audiopipe.campaign.ledger import SqliteLedger
 from audiopipe.runner import audio_encoders
@@ -24,7 +24,6 @@ pytestmark = pytest.mark.timeout(60)
 TOKEN = "doctor-test-token"
 WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
 CONTACT = "5f0c3a6e-1b2d-4e8f-9a7b-0c1d2e3f4a51"
-AUDIOPIPE = str(Path(sys.executable).with_name("audiopipe"))
 NAMES = ["ffmpeg", "ffprobe", "format ogg", "other formats", "libmagic", "ledger", "cache", "base URL", "token"]
 
 
@@ -35,15 +34,14 @@ def doctor(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
 
     def run(*args: str, token: str | None = TOKEN, base_url: str | None = "http://127.0.0.1:9/api/v3",
             env: dict[str, str] | None = None, command: str = "doctor") -> subprocess.CompletedProcess[str]:
-        e = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
-        e.update(HOME=str(home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"),
-                 AUDIOPIPE_STATE=str(tmp_path / "state" / "ledger.sqlite3"))
+        e = clean_environ(HOME=str(home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"),
+                          AUDIOPIPE_STATE=str(tmp_path / "state" / "ledger.sqlite3"))
         if token is not None:
             e["LANCEPILOT_TOKEN"] = token
         if base_url is not None:
             e["LANCEPILOT_BASE_URL"] = base_url
         e.update(env or {})
-        proc = subprocess.run([AUDIOPIPE, command, *args], env=e, capture_output=True, text=True, timeout=50)
+        proc = invoke([command, *args], env=e)
         assert "Traceback" not in proc.stderr, proc.stderr
         assert TOKEN not in proc.stdout + proc.stderr, "the token was shown"
         return proc
@@ -77,7 +75,7 @@ def test_json_and_the_check_alias(doctor: Any) -> None:
     data = json.loads(proc.stdout)
     assert data["status"] == "ok" and [c["name"] for c in data["checks"]] == NAMES
     assert set(data["checks"][0]) == {"name", "status", "detail"}
-    listed = subprocess.run([AUDIOPIPE, "--help"], capture_output=True, text=True).stdout
+    listed = invoke(["--help"]).stdout
     assert "doctor" in listed and " check " not in listed  # a hidden alias
 
 

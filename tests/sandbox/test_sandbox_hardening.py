@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import CONTACT, WS
+from helpers import CONTACT, WS, start_reading_stderr
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -174,29 +174,14 @@ class SandboxProcess:
 
 
 def start_cli_sandbox(data_dir: Path, *flags: str) -> SandboxProcess:
-    proc = subprocess.Popen([sys.executable, "-m", "audiopipe", "-v", "sandbox", "--port", "0", "--token", TOKEN,
-                             "--data", str(data_dir), *flags],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def pump() -> None:  # keep reading, so a chatty server never blocks on a full pipe
-        for line in proc.stderr:  # type: ignore[union-attr]
-            lines.append(line)
-            if "listening on" in line:
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(30):
-        proc.kill()
-        pytest.fail("the sandbox did not start")
-    found = re.search(r"listening on http://127\.0\.0\.1:(\d+)/api/v3", "".join(lines))
+    started = start_reading_stderr([sys.executable, "-m", "audiopipe", "-v", "sandbox", "--port", "0",
+                                    "--token", TOKEN, "--data", str(data_dir), *flags],
+                                   until="listening on", timeout=30)
+    found = re.search(r"listening on http://127\.0\.0\.1:(\d+)/api/v3", started.text)
     if found is None:
-        proc.kill()
-        pytest.fail("the sandbox did not start:\n" + "".join(lines))
-    return SandboxProcess(proc, int(found.group(1)), lines)
+        started.proc.kill()
+        pytest.fail("the sandbox did not start:\n" + started.text)
+    return SandboxProcess(started.proc, int(found.group(1)), started.lines)
 
 
 @pytest.fixture(scope="module")

@@ -396,7 +396,7 @@ def test_cache_restores_under_a_new_name(audio_dir: Path, tmp_path: Path) -> Non
     assert again.cached
     n = len(first.outputs)
     assert [o.path.name for o in again.outputs] == [f"renamed.part{i}of{n}.ogg" for i in range(1, n + 1)]
-    for a, b in zip(first.outputs, again.outputs):
+    for a, b in zip(first.outputs, again.outputs, strict=True):
         assert sha256(a.path) == sha256(b.path)
 
 

@@ -13,11 +13,10 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import CONTACT, WS, files_in, settings
+from helpers import CONTACT, WS, files_in, invoke, settings
 
 from audiopipe.campaign.report import check_report_path, write_report
 from audiopipe.errors import OutputClash, OutputError
@@ -43,8 +42,7 @@ def hashes(*paths: Path) -> dict[Path, str]:
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_"))}
     e.update(AUDIOPIPE_SETTLE="0", **(env or {}))
-    proc = subprocess.run([sys.executable, "-m", "audiopipe", *args], capture_output=True, text=True,
-                          env=e, cwd=cwd, timeout=120)
+    proc = invoke(args, env=e, cwd=cwd)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 
@@ -133,7 +131,7 @@ def test_a_hard_link_to_another_input_of_the_run_is_refused_before_any_work(rec:
     out.mkdir()
     os.link(rec / "talk.ogg", out / "tone.ogg")  # tone.wav's output name is (a link to) talk.ogg
     before = hashes(*rec.iterdir())
-    with pytest.raises(OutputClash, match="talk.ogg"):
+    with pytest.raises(OutputClash, match=r"talk\.ogg"):
         prepare_many([rec / "song.mp3", rec / "tone.wav", rec / "talk.ogg"], out, settings(tmp_path))
     assert hashes(*rec.iterdir()) == before
     assert sorted(os.listdir(out)) == ["tone.ogg"]  # song.mp3, first in line, was not prepared either
@@ -258,7 +256,7 @@ def test_a_pydub_segment_does_not_replace_a_file_named_segment(tmp_path: Path) -
 
     seg: AudioSegment = Sine(440).to_audio_segment(duration=1000)
     (tmp_path / "segment.ogg").write_bytes(UNRELATED)
-    with pytest.raises(OutputError, match="segment.ogg"):
+    with pytest.raises(OutputError, match=r"segment\.ogg"):
         prepare(seg, tmp_path, settings(tmp_path))
     assert (tmp_path / "segment.ogg").read_bytes() == UNRELATED
     result = prepare(seg, tmp_path, settings(tmp_path), overwrite=True)
@@ -296,7 +294,7 @@ def test_rerun_reuses_its_own_outputs_without_ffmpeg(rec: Path, tmp_path: Path, 
     monkeypatch.setenv("AUDIOPIPE_FFPROBE", str(tmp_path / "no-ffprobe"))
     second = prepare_many(items, out, s)  # any ffmpeg or ffprobe run would fail: ToolMissingError
     assert all(o.ok and o.result and o.result.reused for o in second)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert a.result and b.result
         assert a.result.action == b.result.action and a.result.outputs == b.result.outputs
     after = {f: (out / f).stat() for f in files_in(out)}

@@ -157,7 +157,7 @@ def test_missing_csv_is_a_usage_error(tmp_path, folder):
 
 
 def test_latin1_is_read_not_refused(tmp_path, folder):
-    # once refused as "not UTF-8"; tests/test_encodings.py covers the encodings spreadsheets write
+    # once refused as "not UTF-8"; tests/campaign/test_encodings.py covers the encodings spreadsheets write
     text = f"contact,name\n{C[0]},Ann\n{C[1]},Jos\u00e9\n"
     cl = read_contacts(write(tmp_path, text, encoding="latin-1"), folder, default_workspace=WS)
     assert [r.extra["name"] for r in cl.rows] == ["Ann", "Jos\u00e9"]

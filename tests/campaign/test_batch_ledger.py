@@ -1,22 +1,21 @@
 """One run per ledger whatever path names it, and a lost ledger never resends a campaign: `audiopipe
-batch` as cron runs it (a subprocess), real HTTP to the sandbox, a real SQLite ledger, real links,
-and real read-only and full file systems (tmpfs, when this process may mount one)."""
+batch` as cron runs it (in process; a run alongside in a process of its own), real HTTP to the sandbox,
+a real SQLite ledger, real links, and real read-only and full file systems (tmpfs, when this process may
+mount one)."""
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
-import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import AUDIOPIPE, clean_environ, contacts_for, invoke, write_contacts
 
 from audiopipe.campaign.ledger import MARKER_NAME, SENDING, SENT, UNKNOWN, SqliteLedger
 from audiopipe.sandbox.app import Faults, Sandbox
@@ -25,12 +24,6 @@ pytestmark = pytest.mark.timeout(120)
 
 TOKEN = "ledger-test-token"
 WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
-AUDIOPIPE = str(Path(sys.executable).with_name("audiopipe"))
-
-
-def people(n: int, seed: int = 7) -> list[str]:
-    rng = random.Random(seed)
-    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)]
 
 
 @pytest.fixture
@@ -44,9 +37,7 @@ def folder(tmp_path: Path, audio_dir: Path) -> Path:
 
 @pytest.fixture
 def contacts(tmp_path: Path) -> Path:
-    path = tmp_path / "contacts.csv"
-    path.write_text("contact\n" + "".join(c + "\n" for c in people(3)), encoding="utf-8")
-    return path
+    return write_contacts(tmp_path / "contacts.csv", contacts_for(3))
 
 
 @pytest.fixture
@@ -61,22 +52,22 @@ def data_home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def batch(tmp_path: Path, folder: Path, contacts: Path, data_home: Path) -> Iterator[Callable[..., subprocess.Popen]]:
-    """Start `audiopipe batch FOLDER --contacts CSV --state STATE ...` (``wait=True``: and wait)."""
+    """Run `audiopipe batch FOLDER --contacts CSV --state STATE ...` in process, or start it in a process of
+    its own (``wait=False``)."""
     home = tmp_path / "home"
     home.mkdir()
 
     def start(state: Path | str, sandbox: Sandbox, *extra: str, cwd: Path | None = None, wait: bool = True,
               batch_folder: Path | None = None) -> subprocess.CompletedProcess | subprocess.Popen:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
-        env.update(HOME=str(home), XDG_DATA_HOME=str(data_home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"),
-                   TMPDIR=str(tmp_path), LANCEPILOT_TOKEN=TOKEN, LANCEPILOT_BASE_URL=sandbox.url,
-                   AUDIOPIPE_SETTLE="0")
-        argv = [AUDIOPIPE, "batch", str(batch_folder or folder), "--contacts", str(contacts), "-w", WS,
+        env = clean_environ(HOME=str(home), XDG_DATA_HOME=str(data_home), AUDIOPIPE_CACHE_DIR=str(tmp_path / "cache"),
+                            TMPDIR=str(tmp_path), LANCEPILOT_TOKEN=TOKEN, LANCEPILOT_BASE_URL=sandbox.url,
+                            AUDIOPIPE_SETTLE="0")
+        argv = ["batch", str(batch_folder or folder), "--contacts", str(contacts), "-w", WS,
                 "--state", str(state), "--rate", "0", "--quiet", *extra]
-        if not wait:
-            return subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True)
-        proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=110)
+        if not wait:  # a run of its own, alongside: another process, as another cron job would be
+            return subprocess.Popen([AUDIOPIPE, *argv], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+        proc = invoke(argv, env=env, cwd=cwd)
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
 
@@ -138,7 +129,7 @@ def test_a_second_run_through_another_name_of_the_ledger_exits_6(tmp_path, make_
         second = batch(other, sb, cwd=cwd, batch_folder=elsewhere)
         assert second.returncode == 6, second.stderr
         assert "another audiopipe run holds the ledger" in second.stderr and f"pid {first.pid}" in second.stderr
-        out, err = first.communicate(timeout=100)
+        _, err = first.communicate(timeout=100)
         assert first.returncode == 0, err
     finally:
         if first.poll() is None:
@@ -193,12 +184,12 @@ def test_a_lost_ledger_is_refused_and_new_ledger_starts_afresh(tmp_path, make_sa
 
 def test_an_older_copy_of_the_ledger_is_refused(tmp_path, make_sandbox, batch, contacts, state):
     sb = make_sandbox()
-    contacts.write_text("contact\n" + people(1)[0] + "\n")
+    contacts.write_text("contact\n" + contacts_for(1)[0] + "\n")
     assert batch(state, sb).returncode == 0
     backup = tmp_path / "backup.sqlite3"
     with SqliteLedger(state) as led:  # a consistent copy, as `sqlite3 .backup` or a snapshot makes
         led._db.execute("VACUUM INTO ?", (str(backup),))
-    contacts.write_text("contact\n" + "".join(c + "\n" for c in people(3)))
+    contacts.write_text("contact\n" + "".join(c + "\n" for c in contacts_for(3)))
     assert batch(state, sb).returncode == 0 and len(sb.messages()) == 6
     for p in state.parent.iterdir():
         p.unlink()
@@ -244,7 +235,7 @@ def test_a_first_run_just_works_and_a_dry_run_creates_nothing(tmp_path, make_san
     other = batch(tmp_path / "spring.sqlite3", sb, "--campaign", "spring")
     assert other.returncode == 0 and len(sb.messages()) == 12
     assert len(json.loads((folder / MARKER_NAME).read_text())["work"]) == 2
-    st = subprocess.run([AUDIOPIPE, "status", "--state", str(state)], capture_output=True, text=True)
+    st = invoke(["status", "--state", str(state)])
     assert f"(id {ledger_id[:8]})" in st.stdout
 
 
@@ -297,7 +288,7 @@ def test_a_full_ledger_disk_stops_the_run_and_nothing_goes_out_unrecorded(tmp_pa
     sb = make_sandbox()
     disk = tmpfs("disk", "8m")
     state = disk / "ledger.sqlite3"
-    many = people(60)
+    many = contacts_for(60)
     contacts.write_text("contact\n" + "".join(c + "\n" for c in many))
     with SqliteLedger(state):
         pass
@@ -346,7 +337,7 @@ def test_a_second_run_on_the_same_folder_exits_6_whatever_ledger_it_names(tmp_pa
         second = batch(other, sb, *extra)
         assert second.returncode == 6, second.stderr
         assert f"another audiopipe run is sending {folder}" in second.stderr and f"pid {first.pid}" in second.stderr
-        out, err = first.communicate(timeout=100)
+        _, err = first.communicate(timeout=100)
         assert first.returncode == 0, err
     finally:
         if first.poll() is None:
@@ -382,7 +373,7 @@ def test_sends_deleted_from_the_ledger_are_noticed(make_sandbox, batch, state, w
     assert batch(state, sb).returncode == 0 and len(sb.messages()) == 6
     db = __import__("sqlite3").connect(state)
     with db:
-        db.execute("DELETE FROM sends" + where)  # the events (and so the record count) are left as they were
+        db.execute("DELETE FROM sends" + where)  # noqa: S608 - `where` is one of the test's two literals; the events (and so the record count) are left as they were
     db.close()
     proc = batch(state, sb)
     refused(proc, "were deleted from it", "held 6")
@@ -403,8 +394,7 @@ def test_campaign_names_that_look_the_same_never_resend(tmp_path, make_sandbox, 
         assert proc.returncode == 2 and words in proc.stderr, (looks_alike, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert len(sb.messages()) == 6
-    st = subprocess.run([AUDIOPIPE, "status", "--state", str(state), "--campaign", "spring promo "],
-                        capture_output=True, text=True)
+    st = invoke(["status", "--state", str(state), "--campaign", "spring promo "])
     assert st.returncode == 0 and "spring promo" in st.stdout, st.stdout + st.stderr
     assert batch(state, sb, "--campaign", "autumn").returncode == 0 and len(sb.messages()) == 12
 

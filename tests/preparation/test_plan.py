@@ -199,8 +199,8 @@ def test_mp3_plans_are_always_legal_pairs() -> None:
     seen_rates = set()
     for rate in SOURCE_RATES:
         for channels in (1, 2):
-            for duration in DURATIONS + (120.0, 250.0, 2000.0):
-                for budget in BUDGETS + (150_000, 500_000, 2_500_000, 8_000_000):
+            for duration in (*DURATIONS, 120.0, 250.0, 2000.0):
+                for budget in (*BUDGETS, 150_000, 500_000, 2_500_000, 8_000_000):
                     for cap in (None, 24000, 40000, 64000, 96000, 200000):
                         try:
                             p = plan(make_info(rate=rate, channels=channels, duration=duration), MP3,
@@ -356,8 +356,8 @@ def test_replan_none_at_floor(name: str) -> None:
 # --- build_argv --------------------------------------------------------------------------------
 
 def _plan(**kw) -> EncodePlan:  # type: ignore[no-untyped-def]
-    base = dict(format="ogg", encoder="libopus", muxer="ogg", codec="opus", bitrate=32000,
-                sample_rate=48000, channels=1, duration=12.5)
+    base = {"format": "ogg", "encoder": "libopus", "muxer": "ogg", "codec": "opus", "bitrate": 32000,
+            "sample_rate": 48000, "channels": 1, "duration": 12.5}
     base.update(kw)
     return EncodePlan(**base)  # type: ignore[arg-type]
 

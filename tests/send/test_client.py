@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
-import http.server
 import io
 import json
 import logging
@@ -15,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import traceback
 import uuid
@@ -26,7 +24,7 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import CONTACT, MAX_BYTES, MIMES_MSG, SIZE_MSG, WS
+from helpers import CONTACT, MAX_BYTES, MIMES_MSG, SIZE_MSG, WS, RecordingServer
 
 from audiopipe.errors import (
     AuthError,
@@ -109,51 +107,7 @@ def make_client() -> Iterator[Callable[..., LancepilotClient]]:
         client.close()
 
 
-class Recorder:
-    """A tiny HTTP server in a thread that records every request and answers with ``respond``.
-
-    ``respond(recorder, request)`` returns (status, headers, body); ``request`` is a dict with
-    method, path, headers (a plain dict) and body (bytes, read in full before answering).
-    """
-
-    def __init__(self, respond: Callable[[Recorder, dict[str, Any]], tuple[int, dict[str, str], bytes]]) -> None:
-        self.requests: list[dict[str, Any]] = []
-        recorder = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                request = {"method": "POST", "path": self.path, "headers": dict(self.headers.items()),
-                           "body": body}
-                recorder.requests.append(request)
-                status, headers, payload = respond(recorder, request)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:  # keep pytest's output clean
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-        self.thread.start()
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+Recorder = RecordingServer  # records every request and answers with ``respond(recorder, request)``
 
 
 @pytest.fixture
@@ -591,7 +545,8 @@ def test_token_canary_never_appears(make_sandbox, make_client, make_recorder, au
     old_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
-    for name in ("urllib3", "audiopipe", "audiopipe.send.client"):
+    old_levels = {name: logging.getLogger(name).level for name in ("urllib3", "audiopipe", "audiopipe.send.client")}
+    for name in old_levels:
         logging.getLogger(name).setLevel(logging.DEBUG)
     caplog.set_level(logging.DEBUG)
     texts: list[str] = []
@@ -632,16 +587,17 @@ def test_token_canary_never_appears(make_sandbox, make_client, make_recorder, au
             ("delay", Faults(rate_lost=1.0, lost_mode="delay", lost_delay=3.0), 0.3),
         ]:
             sandbox = make_sandbox(token=CANARY, data_dir=tmp_path / name, faults=faults)
-            expect(OutcomeUnknown, lambda: make_client(sandbox.url, token=CANARY, read_timeout=timeout)
-                   .send_audio(WS, CONTACT, mp3))
+            expect(OutcomeUnknown, lambda sandbox=sandbox, timeout=timeout:
+                   make_client(sandbox.url, token=CANARY, read_timeout=timeout).send_audio(WS, CONTACT, mp3))
             sandbox.stop()
         expect(UsageError, lambda: LancepilotClient(token=CANARY, base_url="http://api.example.com/v3"))
         # a token pasted into the URL's user-info, or the URL's password, is never echoed
         for url in (f"https://{CANARY}@api.example.com/v3", f"https://user:{CANARY}@api.example.com/v3",
                     f"http://{CANARY}\\@127.0.0.1:{free_port()}/v3", f"{ok.url}?token={CANARY}"):
-            expect(UsageError, lambda: LancepilotClient(token=TOKEN, base_url=url))
+            expect(UsageError, lambda url=url: LancepilotClient(token=TOKEN, base_url=url))
         elsewhere = make_recorder(lambda r, req: (307, {"Location": f"http://localhost:{ok.port}/x?t={CANARY}"}, b""))
-        expect(RefusedError, lambda: make_client(elsewhere.origin + "/api/v3", token=CANARY).send_audio(WS, CONTACT, mp3))
+        expect(RefusedError, lambda: make_client(elsewhere.origin + "/api/v3", token=CANARY)
+               .send_audio(WS, CONTACT, mp3))
         refused = make_client(f"http://127.0.0.1:{free_port()}/api/v3", token=CANARY, retry=RetryPolicy(attempts=1))
         expect(ConnectFailed, lambda: refused.send_once(WS, CONTACT, mp3))
         expect(ConnectFailed, lambda: make_client(f"https://127.0.0.1:{ok.port}/api/v3", token=CANARY)
@@ -650,6 +606,8 @@ def test_token_canary_never_appears(make_sandbox, make_client, make_recorder, au
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
+        for name, level in old_levels.items():
+            logging.getLogger(name).setLevel(level)
 
     logged = stream.getvalue()
     assert "POST http://127.0.0.1" in logged  # our debug lines were captured...
@@ -673,7 +631,7 @@ def test_307_to_another_host_is_refused_and_nothing_goes_there(make_recorder, ma
 
     assert info.value.created is False and info.value.status == 307
     assert first.requests[0]["headers"]["Authorization"] == f"Bearer {TOKEN}"
-    assert other.requests == []  # neither the body nor the token; tests/test_origin.py has the rest
+    assert other.requests == []  # neither the body nor the token; tests/send/test_origin.py has the rest
 
 
 def test_307_to_the_same_host_keeps_the_token(make_recorder, make_client, audio_dir):
