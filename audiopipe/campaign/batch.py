@@ -37,8 +37,8 @@ from audiopipe.campaign.results import (
     BatchInterrupted,
     BatchResult,
     ProgressCallback,
+    ReportStatus,
     RowResult,
-    RowStatus,
 )
 from audiopipe.campaign.run import no_valid_rows, run_batch
 from audiopipe.campaign.sender import AudioClient, BatchSender, SendLedger
@@ -68,8 +68,8 @@ __all__ = [
     "PlanLedger",
     "ProgressCallback",
     "RateLimiter",
+    "ReportStatus",
     "RowResult",
-    "RowStatus",
     "SendLedger",
     "SendRules",
     "Sender",

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from audiopipe.campaign.contacts import ContactList, ContactRow
 from audiopipe.campaign.ledger import PlannedSend, SendKey
-from audiopipe.campaign.results import RowResult, RowStatus
+from audiopipe.campaign.results import ReportStatus, RowResult
 from audiopipe.preparation.cache import file_sha256
 from audiopipe.preparation.pipeline import OutputFile, PrepareOutcome
 
@@ -44,7 +44,7 @@ class Delivery:
     def key(self, campaign: str, part: OutputFile) -> SendKey:
         return SendKey(campaign, self.workspace, self.contact, self.source_sha256, part.part)
 
-    def row(self, part: OutputFile, status: RowStatus, *, message_id: str | None = None,
+    def row(self, part: OutputFile, status: ReportStatus, *, message_id: str | None = None,
             error: str | None = None) -> RowResult:
         """The report's row for ``part``: who, which file, what goes out, and what became of it."""
         return RowResult(self.line, self.contact, self.workspace, self.label, part.part, part.parts, status,
@@ -52,7 +52,7 @@ class Delivery:
                          action=self.action, format=part.format, duration_sent=part.duration,
                          source_duration=self.source_duration)
 
-    def rows(self, status: RowStatus, error: str) -> list[RowResult]:
+    def rows(self, status: ReportStatus, error: str) -> list[RowResult]:
         """A row per part, all with the same status and reason."""
         return [self.row(o, status, error=error) for o in self.outputs]
 
@@ -98,11 +98,11 @@ def _unsendable(row: ContactRow, label: str, f: Path, waiting: dict[Path, float]
                 outcome: PrepareOutcome | None) -> RowResult:
     """The row of a (contact, file) with nothing to send: the file may still be arriving, or did not prepare."""
     if f in waiting:
-        return RowResult(row.line, row.contact, row.workspace, label, None, None, RowStatus.NOT_SENT,
+        return RowResult(row.line, row.contact, row.workspace, label, None, None, ReportStatus.NOT_SENT,
                          error=f"the file changed {waiting[f]:.0f} s ago and may still be arriving; the next "
                                "run sends it", extra=row.extra)
     error = outcome.error if outcome is not None else None
-    return RowResult(row.line, row.contact, row.workspace, label, None, None, RowStatus.FAILED,
+    return RowResult(row.line, row.contact, row.workspace, label, None, None, ReportStatus.FAILED,
                      error=f"could not prepare the file: {error}", extra=row.extra)
 
 
@@ -114,7 +114,7 @@ def label_of(row: ContactRow, f: Path, folder: Path) -> str:
 def unreached_rows(contacts: ContactList, folder: Path, files: list[Path], error: str) -> list[RowResult]:
     """``not_sent`` rows for every (contact, file) the CSV asks for, when the run stopped before sending."""
     return [RowResult(row.line, row.contact, row.workspace, label_of(row, f, folder), None, None,
-                      RowStatus.NOT_SENT, error=error, extra=row.extra)
+                      ReportStatus.NOT_SENT, error=error, extra=row.extra)
             for row in contacts.rows for f in ([row.file] if row.file is not None else files)
             if f is not None]
 

@@ -1,7 +1,7 @@
 """What a batch hands back: a row per (contact, file, part), the run's totals, and the interruption
 that still carries them.
 
-The row statuses are the report's vocabulary (the README lists them): a :class:`RowStatus` compares
+The row statuses are the report's vocabulary (the README lists them): a :class:`ReportStatus` compares
 equal to its string, so reports, JSON and callers that compare with ``"sent"`` see what they did.
 """
 
@@ -16,7 +16,7 @@ from audiopipe.campaign.report import extra_column_name
 from audiopipe.preparation.pipeline import PrepareOutcome
 
 
-class RowStatus(str, enum.Enum):
+class ReportStatus(str, enum.Enum):
     """What became of one (contact, file, part) in this run."""
 
     SENT = "sent"
@@ -32,15 +32,15 @@ class RowStatus(str, enum.Enum):
         return self.value
 
 
-ST_SENT = RowStatus.SENT
-ST_ALREADY = RowStatus.ALREADY
-ST_FAILED = RowStatus.FAILED
-ST_UNKNOWN = RowStatus.UNKNOWN
-ST_INVALID = RowStatus.INVALID
-ST_NOT_SENT = RowStatus.NOT_SENT
-ST_BLOCKED = RowStatus.BLOCKED
-ST_WOULD_SEND = RowStatus.WOULD_SEND
-STATUSES = tuple(s.value for s in RowStatus)
+ST_SENT = ReportStatus.SENT
+ST_ALREADY = ReportStatus.ALREADY
+ST_FAILED = ReportStatus.FAILED
+ST_UNKNOWN = ReportStatus.UNKNOWN
+ST_INVALID = ReportStatus.INVALID
+ST_NOT_SENT = ReportStatus.NOT_SENT
+ST_BLOCKED = ReportStatus.BLOCKED
+ST_WOULD_SEND = ReportStatus.WOULD_SEND
+STATUSES = tuple(s.value for s in ReportStatus)
 
 
 @dataclass
@@ -51,7 +51,7 @@ class RowResult:
     file: str
     part: int | None
     parts: int | None
-    status: RowStatus
+    status: ReportStatus
     message_id: str | None = None
     error: str | None = None
     extra: dict[str, str] = field(default_factory=dict)

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Protocol
 
 from audiopipe.campaign.decisions import LedgerReader, held_back, settled_by_ledger
-from audiopipe.campaign.ledger import DEFERRED, FAILED, SENT, UNKNOWN, SendKey
+from audiopipe.campaign.ledger import DEFERRED, FAILED, SENT, UNKNOWN, RowStatus, SendKey
 from audiopipe.campaign.planner import Delivery
-from audiopipe.campaign.results import RowResult, RowStatus
+from audiopipe.campaign.results import ReportStatus, RowResult
 from audiopipe.campaign.settings import SendRules
 from audiopipe.errors import GaveUp, SendError
 from audiopipe.preparation.pipeline import OutputFile
@@ -32,15 +32,15 @@ INTERRUPTED = "interrupted"
 
 # What the ledger records for each outcome: only a created message is sent, only what may have been
 # created is unknown; everything definitely not created is deferred to the next run, except a refusal.
-LEDGER_STATE: dict[Outcome, str] = {
+LEDGER_STATE: dict[Outcome, RowStatus] = {
     Outcome.SENT: SENT, Outcome.UNKNOWN: UNKNOWN, Outcome.REFUSED: FAILED, Outcome.STOP: DEFERRED,
     Outcome.SLOW_DOWN: DEFERRED, Outcome.RETRY: DEFERRED, Outcome.NOT_SENT: DEFERRED,
 }
 # What the report says for an outcome the send loop did not retry.
-ROW_STATUS: dict[Outcome, RowStatus] = {
-    Outcome.SENT: RowStatus.SENT, Outcome.UNKNOWN: RowStatus.UNKNOWN, Outcome.REFUSED: RowStatus.FAILED,
-    Outcome.STOP: RowStatus.NOT_SENT, Outcome.SLOW_DOWN: RowStatus.NOT_SENT, Outcome.RETRY: RowStatus.NOT_SENT,
-    Outcome.NOT_SENT: RowStatus.NOT_SENT,
+ROW_STATUS: dict[Outcome, ReportStatus] = {
+    Outcome.SENT: ReportStatus.SENT, Outcome.UNKNOWN: ReportStatus.UNKNOWN, Outcome.REFUSED: ReportStatus.FAILED,
+    Outcome.STOP: ReportStatus.NOT_SENT, Outcome.SLOW_DOWN: ReportStatus.NOT_SENT, Outcome.RETRY: ReportStatus.NOT_SENT,
+    Outcome.NOT_SENT: ReportStatus.NOT_SENT,
 }
 # docs/api.md §5: a batch treats a TLS failure like a connection failure (its next run would retry it anyway)
 BATCH_RETRIED = RETRIED | {Outcome.NOT_SENT}
@@ -57,7 +57,7 @@ class SendLedger(LedgerReader, Protocol):
     """What sending needs of a ledger: read a send, commit its intent, commit its result."""
 
     def begin(self, key: SendKey, *, parts: int, file: str, prepared_sha256: str) -> None: ...
-    def finish(self, key: SendKey, state: str, *, message_id: str | None = None,
+    def finish(self, key: SendKey, state: RowStatus, *, message_id: str | None = None,
                error: str | None = None, status: int | None = None) -> None: ...
 
 
@@ -138,7 +138,7 @@ class BatchSender:
     def send_delivery(self, delivery: Delivery) -> list[RowResult]:
         """Its parts in order; a part that does not go out holds back the ones after it."""
         rows: list[RowResult] = []
-        held: tuple[RowStatus, str] | None = None
+        held: tuple[ReportStatus, str] | None = None
         for o, sha in delivery.parts():
             if held:
                 row, end = delivery.row(o, held[0], error=held[1]), PartEnd.BLOCKED
@@ -161,16 +161,16 @@ class BatchSender:
             msg = send_with_retries(lambda: self._request(key, delivery, part, sha), self.pacer,
                                     attempts=self.rules.attempts, retried=BATCH_RETRIED)
         except SendStopped as exc:
-            return (delivery.row(part, RowStatus.NOT_SENT, error=f"not sent: {self.stopped}"),
+            return (delivery.row(part, ReportStatus.NOT_SENT, error=f"not sent: {self.stopped}"),
                     PartEnd.REQUEST if exc.attempts else PartEnd.STOPPED)
         except GaveUp as exc:
-            return delivery.row(part, RowStatus.NOT_SENT, error=str(exc)), PartEnd.REQUEST
+            return delivery.row(part, ReportStatus.NOT_SENT, error=str(exc)), PartEnd.REQUEST
         except SendError as exc:
             outcome = outcome_of(exc)
             if outcome is Outcome.STOP:
                 self.stop(AUTH_STOPPED)
             return delivery.row(part, ROW_STATUS[outcome], error=str(exc)), PartEnd.REQUEST
-        return delivery.row(part, RowStatus.SENT, message_id=msg.id), PartEnd.REQUEST
+        return delivery.row(part, ReportStatus.SENT, message_id=msg.id), PartEnd.REQUEST
 
     def _request(self, key: SendKey, delivery: Delivery, part: OutputFile, sha: str) -> SentMessage:
         """One request, its intent committed before and its result after."""
@@ -205,7 +205,7 @@ def rows_so_far(groups: list[list[Delivery]], futures: list[Future[list[RowResul
             rows.extend(f.result())
         elif f is not None and f.done() and not f.cancelled():
             rows.extend(r for d in group for r in d.rows(
-                RowStatus.UNKNOWN, "the run stopped before this send's outcome was known; see 'audiopipe status'"))
+                ReportStatus.UNKNOWN, "the run stopped before this send's outcome was known; see 'audiopipe status'"))
         else:
-            rows.extend(r for d in group for r in d.rows(RowStatus.NOT_SENT, "not sent: the run was interrupted"))
+            rows.extend(r for d in group for r in d.rows(ReportStatus.NOT_SENT, "not sent: the run was interrupted"))
     return rows

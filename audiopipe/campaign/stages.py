@@ -27,7 +27,7 @@ from audiopipe.campaign.decisions import preview
 from audiopipe.campaign.ledger import Ledger
 from audiopipe.campaign.pacing import RateLimiter, SharedPacer
 from audiopipe.campaign.planner import Delivery, plan_deliveries, record_plan, unreached_rows
-from audiopipe.campaign.results import BatchInterrupted, BatchResult, ProgressCallback, RowResult, RowStatus
+from audiopipe.campaign.results import BatchInterrupted, BatchResult, ProgressCallback, ReportStatus, RowResult
 from audiopipe.campaign.sender import AudioClient, BatchSender, PartEnd, SendInterrupted
 from audiopipe.campaign.settings import BatchSettings
 from audiopipe.errors import InputError, UsageError, os_reason
@@ -218,7 +218,7 @@ def interrupted_while_preparing(run: BatchRun | None, settings: BatchSettings, c
 
 def invalid_rows(contacts: ContactList) -> list[RowResult]:
     """A row per contacts line that cannot be sent (no workspace, a bad UUID...)."""
-    return [RowResult(r.line, r.contact, r.workspace, r.file, None, None, RowStatus.INVALID, error=r.reason,
+    return [RowResult(r.line, r.contact, r.workspace, r.file, None, None, ReportStatus.INVALID, error=r.reason,
                       extra=r.extra) for r in contacts.invalid]
 
 

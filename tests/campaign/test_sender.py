@@ -13,7 +13,7 @@ import pytest
 from audiopipe.campaign.ledger import DEFERRED, PENDING, SENT, UNKNOWN, SendKey, SqliteLedger
 from audiopipe.campaign.pacing import RateLimiter, SharedPacer
 from audiopipe.campaign.planner import Delivery, planned_sends, record_plan
-from audiopipe.campaign.results import RowStatus
+from audiopipe.campaign.results import ReportStatus
 from audiopipe.campaign.sender import AUTH_STOPPED, LEDGER_STATE, ROW_STATUS, BatchSender, PartEnd
 from audiopipe.campaign.settings import SendRules
 from audiopipe.preparation.cache import file_sha256
@@ -66,7 +66,7 @@ def test_planned_sends_go_out_once_and_a_second_sender_only_reads_the_ledger(mak
     ends: list[PartEnd] = []
     with SqliteLedger(ledger_path) as led, LancepilotClient(token=TOKEN, base_url=sb.url) as client:
         rows = sender(led, client, ends=ends).send_all(deliveries, concurrency=3)
-        assert [r.status for r in rows] == [RowStatus.SENT] * 3 and ends == [PartEnd.REQUEST] * 3
+        assert [r.status for r in rows] == [ReportStatus.SENT] * 3 and ends == [PartEnd.REQUEST] * 3
         stored = {m["id"]: m for m in sb.messages()}
         for r in rows:  # the id each row reports is the message the sandbox holds for that contact
             assert stored[r.message_id]["contact_id"] == r.contact and stored[r.message_id]["file_name"] == "talk.mp3"
@@ -77,7 +77,7 @@ def test_planned_sends_go_out_once_and_a_second_sender_only_reads_the_ledger(mak
 
         ends.clear()
         again = sender(led, client, ends=ends).send_all(deliveries, concurrency=3)
-    assert [r.status for r in again] == [RowStatus.ALREADY] * 3 and ends == [PartEnd.LEDGER] * 3
+    assert [r.status for r in again] == [ReportStatus.ALREADY] * 3 and ends == [PartEnd.LEDGER] * 3
     assert [r.message_id for r in again] == [r.message_id for r in rows]
     assert sb.request_count == 3 and len(sb.messages()) == 3
 
@@ -92,7 +92,7 @@ def test_a_401_stops_every_worker_and_nothing_more_goes_out(make_sandbox, audio_
         rows = send.send_all(deliveries, concurrency=1)
         states = sorted(row.state for row in led.rows())
     assert send.stopped == AUTH_STOPPED
-    assert [r.status for r in rows] == [RowStatus.NOT_SENT] * 3
+    assert [r.status for r in rows] == [ReportStatus.NOT_SENT] * 3
     assert "401" in rows[0].error and all(r.error == f"not sent: {AUTH_STOPPED}" for r in rows[1:])
     assert ends == [PartEnd.REQUEST, PartEnd.STOPPED, PartEnd.STOPPED]  # a display does not count the last two
     assert states == [DEFERRED, PENDING, PENDING]  # the next run sends all three
@@ -105,7 +105,7 @@ def test_an_unknown_outcome_is_sent_at_most_once_and_holds_back_the_later_parts(
     failing = make_sandbox(faults=Faults(rate_500=1.0))
     with SqliteLedger(ledger_path) as led, LancepilotClient(token=TOKEN, base_url=failing.url) as client:
         rows = sender(led, client).send_all([split], concurrency=1)
-        assert [(r.part, r.status) for r in rows] == [(1, RowStatus.UNKNOWN), (2, RowStatus.BLOCKED)]
+        assert [(r.part, r.status) for r in rows] == [(1, ReportStatus.UNKNOWN), (2, ReportStatus.BLOCKED)]
         assert "500" in rows[0].error and "blocked by part 1, whose outcome is unknown" in rows[1].error
         first = led.get(SendKey(RULES.campaign, WS, PEOPLE[0], "source-a", 1))
         assert first is not None and (first.state, first.attempts) == (UNKNOWN, 1)
@@ -115,9 +115,9 @@ def test_an_unknown_outcome_is_sent_at_most_once_and_holds_back_the_later_parts(
     healthy = make_sandbox()
     with SqliteLedger(ledger_path) as led, LancepilotClient(token=TOKEN, base_url=healthy.url) as client:
         again = sender(led, client).send_all([split], concurrency=1)
-        assert [r.status for r in again] == [RowStatus.UNKNOWN, RowStatus.BLOCKED] and healthy.request_count == 0
+        assert [r.status for r in again] == [ReportStatus.UNKNOWN, ReportStatus.BLOCKED] and healthy.request_count == 0
         told = sender(led, client, SendRules(RULES.campaign, retry_unknown=True)).send_all([split], concurrency=1)
-    assert [r.status for r in told] == [RowStatus.SENT, RowStatus.SENT]
+    assert [r.status for r in told] == [ReportStatus.SENT, ReportStatus.SENT]
     assert [m["file_name"] for m in healthy.messages()] == ["tone.mp3", "voice.opus"]  # in order, by part name
 
 
@@ -126,7 +126,7 @@ def test_429s_are_retried_up_to_the_bound_then_left_for_the_next_run(make_sandbo
     with SqliteLedger(ledger_path) as led, LancepilotClient(token=TOKEN, base_url=sb.url) as client:
         [row] = sender(led, client).send_all([delivery(PEOPLE[0], output(audio_dir / "tone.mp3"))], concurrency=1)
         [kept] = led.rows()
-    assert row.status == RowStatus.NOT_SENT and row.error.startswith("not sent after 3 attempts: rate limited (429)")
+    assert row.status == ReportStatus.NOT_SENT and row.error.startswith("not sent after 3 attempts: rate limited (429)")
     assert (kept.state, kept.attempts, kept.status) == (DEFERRED, 3, 429)
     assert sb.request_count == 3 and sb.messages() == []
 
@@ -139,7 +139,7 @@ def test_nothing_listening_is_deferred_after_the_bound(audio_dir, ledger_path):
             LancepilotClient(token=TOKEN, base_url=f"http://127.0.0.1:{port}/api/v3", connect_timeout=1) as client:
         [row] = sender(led, client).send_all([delivery(PEOPLE[0], output(audio_dir / "tone.mp3"))], concurrency=1)
         [kept] = led.rows()
-    assert row.status == RowStatus.NOT_SENT and "not sent after 3 attempts" in row.error
+    assert row.status == ReportStatus.NOT_SENT and "not sent after 3 attempts" in row.error
     assert "connection refused" in row.error
     assert (kept.state, kept.attempts) == (DEFERRED, 3)
 
@@ -151,7 +151,7 @@ def test_the_same_content_for_one_contact_goes_once_whatever_its_names(make_sand
              delivery(PEOPLE[1], tone, label="talk.mp3")]
     with SqliteLedger(ledger_path) as led, LancepilotClient(token=TOKEN, base_url=sb.url) as client:
         rows = sender(led, client).send_all(twice, concurrency=4)
-    assert [r.status for r in rows] == [RowStatus.SENT, RowStatus.ALREADY, RowStatus.SENT]
+    assert [r.status for r in rows] == [ReportStatus.SENT, ReportStatus.ALREADY, ReportStatus.SENT]
     assert rows[1].error == "same content as talk.mp3, already sent" and rows[1].message_id == rows[0].message_id
     assert sb.request_count == 2
 
@@ -168,6 +168,6 @@ def test_planned_sends_are_every_part_of_every_delivery(audio_dir):
 def test_every_outcome_has_a_ledger_state_and_a_report_status(outcome):
     """Only a created message is recorded sent; only what may exist is unknown; a refusal is failed;
     everything else definitely not created is deferred, so the next run sends it."""
-    expected = {Outcome.SENT: (SENT, RowStatus.SENT), Outcome.UNKNOWN: (UNKNOWN, RowStatus.UNKNOWN),
-                Outcome.REFUSED: ("failed", RowStatus.FAILED)}.get(outcome, (DEFERRED, RowStatus.NOT_SENT))
+    expected = {Outcome.SENT: (SENT, ReportStatus.SENT), Outcome.UNKNOWN: (UNKNOWN, ReportStatus.UNKNOWN),
+                Outcome.REFUSED: ("failed", ReportStatus.FAILED)}.get(outcome, (DEFERRED, ReportStatus.NOT_SENT))
     assert (LEDGER_STATE[outcome], ROW_STATUS[outcome]) == expected
