@@ -26,7 +26,7 @@ import click
 from click.core import ParameterSource
 
 from audiopipe import __version__, paths, runner, scratch
-from audiopipe.campaign.summary import (
+from audiopipe.cli.summary import (
     PROBLEM_STATUSES,
     batch_lines,
     failure_line,
@@ -876,13 +876,14 @@ def status_cmd(state_path: Path | None, campaign: str | None, as_json: bool) -> 
     0 everything planned was sent.
     """
     from audiopipe.campaign.status import LIST_LIMIT, read_status
+    from audiopipe.cli.status_lines import status_lines
 
     status = read_status(state_path, campaign, limit=None if as_json else LIST_LIMIT + 1)
     if as_json:
         click.echo(json.dumps(status.to_json()))
     else:
         verbose = bool(click.get_current_context().find_root().params.get("verbose"))
-        for line in status.lines(verbose=verbose):
+        for line in status_lines(status, verbose=verbose):
             say(line)
     codes = {"unknown": ExitCode.UNKNOWN, "failed": ExitCode.FAILED, "left": ExitCode.NOT_SENT}
     sys.exit(int(codes.get(status.verdict(), ExitCode.OK)))
