@@ -27,7 +27,7 @@ from click.testing import CliRunner
 
 from audiopipe.campaign.batch import BatchSettings, run_batch
 from audiopipe.campaign.ledger import DEFERRED, PENDING, SENT, UNKNOWN, SqliteLedger
-from audiopipe.cli.app import cli as main_cli
+from audiopipe.cli import cli as main_cli
 from audiopipe.preparation.pipeline import PrepareSettings
 from audiopipe.sandbox.app import Faults, Sandbox
 from audiopipe.send.client import LancepilotClient

@@ -1,5 +1,6 @@
 """What `batch` and `status` tell a person at the end: the problems grouped, what was held back, and
-the counts. Text only: the CLI prints these lines (through ``console.say``, which escapes them).
+the counts (and the batch's ``--json``). Text only: the CLI prints these lines (through
+``console.say``, which escapes them).
 
 The same refusal for many rows (one missing contact for 7 files, one file the server refuses for
 500 contacts) is one line with a count and the first few rows it touched, not one line per row;
@@ -11,8 +12,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from audiopipe.cli.flags import told
+from audiopipe.cli.render import file_fields
 from audiopipe.text import human_size
 
 SAMPLE = 3        # rows (contacts, files...) named in a group's line
@@ -112,7 +116,7 @@ def row_problem(r: Any) -> Problem:
 
 def failure_line(outcome: Any) -> str:
     """Why an input could not be prepared, starting with its path (an ffmpeg error does not name it)."""
-    text = str(outcome.error)
+    text = told(outcome.error)
     return text if text.startswith(str(outcome.source)) else f"{outcome.source}: {text}"
 
 
@@ -181,6 +185,14 @@ def problem_groups_json(result: Any) -> list[dict[str, Any]]:
     rows = [r for r in result.rows if r.status in PROBLEM_STATUSES and not _is_held(r, result)]
     return [{"status": g.kind, "message": g.message, "count": len(g.items)}
             for g in group_problems(row_problem(r) for r in rows)]
+
+
+def batch_json(result: Any, report: Path | None, interrupted: bool) -> dict[str, Any]:
+    """The batch's ``--json``: its summary, the problems (grouped, and the first 1000 rows), each file."""
+    problems = [r for r in result.rows if r.status in PROBLEM_STATUSES]
+    return dict(result.summary(), report=str(report) if report else None, interrupted=interrupted,
+                problem_groups=problem_groups_json(result), problems=[r.to_dict() for r in problems[:1000]],
+                files=[file_fields(o.result) for o in result.prepared if o.result])
 
 
 def interrupted_after(stage: str, result: Any) -> str:
