@@ -2,16 +2,53 @@
 
 Only the CLI turns these into messages and exit codes; the library raises them with a message a
 user can act on (what went wrong, where, and how to fix it).
+
+A message that names a setting names it with :func:`setting` (``setting("max_size")``), and the
+error says which setting it is about in ``field``: ``str(error)`` then reads ``max_size`` as the
+library calls it, and a front end writes its own word for it (the CLI its flag, ``--max-size``)
+with :meth:`AudiopipeError.message`.
 """
 
 from __future__ import annotations
 
 import errno
+import re
+from collections.abc import Callable
 from pathlib import Path
+
+# A setting named in a message, between two NULs: no file name, CSV cell or campaign name can hold
+# a NUL, so nothing a user gave is ever taken for one.
+_SETTING = re.compile("\x00([a-z][a-z0-9_]*)\x00")
+
+
+def setting(name: str) -> str:
+    """``name`` (a setting as the library calls it: ``max_size``) marked inside a message, so that each
+    reader of the message can write it its own way (see :func:`named`)."""
+    return f"\x00{name}\x00"
+
+
+def named(text: str, name: Callable[[str], str] = str) -> str:
+    """``text`` with every :func:`setting` in it written as ``name(setting)``: by default the library's
+    own name (``max_size``); ``named(text, setting)`` keeps the marks, to carry them into another error."""
+    return _SETTING.sub(lambda m: name(m.group(1)), text)
 
 
 class AudiopipeError(Exception):
-    """Base of every error raised by audiopipe on purpose."""
+    """Base of every error raised by audiopipe on purpose.
+
+    ``field``: the setting the error is about, as the library calls it (``max_size``, ``contacts``,
+    ``state``), or None; the message names it (and any other) with :func:`setting`."""
+
+    def __init__(self, *args: object, field: str | None = None) -> None:
+        super().__init__(*args)
+        self.field = field
+
+    def __str__(self) -> str:
+        return named(super().__str__())
+
+    def message(self, name: Callable[[str], str]) -> str:
+        """The message with each setting it names written as ``name(setting)`` (the CLI: its flag)."""
+        return named(super().__str__(), name)
 
 
 class UsageError(AudiopipeError):
@@ -26,8 +63,8 @@ class FFmpegError(AudiopipeError):
     """An ffmpeg/ffprobe run failed or timed out; carries the command and the tail of stderr."""
 
     def __init__(self, message: str, *, argv: list[str] | None = None, stderr: str = "",
-                 returncode: int | None = None) -> None:
-        super().__init__(message)
+                 returncode: int | None = None, field: str | None = None) -> None:
+        super().__init__(message, field=field)
         self.argv = argv or []
         self.stderr = stderr
         self.returncode = returncode
@@ -38,9 +75,9 @@ class LimitExceeded(FFmpegError):
     ``cpu`` or ``time``, and the message says which setting raises it (and, once known, the input)."""
 
     def __init__(self, message: str, *, limit: str, argv: list[str] | None = None, stderr: str = "",
-                 returncode: int | None = None, path: str | Path | None = None) -> None:
+                 returncode: int | None = None, path: str | Path | None = None, field: str | None = None) -> None:
         super().__init__(f"{path}: {message}" if path else message, argv=argv, stderr=stderr,
-                         returncode=returncode)
+                         returncode=returncode, field=field)
         self.reason = message
         self.limit = limit
         self.path = str(path) if path else None
@@ -48,14 +85,14 @@ class LimitExceeded(FFmpegError):
     def for_input(self, path: str | Path) -> LimitExceeded:
         """The same error, naming the input it happened on."""
         return LimitExceeded(self.reason, limit=self.limit, argv=self.argv, stderr=self.stderr,
-                             returncode=self.returncode, path=path)
+                             returncode=self.returncode, path=path, field=self.field)
 
 
 class InputError(AudiopipeError):
     """An input file cannot be used: missing, empty, corrupt, no audio, a playlist..."""
 
-    def __init__(self, path: str | Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
+    def __init__(self, path: str | Path, reason: str, *, field: str | None = None) -> None:
+        super().__init__(f"{path}: {reason}", field=field)
         self.path = str(path)
         self.reason = reason
 
@@ -74,9 +111,9 @@ class SendError(AudiopipeError):
     created: bool | None = False
     retryable = False  # whether waiting and sending again may succeed
 
-    def __init__(self, message: str, *, status: int | None = None,
-                 errors: dict[str, list[str]] | None = None, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, status: int | None = None, errors: dict[str, list[str]] | None = None,
+                 retry_after: float | None = None, field: str | None = None) -> None:
+        super().__init__(message, field=field)
         self.status = status
         self.errors = errors or {}
         self.retry_after = retry_after
@@ -164,8 +201,8 @@ class OutputError(AudiopipeError):
     """An output cannot go where asked: a file audiopipe did not write is in the way (and
     ``overwrite`` was not given), a folder has the output's name, or the folder cannot be made."""
 
-    def __init__(self, path: str | Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
+    def __init__(self, path: str | Path, reason: str, *, field: str | None = None) -> None:
+        super().__init__(f"{path}: {reason}", field=field)
         self.path = str(path)
         self.reason = reason
 

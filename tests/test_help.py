@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import command_lines, unknown_options
 
-from audiopipe.cli.app import cli
+from audiopipe.cli import cli
 
 
 def walk(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

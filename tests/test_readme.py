@@ -16,7 +16,7 @@ import click
 import pytest
 from helpers import command_lines, unknown_options
 
-from audiopipe.cli.app import cli
+from audiopipe.cli import cli
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
 PROSE = " ".join(README.split())  # line breaks fall anywhere in a paragraph

@@ -10,7 +10,6 @@ them; ``ok`` everything planned was sent.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from audiopipe.campaign.ledger import (
     default_state_path,
     open_existing,
 )
-from audiopipe.campaign.summary import ledger_problem, problem_lines
 from audiopipe.errors import UsageError
 
 # the order counts are shown in
@@ -96,30 +94,6 @@ class LedgerStatus:
                             else "run the same `audiopipe batch` again to send them"))
         return steps
 
-    def lines(self, verbose: bool = False) -> list[str]:
-        """The text output: the counts in all and per campaign, the rows that need a person, the
-        blocked parts by recording, the newest sends resolved by hand, and what to do next."""
-        out = [f"ledger {self.path}" + (f" (id {self.ledger_id[:8]})" if self.ledger_id else "")
-               + (f", campaign {self.campaign!r}" if self.campaign else "")]
-        if self.running:
-            out.append(f"  a batch is running now ({self.running}): 'sending' rows are in flight")
-        out.append("  " + "  ".join(f"{k}: {self.totals[k]}" for k in SHOWN))
-        for name, counts in self.campaigns.items():
-            out.append("  " + campaign_line(name, counts))
-            out += ["    " + pending_line(src) for src in self.pending_from if src["campaign"] == name]
-        blocked_keys = {row.key for row, _, _ in self.blocked}  # listed by recording, below
-        problems = [r for r in self.problems if r.key not in blocked_keys and not r.resolved]
-        # the same refusal for many rows is one line with a count; -v lists the rows
-        out += problem_lines((ledger_problem(r, bool(self.running)) for r in problems[:LIST_LIMIT]),
-                             verbose=verbose, limit=None)
-        out += blocked_lines(self.blocked[:LIST_LIMIT])
-        out += [resolved_line(r) for r in self.resolved[:RESOLVED_SHOWN]]  # the newest; they stay resolved
-        if len(self.resolved) > RESOLVED_SHOWN:
-            out.append(f"... {self.totals['resolved'] - RESOLVED_SHOWN} more resolved by hand; --json lists them all")
-        if max(len(problems), len(self.blocked)) > LIST_LIMIT:
-            out.append(f"... the first {LIST_LIMIT} of each kind are listed; --json lists them all")
-        return out + [f"next: {step}" for step in self.next_steps()]
-
     def to_json(self) -> dict[str, Any]:
         blocked_keys = {row.key for row, _, _ in self.blocked}
         return {
@@ -159,65 +133,3 @@ def read_status(path: str | Path | None = None, campaign: str | None = None, *,
         resolved = ledger.resolutions(campaign, limit=limit)
         return LedgerStatus(path, ledger.ledger_id, campaign, running, campaigns, problems, blocked, resolved,
                             ledger.pending_sources(campaign))
-
-
-def campaign_line(name: str, counts: dict[str, int]) -> str:
-    total = sum(counts[k] for k in SHOWN)
-    parts = []
-    for k in SHOWN:
-        if counts[k]:
-            parts.append(f"{counts[k]} {'in flight or interrupted' if k == SENDING else k}")
-    line = f"campaign {name!r}: {total} send(s): " + (", ".join(parts) or "none")
-    return line + (f" ({counts['resolved']} resolved by hand)" if counts["resolved"] else "")
-
-
-def pending_line(src: dict[str, Any]) -> str:
-    """Which batch planned pending sends: the one to run again."""
-    if not src.get("folder"):
-        return f"{src['pending']} pending, planned by an earlier batch"
-    at = src.get("planned_at")
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(at)) if isinstance(at, (int, float)) else "?"
-    return f"{src['pending']} pending from the batch of {src['folder']} with {src['contacts']} (planned {when})"
-
-
-def blocked_lines(blocked: list[tuple[LedgerRow, int, str]]) -> list[str]:
-    """One line per recording and contact, its blocked parts together ("parts 2-3 of 3")."""
-    groups: dict[tuple[str, str, str, str], list[tuple[LedgerRow, int, str]]] = {}
-    for item in blocked:
-        k = item[0].key
-        groups.setdefault((k.campaign, k.workspace, k.contact, k.source_sha256), []).append(item)
-    lines = []
-    for items in groups.values():
-        row, by_part, by_state = items[0]
-        parts = [r.key.part for r, _, _ in items]
-        which = f"part {parts[0]}" if len(parts) == 1 else f"parts {_ranges(parts)}"
-        why = {UNKNOWN: "whose outcome is unknown (resolve it)", FAILED: "which the server refused (fix it, then "
-               "--retry-failed)", SENDING: "which a run left mid-request: unknown (resolve it)"}.get(by_state, by_state)
-        lines.append(f"blocked: [{row.key.campaign}] {row.key.contact} {row.file} {which} of {row.parts}: "
-                     f"waiting behind part {by_part}, {why}")
-    return lines
-
-
-def _ranges(parts: list[int]) -> str:
-    spans: list[list[int]] = []
-    for p in sorted(parts):
-        if spans and p == spans[-1][1] + 1:
-            spans[-1][1] = p
-        else:
-            spans.append([p, p])
-    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in spans)
-
-
-def resolved_line(row: LedgerRow) -> str:
-    mark = row.resolved or {}
-    part = f" part {row.key.part}/{row.parts}" if row.parts > 1 else ""
-    when = mark.get("at")
-    at = time.strftime("%Y-%m-%d %H:%M", time.localtime(when)) if isinstance(when, (int, float)) else "?"
-    what = f"{mark.get('outcome', '?')}, marked by {mark.get('by', '?')} on {at}"
-    if row.message_id:
-        what += f", message id {row.message_id}"
-    if mark.get("note"):
-        what += f" ({mark['note']})"
-    if row.state == DEFERRED:
-        what += "; the next batch sends it"
-    return f"resolved by hand: [{row.key.campaign}] {row.key.contact} {row.file}{part}: {what}"

@@ -63,7 +63,7 @@ class _Bar(tqdm):  # type: ignore[misc]
 
     @property
     def format_dict(self) -> dict[str, Any]:
-        d = super().format_dict
+        d: dict[str, Any] = super().format_dict
         if d.get("ncols"):
             d["ncols"] = max(d["ncols"] - 2, 20)
         return d

@@ -55,13 +55,13 @@ def make_recordings(folder: Path) -> None:
         # a voice-like signal: a wobbling tone over soft noise, so encoders have real work to do
         src = (f"sine=f=220:d={seconds}[a];anoisesrc=d={seconds}:c=pink:a=0.05:seed=7[b];"
                f"[a]volume=0.4,tremolo=f=3:d=0.6[c];[c][b]amix=inputs=2[out]")
-        argv = ffmpeg_base() + ["-filter_complex", src, "-map", "[out]"]
         if opts is None:  # a video with an audio track
-            argv = ffmpeg_base() + ["-f", "lavfi", "-i", f"testsrc=size=160x120:rate=10:d={seconds}",
-                                    "-filter_complex", src, "-map", "0:v", "-map", "[out]",
-                                    "-c:v", "mpeg4", "-c:a", "aac", "-shortest"]
-            opts = []
-        run(argv + opts + [str(dest)], timeout=300, what="ffmpeg (demo recording)")
+            argv = [*ffmpeg_base(), "-f", "lavfi", "-i", f"testsrc=size=160x120:rate=10:d={seconds}",
+                    "-filter_complex", src, "-map", "0:v", "-map", "[out]",
+                    "-c:v", "mpeg4", "-c:a", "aac", "-shortest"]
+        else:
+            argv = [*ffmpeg_base(), "-filter_complex", src, "-map", "[out]", *opts]
+        run([*argv, str(dest)], timeout=300, what="ffmpeg (demo recording)")
     with open(folder / "README.txt", "w") as f:  # not audio: the batch must skip it quietly
         f.write("Recordings for the audiopipe demo.\n")
 
@@ -95,16 +95,57 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 15.0) -
     raise SystemExit("the sandbox did not start in time")
 
 
+def fresh_start(root: Path) -> None:
+    """A fresh run every time: new ledger, new sandbox, same recordings. The recordings' note of their
+    ledger goes with the ledger, or the new one would be refused."""
+    for sub in ("sandbox", "state", "report.csv", "recordings/.audiopipe-ledger"):
+        p = root / sub
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def show_received(exe: list[str], root: Path, env: dict[str, str]) -> tuple[int, int]:
+    """What the sandbox stored, per contact and per file; returns (messages, sent twice)."""
+    listing = subprocess.run([*exe, "sandbox", "--list", "--data", str(root / "sandbox")],
+                             env=env, capture_output=True, text=True, check=True)
+    messages = json.loads(listing.stdout)
+    per_contact = Counter(m["contact_id"] for m in messages)
+    names = {cid: name for name, cid in CONTACTS}
+    for cid, n in sorted(per_contact.items()):
+        print(f"   {names.get(cid, cid):<20} {n} messages")
+    by_file = Counter((m["file_name"], m["mime"], m["size"]) for m in messages)
+    for (name, mime, size), n in sorted(by_file.items()):
+        print(f"   {name:<26} {mime:<12} {size:>10,} bytes  x{n}")
+    dupes = [k for k, n in Counter((m["contact_id"], m["sha256"]) for m in messages).items() if n > 1]
+    print(f"   {len(messages)} messages stored, {len(dupes)} sent twice")
+    return len(messages), len(dupes)
+
+
+def run_demo(exe: list[str], root: Path, env: dict[str, str]) -> bool:
+    """Steps 3 to 6, with the sandbox running: the batch twice, what arrived, the status."""
+    batch = [*exe, "batch", str(root / "recordings"), "--contacts", str(root / "contacts.csv"),
+             "--campaign", "demo", "--report", str(root / "report.csv")]
+    say("3. audiopipe batch: prepare each file once, send to every contact")
+    print("   $ audiopipe batch " + " ".join(batch[4:]), flush=True)
+    first = subprocess.run(batch, env=env)
+    print(f"   exit status {first.returncode} (1: the broken CSV row was reported and skipped)")
+    say("4. the same command again (as cron would): nothing is sent twice")
+    second = subprocess.run(batch, env=env)
+    print(f"   exit status {second.returncode}")
+    say("5. what the sandbox received")
+    messages, dupes = show_received(exe, root, env)
+    print(f"   report: {root / 'report.csv'}")
+    say("6. audiopipe status")
+    subprocess.run([*exe, "status", "--campaign", "demo"], env=env)
+    return second.returncode == first.returncode and not dupes and messages == len(CONTACTS) * len(RECORDINGS)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     root = Path(args[0] if args else "demo").absolute()
     recordings = root / "recordings"
     contacts = root / "contacts.csv"
-    if root.exists():  # a fresh run every time: new ledger, new sandbox, same recordings
-        # the recordings' note of their ledger goes with the ledger, or the new one would be refused
-        for sub in ("sandbox", "state", "report.csv", "recordings/.audiopipe-ledger"):
-            p = root / sub
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    if root.exists():
+        fresh_start(root)
     say(f"1. making demo recordings in {recordings}")
     make_recordings(recordings)
     make_contacts(contacts)
@@ -121,36 +162,12 @@ def main(argv: list[str] | None = None) -> int:
                AUDIOPIPE_CACHE_DIR=str(root / "cache"),
                AUDIOPIPE_SETTLE="0")  # the demo has just written its recordings: no need to wait
     say(f"2. starting the sandbox on {base}")
-    sandbox = subprocess.Popen(exe + ["sandbox", "--port", str(port), "--data", str(root / "sandbox"),
-                                      "--latency", "0.05"],
+    sandbox = subprocess.Popen([*exe, "sandbox", "--port", str(port), "--data", str(root / "sandbox"),
+                                "--latency", "0.05"],
                                env=dict(env, AUDIOPIPE_SANDBOX_TOKEN=token))
     try:
         wait_ready(f"http://127.0.0.1:{port}/_sandbox/health", sandbox)
-        batch = exe + ["batch", str(recordings), "--contacts", str(contacts), "--campaign", "demo",
-                       "--report", str(root / "report.csv")]
-        say("3. audiopipe batch: prepare each file once, send to every contact")
-        print("   $ audiopipe batch " + " ".join(batch[4:]), flush=True)
-        first = subprocess.run(batch, env=env)
-        print(f"   exit status {first.returncode} (1: the broken CSV row was reported and skipped)")
-        say("4. the same command again (as cron would): nothing is sent twice")
-        second = subprocess.run(batch, env=env)
-        print(f"   exit status {second.returncode}")
-        say("5. what the sandbox received")
-        listing = subprocess.run(exe + ["sandbox", "--list", "--data", str(root / "sandbox")],
-                                 env=env, capture_output=True, text=True, check=True)
-        messages = json.loads(listing.stdout)
-        per_contact = Counter(m["contact_id"] for m in messages)
-        names = {cid: name for name, cid in CONTACTS}
-        for cid, n in sorted(per_contact.items()):
-            print(f"   {names.get(cid, cid):<20} {n} messages")
-        by_file = Counter((m["file_name"], m["mime"], m["size"]) for m in messages)
-        for (name, mime, size), n in sorted(by_file.items()):
-            print(f"   {name:<26} {mime:<12} {size:>10,} bytes  x{n}")
-        dupes = [k for k, n in Counter((m["contact_id"], m["sha256"]) for m in messages).items() if n > 1]
-        print(f"   {len(messages)} messages stored, {len(dupes)} sent twice")
-        print(f"   report: {root / 'report.csv'}")
-        say("6. audiopipe status")
-        subprocess.run(exe + ["status", "--campaign", "demo"], env=env)
+        ok = run_demo(exe, root, env)
     finally:
         say("7. stopping the sandbox")
         sandbox.send_signal(signal.SIGTERM)
@@ -158,7 +175,6 @@ def main(argv: list[str] | None = None) -> int:
             sandbox.wait(timeout=10)
         except subprocess.TimeoutExpired:
             sandbox.kill()
-    ok = second.returncode == first.returncode and not dupes and len(messages) == len(CONTACTS) * len(RECORDINGS)
     print("\ndemo " + ("finished: every message sent exactly once" if ok else "found a problem (see above)"))
     return 0 if ok else 1
 

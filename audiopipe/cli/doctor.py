@@ -110,7 +110,7 @@ def check_libmagic() -> Check:
     try:
         import magic
 
-        version = f"version {magic.version()}"
+        version = f"version {magic.version()}"  # type: ignore[no-untyped-call]  # python-magic has no annotations
     except (AttributeError, ImportError, OSError):
         version = "version unknown"
     if mime != "audio/ogg":
@@ -218,7 +218,7 @@ def check_online(base_url: str | None, token_file: Path | None, workspace: str |
     from audiopipe.send.client import LancepilotClient
 
     made_up = not (workspace and contact)
-    ws, ct = (str(uuid.uuid4()), str(uuid.uuid4())) if made_up else (workspace, contact)
+    ws, ct = (workspace, contact) if workspace and contact else (str(uuid.uuid4()), str(uuid.uuid4()))
     try:
         with LancepilotClient(base_url=base_url, token_file=token_file, connect_timeout=5.0,
                               read_timeout=15.0) as client:

@@ -1,5 +1,5 @@
-"""What the CLI says about prepared files: the per-file lines, the warnings about what was cut, the
-one line of a send, their JSON, and the bars of long encodes.
+"""What the CLI says about audio files: ``probe``'s table, the per-file lines of ``prepare``, the
+warnings about what was cut, the one line of a send, their JSON, and the bars of long encodes.
 
 Pure formatting (no printing) except :class:`EncodeBars`, which draws on stderr when it is a
 terminal. Text that comes from outside (file names) is escaped by the caller's ``say``/``safe``.
@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from audiopipe.preparation.pipeline import EncodeProgress, OutputFile, PrepareOutcome, PrepareResult
-from audiopipe.text import human_size, safe
+from audiopipe.preparation.plan import DoesNotFit
+from audiopipe.text import human_duration, human_size, safe
+
+if TYPE_CHECKING:
+    from audiopipe.errors import AudiopipeError
+    from audiopipe.preparation.probe import MediaInfo
+    from audiopipe.preparation.sniff import Sniff
 
 FORMAT_LABELS = {"ogg": "Ogg/Opus", "mp3": "MP3", "m4a": "M4A/AAC", "aac": "AAC", "amr": "AMR"}
 
@@ -25,7 +33,7 @@ BAR_DELAY = 1.0
 
 def clock(seconds: float) -> str:
     """``1:54``, ``1:02:03``: whole seconds, the way a player shows a length."""
-    total = int(round(seconds))
+    total = round(seconds)
     h, rest = divmod(total, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
@@ -35,10 +43,66 @@ def format_label(name: str) -> str:
     return FORMAT_LABELS.get(name, name)
 
 
+# --- probe ---------------------------------------------------------------------------------------
+
+PROBE_HEADER = ["FILE", "CONTAINER", "CODEC", "RATE", "CH", "DURATION", "SIZE", "BITRATE", "A/V",
+                "SNIFFED", "SENT AS IS?"]
+
+
+def probe_row(path: Path, info: MediaInfo, seen: Sniff, as_is: bool, why: str) -> list[str]:
+    """One file's row of ``probe``'s table, escaped (before the columns are measured)."""
+    return [safe(c) for c in (
+        str(path), info.container.split(",")[0], info.audio.codec, str(info.audio.sample_rate),
+        str(info.audio.channels), human_duration(info.duration), human_size(info.size),
+        _kbps(info.audio.bit_rate or info.bit_rate), f"{info.audio_streams}/{info.video_streams}",
+        seen.mime, "yes" if as_is else f"no: {why}")]
+
+
+def probe_json(info: MediaInfo, seen: Sniff, as_is: bool, why: str) -> dict[str, Any]:
+    """One file for ``probe --json``."""
+    return dict(info.to_dict(), ok=True, sniffed_mime=seen.mime, server_extension=seen.extension,
+                sends_as_is=as_is, why_not=None if as_is else why)
+
+
+def table(header: list[str], rows: Sequence[list[str]]) -> list[str]:
+    """Columns as wide as their widest cell, two spaces apart."""
+    widths = [max(len(r[i]) for r in [*rows, header]) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
+
+
+def _kbps(bitrate: int | None) -> str:
+    return f"{bitrate / 1000:.0f} kb/s" if bitrate else "-"
+
+
+def skipped_line(not_audio: list[Path]) -> str | None:
+    """What a folder held besides audio, in one line (None when nothing was skipped)."""
+    if not not_audio:
+        return None
+    return f"skipped {len(not_audio)} file(s) that are not audio (by their names), e.g. {not_audio[0]}"
+
+
+# --- prepare ---------------------------------------------------------------------------------------
+
+ACTIONS = ("kept", "remuxed", "transcoded", "trimmed", "split", "failed")
+
+
+def prepared_line(outcomes: list[PrepareOutcome]) -> str:
+    """``prepared 4 input(s): 1 kept, 0 remuxed, 2 transcoded, 0 trimmed, 0 split, 1 failed``"""
+    counts = Counter(o.result.action if o.result else "failed" for o in outcomes)
+    return f"prepared {len(outcomes)} input(s): " + ", ".join(f"{counts.get(k, 0)} {k}" for k in ACTIONS)
+
+
+def overflow_hint(error: AudiopipeError) -> str:
+    """What to do about a recording that does not fit (added to its error line)."""
+    if isinstance(error, DoesNotFit):
+        return " (use --on-overflow trim or split, or raise --max-size)"
+    return ""
+
+
 def kept_text(result: PrepareResult) -> str:
     """``kept 1:54 of 3:00 (1:06 cut)``: the cut is the difference of the rounded lengths shown, so
     the three figures always add up."""
-    kept, whole = int(round(result.duration_sent)), int(round(result.source_duration))
+    kept, whole = round(result.duration_sent), round(result.source_duration)
     return f"kept {clock(kept)} of {clock(whole)} ({clock(max(0, whole - kept))} cut)"
 
 

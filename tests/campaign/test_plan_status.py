@@ -24,7 +24,7 @@ from helpers import AUDIOPIPE, clean_environ, contacts_for, invoke, write_contac
 
 from audiopipe.campaign.batch import BatchSettings, run_batch
 from audiopipe.campaign.ledger import DEFERRED, PENDING, SENT, UNKNOWN, SqliteLedger
-from audiopipe.cli.app import cli as main_cli
+from audiopipe.cli import cli as main_cli
 from audiopipe.preparation.settings import PrepareSettings
 from audiopipe.sandbox.app import Faults, Sandbox
 from audiopipe.send.client import LancepilotClient

@@ -412,7 +412,7 @@ def test_run_batch_stopped_by_a_real_sigint_hands_back_what_it_did(tmp_path, aud
 def test_problem_lines_group_count_and_limit():
     """The grouping itself (a pure function): a group of one keeps the row's own line, a group
     names what its rows share and samples what differs, and past 20 groups the rest is counted."""
-    from audiopipe.campaign.summary import Problem, problem_lines
+    from audiopipe.cli.summary import Problem, problem_lines
 
     def row(kind: str, message: str, line: int, contact: str, file: str) -> Problem:
         return Problem(kind, message, f"line {line}: {contact} {file}",

@@ -1,0 +1,140 @@
+"""``audiopipe status`` (what a ledger says was sent and what is left) and ``audiopipe resolve``
+(settle a send whose outcome is unknown, once a person knows whether it arrived)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from audiopipe.cli.console import say
+from audiopipe.cli.exits import exit_with, status_exit_code
+from audiopipe.cli.failures import Command
+from audiopipe.cli.ledger import existing_ledger
+from audiopipe.cli.options import bundle, campaign_name, json_option, state_option, verbose
+from audiopipe.errors import UsageError
+
+if TYPE_CHECKING:
+    from audiopipe.campaign.resolve import Selection
+
+
+@click.command("status", cls=Command)
+@state_option
+@click.option("--campaign", default=None, help="Only this campaign (default: all).", callback=campaign_name)
+@json_option("Counts per campaign and the rows that need you, as JSON.")
+def status_cmd(*, state_path: Path | None, campaign: str | None, as_json: bool) -> None:
+    """Show what the ledger knows: what was sent and what is left, per campaign.
+
+    \b
+    States: sent; pending (planned by a batch, never attempted: the next batch
+    sends it); deferred (certainly not sent yet, after a 429 or a connection
+    failure: the next batch sends it); blocked (a later part of a split
+    recording, waiting behind an unknown or refused part); unknown (may have
+    been delivered: settle it with 'audiopipe resolve', or resend it with
+    batch --retry-unknown); failed (refused by the server); sending (in flight
+    now, or left by a run that died: then it is unknown).
+
+    \b
+    Examples:
+      audiopipe status
+      audiopipe status --campaign spring --json
+      audiopipe status --state /srv/audiopipe/ledger.sqlite3 || echo "something needs a look"
+
+    \b
+    Exit status, the most urgent first: 4 some unknown; 1 some failed;
+    5 some not sent yet (pending, deferred, blocked or in flight);
+    0 everything planned was sent.
+    """
+    from audiopipe.campaign.status import LIST_LIMIT, read_status
+    from audiopipe.cli.status_lines import status_lines
+
+    status = read_status(state_path, campaign, limit=None if as_json else LIST_LIMIT + 1)
+    if as_json:
+        click.echo(json.dumps(status.to_json()))
+    else:
+        for line in status_lines(status, verbose=verbose()):
+            say(line)
+    exit_with(status_exit_code(status.verdict()))
+
+
+def _selection(*, campaign: str | None, workspace: str | None, contact: str | None, file_name: str | None,
+               part: int | None, all_unknown: bool) -> Selection:
+    from audiopipe.campaign.resolve import Selection
+
+    return Selection(campaign, workspace, contact, file_name, part, all_unknown)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What the person found out: delivered or not (None: not said), with the message id and a note."""
+
+    delivered: bool | None
+    message_id: str | None
+    note: str | None
+
+
+@click.command("resolve", cls=Command)
+@state_option
+@bundle(
+    "selection", _selection,
+    click.option("--campaign", default=None, callback=campaign_name,
+                 help="The send's campaign (needed when another campaign has the same one)."),
+    click.option("--workspace", default=None,
+                 help="The send's workspace UUID (when two workspaces have the same one)."),
+    click.option("--contact", default=None, help="The contact UUID, as 'audiopipe status' shows it."),
+    click.option("--file", "file_name", default=None, help="The file, as 'audiopipe status' shows it."),
+    click.option("--part", type=click.IntRange(1), default=None, help="Which part of a split recording."),
+    click.option("--all-unknown", is_flag=True,
+                 help="Every unknown send (of --campaign, --contact or --file when given)."),
+)
+@bundle(
+    "finding", Finding,
+    click.option("--delivered/--not-delivered", default=None,
+                 help="What you found out: it arrived (the next batch skips it), or it did not (the next "
+                      "batch sends it)."),
+    click.option("--message-id", default=None, help="With --delivered: the message's id, when you know it."),
+    click.option("--note", default=None, help="What you checked, kept in the ledger (e.g. 'asked the customer')."),
+)
+@json_option("Print what was resolved as JSON.")
+def resolve_cmd(*, state_path: Path | None, selection: Selection, finding: Finding, as_json: bool) -> None:
+    """Settle a send whose outcome is unknown, once you know whether it arrived.
+
+    \b
+    An upload that got no answer (a timeout, a dropped connection, a 5xx) may or
+    may not have created the message, so batch never resends it on its own.
+    Check with the customer or on the Lancepilot dashboard, then say what
+    happened: --delivered (recorded as sent, with --message-id if you have it;
+    the next batch skips it and sends the parts after it) or --not-delivered
+    (the next batch sends it). Who and when are kept in the ledger, and
+    'audiopipe status' shows them. Only an unknown send can be resolved, and
+    not while a batch runs on the ledger.
+
+    \b
+    Examples:
+      audiopipe resolve --contact 6d1c9b0e-3c1a-4f7e-8f5e-8d2b7a7c4e21 \\
+          --file talk.wav --part 1 --delivered --message-id 9b2f...
+      audiopipe resolve --campaign spring --all-unknown --not-delivered
+
+    \b
+    Exit status: 0 resolved (or nothing unknown with --all-unknown); 2 the
+    send is not unknown, or is not named clearly; 6 a batch holds the ledger.
+    """
+    from audiopipe.campaign.resolve import check_selection, resolve_unknown
+
+    delivered = finding.delivered
+    if delivered is None:
+        raise UsageError("say what you found out: --delivered or --not-delivered")
+    selection = check_selection(selection, delivered=delivered, message_id=finding.message_id, note=finding.note)
+    with existing_ledger(state_path, when_locked="a send is resolved between runs") as ledger:
+        done = resolve_unknown(ledger, selection, delivered=delivered, message_id=finding.message_id,
+                               note=finding.note)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in done]))
+        return
+    if not done:
+        say(f"nothing to resolve: no send is unknown ({selection.describe()})")
+    for r in done:
+        say(r.line())
