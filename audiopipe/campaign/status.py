@@ -15,10 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from audiopipe.campaign.ledger import (
-    DEFERRED,
-    FAILED,
-    SENDING,
-    UNKNOWN,
     BlockedPart,
     LedgerRow,
     RowStatus,

@@ -8,9 +8,10 @@ Text only (the command prints it through ``console.say``, which escapes it); wha
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from audiopipe.campaign.ledger import DEFERRED, FAILED, SENDING, UNKNOWN, LedgerRow
+from audiopipe.campaign.ledger import DEFERRED, FAILED, SENDING, UNKNOWN, BlockedPart, LedgerRow
 from audiopipe.campaign.status import LIST_LIMIT, RESOLVED_SHOWN, SHOWN, LedgerStatus
 from audiopipe.cli.summary import ledger_problem, problem_lines
 
@@ -59,9 +60,16 @@ def pending_line(src: dict[str, Any]) -> str:
     return f"{src['pending']} pending from the batch of {src['folder']} with {src['contacts']} (planned {when})"
 
 
-def blocked_lines(blocked: list[tuple[LedgerRow, int, str]]) -> list[str]:
+BLOCKED_BY: dict[str, str] = {
+    UNKNOWN: "whose outcome is unknown (resolve it)",
+    FAILED: "which the server refused (fix it, then --retry-failed)",
+    SENDING: "which a run left mid-request: unknown (resolve it)",
+}
+
+
+def blocked_lines(blocked: Sequence[BlockedPart]) -> list[str]:
     """One line per recording and contact, its blocked parts together ("parts 2-3 of 3")."""
-    groups: dict[tuple[str, str, str, str], list[tuple[LedgerRow, int, str]]] = {}
+    groups: dict[tuple[str, str, str, str], list[BlockedPart]] = {}
     for item in blocked:
         k = item[0].key
         groups.setdefault((k.campaign, k.workspace, k.contact, k.source_sha256), []).append(item)
@@ -70,8 +78,7 @@ def blocked_lines(blocked: list[tuple[LedgerRow, int, str]]) -> list[str]:
         row, by_part, by_state = items[0]
         parts = [r.key.part for r, _, _ in items]
         which = f"part {parts[0]}" if len(parts) == 1 else f"parts {_ranges(parts)}"
-        why = {UNKNOWN: "whose outcome is unknown (resolve it)", FAILED: "which the server refused (fix it, then "
-               "--retry-failed)", SENDING: "which a run left mid-request: unknown (resolve it)"}.get(by_state, by_state)
+        why = BLOCKED_BY.get(by_state, by_state)
         lines.append(f"blocked: [{row.key.campaign}] {row.key.contact} {row.file} {which} of {row.parts}: "
                      f"waiting behind part {by_part}, {why}")
     return lines
