@@ -1,6 +1,6 @@
 """audiopipe.files' bounded reader: a pipe or a device is refused unread, a file over the limit is
-refused one byte past it, each with its own error type (what callers word their hints by); the old
-import path, audiopipe.smallfile, gives the same names. Real FIFOs and files; nothing mocked."""
+refused one byte past it, each with its own error type (what callers word their hints by). Real FIFOs
+and files; nothing mocked."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from audiopipe import smallfile
 from audiopipe.errors import AudiopipeError
 from audiopipe.files import FileTooLarge, NotRegularFile, SmallFileError, read_small_file
 
@@ -44,6 +43,3 @@ def test_a_missing_file_is_a_small_file_error_in_words(tmp_path):
     assert not isinstance(caught.value, (NotRegularFile, FileTooLarge))
     assert isinstance(caught.value, AudiopipeError) and str(caught.value)
 
-
-def test_the_old_import_path_gives_the_same_names():
-    assert smallfile.read_small_file is read_small_file and smallfile.SmallFileError is SmallFileError

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from audiopipe.errors import AudiopipeError, ToolMissingError, UsageError
+from audiopipe.preparation.encoders import require_encoder
 from audiopipe.preparation.formats import FORMATS, get_format
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -53,7 +54,7 @@ def require_tools(fmt: str) -> None:
 
     find_tool("ffmpeg")
     find_tool("ffprobe")
-    get_format(fmt).require_encoder()
+    require_encoder(get_format(fmt))
     sniff_mime_buffer(_OPUS_HEAD)
 
 
@@ -138,19 +139,26 @@ def _writable_folder(folder: Path) -> tuple[bool, str]:
     return True, ""
 
 
+def _no_ledger_yet(path: Path) -> Check:
+    ok, why = _writable_folder(path.parent)
+    if not ok:
+        return Check("ledger", FAIL, f"{path} does not exist and cannot be made: {why}")
+    return Check("ledger", OK, f"{path} (not made yet; the first batch makes it)")
+
+
 def check_ledger(path: Path) -> Check:
-    from audiopipe.campaign.ledger import SqliteLedger
+    from audiopipe.campaign.ledger import open_existing
 
     if not path.exists():
-        ok, why = _writable_folder(path.parent)
-        if not ok:
-            return Check("ledger", FAIL, f"{path} does not exist and cannot be made: {why}")
-        return Check("ledger", OK, f"{path} (not made yet; the first batch makes it)")
+        return _no_ledger_yet(path)
     if not os.access(path, os.R_OK) or not os.access(path, os.W_OK):
         return Check("ledger", FAIL, f"{path}: cannot {'read' if not os.access(path, os.R_OK) else 'write'} it: "
                                      "check its permissions")
     try:
-        with SqliteLedger(path, create=False) as ledger:
+        found = open_existing(path)
+        if found is None:  # gone since the check above
+            return _no_ledger_yet(path)
+        with found as ledger:
             counts = ledger.counts()
             running = ledger.running()
     except AudiopipeError as exc:

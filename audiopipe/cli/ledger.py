@@ -29,13 +29,14 @@ def state_file(state_path: Path | None) -> Path:
 def existing_ledger(state_path: Path | None, *, when_locked: str) -> Iterator[SqliteLedger]:
     """The ledger at --state, opened without making one; ``when_locked`` is added to the line a held
     ledger gets (what to do about it)."""
-    from audiopipe.campaign.ledger import LedgerLocked, SqliteLedger
+    from audiopipe.campaign.ledger import LedgerLocked, open_existing
 
     path = state_file(state_path)
-    if not path.exists():
-        raise UsageError(f"no ledger at {path} (give {setting('state')})", field="state")
     try:
-        with SqliteLedger(path, create=False) as ledger:
+        found = open_existing(path)
+        if found is None:
+            raise UsageError(f"no ledger at {path} (give {setting('state')})", field="state")
+        with found as ledger:
             yield ledger
     except LedgerLocked as exc:
         raise LedgerLocked(f"{exc.message(setting)} ({when_locked})", field=exc.field) from None

@@ -91,12 +91,6 @@ class TargetFormat:
         tops = [band.highest for band in self.rate_bands if min(band.rates) <= source_rate]
         return max(tops) if tops else None
 
-    def require_encoder(self) -> None:
-        """Shim for cli/doctor.py until the merge: use :func:`audiopipe.preparation.encoders.require_encoder`."""
-        from audiopipe.preparation.encoders import require_encoder  # the table itself runs nothing
-
-        require_encoder(self)
-
 
 MP3_STEPS = (8000, 16000, 24000, 32000, 40000, 48000, 56000, 64000, 80000, 96000, 112000,
              128000, 144000, 160000, 192000, 224000, 256000, 320000)

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from audiopipe.errors import UsageError
-from audiopipe.smallfile import NOT_REGULAR, SmallFileError, read_small_file
+from audiopipe.files import NOT_REGULAR, SmallFileError, read_small_file
 
 log = logging.getLogger(__name__)
 
