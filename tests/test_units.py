@@ -101,3 +101,12 @@ def test_a_decimal_comma_is_refused_not_read_as_thousands() -> None:
     with pytest.raises(UsageError, match="dot for decimals"):
         parse_size("1,5MB")
     assert parse_size("16,000,000") == 16_000_000
+
+
+def test_a_parse_error_carries_the_setting_it_is_for() -> None:
+    with pytest.raises(UsageError) as err:
+        parse_size("lots", field="max_size")
+    assert err.value.field == "max_size" and str(err.value).startswith("cannot read size 'lots'")
+    with pytest.raises(UsageError) as err:
+        parse_bitrate("64")
+    assert err.value.field == "bitrate"

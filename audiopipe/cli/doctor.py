@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from audiopipe.cli.flags import told
 from audiopipe.errors import AudiopipeError, ToolMissingError, UsageError
 from audiopipe.preparation.encoders import require_encoder
 from audiopipe.preparation.formats import FORMATS, get_format
@@ -211,7 +212,7 @@ def check_token_setting(token_file: Path | None) -> Check:
         raw, _ = token_setting(None, token_file)
         token, source = load_token(None, token_file)
     except UsageError as exc:
-        return Check("token", FAIL, str(exc))
+        return Check("token", FAIL, told(exc))
     shape = f"{len(token)} characters, printable ASCII"
     if raw != token:
         return Check("token", WARN, f"from {source} ({shape}); it begins with 'Bearer ', which audiopipe "
@@ -232,7 +233,7 @@ def check_online(base_url: str | None, token_file: Path | None, workspace: str |
                               read_timeout=15.0) as client:
             result = client.check_token(ws, ct)
     except AudiopipeError as exc:
-        return Check("token check", FAIL, str(exc))
+        return Check("token check", FAIL, told(exc))
     took = f"{result.seconds * 1000:.0f} ms"
     if result.accepted is True:
         return Check("token check", OK, f"{result.detail}; one request, {took}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from audiopipe.errors import UsageError
+from audiopipe.errors import UsageError, setting
 
 LOSSLESS_CODECS = frozenset({
     "flac", "alac", "wavpack", "tta", "ape", "mlp", "truehd", "shorten", "als",
@@ -142,7 +142,8 @@ def get_format(name: str) -> TargetFormat:
     try:
         return FORMATS[name.lower().lstrip(".")]
     except KeyError:
-        raise UsageError(f"unknown format {name!r}: choose one of {', '.join(FORMAT_NAMES)}") from None
+        raise UsageError(f"unknown {setting('format')} {name!r}: choose one of {', '.join(FORMAT_NAMES)}",
+                         field="format") from None
 
 
 # What the API accepts as it is: (ffprobe container, codec) -> the format it is, for files we keep.

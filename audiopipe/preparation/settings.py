@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from audiopipe.errors import UsageError
+from audiopipe.errors import UsageError, setting
 from audiopipe.preparation.formats import TargetFormat, get_format
 
 DEFAULT_MAX_SIZE = 16_000_000
@@ -52,22 +52,23 @@ class PrepareSettings:
     def __post_init__(self) -> None:
         get_format(self.format)
         if self.on_overflow not in OVERFLOW_CHOICES:
-            raise UsageError(f"on_overflow must be one of {', '.join(OVERFLOW_CHOICES)}, got {self.on_overflow!r}")
+            raise UsageError(f"{setting('on_overflow')} must be one of {', '.join(OVERFLOW_CHOICES)}, "
+                             f"got {self.on_overflow!r}", field="on_overflow")
         if self.max_size < MIN_MAX_SIZE:
-            raise UsageError(f"--max-size {self.max_size} is too small to hold any audio "
-                             f"(at least {MIN_MAX_SIZE} bytes)")
+            raise UsageError(f"{setting('max_size')} {self.max_size} is too small to hold any audio "
+                             f"(at least {MIN_MAX_SIZE} bytes)", field="max_size")
         if self.max_size > SERVER_LIMIT:
-            raise UsageError(f"--max-size {self.max_size:,} is over the server's limit of {SERVER_LIMIT:,} bytes "
-                             "(16384 KB): it would refuse such files")
+            raise UsageError(f"{setting('max_size')} {self.max_size:,} is over the server's limit of "
+                             f"{SERVER_LIMIT:,} bytes (16384 KB): it would refuse such files", field="max_size")
         if self.voice_note and self.format != "ogg":
-            raise UsageError("--voice-note makes mono Ogg/Opus (what WhatsApp shows as a voice message); "
-                             f"drop --format {self.format}")
+            raise UsageError(f"{setting('voice_note')} makes mono Ogg/Opus (what WhatsApp shows as a voice "
+                             f"message); drop {setting('format')} {self.format}", field="voice_note")
         if self.bitrate is not None and not 4000 <= self.bitrate <= 512000:
-            raise UsageError(f"--bitrate {self.bitrate // 1000}k is outside 4k..512k")
+            raise UsageError(f"{setting('bitrate')} {self.bitrate // 1000}k is outside 4k..512k", field="bitrate")
         if self.channels is not None and self.channels not in (1, 2):
-            raise UsageError("--channels must be 1 (mono) or 2 (stereo)")
+            raise UsageError(f"{setting('channels')} must be 1 (mono) or 2 (stereo)", field="channels")
         if self.max_passes < 1:
-            raise UsageError("max_passes must be at least 1")
+            raise UsageError(f"{setting('max_passes')} must be at least 1", field="max_passes")
 
     @property
     def target(self) -> TargetFormat:

@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 import requests
 from requests_toolbelt import MultipartEncoder
 
-from audiopipe.errors import AuthError, RefusedError, SendError, TokenRefused, UsageError
+from audiopipe.errors import AuthError, RefusedError, SendError, TokenRefused, UsageError, setting
 from audiopipe.preparation.formats import FORMATS
 from audiopipe.send.answers import (
     RETRY_AFTER_CAP,
@@ -60,11 +60,14 @@ CONTENT_TYPES = {f".{fmt.extension}": fmt.content_type for fmt in FORMATS.values
 CONTENT_TYPES[".opus"] = "audio/ogg"
 
 
-def check_uuid(value: str, what: str) -> str:
+def check_uuid(value: str, field: str) -> str:
+    """``value`` as a canonical UUID; a :class:`UsageError` about the setting ``field`` (``workspace``,
+    ``contact``) when it is not one."""
     try:
         return str(uuid.UUID(str(value).strip()))
     except ValueError:
-        raise UsageError(f"{what} {value!r} is not a UUID (like 0b7e4f9c-1d2a-4c7e-9a51-3f0d2c8b6e11)") from None
+        raise UsageError(f"{setting(field)} {value!r} is not a UUID (like 0b7e4f9c-1d2a-4c7e-9a51-3f0d2c8b6e11)",
+                         field=field) from None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from audiopipe.errors import UsageError
+from audiopipe.errors import UsageError, setting
 from audiopipe.files import NOT_REGULAR, SmallFileError, read_small_file
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def load_token(token: str | None = None, token_file: str | Path | None = None) -
     # mid-request. Refuse it here, before anything is recorded or sent.
     if not all(33 <= ord(c) < 127 for c in token):
         raise UsageError(f"{source} holds characters a token cannot have (spaces, accents, invisible "
-                         "or non-ASCII characters); copy it again")
+                         "or non-ASCII characters); copy it again", field="token")
     return token, source
 
 
@@ -54,10 +54,11 @@ def token_setting(token: str | None = None, token_file: str | Path | None = None
     if path and not token:
         token = _read_token_file(path, source)
         if not token:
-            raise UsageError(f"{source} is empty: put the API token in it")
+            raise UsageError(f"{source} is empty: put the API token in it", field="token_file")
     token = (token or "").strip()
     if not token:
-        raise UsageError("no API token: set LANCEPILOT_TOKEN, or give --token-file / LANCEPILOT_TOKEN_FILE")
+        raise UsageError(f"no API token: set LANCEPILOT_TOKEN, or give {setting('token_file')} / "
+                         "LANCEPILOT_TOKEN_FILE", field="token")
     return token, source
 
 
@@ -66,14 +67,14 @@ def _without_bearer(token: str, source: str) -> str:
     any spaces): audiopipe writes that word itself, and "Bearer Bearer abc" is refused as 401."""
     if _HEADER_NAME.match(token):
         raise UsageError(f"{source} holds a whole 'Authorization:' header; keep only the token that "
-                         "follows 'Authorization: Bearer '")
+                         "follows 'Authorization: Bearer '", field="token")
     prefix = _BEARER_PREFIX.match(token)
     if prefix is None:
         return token
     log.debug("%s begins with 'Bearer ': using the token that follows it", source)
     rest = token[prefix.end():].strip()
     if not rest:
-        raise UsageError(f"{source} holds only the word 'Bearer': put the API token itself there")
+        raise UsageError(f"{source} holds only the word 'Bearer': put the API token itself there", field="token")
     return rest
 
 
@@ -84,8 +85,10 @@ def _read_token_file(path: str | Path, source: str) -> str:
         data = read_small_file(path, TOKEN_FILE_LIMIT)
     except SmallFileError as exc:
         if str(exc) == NOT_REGULAR:
-            raise UsageError(f"{source} is {NOT_REGULAR}: give the file that holds the token") from None
+            raise UsageError(f"{source} is {NOT_REGULAR}: give the file that holds the token",
+                               field="token_file") from None
         if str(exc).startswith("larger than"):
-            raise UsageError(f"{source} is {exc}, far too large for a token: is it the right file?") from None
-        raise UsageError(f"cannot read {source}: {exc}") from None
+            raise UsageError(f"{source} is {exc}, far too large for a token: is it the right file?",
+                               field="token_file") from None
+        raise UsageError(f"cannot read {source}: {exc}", field="token_file") from None
     return data.decode("utf-8", errors="replace").strip()

@@ -29,16 +29,17 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) 
     return proc
 
 
-@pytest.mark.parametrize("kw, words", [
-    ({"max_size": 20_000_000}, "over the server's limit"),
-    ({"voice_note": True, "format": "mp3"}, "--voice-note"),
-    ({"bitrate": 1000}, "--bitrate"),
-    ({"bitrate": 10_000_000}, "--bitrate"),
-    ({"max_size": 10}, "--max-size 10"),
+@pytest.mark.parametrize("kw, words, field", [
+    ({"max_size": 20_000_000}, "over the server's limit", "max_size"),
+    ({"voice_note": True, "format": "mp3"}, "^voice_note makes .* drop format mp3$", "voice_note"),
+    ({"bitrate": 1000}, "^bitrate 1k", "bitrate"),
+    ({"bitrate": 10_000_000}, "^bitrate", "bitrate"),
+    ({"max_size": 10}, "^max_size 10", "max_size"),
 ])
-def test_settings_that_cannot_work_are_refused(kw: dict, words: str) -> None:
-    with pytest.raises(UsageError, match=words):
+def test_settings_that_cannot_work_are_refused(kw: dict, words: str, field: str) -> None:
+    with pytest.raises(UsageError, match=words) as err:
         PrepareSettings(**kw)
+    assert err.value.field == field
 
 
 def test_max_size_at_the_server_limit_is_fine() -> None:

@@ -32,8 +32,12 @@ from audiopipe.errors import (
     named,
     setting,
 )
+from audiopipe.preparation.formats import get_format
+from audiopipe.preparation.settings import PrepareSettings
+from audiopipe.send.client import check_uuid, load_token
+from audiopipe.units import parse_bitrate
 
-README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
 
 
 # --- a setting named in a message ----------------------------------------------------------------
@@ -77,6 +81,63 @@ def test_each_field_is_an_option_that_exists(field: str, option: str) -> None:
     every = {o for c in cli.commands.values() for p in c.params for o in getattr(p, "opts", [])}
     assert option in every
 
+
+
+# --- the library's own errors: keywords for a Python caller, flags on the command line -------------
+
+@pytest.mark.parametrize(("kw", "python", "field", "args", "cli_line"), [
+    ({"max_size": 12}, "max_size 12 is too small", "max_size", ["--max-size", "12"], "--max-size 12 is too small"),
+    ({"bitrate": 1000}, "bitrate 1k is outside 4k..512k", "bitrate", ["--bitrate", "1000"],
+     "--bitrate 1k is outside 4k..512k"),
+    ({"voice_note": True, "format": "mp3"}, "voice_note makes mono", "voice_note",
+     ["--voice-note", "--format", "mp3"], "--voice-note makes mono"),
+])
+def test_a_bad_setting_names_the_keyword_in_python_and_the_flag_on_the_command_line(
+        tmp_path: Path, kw: dict[str, object], python: str, field: str, args: list[str], cli_line: str) -> None:
+    with pytest.raises(UsageError) as err:
+        PrepareSettings(**kw)  # type: ignore[arg-type]
+    assert str(err.value).startswith(python) and err.value.field == field
+    assert "--" not in str(err.value)
+    (tmp_path / "a.wav").write_bytes(b"")
+    out = CliRunner().invoke(cli, ["prepare", str(tmp_path / "a.wav"), "--out", str(tmp_path / "out"), *args])
+    assert out.exit_code == 2
+    assert out.stderr.startswith(f"audiopipe: error: {cli_line}"), out.stderr
+    assert told(err.value) == out.stderr.removeprefix("audiopipe: error: ").strip()
+
+
+def test_the_other_settings_of_the_library_carry_their_field() -> None:
+    errors = []
+    for call in (lambda: PrepareSettings(channels=3), lambda: PrepareSettings(on_overflow="drop"),
+                 lambda: PrepareSettings(max_passes=0), lambda: get_format("wma"),
+                 lambda: check_uuid("nope", "workspace"), lambda: parse_bitrate("fast")):
+        with pytest.raises(UsageError) as err:
+            call()
+        errors.append(err.value)
+    assert [e.field for e in errors] == ["channels", "on_overflow", "max_passes", "format", "workspace", "bitrate"]
+    assert str(errors[0]) == "channels must be 1 (mono) or 2 (stereo)"
+    assert told(errors[0]) == "--channels must be 1 (mono) or 2 (stereo)"
+    assert str(errors[4]).startswith("workspace 'nope' is not a UUID")
+    assert told(errors[4]).startswith("--workspace 'nope' is not a UUID")
+    assert told(errors[3]).startswith("unknown --format 'wma'") and str(errors[3]).startswith("unknown format 'wma'")
+
+
+@pytest.mark.usefixtures("logging_as_it_was")
+def test_a_bad_uuid_names_the_flag(tmp_path: Path) -> None:
+    (tmp_path / "a.wav").write_bytes(b"")
+    out = CliRunner().invoke(cli, ["send", str(tmp_path / "a.wav"), "-w", "nope", "-c", "also-not"])
+    assert out.exit_code == 2
+    assert out.stderr.startswith("audiopipe: error: --workspace 'nope' is not a UUID"), out.stderr
+
+
+def test_no_token_names_token_file_in_python_and_the_flag_on_the_command_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LANCEPILOT_TOKEN", raising=False)
+    monkeypatch.delenv("LANCEPILOT_TOKEN_FILE", raising=False)
+    with pytest.raises(UsageError) as err:
+        load_token()
+    assert err.value.field == "token"
+    assert str(err.value) == "no API token: set LANCEPILOT_TOKEN, or give token_file / LANCEPILOT_TOKEN_FILE"
+    assert told(err.value) == "no API token: set LANCEPILOT_TOKEN, or give --token-file / LANCEPILOT_TOKEN_FILE"
 
 # --- options that belong together ----------------------------------------------------------------
 

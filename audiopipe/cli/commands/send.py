@@ -20,7 +20,7 @@ from audiopipe.cli import render
 from audiopipe.cli.console import bars_enabled, say
 from audiopipe.cli.doctor import require_tools
 from audiopipe.cli.failures import Command
-from audiopipe.cli.flags import flag, told
+from audiopipe.cli.flags import told
 from audiopipe.cli.options import ClientOptions, PrepareOptions, client_options, json_option, prepare_options
 from audiopipe.cli.preflight import check_token
 from audiopipe.cli.signals import set_stage, stops_cleanly
@@ -72,8 +72,8 @@ def send_cmd(*, input_path: Path | None, workspace: str, contact: str, url: str 
     """
     from audiopipe.send.client import check_uuid
 
-    check_uuid(workspace, flag("workspace"))
-    check_uuid(contact, flag("contact"))
+    check_uuid(workspace, "workspace")
+    check_uuid(contact, "contact")
     _check_what_to_send(input_path, url)
     delivery = Delivery(workspace, contact, as_json)
     with client.client(retries) as api:

@@ -18,7 +18,6 @@ from audiopipe import paths
 from audiopipe.cli.console import say
 from audiopipe.cli.exits import doctor_exit_code, exit_with
 from audiopipe.cli.failures import Command
-from audiopipe.cli.flags import flag
 from audiopipe.cli.ledger import state_file
 from audiopipe.cli.options import BASE_URL_HELP, SizeParam, bundle, json_option, state_option
 from audiopipe.errors import UsageError
@@ -90,10 +89,10 @@ def doctor_cmd(*, fmt: str, state_path: Path | None, base_url: str | None, token
     from audiopipe.send.client import check_uuid
 
     if contact:
-        check_uuid(contact, flag("contact"))
+        check_uuid(contact, "contact")
         if not workspace:
             raise UsageError("--contact needs --workspace (or LANCEPILOT_WORKSPACE)")
-        check_uuid(workspace, flag("workspace"))
+        check_uuid(workspace, "workspace")
     from_env = click.get_current_context().get_parameter_source("base_url") == ParameterSource.ENVIRONMENT
     checks = run_checks(fmt=fmt.lower(), state_path=state_file(state_path), base_url=base_url,
                         base_url_from="LANCEPILOT_BASE_URL" if from_env else "--base-url",
