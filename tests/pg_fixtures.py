@@ -20,30 +20,33 @@ from __future__ import annotations
 import glob
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
-MISSING = ("PostgreSQL server binaries (initdb, pg_ctl) were not found on PATH nor in /usr/lib/postgresql/*/bin: "
+MISSING = ("PostgreSQL server binaries (initdb, pg_ctl) were not found on PATH nor in /usr/lib/postgresql/*/bin "
+           "(Homebrew: /opt/homebrew/opt/postgresql@*/bin): "
            "`make test` installs them (the Debian package postgresql), or install them yourself")
 PORT = 5432  # names the socket file only: the cluster listens on no TCP address
 TEMPLATE = "audiopipe_template"
 
 
 def server_binaries() -> Path | None:
-    """The folder holding initdb and pg_ctl: PATH first, then the newest Debian install."""
+    """The folder holding initdb and pg_ctl: PATH first, then the newest Debian (or Homebrew) install."""
     found = shutil.which("initdb")
     if found and shutil.which("pg_ctl"):
         return Path(os.path.realpath(found)).parent
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                      key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
-    return Path(versions[-1]).parent if versions else None
+    installed = glob.glob("/usr/lib/postgresql/*/bin/initdb") + glob.glob("/opt/homebrew/opt/postgresql@*/bin/initdb")
+    newest = sorted(installed, key=lambda p: [int(n) for n in re.findall(r"\d+", p)])
+    return Path(newest[-1]).parent if newest else None
 
 
 @dataclass
@@ -152,3 +155,22 @@ def pg_empty_url(pg_cluster: PgCluster) -> Iterator[str]:
     name = pg_cluster.new_database("template0")
     yield pg_cluster.url(name)
     pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+def open_pg(pg_url: str, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Opens PgLedgers on the test's database (journal in the test's folder), all closed after the test.
+    Keyword arguments are PgLedger's."""
+    from audiopipe.pg import PgLedger
+
+    opened: list[PgLedger] = []
+
+    def opener(**settings: Any) -> PgLedger:
+        settings.setdefault("journal_dir", tmp_path / "journal")
+        ledger = PgLedger(pg_url, **settings)
+        opened.append(ledger)
+        return ledger
+
+    yield opener
+    for ledger in opened:
+        ledger.close()

@@ -107,23 +107,36 @@ def _claim(r: dict[str, Any]) -> Claim:
                  prepared_sha256=r["prepared_sha256"], work=r["work"])
 
 
+def claim_rows(conn: Connection, owner: str, claim_id: uuid.UUID, *, limit: int = 1,
+               campaign: str | None = None) -> list[Claim]:
+    """One claim, every row taken marked with ``claim_id``: one statement, committed by itself (the
+    connection is in autocommit), so it is whole or not at all."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_CLAIM, {"pending": PENDING, "deferred": DEFERRED, "sent": SENT, "sending": SENDING,
+                                    "campaign": campaign, "limit": limit, "owner": owner, "claim": claim_id}).fetchall()
+    return [_claim(r) for r in rows]
+
+
+def claimed_by(conn: Connection, owner: str, claim_id: uuid.UUID) -> list[Claim]:
+    """The rows a claim with ``claim_id`` took and ``owner`` still holds: a claim committed, its answer lost."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return [_claim(r) for r in cur.execute(_MINE, (SENDING, owner, claim_id)).fetchall()]
+
+
 def claim(db: Database, owner: str, *, limit: int = 1, campaign: str | None = None) -> list[Claim]:
-    """Claim up to ``limit`` ready sends for ``owner`` (see the module's docstring), committed."""
+    """Claim up to ``limit`` ready sends for ``owner`` (see the module's docstring), committed. Tried
+    again while the database is away; a try that broke off may have committed, so each later try
+    first takes back what it took."""
     claim_id = uuid.uuid4()
     tried = [False]
 
     def work(conn: Connection) -> list[Claim]:
-        if tried[0]:  # an earlier try broke off: did it commit?
-            with conn.cursor(row_factory=dict_row) as cur:
-                mine = cur.execute(_MINE, (SENDING, owner, claim_id)).fetchall()
+        if tried[0]:
+            mine = claimed_by(conn, owner, claim_id)
             if mine:
-                return [_claim(r) for r in mine]
+                return mine
         tried[0] = True
-        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(_CLAIM, {"pending": PENDING, "deferred": DEFERRED, "sent": SENT, "sending": SENDING,
-                                        "campaign": campaign, "limit": limit, "owner": owner,
-                                        "claim": claim_id}).fetchall()
-        return [_claim(r) for r in rows]
+        return claim_rows(conn, owner, claim_id, limit=limit, campaign=campaign)
 
     return db.run(work, doing="claim sends")
 

@@ -4,8 +4,10 @@ messages (never with its password), and one way to run work on it that rides out
 Every worker talks to PostgreSQL through a small pool of connections (psycopg_pool): a worker's threads
 share it, a connection broken by a server restart is noticed when it is taken (``check``) and replaced,
 and work that fails because the server went away is tried again until ``retry_for`` seconds have
-passed. Only work that is safe to run twice is retried that way: each caller says so by using
-:meth:`Database.run`; the claim, which is not, has its own way back (see :mod:`audiopipe.pg.claims`).
+passed. The pool's own reconnection gives up after as long, so that a later request connects at once
+rather than waiting out the pool's growing back-off from a long outage. Only work that is safe to run
+twice is retried that way: each caller says so by using :meth:`Database.run`; the claim, which is not
+by itself, has its own way back (see :mod:`audiopipe.pg.claims`).
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ class Database:
         self.pool = ConnectionPool(url, min_size=1, max_size=max(size, 1), open=False,
                                    kwargs={"autocommit": True, "connect_timeout": 10},
                                    check=ConnectionPool.check_connection, timeout=max(retry_for, 1.0),
-                                   name="audiopipe")
+                                   reconnect_timeout=max(retry_for, 1.0), name="audiopipe")
 
     def open(self) -> None:
         try:

@@ -58,7 +58,7 @@ class PgLedger(Reads):
     """
 
     def __init__(self, url: str | None = None, *, create: bool = True, pool_size: int = 4, lease: float = 60.0,
-                 retry_for: float = 30.0, journal_dir: Path | None = None) -> None:
+                 retry_for: float = 30.0, journal_dir: str | Path | None = None) -> None:
         self.url = database_url(url)
         self.lease = lease
         self.worker_id = f"{uuid.uuid4().hex[:12]}"
@@ -71,7 +71,7 @@ class PgLedger(Reads):
                 check(conn)
             row = conn.execute("SELECT value FROM ledger_meta WHERE key = 'ledger_id'").fetchone()
         self.ledger_id: str | None = str(row[0]) if row else None
-        self.journal = journal.Journal(journal_dir or paths.state_dir() / "journal", self.worker_id)
+        self.journal = journal.Journal(Path(journal_dir or paths.state_dir() / "journal"), self.worker_id)
         self.db = Database(self.url, size=pool_size, retry_for=retry_for)
         self.db.open()
 

@@ -26,7 +26,8 @@ from audiopipe.pg.connection import Connection, Database
 _BOOK = """
 UPDATE rate_limits SET tat = greatest(tat, clock_timestamp(), paused_until) + make_interval(secs => interval_s)
  WHERE name = %s
-RETURNING extract(epoch FROM tat - make_interval(secs => interval_s) - clock_timestamp())::float8, pauses"""
+RETURNING extract(epoch FROM tat - make_interval(secs => interval_s) - clock_timestamp())::float8, pauses,
+          extract(epoch FROM tat - make_interval(secs => interval_s))::float8"""
 
 _PAUSE = """
 INSERT INTO rate_limits AS r (name, interval_s, paused_until, pauses)
@@ -40,6 +41,7 @@ ON CONFLICT (name) DO UPDATE
 class Slot:
     wait: float     # seconds from now until the slot (0 or less: go now)
     pauses: int     # how many pauses the row had seen when it was booked
+    at: float       # when the slot is, by the database's clock (seconds since the epoch)
 
 
 def set_rate(conn: Connection, name: str, per_second: float | None) -> None:
@@ -54,7 +56,7 @@ def book(conn: Connection, name: str) -> Slot:
     with conn.transaction():
         conn.execute("SET LOCAL synchronous_commit = off")
         row = conn.execute(_BOOK, (name,)).fetchone()
-    return Slot(0.0, 0) if row is None else Slot(float(row[0]), int(row[1]))
+    return Slot(0.0, 0, 0.0) if row is None else Slot(float(row[0]), int(row[1]), float(row[2]))
 
 
 def pause(conn: Connection, name: str, seconds: float) -> None:
