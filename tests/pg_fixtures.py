@@ -27,10 +27,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 import pytest
+
+if TYPE_CHECKING:
+    import psycopg
 
 MISSING = ("PostgreSQL server binaries (initdb, pg_ctl) were not found on PATH nor in /usr/lib/postgresql/*/bin "
            "(Homebrew: /opt/homebrew/opt/postgresql@*/bin): "
@@ -97,6 +99,8 @@ class PgCluster:
                   "-m", "immediate", "-w", "-t", "60", "restart")
 
     def admin(self) -> psycopg.Connection[tuple[object, ...]]:
+        import psycopg  # here, not at the top: every test session loads this module, most never use it
+
         return psycopg.connect(self.url(), autocommit=True)
 
     def new_database(self, template: str = TEMPLATE) -> str:
@@ -131,9 +135,10 @@ def pg_cluster() -> Iterator[PgCluster]:
         cluster.start()
         with cluster.admin() as conn:
             conn.execute(f'CREATE DATABASE "{TEMPLATE}" TEMPLATE template0')
+        from audiopipe.pg.connection import connect
         from audiopipe.pg.schema import migrate
 
-        with psycopg.connect(cluster.url(TEMPLATE)) as conn:
+        with connect(cluster.url(TEMPLATE)) as conn:
             migrate(conn)
         yield cluster
     finally:

@@ -135,3 +135,31 @@ def test_queue_migration_files_run_in_release_then_step_order():
     assert names[:2] == ["03.00.00_01_pre_cancel_notification.sql", "03.00.00_50_post_cancel_notification.sql"]
     assert names == sorted(names)
     assert all(v <= queue_schema.INSTALLED for v, _ in queue_schema.migration_files())
+
+
+def test_a_plan_and_its_jobs_commit_together_or_not_at_all(pg_url):
+    """procrastinate defers a job on a connection we hand it (configure(connection=...)): a plan
+    recorded with record_plan and the jobs that will send it are one transaction."""
+    import procrastinate
+
+    from audiopipe.campaign.ledger import PlannedSend, SendKey
+    from audiopipe.pg.plan import record_plan
+
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=pg_url))
+
+    @app.task(name="send_campaign")
+    def send_campaign(campaign: str) -> None: ...
+
+    sends = [PlannedSend(SendKey("spring", "ws", "c1", "ab" * 32, 1), 1, "talk.wav", "cd" * 32)]
+    for commit in (False, True):
+        with psycopg.connect(pg_url) as conn:
+            record_plan(conn, "work", sends)
+            send_campaign.configure(connection=conn).defer(campaign="spring")
+            if commit:
+                conn.commit()
+            else:
+                conn.rollback()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            found = list(conn.execute("SELECT (SELECT count(*) FROM sends), (SELECT count(*) FROM procrastinate_jobs)"
+                                      ).fetchone())
+        assert found == ([1, 1] if commit else [0, 0])

@@ -20,10 +20,10 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audiopipe import paths
-from audiopipe.campaign.ledger import DEFERRED, SENDING, LedgerIdentity, LedgerRow, PlannedSend, SendKey
+from audiopipe.campaign.ledger import DEFERRED, SENDING, Ledger, LedgerIdentity, LedgerRow, PlannedSend, SendKey
 from audiopipe.pg import campaigns, claims, journal, pace, settle, workers
 from audiopipe.pg.claims import Claim, Recorded, Result
 from audiopipe.pg.connection import Connection, Database, connect, database_url
@@ -230,3 +230,8 @@ class PgLedger(Reads):
 
     def __iter__(self) -> Iterator[LedgerRow]:
         return iter(self.rows())
+
+
+if TYPE_CHECKING:
+    def _is_a_ledger(ledger: PgLedger) -> Ledger:
+        return ledger  # mypy proves here that PgLedger offers all the batch asks of a Ledger
