@@ -238,3 +238,26 @@ def test_a_claim_whose_answer_was_lost_is_found_again_by_its_id(open_pg, pg_url,
     with psycopg.connect(pg_url, autocommit=True) as conn:
         assert claimed_by(conn, "w-1", claim_id) == taken
         assert claimed_by(conn, "w-1", uuid.uuid4()) == [] and claimed_by(conn, "w-2", claim_id) == []
+
+
+def test_two_runs_that_both_read_pending_cannot_both_begin_the_send(open_pg):
+    """The SQLite ledger keeps a second run out with its lock; a shared ledger refuses the intent
+    instead: on a row another live worker is sending, and on a row already sent."""
+    from audiopipe.pg import AlreadyTaken
+
+    first, second = open_pg(), open_pg()
+    plan(first, key())
+    first.acquire()
+    second.acquire()
+    assert first.get(key()).state == second.get(key()).state == PENDING  # both decide to send it
+    first.begin(key(), parts=1, file="talk.wav", prepared_sha256="cd" * 32)
+    with pytest.raises(AlreadyTaken, match="being sent right now by the worker"):
+        second.begin(key(), parts=1, file="talk.wav", prepared_sha256="cd" * 32)
+    first.finish(key(), SENT, message_id="m-1")
+    with pytest.raises(AlreadyTaken, match="was sent by another run"):
+        second.begin(key(), parts=1, file="talk.wav", prepared_sha256="cd" * 32)
+    row = first.get(key())
+    assert (row.state, row.attempts, row.message_id) == (SENT, 1, "m-1")
+    first.begin(key("c2"), parts=1, file="a", prepared_sha256="x")
+    first.finish(key("c2"), DEFERRED, error="rate limited (429)")
+    second.begin(key("c2"), parts=1, file="a", prepared_sha256="x")  # deferred: definitely not sent, anyone may

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from audiopipe.pg.claims import Claim, Recorded, Result
 from audiopipe.pg.connection import ENV_URL, database_url, describe
-from audiopipe.pg.errors import DatabaseUnavailable, NoDatabase, NotRegistered, SchemaError
+from audiopipe.pg.errors import AlreadyTaken, DatabaseUnavailable, NoDatabase, NotRegistered, SchemaError
 from audiopipe.pg.ledger import PgLedger
 from audiopipe.pg.schema import migrate, versions
 
-__all__ = ["ENV_URL", "Claim", "DatabaseUnavailable", "NoDatabase", "NotRegistered", "PgLedger", "Recorded", "Result",
-           "SchemaError", "database_url", "describe", "migrate", "versions"]
+__all__ = ["ENV_URL", "AlreadyTaken", "Claim", "DatabaseUnavailable", "NoDatabase", "NotRegistered", "PgLedger",
+           "Recorded", "Result", "SchemaError", "database_url", "describe", "migrate", "versions"]

@@ -25,3 +25,7 @@ class SchemaError(AudiopipeError):
 
 class NotRegistered(AudiopipeError):
     """A worker tried to claim sends before registering (acquire) or after releasing."""
+
+
+class AlreadyTaken(AudiopipeError):
+    """A send another run has sent, or is sending right now: this run must not send it too."""

@@ -19,28 +19,36 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from audiopipe import paths
-from audiopipe.campaign.ledger import DEFERRED, SENDING, Ledger, LedgerIdentity, LedgerRow, PlannedSend, SendKey
+from audiopipe.campaign.ledger import DEFERRED, SENDING, SENT, Ledger, LedgerIdentity, LedgerRow, PlannedSend, SendKey
 from audiopipe.pg import campaigns, claims, journal, pace, settle, workers
 from audiopipe.pg.claims import Claim, Recorded, Result
 from audiopipe.pg.connection import Connection, Database, connect, database_url
-from audiopipe.pg.errors import DatabaseUnavailable, NotRegistered
+from audiopipe.pg.errors import AlreadyTaken, DatabaseUnavailable, NotRegistered
 from audiopipe.pg.plan import record_plan
 from audiopipe.pg.reads import Reads
 from audiopipe.pg.records import KEY_WHERE, add_event, key_args, query
 from audiopipe.pg.schema import check, migrate
 
-_BEGIN = """
+# Unlike the SQLite ledger, whose run lock keeps every other run out, many runs share this ledger:
+# the intent is refused on a row already sent, or in flight on another live worker, so two runs that
+# both read "pending" cannot both send it.
+_BEGIN = query("""
 INSERT INTO sends AS s (campaign, workspace, contact, source_sha256, part, parts, file, prepared_sha256, state,
                         attempts, owner)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 1, %s)
+VALUES (%(campaign)s, %(workspace)s, %(contact)s, %(source_sha256)s, %(part)s, %(parts)s, %(file)s, %(prepared)s,
+        %(sending)s, 1, %(me)s)
 ON CONFLICT (campaign, workspace, contact, source_sha256, part) DO UPDATE
    SET state = excluded.state, parts = excluded.parts, file = excluded.file,
        prepared_sha256 = excluded.prepared_sha256, message_id = NULL, error = NULL, status = NULL, resolved = NULL,
-       attempts = s.attempts + 1, owner = excluded.owner, claim = NULL, updated_at = now()"""
+       attempts = s.attempts + 1, owner = excluded.owner, claim = NULL, updated_at = now()
+ WHERE s.state <> %(sent)s
+   AND NOT (s.state = %(sending)s AND s.owner IS DISTINCT FROM %(me)s
+            AND EXISTS (SELECT 1 FROM workers w WHERE w.id = s.owner AND {alive}))""", alive=workers.ALIVE)
 
 _FINISH = query("""
 UPDATE sends SET state = %s, message_id = %s, error = %s, status = %s, updated_at = now(),
@@ -134,12 +142,24 @@ class PgLedger(Reads):
         return self.db.run(work_, doing="record the plan")
 
     def begin(self, key: SendKey, *, parts: int, file: str, prepared_sha256: str) -> None:
-        """Commit the intent to send, before the request goes out (owned by this process)."""
+        """Commit the intent to send, before the request goes out (owned by this process); AlreadyTaken
+        when another run sent it or is sending it now (see _BEGIN)."""
+        args = dict(asdict(key), parts=parts, file=file, prepared=prepared_sha256, sending=SENDING, sent=SENT,
+                    me=self.worker_id, lease=self.lease)
+
         def work(conn: Connection) -> None:
             with conn.transaction():
-                conn.execute(_BEGIN, (*key_args(key), parts, file, prepared_sha256, SENDING, self.worker_id))
+                if conn.execute(_BEGIN, args).rowcount == 0:
+                    raise self._taken(conn, key)
                 add_event(conn, key, SENDING, file)
         self.db.run(work, doing="record a send")
+
+    @staticmethod
+    def _taken(conn: Connection, key: SendKey) -> AlreadyTaken:
+        row = conn.execute(query("SELECT state, owner FROM sends WHERE {key}", key=KEY_WHERE), key_args(key)).fetchone()
+        doing = "was sent by another run" if row and row[0] == SENT else \
+            f"is being sent right now by the worker {row[1] if row else '?'}"
+        return AlreadyTaken(f"the send of part {key.part} to {key.contact} {doing}: not sent again")
 
     def finish(self, key: SendKey, state: str, *, message_id: str | None = None,
                error: str | None = None, status: int | None = None) -> None:

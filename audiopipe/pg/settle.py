@@ -10,6 +10,7 @@ result is on the way.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -17,12 +18,15 @@ from psycopg.types.json import Jsonb
 from audiopipe.campaign.ledger import DEFERRED, RESOLVABLE, SENDING, SENT, LedgerRow, NotResolvable, SendKey
 from audiopipe.pg.connection import Connection
 from audiopipe.pg.records import KEY_WHERE, ROW_SELECT, add_event, key_args, query, to_row
+from audiopipe.pg.workers import ALIVE
 
 _FIND = query("""
 SELECT {cols}, owner,
-       state = %s AND EXISTS (SELECT 1 FROM workers w WHERE w.id = sends.owner AND w.stopped_at IS NULL
-                              AND w.heartbeat_at >= clock_timestamp() - make_interval(secs => %s)) AS in_flight
-  FROM sends WHERE {key} FOR UPDATE""", cols=ROW_SELECT, key=KEY_WHERE)
+       state = %(sending)s AND EXISTS (SELECT 1 FROM workers w WHERE w.id = sends.owner AND {alive}) AS in_flight
+  FROM sends
+ WHERE campaign = %(campaign)s AND workspace = %(workspace)s AND contact = %(contact)s
+   AND source_sha256 = %(source_sha256)s AND part = %(part)s
+   FOR UPDATE""", cols=ROW_SELECT, alive=ALIVE)
 
 _SETTLE = query("""
 UPDATE sends SET state = %s, message_id = %s, error = %s, status = NULL, resolved = %s, updated_at = now(),
@@ -46,7 +50,7 @@ def resolve(conn: Connection, keys: list[SendKey], *, delivered: bool, by: str, 
     with conn.transaction():
         for key in keys:
             with conn.cursor(row_factory=dict_row) as cur:
-                found = cur.execute(_FIND, (SENDING, lease, *key_args(key))).fetchone()
+                found = cur.execute(_FIND, dict(asdict(key), sending=SENDING, lease=lease)).fetchone()
             if found is None or found["state"] not in RESOLVABLE:
                 raise NotResolvable(f"the send of part {key.part} to {key.contact} is "
                                     f"{found['state'] if found else 'not in the ledger'}, not unknown")

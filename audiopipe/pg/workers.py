@@ -30,7 +30,8 @@ from audiopipe.pg.records import query
 REAPED = ("the run sending it stopped (no sign of life for {lease:g} s) while this message was being sent; "
           "it may have been delivered")
 
-_ALIVE = ("w.stopped_at IS NULL AND w.heartbeat_at >= clock_timestamp() - make_interval(secs => %(lease)s)")
+# A worker ``w`` alive: not stopped, a sign of life within the lease (a named parameter ``lease``).
+ALIVE = "w.stopped_at IS NULL AND w.heartbeat_at >= clock_timestamp() - make_interval(secs => %(lease)s)"
 
 _REAP = query("""
 WITH dead AS (
@@ -44,9 +45,9 @@ WITH dead AS (
            jsonb_build_object('reaped', true, 'owner', owner, 'attempt', attempts)
       FROM dead
 )
-SELECT count(*) FROM dead""", alive=_ALIVE)
+SELECT count(*) FROM dead""", alive=ALIVE)
 _ALIVE_WORKERS = query("SELECT id, host, pid, extract(epoch FROM clock_timestamp() - heartbeat_at)::float8 "
-                       "FROM workers w WHERE {alive} ORDER BY started_at", alive=_ALIVE)
+                       "FROM workers w WHERE {alive} ORDER BY started_at", alive=ALIVE)
 
 
 @dataclass(frozen=True)
