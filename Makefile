@@ -6,9 +6,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test bench system-deps venv clean fixtures
 
-# ffmpeg/ffprobe and libmagic: apt-get on Debian/Ubuntu, brew on macOS, otherwise say what is missing.
+# ffmpeg/ffprobe, libmagic and the PostgreSQL server (the tests start a throwaway cluster): apt-get on
+# Debian/Ubuntu, brew on macOS, otherwise say what is missing.
 system-deps:
-	@missing=""; \
+	@missing=""; pg=""; \
+	{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb /opt/homebrew/opt/postgresql@*/bin/initdb; } 2>/dev/null | grep -q . || { missing="$$missing postgresql"; pg=postgresql; }; \
 	command -v ffmpeg  >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
 	command -v ffprobe >/dev/null 2>&1 || missing="$$missing ffprobe"; \
 	{ ldconfig -p 2>/dev/null | grep -q 'libmagic\.so\.1' || [ -e /opt/homebrew/lib/libmagic.dylib ] || [ -e /usr/local/lib/libmagic.dylib ]; } || missing="$$missing libmagic"; \
@@ -16,11 +18,11 @@ system-deps:
 	echo "installing:$$missing"; \
 	if command -v apt-get >/dev/null 2>&1; then \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg libmagic1 >/dev/null; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg libmagic1 $$pg >/dev/null; \
 	elif command -v brew >/dev/null 2>&1; then \
-		brew install ffmpeg libmagic; \
+		brew install ffmpeg libmagic $${pg:+postgresql@16}; \
 	else \
-		echo "audiopipe needs:$$missing. Install ffmpeg (with ffprobe) and libmagic with your package manager," >&2; \
+		echo "audiopipe needs:$$missing. Install ffmpeg (with ffprobe), libmagic and postgresql with your package manager," >&2; \
 		echo "or point AUDIOPIPE_FFMPEG / AUDIOPIPE_FFPROBE at the binaries." >&2; exit 1; \
 	fi
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+pytest_plugins = ["pg_fixtures"]  # a throwaway PostgreSQL cluster for tests/test_pg_*.py
+
 
 @pytest.fixture(autouse=True)
 def _no_settle_delay(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,120 @@
+"""audiopipe's own schema, as numbered steps: each step's SQL runs once per database, in order, inside
+:func:`audiopipe.pg.schema.migrate`'s transaction. A step, once released, is never edited: a change is
+a new step at the end (a database remembers which steps it has, not what they said).
+
+The tables, and why each exists:
+
+- ``sends``: the ledger, one row per (campaign, workspace, contact, source content hash, part) as in
+  the SQLite ledger, with the same states and meanings, plus what many workers need: ``owner`` (the
+  worker that claimed it), ``claim`` (which claim: see :mod:`audiopipe.pg.claims`), ``next_at`` (not
+  before: a deferred send's back-off, and ``infinity`` for a part waiting for the one before it);
+  ``attempts`` is also the fencing token a result must carry.
+- ``events``: every change, never updated nor deleted (its growing id is the ledger's record count).
+- ``campaigns``: one row per campaign, with the stop flag a 401 raises for every worker.
+- ``workers``: who is working, and when each last gave a sign of life (the reaper reads it).
+- ``rate_limits``: one row per pace shared by all workers (GCRA: the next free slot, and a pause).
+- ``ledger_meta``: the ledger's random id, so a batch can tell this ledger from another one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Step:
+    version: int
+    about: str
+    sql: str
+
+
+LEDGER = """
+CREATE TABLE ledger_meta (key text PRIMARY KEY, value text NOT NULL);
+INSERT INTO ledger_meta VALUES ('ledger_id', replace(gen_random_uuid()::text, '-', '')),
+                               ('created_at', now()::text);
+
+CREATE TABLE campaigns (
+    campaign    text PRIMARY KEY,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    stopped_at  timestamptz,
+    stopped_why text
+);
+
+CREATE TABLE sends (
+    campaign        text NOT NULL,
+    workspace       text NOT NULL,
+    contact         text NOT NULL,
+    source_sha256   text NOT NULL,
+    part            integer NOT NULL CHECK (part >= 1),
+    parts           integer NOT NULL CHECK (parts >= part),
+    file            text NOT NULL,
+    prepared_sha256 text,
+    state           text NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'failed', 'deferred', 'unknown')),
+    message_id      text,
+    error           text,
+    status          integer,
+    attempts        integer NOT NULL DEFAULT 0,
+    owner           text,
+    claim           uuid,
+    next_at         timestamptz NOT NULL DEFAULT '-infinity',
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    work            text,
+    resolved        jsonb,
+    PRIMARY KEY (campaign, workspace, contact, source_sha256, part)
+);
+-- what a claim scans: only sends that may go, soonest first
+CREATE INDEX sends_ready ON sends (next_at) WHERE state IN ('pending', 'deferred');
+-- what the reaper and a claim's way back look up
+CREATE INDEX sends_in_flight ON sends (owner, claim) WHERE state = 'sending';
+CREATE INDEX sends_campaign_state ON sends (campaign, state);
+CREATE INDEX sends_work ON sends (work, campaign) WHERE state = 'pending';
+
+-- Part k of a split recording may go once part k-1 is sent. A claim checks that itself; this trigger
+-- only moves part k from 'infinity' to now, so that claims never scan the parts still waiting.
+CREATE FUNCTION audiopipe_release_next_part() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE sends SET next_at = now()
+     WHERE campaign = NEW.campaign AND workspace = NEW.workspace AND contact = NEW.contact
+       AND source_sha256 = NEW.source_sha256 AND part = NEW.part + 1 AND next_at = 'infinity';
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER sends_release_next_part AFTER UPDATE OF state ON sends FOR EACH ROW
+    WHEN (NEW.state = 'sent' AND OLD.state IS DISTINCT FROM 'sent' AND NEW.part < NEW.parts)
+    EXECUTE FUNCTION audiopipe_release_next_part();
+
+CREATE TABLE events (
+    id            bigserial PRIMARY KEY,
+    at            timestamptz NOT NULL DEFAULT now(),
+    campaign      text,
+    workspace     text,
+    contact       text,
+    source_sha256 text,
+    part          integer,
+    state         text NOT NULL,
+    detail        jsonb
+);
+CREATE INDEX events_planned ON events ((detail->>'work'), id) WHERE state = 'planned';
+
+CREATE TABLE workers (
+    id           text PRIMARY KEY,
+    host         text NOT NULL,
+    pid          integer NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    stopped_at   timestamptz
+);
+
+CREATE TABLE rate_limits (
+    name         text PRIMARY KEY,
+    interval_s   double precision NOT NULL CHECK (interval_s >= 0),
+    tat          timestamptz NOT NULL DEFAULT '-infinity',
+    paused_until timestamptz NOT NULL DEFAULT '-infinity',
+    pauses       bigint NOT NULL DEFAULT 0
+);
+"""
+
+STEPS: tuple[Step, ...] = (
+    Step(1, "the ledger: sends, events, campaigns, workers, rate limits", LEDGER),
+)
