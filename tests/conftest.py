@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["pg_fixtures"]  # a throwaway PostgreSQL cluster for tests/test_pg_*.py
+pytest_plugins = ["pg_fixtures"]  # a throwaway PostgreSQL cluster for tests/campaign/pg
 
 
 @pytest.fixture(autouse=True)

@@ -135,8 +135,8 @@ def pg_cluster() -> Iterator[PgCluster]:
         cluster.start()
         with cluster.admin() as conn:
             conn.execute(f'CREATE DATABASE "{TEMPLATE}" TEMPLATE template0')
-        from audiopipe.pg.connection import connect
-        from audiopipe.pg.schema import migrate
+        from audiopipe.campaign.pg.connection import connect
+        from audiopipe.campaign.pg.schema import migrate
 
         with connect(cluster.url(TEMPLATE)) as conn:
             migrate(conn)
@@ -166,7 +166,7 @@ def pg_empty_url(pg_cluster: PgCluster) -> Iterator[str]:
 def open_pg(pg_url: str, tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """Opens PgLedgers on the test's database (journal in the test's folder), all closed after the test.
     Keyword arguments are PgLedger's."""
-    from audiopipe.pg import PgLedger
+    from audiopipe.campaign.pg import PgLedger
 
     opened: list[PgLedger] = []
 

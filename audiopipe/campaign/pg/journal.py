@@ -4,7 +4,7 @@ After a request has gone out, its result must be recorded: if the database is un
 moment (a restart, a network cut), the worker appends the result to its own journal file, one JSON
 line, fsynced before it moves on, and writes it to the database on the next connection (before it
 claims anything more, and when a worker starts). A replay writes each result fenced by its attempt
-(see :mod:`audiopipe.pg.claims`), so replaying twice, or replaying a result that did reach the
+(see :mod:`audiopipe.campaign.pg.claims`), so replaying twice, or replaying a result that did reach the
 database after all, changes nothing.
 
 One file per worker (``<worker id>.jsonl`` in the journal folder), held with an ``flock`` while the
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from audiopipe.campaign.ledger import SendKey
+from audiopipe.campaign.pg.claims import Claim, Result
 from audiopipe.files import fsync_dir
-from audiopipe.pg.claims import Claim, Result
 
 SUFFIX = ".jsonl"
 

@@ -9,9 +9,9 @@ instead of locking anyone out, and :meth:`PgLedger.recover` makes ``unknown`` on
 workers that are dead, never those a live worker has in flight.
 
 For many workers it adds the distributed send protocol: :meth:`claim` and :meth:`complete` (see
-:mod:`audiopipe.pg.claims`), the reaper (:mod:`audiopipe.pg.workers`), the campaign stop flag
-(:mod:`audiopipe.pg.campaigns`), one pace for all (:mod:`audiopipe.pg.pace`), and the local journal
-for results the database could not take (:mod:`audiopipe.pg.journal`).
+:mod:`audiopipe.campaign.pg.claims`), the reaper (:mod:`audiopipe.campaign.pg.workers`), the campaign stop flag
+(:mod:`audiopipe.campaign.pg.campaigns`), one pace for all (:mod:`audiopipe.campaign.pg.pace`), and the local journal
+for results the database could not take (:mod:`audiopipe.campaign.pg.journal`).
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from audiopipe import paths
 from audiopipe.campaign.ledger import DEFERRED, SENDING, SENT, Ledger, LedgerIdentity, LedgerRow, PlannedSend, SendKey
-from audiopipe.pg import campaigns, claims, journal, pace, settle, workers
-from audiopipe.pg.claims import Claim, Recorded, Result
-from audiopipe.pg.connection import Connection, Database, connect, database_url
-from audiopipe.pg.errors import AlreadyTaken, DatabaseUnavailable, NotRegistered
-from audiopipe.pg.plan import record_plan
-from audiopipe.pg.reads import Reads
-from audiopipe.pg.records import KEY_WHERE, add_event, key_args, query
-from audiopipe.pg.schema import check, migrate
+from audiopipe.campaign.pg import campaigns, claims, journal, pace, settle, workers
+from audiopipe.campaign.pg.claims import Claim, Recorded, Result
+from audiopipe.campaign.pg.connection import Connection, Database, connect, database_url
+from audiopipe.campaign.pg.errors import AlreadyTaken, DatabaseUnavailable, NotRegistered
+from audiopipe.campaign.pg.plan import record_plan
+from audiopipe.campaign.pg.reads import Reads
+from audiopipe.campaign.pg.records import KEY_WHERE, add_event, key_args, query
+from audiopipe.campaign.pg.schema import check, migrate
 
 # Unlike the SQLite ledger, whose run lock keeps every other run out, many runs share this ledger:
 # the intent is refused on a row already sent, or in flight on another live worker, so two runs that
@@ -135,7 +135,8 @@ class PgLedger(Reads):
 
     def plan(self, work: str, sends: list[PlannedSend], detail: dict[str, Any] | None = None, *,
              campaign: str | None = None) -> int:
-        """Record the whole plan of a run as ``pending`` rows, in one transaction (see :mod:`audiopipe.pg.plan`)."""
+        """Record the whole plan of a run as ``pending`` rows, in one transaction
+        (see :mod:`audiopipe.campaign.pg.plan`)."""
         def work_(conn: Connection) -> int:
             with conn.transaction():
                 return record_plan(conn, work, sends, detail, campaign=campaign)
@@ -175,7 +176,7 @@ class PgLedger(Reads):
 
     def resolve(self, keys: list[SendKey], *, delivered: bool, by: str, message_id: str | None = None,
                 note: str | None = None) -> list[LedgerRow]:
-        """Settle sends whose outcome is unknown, as a person found out (see :mod:`audiopipe.pg.settle`)."""
+        """Settle sends whose outcome is unknown, as a person found out (see :mod:`audiopipe.campaign.pg.settle`)."""
         return self.db.run(lambda conn: settle.resolve(conn, keys, delivered=delivered, by=by, lease=self.lease,
                                                        message_id=message_id, note=note), doing="settle sends")
 

@@ -12,8 +12,8 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from audiopipe.campaign.ledger import LedgerRow, SendKey
-from audiopipe.pg.connection import Connection
+from audiopipe.campaign.ledger import LedgerRow, RowStatus, SendKey
+from audiopipe.campaign.pg.connection import Connection
 
 KEY_COLUMNS = ("campaign", "workspace", "contact", "source_sha256", "part")
 KEY_WHERE = "campaign = %s AND workspace = %s AND contact = %s AND source_sha256 = %s AND part = %s"
@@ -43,8 +43,8 @@ def key_args(key: SendKey) -> tuple[str, str, str, str, int]:
 def to_row(r: dict[str, Any]) -> LedgerRow:
     """A row read with ROW_SELECT (by a dict_row cursor) as the LedgerRow every ledger hands out."""
     return LedgerRow(key=SendKey(r["campaign"], r["workspace"], r["contact"], r["source_sha256"], r["part"]),
-                     state=r["state"], parts=r["parts"], file=r["file"], prepared_sha256=r["prepared_sha256"],
-                     message_id=r["message_id"], error=r["error"], status=r["status"], attempts=r["attempts"],
+                     state=RowStatus(r["state"]), parts=r["parts"], file=r["file"],
+                     prepared_sha256=r["prepared_sha256"], message_id=r["message_id"], error=r["error"], status=r["status"], attempts=r["attempts"],
                      updated_at=float(r["updated_at"]), work=r["work"], resolved=r["resolved"])
 
 

@@ -10,7 +10,7 @@ jobs are committed together, or neither is.
 A plan of a million sends is one ``COPY`` into a temporary table and one ``INSERT ... SELECT``, not a
 million statements. The second and later parts of a split recording are planned with ``next_at =
 infinity`` (waiting: claims do not even look at them) unless the part before is already sent; the
-trigger of :mod:`audiopipe.pg.migrations` releases them when it is.
+trigger of :mod:`audiopipe.campaign.pg.migrations` releases them when it is.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from audiopipe.campaign.ledger import PENDING, SENT, PlannedSend
-from audiopipe.pg.connection import Connection
-from audiopipe.pg.records import add_event
+from audiopipe.campaign.pg.connection import Connection
+from audiopipe.campaign.pg.records import add_event
 
 _STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS plan_in (

@@ -1,4 +1,4 @@
-"""procrastinate's tables, created and upgraded by our :func:`audiopipe.pg.schema.migrate`.
+"""procrastinate's tables, created and upgraded by our :func:`audiopipe.campaign.pg.schema.migrate`.
 
 How procrastinate versions its schema (3.10, read in its source): ``procrastinate/sql/schema.sql`` is
 the whole schema of the installed version, meant for an empty database
@@ -29,8 +29,8 @@ from pathlib import Path
 from procrastinate import __version__ as installed_text
 from procrastinate.schema import SchemaManager
 
-from audiopipe.pg.connection import Connection
-from audiopipe.pg.errors import SchemaError
+from audiopipe.campaign.pg.connection import Connection
+from audiopipe.campaign.pg.errors import SchemaError
 
 COMPONENT = "procrastinate"
 Version = tuple[int, int, int]
@@ -71,7 +71,7 @@ def _show(v: Version) -> str:
 def bring_up_to_date(conn: Connection) -> list[str]:
     """Create or upgrade procrastinate's tables to the installed version (see the module's docstring).
     Runs inside migrate's transaction and lock. Returns what was applied, in words."""
-    from audiopipe.pg.schema import has_table, record  # schema imports us: a cycle at import time only
+    from audiopipe.campaign.pg.schema import has_table, record  # schema imports us: a cycle at import time only
 
     noted = recorded(conn)
     if noted is None:

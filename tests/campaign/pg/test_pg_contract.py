@@ -51,7 +51,7 @@ def open_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Open
         if request.param == "sqlite":
             led: Any = SqliteLedger(tmp_path / "state" / "ledger.sqlite3")
         else:
-            from audiopipe.pg import PgLedger
+            from audiopipe.campaign.pg import PgLedger
 
             led = PgLedger(request.getfixturevalue("pg_url"), journal_dir=tmp_path / "journal", lease=5)
         opened.append(led)

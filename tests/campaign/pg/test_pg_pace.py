@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 BOOKER = textwrap.dedent("""
     import sys
     import psycopg
-    from audiopipe.pg.pace import book
+    from audiopipe.campaign.pg.pace import book
     with psycopg.connect(sys.argv[1], autocommit=True) as conn:
         for _ in range(int(sys.argv[2])):
             print(repr(book(conn, "api").at), flush=True)

@@ -8,8 +8,8 @@ flag goes up may still go out; that is the only delay.
 
 from __future__ import annotations
 
-from audiopipe.pg.connection import Connection
-from audiopipe.pg.records import add_event
+from audiopipe.campaign.pg.connection import Connection
+from audiopipe.campaign.pg.records import add_event
 
 
 def stop(conn: Connection, campaign: str, why: str) -> bool:

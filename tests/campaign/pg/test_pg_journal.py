@@ -9,9 +9,9 @@ import psycopg
 import pytest
 
 from audiopipe.campaign.ledger import SENDING, SENT, PlannedSend, SendKey
-from audiopipe.pg import Recorded
-from audiopipe.pg.claims import Claim, Result
-from audiopipe.pg.journal import Journal, read, replay_orphans
+from audiopipe.campaign.pg import Recorded
+from audiopipe.campaign.pg.claims import Claim, Result
+from audiopipe.campaign.pg.journal import Journal, read, replay_orphans
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -59,7 +59,7 @@ def test_eight_threads_claim_every_row_exactly_once(open_pg, pg_url):
 WORKER = textwrap.dedent("""
     import sys
     from audiopipe.campaign.ledger import SENT
-    from audiopipe.pg import PgLedger
+    from audiopipe.campaign.pg import PgLedger
     led = PgLedger(sys.argv[1], journal_dir=sys.argv[2])
     led.acquire()
     while batch := led.claim(limit=3):

@@ -20,11 +20,11 @@ unknown outcomes never resent without a person's word, one pace for all, a 401 s
 
 from __future__ import annotations
 
-from audiopipe.pg.claims import Claim, Recorded, Result
-from audiopipe.pg.connection import ENV_URL, database_url, describe
-from audiopipe.pg.errors import AlreadyTaken, DatabaseUnavailable, NoDatabase, NotRegistered, SchemaError
-from audiopipe.pg.ledger import PgLedger
-from audiopipe.pg.schema import migrate, versions
+from audiopipe.campaign.pg.claims import Claim, Recorded, Result
+from audiopipe.campaign.pg.connection import ENV_URL, database_url, describe
+from audiopipe.campaign.pg.errors import AlreadyTaken, DatabaseUnavailable, NoDatabase, NotRegistered, SchemaError
+from audiopipe.campaign.pg.ledger import PgLedger
+from audiopipe.campaign.pg.schema import migrate, versions
 
 __all__ = ["ENV_URL", "AlreadyTaken", "Claim", "DatabaseUnavailable", "NoDatabase", "NotRegistered", "PgLedger",
            "Recorded", "Result", "SchemaError", "database_url", "describe", "migrate", "versions"]

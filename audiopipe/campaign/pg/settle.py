@@ -16,9 +16,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from audiopipe.campaign.ledger import DEFERRED, RESOLVABLE, SENDING, SENT, LedgerRow, NotResolvable, SendKey
-from audiopipe.pg.connection import Connection
-from audiopipe.pg.records import KEY_WHERE, ROW_SELECT, add_event, key_args, query, to_row
-from audiopipe.pg.workers import ALIVE
+from audiopipe.campaign.pg.connection import Connection
+from audiopipe.campaign.pg.records import KEY_WHERE, ROW_SELECT, add_event, key_args, query, to_row
+from audiopipe.campaign.pg.workers import ALIVE
 
 _FIND = query("""
 SELECT {cols}, owner,

@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from functools import partial
 
-from audiopipe.pg.connection import Connection, Database
+from audiopipe.campaign.pg.connection import Connection, Database
 
 _BOOK = """
 UPDATE rate_limits SET tat = greatest(tat, clock_timestamp(), paused_until) + make_interval(secs => interval_s)

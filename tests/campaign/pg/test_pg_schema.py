@@ -10,9 +10,9 @@ import threading
 import psycopg
 import pytest
 
-from audiopipe.pg import queue_schema
-from audiopipe.pg.errors import SchemaError
-from audiopipe.pg.schema import LATEST, check, migrate, versions
+from audiopipe.campaign.pg import queue_schema
+from audiopipe.campaign.pg.errors import SchemaError
+from audiopipe.campaign.pg.schema import LATEST, check, migrate, versions
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -143,7 +143,7 @@ def test_a_plan_and_its_jobs_commit_together_or_not_at_all(pg_url):
     import procrastinate
 
     from audiopipe.campaign.ledger import PlannedSend, SendKey
-    from audiopipe.pg.plan import record_plan
+    from audiopipe.campaign.pg.plan import record_plan
 
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=pg_url))
 

@@ -7,7 +7,7 @@ and work that fails because the server went away is tried again until ``retry_fo
 passed. The pool's own reconnection gives up after as long, so that a later request connects at once
 rather than waiting out the pool's growing back-off from a long outage. Only work that is safe to run
 twice is retried that way: each caller says so by using :meth:`Database.run`; the claim, which is not
-by itself, has its own way back (see :mod:`audiopipe.pg.claims`).
+by itself, has its own way back (see :mod:`audiopipe.campaign.pg.claims`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
-from audiopipe.pg.errors import DatabaseUnavailable, NoDatabase
+from audiopipe.campaign.pg.errors import DatabaseUnavailable, NoDatabase
 
 ENV_URL = "AUDIOPIPE_DATABASE_URL"
 Connection = psycopg.Connection[TupleRow]

@@ -10,9 +10,19 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg.sql import Composed
 
-from audiopipe.campaign.ledger import DEFERRED, FAILED, PENDING, SENDING, STATES, UNKNOWN, LedgerRow, SendKey
-from audiopipe.pg.connection import Connection, Database
-from audiopipe.pg.records import KEY_WHERE, ROW_SELECT, key_args, query, row_select, to_row
+from audiopipe.campaign.ledger import (
+    DEFERRED,
+    FAILED,
+    PENDING,
+    SENDING,
+    STATES,
+    UNKNOWN,
+    BlockedPart,
+    LedgerRow,
+    SendKey,
+)
+from audiopipe.campaign.pg.connection import Connection, Database
+from audiopipe.campaign.pg.records import KEY_WHERE, ROW_SELECT, key_args, query, row_select, to_row
 
 _BLOCKED = query("""
     WITH first_stuck AS (
@@ -66,7 +76,7 @@ def _blocked_args(campaign: str | None, running: bool, limit: int | None = None)
 
 
 class Reads:
-    """The reading half of :class:`audiopipe.pg.ledger.PgLedger` (a mixin: it needs ``self.db``)."""
+    """The reading half of :class:`audiopipe.campaign.pg.ledger.PgLedger` (a mixin: it needs ``self.db``)."""
 
     db: Database
 
@@ -114,9 +124,9 @@ class Reads:
         return out
 
     def blocked(self, campaign: str | None = None, *, running: bool = False,
-                limit: int | None = None) -> list[tuple[LedgerRow, int, str]]:
+                limit: int | None = None) -> list[BlockedPart]:
         """The blocked parts (see _blocked_args): each row, the part it waits behind and that part's state."""
-        return [(to_row(r), int(r["by_part"]), r["by_state"])
+        return [BlockedPart(to_row(r), int(r["by_part"]), r["by_state"])
                 for r in self._dicts(_BLOCKED_ROWS, _blocked_args(campaign, running, limit))]
 
     def pending_sources(self, campaign: str | None = None) -> list[dict[str, Any]]:

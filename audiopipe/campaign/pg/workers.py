@@ -6,7 +6,7 @@ nobody knows whether those requests reached the server, so the reaper makes them
 ``pending`` again, since that could send a message twice; only a person (``--retry-unknown``,
 ``audiopipe resolve``) turns them back. A worker that was only slow (a stalled heartbeat, a database
 outage longer than the lease) loses nothing but a label: its definite result still lands on the
-unknown row (see :mod:`audiopipe.pg.claims`).
+unknown row (see :mod:`audiopipe.campaign.pg.claims`).
 
 Liveness is judged by the database's clock alone (``clock_timestamp()`` when beating and when
 reaping), so the machines' clocks need not agree. A row ``sending`` with no owner, or an owner that
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import psycopg
 
 from audiopipe.campaign.ledger import SENDING, UNKNOWN
-from audiopipe.pg.connection import Connection, connect
-from audiopipe.pg.errors import DatabaseUnavailable
-from audiopipe.pg.records import query
+from audiopipe.campaign.pg.connection import Connection, connect
+from audiopipe.campaign.pg.errors import DatabaseUnavailable
+from audiopipe.campaign.pg.records import query
 
 REAPED = ("the run sending it stopped (no sign of life for {lease:g} s) while this message was being sent; "
           "it may have been delivered")

@@ -28,8 +28,8 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from audiopipe.campaign.ledger import DEFERRED, FAILED, PENDING, SENDING, SENT, UNKNOWN, SendKey
-from audiopipe.pg.connection import Connection, Database
-from audiopipe.pg.records import KEY_WHERE, add_event, key_args, query
+from audiopipe.campaign.pg.connection import Connection, Database
+from audiopipe.campaign.pg.records import KEY_WHERE, add_event, key_args, query
 
 FINAL = (SENT, FAILED, DEFERRED, UNKNOWN)
 
@@ -48,7 +48,7 @@ class Claim:
 
 
 class Recorded(str, Enum):
-    """What became of a result (see :meth:`audiopipe.pg.ledger.PgLedger.complete`)."""
+    """What became of a result (see :meth:`audiopipe.campaign.pg.ledger.PgLedger.complete`)."""
 
     WRITTEN = "written"          # the row holds it
     STALE = "stale"              # the row had moved on (another attempt, a person's word): kept as an event only

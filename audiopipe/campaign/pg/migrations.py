@@ -1,12 +1,12 @@
 """audiopipe's own schema, as numbered steps: each step's SQL runs once per database, in order, inside
-:func:`audiopipe.pg.schema.migrate`'s transaction. A step, once released, is never edited: a change is
+:func:`audiopipe.campaign.pg.schema.migrate`'s transaction. A step, once released, is never edited: a change is
 a new step at the end (a database remembers which steps it has, not what they said).
 
 The tables, and why each exists:
 
 - ``sends``: the ledger, one row per (campaign, workspace, contact, source content hash, part) as in
   the SQLite ledger, with the same states and meanings, plus what many workers need: ``owner`` (the
-  worker that claimed it), ``claim`` (which claim: see :mod:`audiopipe.pg.claims`), ``next_at`` (not
+  worker that claimed it), ``claim`` (which claim: see :mod:`audiopipe.campaign.pg.claims`), ``next_at`` (not
   before: a deferred send's back-off, and ``infinity`` for a part waiting for the one before it);
   ``attempts`` is also the fencing token a result must carry.
 - ``events``: every change, never updated nor deleted (its growing id is the ledger's record count).

@@ -25,7 +25,7 @@ from audiopipe.campaign.ledger import (
     PlannedSend,
     SendKey,
 )
-from audiopipe.pg import NotRegistered, Recorded
+from audiopipe.campaign.pg import NotRegistered, Recorded
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -154,7 +154,7 @@ def test_a_stopped_campaign_is_claimed_by_nobody(open_pg):
 
 WORKER = textwrap.dedent("""
     import sys, time
-    from audiopipe.pg import PgLedger
+    from audiopipe.campaign.pg import PgLedger
     led = PgLedger(sys.argv[1], lease=float(sys.argv[2]), journal_dir=sys.argv[3])
     led.acquire()
     print(len(led.claim(limit=2)), flush=True)
@@ -227,7 +227,7 @@ def test_a_claim_whose_answer_was_lost_is_found_again_by_its_id(open_pg, pg_url,
     back on a new connection, finds the rows its claim took, instead of leaving them sending forever."""
     import uuid
 
-    from audiopipe.pg.claims import claim_rows, claimed_by
+    from audiopipe.campaign.pg.claims import claim_rows, claimed_by
 
     worker = open_pg()
     plan(worker, key("c1"), key("c2"))
@@ -243,7 +243,7 @@ def test_a_claim_whose_answer_was_lost_is_found_again_by_its_id(open_pg, pg_url,
 def test_two_runs_that_both_read_pending_cannot_both_begin_the_send(open_pg):
     """The SQLite ledger keeps a second run out with its lock; a shared ledger refuses the intent
     instead: on a row another live worker is sending, and on a row already sent."""
-    from audiopipe.pg import AlreadyTaken
+    from audiopipe.campaign.pg import AlreadyTaken
 
     first, second = open_pg(), open_pg()
     plan(first, key())

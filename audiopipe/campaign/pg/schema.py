@@ -1,8 +1,8 @@
 """The database's schema, created and brought up to date by audiopipe itself, versioned.
 
 ``schema_version`` records, per component, every version applied and when: ``audiopipe`` (our steps,
-:mod:`audiopipe.pg.migrations`) and ``procrastinate`` (the job queue's tables, see
-:mod:`audiopipe.pg.queue_schema`). :func:`migrate` applies what is missing, all in one transaction
+:mod:`audiopipe.campaign.pg.migrations`) and ``procrastinate`` (the job queue's tables, see
+:mod:`audiopipe.campaign.pg.queue_schema`). :func:`migrate` applies what is missing, all in one transaction
 (PostgreSQL's DDL is transactional: a migration that fails leaves the schema as it was), under an
 advisory lock, so that two processes migrating at once (two workers starting together) take turns
 and the second finds nothing left to do. A database whose schema is newer than this audiopipe knows
@@ -11,10 +11,10 @@ is refused rather than used: its meaning may have changed under us.
 
 from __future__ import annotations
 
-from audiopipe.pg import queue_schema
-from audiopipe.pg.connection import Connection
-from audiopipe.pg.errors import SchemaError
-from audiopipe.pg.migrations import STEPS
+from audiopipe.campaign.pg import queue_schema
+from audiopipe.campaign.pg.connection import Connection
+from audiopipe.campaign.pg.errors import SchemaError
+from audiopipe.campaign.pg.migrations import STEPS
 
 COMPONENT = "audiopipe"
 # One lock for everything that changes the schema: pg_advisory_xact_lock takes a bigint; these are
