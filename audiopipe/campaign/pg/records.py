@@ -44,7 +44,8 @@ def to_row(r: dict[str, Any]) -> LedgerRow:
     """A row read with ROW_SELECT (by a dict_row cursor) as the LedgerRow every ledger hands out."""
     return LedgerRow(key=SendKey(r["campaign"], r["workspace"], r["contact"], r["source_sha256"], r["part"]),
                      state=RowStatus(r["state"]), parts=r["parts"], file=r["file"],
-                     prepared_sha256=r["prepared_sha256"], message_id=r["message_id"], error=r["error"], status=r["status"], attempts=r["attempts"],
+                     prepared_sha256=r["prepared_sha256"], message_id=r["message_id"], error=r["error"],
+                     status=r["status"], attempts=r["attempts"],
                      updated_at=float(r["updated_at"]), work=r["work"], resolved=r["resolved"])
 
 
