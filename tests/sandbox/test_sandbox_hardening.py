@@ -303,38 +303,32 @@ def test_idle_connection_is_closed_without_an_answer(make_sandbox):
     assert elapsed < FAST["idle_timeout"] + SLACK
 
 
-def test_slow_headers_get_408_within_the_header_timeout(make_sandbox):
-    sandbox = make_sandbox(**FAST)
+def _trickle(sandbox, opening: bytes, drip) -> tuple[Answer, float]:
+    """Send ``opening``, then one ``drip(i)`` every 0.2 s (never idle, never done) until the sandbox
+    answers or drops us; the answer and how long it took."""
     with socket.create_connection(("127.0.0.1", sandbox.port), timeout=5) as sock:
-        sock.sendall(f"POST {AUDIO_PATH} HTTP/1.1\r\n".encode())
+        sock.sendall(opening)
         started = time.monotonic()
         try:
-            for i in range(40):  # one header line every 0.2 s: never idle, never done
-                sock.sendall(f"X-Slow-{i}: a\r\n".encode())
+            for i in range(40):
+                sock.sendall(drip(i))
                 if select.select([sock], [], [], 0.2)[0]:
                     break
         except OSError:
             pass
-        answer = read_answer(sock)
-        elapsed = time.monotonic() - started
+        return read_answer(sock), time.monotonic() - started
+
+
+def test_slow_headers_get_408_within_the_header_timeout(make_sandbox):
+    answer, elapsed = _trickle(make_sandbox(**FAST), f"POST {AUDIO_PATH} HTTP/1.1\r\n".encode(),
+                               lambda i: f"X-Slow-{i}: a\r\n".encode())
     assert_api_shaped(answer, 408)
     assert elapsed < FAST["header_timeout"] + SLACK
 
 
 def test_slow_body_gets_408_within_the_body_timeout(make_sandbox):
-    sandbox = make_sandbox(**FAST)
-    with socket.create_connection(("127.0.0.1", sandbox.port), timeout=5) as sock:
-        sock.sendall(head(headers=[("Content-Type", "application/json"), ("Content-Length", "1000")]))
-        started = time.monotonic()
-        try:
-            for _ in range(40):  # a byte every 0.2 s
-                sock.sendall(b" ")
-                if select.select([sock], [], [], 0.2)[0]:
-                    break
-        except OSError:
-            pass
-        answer = read_answer(sock)
-        elapsed = time.monotonic() - started
+    opening = head(headers=[("Content-Type", "application/json"), ("Content-Length", "1000")])
+    answer, elapsed = _trickle(make_sandbox(**FAST), opening, lambda _: b" ")  # a byte every 0.2 s
     assert_api_shaped(answer, 408)
     assert elapsed < FAST["body_timeout"] + SLACK
 
