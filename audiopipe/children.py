@@ -25,7 +25,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 STOP_GRACE = 0.5  # seconds a terminated child gets to exit before it is killed
@@ -102,6 +104,40 @@ def stop_children(grace: float = STOP_GRACE, *, for_good: bool = True) -> int:
     return len(procs)
 
 
+@dataclass
+class _MainSpawn:
+    active: bool = False     # the main thread is inside Popen: the fork and Python's at-fork hooks
+    interrupt: bool = False  # a signal handler asked for a KeyboardInterrupt meanwhile
+
+
+_main_spawn = _MainSpawn()
+
+
+def interrupt_when_safe() -> None:
+    """For a signal handler: raise KeyboardInterrupt now, or, while the main thread is starting a
+    child, as soon as the child is started and registered. Raised inside the at-fork hooks (logging
+    has one), it would be printed as "Exception ignored" and lost, and the stop with it."""
+    if _main_spawn.active:
+        _main_spawn.interrupt = True
+        return
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers run in the main thread only
+        return
+    _main_spawn.active = True
+    try:
+        yield
+    finally:
+        _main_spawn.active = False
+        pending, _main_spawn.interrupt = _main_spawn.interrupt, False
+        if pending:
+            raise KeyboardInterrupt  # replaces an error in flight too: the stop is what happened
+
+
 def _start(argv: list[str], preexec: Callable[[], None] | None) -> subprocess.Popen[bytes]:
     if _stopping.is_set():
         raise Interrupted(f"interrupted: {Path(argv[0]).name} was not started")
@@ -109,13 +145,14 @@ def _start(argv: list[str], preexec: Callable[[], None] | None) -> subprocess.Po
     # It makes those system calls through functions looked up beforehand: it takes no lock and imports
     # nothing, so another thread holding one at the fork cannot hang it (ruff's worry about threads).
     hook = functools.partial(_in_child, os.getpid(), preexec)
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, preexec_fn=hook)  # noqa: PLW1509 - only a hook sets pdeathsig and rlimits; see above
-    with _live_lock:
-        _live[proc.pid] = proc
-        if _stopping.is_set():  # stop_children ran between the check above and the registration
-            _stopped.add(proc.pid)
-            _signal_group(proc, signal.SIGKILL)
+    with _interrupts_held():  # a Ctrl-C now comes out once the child is registered (and so stopped)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True, preexec_fn=hook)  # noqa: PLW1509 - only a hook sets pdeathsig and rlimits; see above
+        with _live_lock:
+            _live[proc.pid] = proc
+            if _stopping.is_set():  # stop_children ran between the check above and the registration
+                _stopped.add(proc.pid)
+                _signal_group(proc, signal.SIGKILL)
     return proc
 
 

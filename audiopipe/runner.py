@@ -38,7 +38,15 @@ from audiopipe.child_limits import (
     ChildLimits,
     wall_timeout,
 )
-from audiopipe.children import MAX_LINE, STOP_GRACE, Interrupted, run_child, stop_children, stopping
+from audiopipe.children import (
+    MAX_LINE,
+    STOP_GRACE,
+    Interrupted,
+    interrupt_when_safe,
+    run_child,
+    stop_children,
+    stopping,
+)
 from audiopipe.errors import FFmpegError, LimitExceeded, ToolMissingError
 
 __all__ = [
@@ -64,6 +72,7 @@ __all__ = [
     "ffmpeg_version",
     "ffprobe_base",
     "find_tool",
+    "interrupt_when_safe",
     "run",
     "run_child",
     "stop_children",

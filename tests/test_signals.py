@@ -347,3 +347,45 @@ def test_the_sweeper_removes_only_what_a_dead_owner_left(kind, tmp_path, dead_ow
             (tmp_path / name / "half.ogg").write_bytes(b"x")
     assert scratch.sweep(tmp_path) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live, elsewhere, user_file])
+
+
+# A signal that lands while the main thread starts a child: Python runs the handler at the next
+# bytecode, which may be inside an at-fork hook (logging registers one), where an exception is printed
+# as "Exception ignored" and dropped, and the stop with it. An at-fork hook of our own makes that
+# moment certain here.
+_SIGNAL_IN_AT_FORK_HOOK = r"""
+import os, signal, sys, time
+from audiopipe import runner
+
+armed = [True]
+def in_parent_after_fork():
+    if armed[0]:
+        armed[0] = False
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10000):  # the handler runs here, inside the hook
+            pass
+
+def on_term(signum, frame):
+    runner.stop_children()
+    runner.interrupt_when_safe()
+
+os.register_at_fork(after_in_parent=in_parent_after_fork)
+signal.signal(signal.SIGTERM, on_term)
+started = time.monotonic()
+try:
+    runner.run(["sleep", "20"], timeout=30, what="sleep", limited=False)
+except KeyboardInterrupt:
+    print(f"interrupted after {time.monotonic() - started:.1f}s")
+    sys.exit(0)
+print("the stop was lost")
+sys.exit(1)
+"""
+
+
+def test_a_signal_during_the_start_of_a_child_is_not_lost():
+    done = subprocess.run([sys.executable, "-c", _SIGNAL_IN_AT_FORK_HOOK], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "interrupted after" in done.stdout
+    assert "Exception ignored" not in done.stderr
+    assert float(done.stdout.split()[-1].rstrip("s")) < 10  # not after the 20 s child ended by itself

@@ -96,7 +96,7 @@ def _on_signal(signum: int, _frame: object) -> None:
         os._exit(signal_exit_code(signum))
     _run.signum = signum
     runner.stop_children()  # before unwinding: every worker blocked on ffmpeg wakes up now
-    raise KeyboardInterrupt
+    runner.interrupt_when_safe()  # a KeyboardInterrupt now, or right after a child being started
 
 
 def _stop_interrupted(signum: int) -> NoReturn:
