@@ -103,9 +103,11 @@ def make_source(folder: Path) -> Path:
              f"anoisesrc=d={SOURCE_SECONDS}:c=pink:r=44100:a=0.05:s={SEED}[n];"
              "[v][n]amix=inputs=2:normalize=0[out]")
     tmp = wav.with_suffix(".part.wav")
-    subprocess.run([REAL_FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-                    "-filter_complex", graph, "-map", "[out]", "-ac", "1", "-c:a", "pcm_s16le", str(tmp)],
-                   check=True, capture_output=True, timeout=120)
+    done = subprocess.run([REAL_FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+                           "-filter_complex", graph, "-map", "[out]", "-ac", "1", "-c:a", "pcm_s16le", str(tmp)],
+                          capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        fail(f"ffmpeg could not make the recording ({done.returncode}): {last_line(done.stderr)}")
     tmp.replace(wav)
     return wav
 
@@ -446,7 +448,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="200 contacts, 1 repetition, naive sample of 20")
     ap.add_argument("--smoke", action="store_true",
-                    help="40 contacts, 1 repetition, naive sample of 3, no bare loop: does it still run?")
+                    help="40 contacts, concurrency 4 only, 1 repetition, naive sample of 3, no bare loop: "
+                         "does it still run?")
     ap.add_argument("--contacts", type=int, default=None, help="contacts (default 2000; 200 with --quick)")
     ap.add_argument("--reps", type=int, default=None,
                     help="repetitions of each audiopipe run (default 3; 1 with --quick)")
@@ -466,7 +469,7 @@ def main() -> int:
     n = args.contacts or (40 if args.smoke else 200 if args.quick else 2000)
     reps = args.reps or (1 if args.quick else 3)
     sample = min(n, args.naive_sample or (3 if args.smoke else 20 if args.quick else 100))
-    levels = args.concurrency or [8, 4]
+    levels = args.concurrency or ([4] if args.smoke else [8, 4])
 
     started = time.perf_counter()
     WORK.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_preflight.py            # about a minute
     .venv/bin/python bench/bench_preflight.py --latency 0.05
-    .venv/bin/python bench/bench_preflight.py --quick   # 2 x 20 s WAVs, 10 checks, 1 rep (a few seconds)
+    .venv/bin/python bench/bench_preflight.py --quick   # 2 x 10 s WAVs, 10 checks, 1 rep (a few seconds)
 
 Not a test. Against an in-process sandbox (data under bench/.work/preflight/):
 
@@ -74,7 +74,7 @@ def main() -> int:
     global WORK
     ap = argparse.ArgumentParser()
     ap.add_argument("--latency", type=float, default=0.0, help="seconds the sandbox adds to every answer")
-    ap.add_argument("--quick", action="store_true", help="2 x 20 s WAVs, 10 checks, 1 rep")
+    ap.add_argument("--quick", action="store_true", help="2 x 10 s WAVs, 10 checks, 1 rep")
     ap.add_argument("--checks", type=int, default=None, help="token checks timed (default 50; 10 with --quick)")
     ap.add_argument("--reps", type=int, default=None, help="reruns timed each way (default 5; 1 with --quick)")
     add_dir_options(ap)
@@ -83,7 +83,7 @@ def main() -> int:
     if args.work:
         WORK = args.work.resolve() / "preflight"
     checks, reps = args.checks or (10 if args.quick else 50), args.reps or (1 if args.quick else 5)
-    files, seconds = (2, 20) if args.quick else (4, 120)
+    files, seconds = (2, 10) if args.quick else (4, 120)
     shutil.rmtree(WORK / "sandbox", ignore_errors=True)
     folder = make_folder(files, seconds)
     config = SandboxConfig(token=TOKEN, data_dir=WORK / "sandbox", faults=Faults(latency=args.latency))

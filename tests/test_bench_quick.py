@@ -8,6 +8,7 @@ results into tmp_path (``--work`` / ``--out``), never into the working tree.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -39,3 +40,21 @@ def test_every_benchmark_runs_in_its_quick_mode(tmp_path: Path) -> None:
         assert table_line in proc.stdout, f"{' '.join(argv)} printed no table:\n{proc.stdout[-2000:]}"
         assert "FAILED" not in proc.stdout + proc.stderr, said
         assert (out / written).is_file()
+
+
+def test_a_bench_whose_measured_thing_fails_says_so_in_one_line(tmp_path: Path) -> None:
+    """The shared failure contract (bench/common.py run_main): one line on stderr, exit 1, no traceback."""
+    pytest.importorskip("psutil")
+    fake = tmp_path / "bin" / "ffmpeg"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'ffmpeg: broken on purpose' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run([sys.executable, "bench/bench_preflight.py", "--quick", "--out", str(tmp_path / "out"),
+                           "--work", str(tmp_path / "work")], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("bench_preflight: FAILED: ffmpeg could not make the input: ffmpeg: broken on purpose")
+    assert (tmp_path / "out" / "bench_preflight-failure.txt").is_file()  # the traceback, kept aside
