@@ -1,6 +1,6 @@
 """What the token check before the work costs, and what it saves.
 
-    .venv/bin/python bench/bench_preflight.py            # about a minute
+    .venv/bin/python bench/bench_preflight.py            # about 20 s on a quiet machine
     .venv/bin/python bench/bench_preflight.py --latency 0.05
     .venv/bin/python bench/bench_preflight.py --quick   # 2 x 10 s WAVs, 10 checks, 1 rep (a few seconds)
 

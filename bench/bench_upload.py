@@ -231,6 +231,10 @@ def main() -> int:
     note = (f"File: {size:,}-byte MP3 (320 kbit/s, sniffs audio/mpeg), to the in-process sandbox on "
             f"127.0.0.1. Wall-time ratio client/plain: **{ratio:.2f}**. Peak RSS is the whole child "
             f"process (Python, requests, audiopipe imported in both).")
+    cmd = ".venv/bin/python bench/bench_upload.py" + (" --smoke" if args.smoke else " --quick" if args.quick else "")
+    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    print(f"`{cmd}` ({datetime.now(timezone.utc):%Y-%m-%d}, git {done.stdout.strip() or '?'}, {os.cpu_count()} vCPUs, "
+          f"Python {platform.python_version()}, load average {load[0]:.2f} before)\n")
     print(table)
     print()
     print(note)
