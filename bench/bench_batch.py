@@ -3,10 +3,17 @@
     .venv/bin/python bench/bench_batch.py            # 2,000 contacts, 3 repetitions, naive sample of 100
     .venv/bin/python bench/bench_batch.py --quick    # 200 contacts, 1 repetition, naive sample of 20
     .venv/bin/python bench/bench_batch.py --no-bare  # without the bare-loop diagnostic (about half the time)
+    .venv/bin/python bench/bench_batch.py --smoke --out DIR --work DIR  # 40 contacts: what the tests run
+
+The recording is generated seconds before the run, so every batch is given `--settle 0` (a fresh
+file is otherwise held back as "still arriving" and nothing is sent). Any failure of what is measured
+(a run that does not send exactly once to every contact, more than one encode of the one file) ends
+with one line on stderr and exit 1.
 
 What it measures, all in the same run (bench/.work/batch/ holds the inputs and every run's files):
 
-(a) `audiopipe batch DIR --contacts CSV -w W --state <fresh> --new-ledger --concurrency C --rate 0 --quiet --json`
+(a) `audiopipe batch DIR --contacts CSV -w W --state <fresh> --new-ledger --settle 0 --concurrency C --rate 0
+    --quiet --json`
     as a subprocess, for C = 8 and the default C = 4, each repetition against a FRESH sandbox
     (`audiopipe sandbox --latency 0.05`, a separate process, so its CPU is not the client's), a
     fresh ledger and a fresh prepare cache. Wall time; the client's CPU (getrusage(RUSAGE_CHILDREN)
@@ -57,6 +64,7 @@ from typing import Any
 
 import psutil
 import requests
+from common import add_dir_options, fail, last_line, run_main, set_dirs
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -95,9 +103,11 @@ def make_source(folder: Path) -> Path:
              f"anoisesrc=d={SOURCE_SECONDS}:c=pink:r=44100:a=0.05:s={SEED}[n];"
              "[v][n]amix=inputs=2:normalize=0[out]")
     tmp = wav.with_suffix(".part.wav")
-    subprocess.run([REAL_FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-                    "-filter_complex", graph, "-map", "[out]", "-ac", "1", "-c:a", "pcm_s16le", str(tmp)],
-                   check=True, capture_output=True, timeout=120)
+    done = subprocess.run([REAL_FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+                           "-filter_complex", graph, "-map", "[out]", "-ac", "1", "-c:a", "pcm_s16le", str(tmp)],
+                          capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        fail(f"ffmpeg could not make the recording ({done.returncode}): {last_line(done.stderr)}")
     tmp.replace(wav)
     return wav
 
@@ -153,14 +163,15 @@ class SandboxProcess:
         deadline = time.monotonic() + 30
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the sandbox exited ({self.proc.returncode}); see {self._log.name}")
+                fail(f"the sandbox exited ({self.proc.returncode}); see {self._log.name}")
             try:
                 if requests.get(self.base + "/_sandbox/health", timeout=1).ok:
                     break
             except requests.RequestException:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("the sandbox did not come up within 30 s")
+                self.stop()
+                fail("the sandbox did not come up within 30 s")
             time.sleep(0.05)
 
     def cpu(self) -> float:
@@ -222,6 +233,7 @@ def run_audiopipe(folder: Path, csv: Path, contacts: list[str], concurrency: int
     ff_log = run_dir / "ffmpeg.log"
     argv = [*AUDIOPIPE, "batch", str(folder), "--contacts", str(csv), "-w", WORKSPACE,
             "--state", str(state), "--new-ledger",  # every run starts afresh on the same recordings
+            "--settle", "0",  # the recording was generated seconds ago: do not hold it back as "arriving"
             "--concurrency", str(concurrency), "--rate", "0", "--quiet", "--json"]
     env = {k: v for k, v in os.environ.items()
            if k not in ("AUDIOPIPE_STATE", "AUDIOPIPE_CAMPAIGN", "LANCEPILOT_WORKSPACE",
@@ -256,6 +268,10 @@ def run_audiopipe(folder: Path, csv: Path, contacts: list[str], concurrency: int
         check["stderr"] = proc.stderr[-2000:]
     ff = ffmpeg_runs(ff_log)
     phases = ledger_phases(state, t_wall=wall)
+    # Move this run's ledger away: the next run starts afresh with --new-ledger, which (rightly) refuses
+    # while the ledger of earlier sends of the same folder still exists where the folder's marker says.
+    for f in run_dir.glob("ledger.sqlite3*"):
+        f.rename(f.with_name("measured-" + f.name))
     limit = n * LATENCY / concurrency
     return {
         "concurrency": concurrency, "rep": rep, "argv": argv, "wall_s": wall, "sends": n,
@@ -265,6 +281,21 @@ def run_audiopipe(folder: Path, csv: Path, contacts: list[str], concurrency: int
         "ffmpeg": ff, "phases": phases, "check": check, "load_before": load0,
         "cache_dir": str(run_dir / "cache"),
     }
+
+
+def require_correct(r: dict[str, Any]) -> None:
+    """The run's own correctness: every contact got the message exactly once, one encode in all."""
+    check, c = r["check"], r["concurrency"]
+    if check["exit_code"] != 0:
+        fail(f"audiopipe batch (concurrency {c}) exited {check['exit_code']}, sent {check['summary_sent']} of "
+             f"{r['sends']}: {last_line(check.get('stderr', ''))}")
+    if not check["ok"]:
+        fail(f"audiopipe batch (concurrency {c}): the sandbox holds {check['messages']} message(s) for {r['sends']} "
+             f"contacts ({check['contacts_duplicated']} twice, {check['contacts_missing']} missing, "
+             f"{check['distinct_files']} distinct files); the summary says {check['summary_sent']} sent")
+    if r["ffmpeg"]["encodes"] != 1:
+        fail(f"audiopipe batch (concurrency {c}): {r['ffmpeg']['encodes']} ffmpeg encodes for one unique file "
+             "(expected exactly 1)")
 
 
 def ledger_phases(state: Path, *, t_wall: float) -> dict[str, float]:
@@ -301,13 +332,17 @@ def run_naive(source: Path, contacts: list[str], sample: int) -> dict[str, Any]:
             with tempfile.TemporaryDirectory(prefix="naive-") as tmp:
                 out = Path(tmp) / "message.ogg"
                 a = time.perf_counter()
-                subprocess.run([REAL_FFMPEG, "-y", "-i", str(source), *NAIVE_ENCODE, str(out)],
-                               check=True, capture_output=True)
+                done = subprocess.run([REAL_FFMPEG, "-y", "-i", str(source), *NAIVE_ENCODE, str(out)],
+                               capture_output=True)
                 b = time.perf_counter()
+                if done.returncode != 0:
+                    why = last_line(done.stderr.decode(errors="replace"))
+                    fail(f"naive loop: ffmpeg exited {done.returncode}: {why}")
                 with open(out, "rb") as fh:
                     r = requests.post(url, files={"file": fh}, headers={"Authorization": f"Bearer {TOKEN}"},
                                       timeout=60)
-                r.raise_for_status()
+                if r.status_code != 201:
+                    fail(f"naive loop: the sandbox answered {r.status_code} {r.text[:200]}")
                 t_ffmpeg += b - a
                 t_post += time.perf_counter() - b
         wall = time.perf_counter() - t0
@@ -329,7 +364,7 @@ def prepared_file(run: dict[str, Any]) -> Path:
     """The file audiopipe prepared in a run (from its prepare cache)."""
     found = sorted(Path(run["cache_dir"]).rglob("*.ogg"))
     if not found:
-        raise RuntimeError(f"no prepared .ogg in {run['cache_dir']}")
+        fail(f"no prepared .ogg in {run['cache_dir']}: the audiopipe run prepared nothing")
     return found[0]
 
 
@@ -354,7 +389,7 @@ def run_bare(prepared: Path, contacts: list[str], concurrency: int, rep: int, pr
             r = session.post(f"{sb.url}/workspaces/{WORKSPACE}/contacts/{contact}/messages/audio",
                              files={"file": ("message.ogg", fh, "audio/ogg")}, headers=auth)
         if r.status_code != 201:
-            raise RuntimeError(f"bare loop: {r.status_code} {r.text[:200]}")
+            fail(f"bare requests loop: the sandbox answered {r.status_code} {r.text[:200]}")
         return time.perf_counter() - t
 
     try:
@@ -412,6 +447,9 @@ def median(values: list[float]) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="200 contacts, 1 repetition, naive sample of 20")
+    ap.add_argument("--smoke", action="store_true",
+                    help="40 contacts, concurrency 4 only, 1 repetition, naive sample of 3, no bare loop: "
+                         "does it still run?")
     ap.add_argument("--contacts", type=int, default=None, help="contacts (default 2000; 200 with --quick)")
     ap.add_argument("--reps", type=int, default=None,
                     help="repetitions of each audiopipe run (default 3; 1 with --quick)")
@@ -421,11 +459,17 @@ def main() -> int:
                     help="concurrency to measure (repeatable; default 8 and 4)")
     ap.add_argument("--no-bare", action="store_true",
                     help="skip the bare requests loop (the machine's and sandbox's own limit)")
+    add_dir_options(ap)
     args = ap.parse_args()
-    n = args.contacts or (200 if args.quick else 2000)
+    global WORK, OUT
+    set_dirs(args.work, args.out)  # where a failure's traceback goes
+    WORK, OUT = (args.work.resolve() / "batch" if args.work else WORK), (args.out.resolve() if args.out else OUT)
+    if args.smoke:
+        args.quick, args.no_bare = True, True
+    n = args.contacts or (40 if args.smoke else 200 if args.quick else 2000)
     reps = args.reps or (1 if args.quick else 3)
-    sample = min(n, args.naive_sample or (20 if args.quick else 100))
-    levels = args.concurrency or [8, 4]
+    sample = min(n, args.naive_sample or (3 if args.smoke else 20 if args.quick else 100))
+    levels = args.concurrency or ([4] if args.smoke else [8, 4])
 
     started = time.perf_counter()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -450,6 +494,7 @@ def main() -> int:
             log(f"[rep {rep}/{reps}] audiopipe batch, concurrency {c} ...")
             r = run_audiopipe(folder, csv, contacts, c, rep, wrapper)
             runs.append(r)
+            require_correct(r)
             ph = r["phases"]
             log(f"  wall {r['wall_s']:.2f} s (limit {r['limit_s']:.2f} s, x{r['wall_over_limit']:.2f}); "
                 f"send phase {ph.get('send_phase_s', float('nan')):.2f} s, before it "
@@ -468,6 +513,8 @@ def main() -> int:
             log(f"  {naive['per_send_s'] * 1000:.0f} ms/send (ffmpeg {naive['ffmpeg_s_per_send'] * 1000:.0f} ms, "
                 f"POST {naive['post_s_per_send'] * 1000:.0f} ms); check "
                 f"{'OK' if naive['check']['ok'] else 'FAILED ' + json.dumps(naive['check'])}")
+            if not naive["check"]["ok"]:
+                fail(f"naive loop: the sandbox holds {naive['check']['messages']} message(s) for {sample} contacts")
     assert naive is not None
     log("ledger cost (audiopipe's SqliteLedger, begin + finish per send, same disk) ...")
     ledger = ledger_cost(min(n, 500))
@@ -538,17 +585,20 @@ def main() -> int:
                  f"{ledger['per_send_ms']:.2f} ms", f"x {n} = {ledger['per_send_ms'] * n / 1000:.1f} s floor", ""])
 
     total = time.perf_counter() - started
-    cmd = ".venv/bin/python bench/bench_batch.py" + (" --quick" if args.quick else "") + \
+    cmd = ".venv/bin/python bench/bench_batch.py" + (" --smoke" if args.smoke else " --quick" if args.quick else "") + \
         (f" --contacts {args.contacts}" if args.contacts else "") + (f" --reps {args.reps}" if args.reps else "") + \
         (f" --naive-sample {args.naive_sample}" if args.naive_sample else "") + \
-        "".join(f" --concurrency {c}" for c in args.concurrency or []) + (" --no-bare" if args.no_bare else "")
+        "".join(f" --concurrency {c}" for c in args.concurrency or []) + \
+        (" --no-bare" if args.no_bare and not args.smoke else "")
     ff = subprocess.run([REAL_FFMPEG, "-hide_banner", "-version"], capture_output=True, text=True).stdout
     ff = ff.splitlines()[0].split(" Copyright")[0] if ff else "ffmpeg ?"
     env_line = f"{platform.machine()}, {os.cpu_count()} vCPUs, Python {platform.python_version()}, {ff}"
     load = f"load average {load0[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
-    batch_cmd = ("audiopipe batch recordings/ --contacts contacts.csv -w W --state <fresh> --new-ledger "
+    batch_cmd = ("audiopipe batch recordings/ --contacts contacts.csv -w W --state <fresh> --new-ledger --settle 0 "
                  "--concurrency C --rate 0 --quiet --json")
-    text = (f"`{cmd}` ({'quick run' if args.quick else 'full run'}: one {SOURCE_SECONDS} s WAV to {n} contacts, "
+    kind = "smoke run" if args.smoke else "quick run" if args.quick else "full run"
+    text = (f"`{cmd}` ({kind}, git {git_head()}, {datetime.now(timezone.utc):%Y-%m-%d}: "
+            f"one {SOURCE_SECONDS} s WAV to {n} contacts, "
             f"sandbox with {LATENCY * 1000:.0f} ms latency in its own process; `{batch_cmd}`; "
             f"{env_line}; took {total / 60:.1f} min; {load})\n\n"
             + md_table(["run", "measure", "value", "against", "verdict"], rows) + "\n")
@@ -560,9 +610,13 @@ def main() -> int:
               "ledger_cost": ledger, "table": rows, "markdown": text}
     (OUT / "batch.json").write_text(json.dumps(report, indent=2, default=str))
     log(f"wrote {OUT / 'batch.json'}")
-    bad = any(not r["check"]["ok"] for r in runs) or not naive["check"]["ok"]
-    return 1 if bad else 0
+    return 0
+
+
+def git_head() -> str:
+    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or "?"
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main("bench_batch", main)

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_upload.py            # 20 uploads of a 15 MB MP3 each way
     .venv/bin/python bench/bench_upload.py --quick    # 3 each way, a smoke run
+    .venv/bin/python bench/bench_upload.py --smoke --out DIR --work DIR  # a 1 MB MP3, 2 each way (the tests)
 
 Not a test. It starts an in-process sandbox (data under bench/.work/upload/), makes a valid 15 MB
 MP3 with ffmpeg (cached; checked to sniff as audio/mpeg and to be under the server's 16,777,216
@@ -29,11 +30,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from common import add_dir_options, fail, last_line, run_main, set_dirs
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 WORK = BENCH / ".work" / "upload"
 OUT = BENCH / "out"
-INPUT = WORK / "input-15MB-v1.mp3"
+# The input: a real MP3 (stereo pink noise, 320 kbit/s CBR) of this many seconds; 375 s is about 15 MB.
+FULL_SECONDS, SMOKE_SECONDS = 375, 25
 TOKEN = "bench-upload-token"
 WS = "0b6f2a52-6a1f-4b52-9a53-2f0f6a0f7c11"
 CONTACT = "6d1c9b0e-3c1a-4f7e-8f5e-8d2b7a7c4e21"
@@ -106,27 +110,28 @@ def peak_rss() -> int:
 # ---- the parent
 
 
-def make_input() -> Path:
-    """A real 15 MB MP3: 375 s of stereo pink noise at 320 kbit/s CBR (about 15,000,000 bytes)."""
+def make_input(seconds: int) -> Path:
+    """A real MP3: ``seconds`` of stereo pink noise at 320 kbit/s CBR (375 s: about 15,000,000 bytes)."""
     from audiopipe.preparation.sniff import sniff
 
-    if not INPUT.exists():
+    source = WORK / ("input-15MB-v1.mp3" if seconds == FULL_SECONDS else f"input-{seconds}s-v1.mp3")
+    if not source.exists():
         ffmpeg = os.environ.get("AUDIOPIPE_FFMPEG") or shutil.which("ffmpeg")
         if not ffmpeg:
-            raise SystemExit("bench_upload: ffmpeg is not installed")
+            fail("ffmpeg is not installed")
         WORK.mkdir(parents=True, exist_ok=True)
-        tmp = INPUT.with_suffix(".tmp.mp3")
-        log(f"making {INPUT.relative_to(ROOT)} with ffmpeg (once; cached)...")
+        tmp = source.with_suffix(".tmp.mp3")
+        log(f"making {source} with ffmpeg (once; cached)...")
         subprocess.run([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-                        "-f", "lavfi", "-i", "anoisesrc=color=pink:sample_rate=44100:duration=375:seed=1",
+                        "-f", "lavfi", "-i", f"anoisesrc=color=pink:sample_rate=44100:duration={seconds}:seed=1",
                         "-ac", "2", "-c:a", "libmp3lame", "-b:a", "320k", str(tmp)], check=True, timeout=600)
-        os.replace(tmp, INPUT)
-    size = INPUT.stat().st_size
-    mime = sniff(INPUT).mime
-    if mime != "audio/mpeg" or not 14 * MIB <= size <= SERVER_MAX:
-        raise SystemExit(f"bench_upload: {INPUT} is {mime}, {size} bytes; expected audio/mpeg, "
-                         f"15 MB and at most {SERVER_MAX}")
-    return INPUT
+        os.replace(tmp, source)
+    size = source.stat().st_size
+    mime = sniff(source).mime
+    want = 40_000 * seconds * 0.95  # 320 kbit/s
+    if mime != "audio/mpeg" or not want <= size <= SERVER_MAX:
+        fail(f"{source} is {mime}, {size} bytes; expected audio/mpeg, at least {want:.0f} and at most {SERVER_MAX}")
+    return source
 
 
 def run_child(method: str, base_url: str, path: Path, n: int) -> dict[str, Any]:
@@ -135,7 +140,7 @@ def run_child(method: str, base_url: str, path: Path, n: int) -> dict[str, Any]:
                            "--base-url", base_url, "--file", str(path), "-n", str(n)],
                           env=env, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
-        raise SystemExit(f"bench_upload: the {method} child failed:\n{done.stderr}")
+        fail(f"the {method} uploads failed: {last_line(done.stderr)}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -148,11 +153,16 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="3 uploads each way instead of 20")
-    ap.add_argument("-n", type=int, default=None, help="uploads each way (default 20; 3 with --quick)")
+    ap.add_argument("--smoke", action="store_true", help="a 1 MB MP3, 2 uploads each way: does it still run?")
+    ap.add_argument("-n", type=int, default=None, help="uploads each way (default 20; 3 with --quick, 2 with --smoke)")
+    add_dir_options(ap)
     ap.add_argument("--child", choices=["client", "plain"], help=argparse.SUPPRESS)
     ap.add_argument("--base-url", help=argparse.SUPPRESS)
     ap.add_argument("--file", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global WORK, OUT
+    set_dirs(args.work, args.out)
+    WORK, OUT = (args.work.resolve() / "upload" if args.work else WORK), (args.out.resolve() if args.out else OUT)
     if args.child:
         child(args.child, args.base_url, args.file, args.n)
         return 0
@@ -160,8 +170,8 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     from audiopipe.sandbox.app import Sandbox, SandboxConfig
 
-    n = args.n or (3 if args.quick else 20)
-    path = make_input()
+    n = args.n or (2 if args.smoke else 3 if args.quick else 20)
+    path = make_input(SMOKE_SECONDS if args.smoke else FULL_SECONDS)
     size = path.stat().st_size
     # Two children per way, interleaved client/plain/plain/client; the second pair gets the rest.
     halves = [n // 2, n - n // 2] if n >= 2 else [n, 0]
@@ -182,13 +192,17 @@ def main() -> int:
             result = run_child(method, sandbox.url, path, count)
             results[method].append(result)
             stored = {m["id"]: m for m in sandbox.messages()}
-            for message_id in result["ids"]:  # every upload really arrived, byte for byte
-                m = stored[message_id]
-                if m["size"] != size or m["mime"] != "audio/mpeg":
-                    raise SystemExit(f"bench_upload: message {message_id} stored wrong: {m}")
+            if len(result["ids"]) != count or len(set(result["ids"])) != count:
+                fail(f"{method}: {count} uploads gave {len(set(result['ids']))} distinct message ids")
+            for message_id in result["ids"]:  # every upload really arrived, once, byte for byte
+                m = stored.get(message_id)
+                if m is None or m["size"] != size or m["mime"] != "audio/mpeg":
+                    fail(f"{method}: message {message_id} stored wrong: {m}")
             for f in (data_dir / "files").glob("*"):  # 15 MB each: do not keep 600 MB around
                 f.unlink()
         total_requests = sandbox.request_count
+        if len(stored) != n * 2:
+            fail(f"the sandbox holds {len(stored)} messages after {n} uploads each way")
     shutil.rmtree(data_dir, ignore_errors=True)
 
     summary: dict[str, dict[str, float]] = {}
@@ -217,6 +231,10 @@ def main() -> int:
     note = (f"File: {size:,}-byte MP3 (320 kbit/s, sniffs audio/mpeg), to the in-process sandbox on "
             f"127.0.0.1. Wall-time ratio client/plain: **{ratio:.2f}**. Peak RSS is the whole child "
             f"process (Python, requests, audiopipe imported in both).")
+    cmd = ".venv/bin/python bench/bench_upload.py" + (" --smoke" if args.smoke else " --quick" if args.quick else "")
+    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    print(f"`{cmd}` ({datetime.now(timezone.utc):%Y-%m-%d}, git {done.stdout.strip() or '?'}, {os.cpu_count()} vCPUs, "
+          f"Python {platform.python_version()}, load average {load[0]:.2f} before)\n")
     print(table)
     print()
     print(note)
@@ -225,10 +243,10 @@ def main() -> int:
     report = {
         "benchmark": "upload",
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "bench/bench_upload.py" + (" --quick" if args.quick else ""),
+        "command": "bench/bench_upload.py" + (" --smoke" if args.smoke else " --quick" if args.quick else ""),
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": os.cpu_count(), "load_before": load},
-        "file": {"path": str(path.relative_to(ROOT)), "bytes": size},
+        "file": {"path": str(path), "bytes": size},
         "uploads_each": n,
         "sandbox_requests": total_requests,
         "wall_ratio_client_over_plain": ratio,
@@ -237,9 +255,9 @@ def main() -> int:
         "table_md": table,
     }
     (OUT / "upload.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    log(f"wrote {(OUT / 'upload.json').relative_to(ROOT)}")
+    log(f"wrote {OUT / 'upload.json'}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main("bench_upload", main)

@@ -20,11 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import common
 from common import (
     AUDIOPIPE,
     BENCH,
     PY,
-    WORK,
+    fail,
     fmt_mb,
     fmt_s,
     free_bytes,
@@ -60,6 +61,20 @@ def _plan_argv(wav: Path, fmt: str, out: Path) -> tuple[list[str], Any]:
     return build_argv(wav, p, out), p
 
 
+def _without_progress(argv: list[str]) -> list[str]:
+    """``argv`` without the progress reporting the runner adds (``-progress pipe:1 -nostats``)."""
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "-progress":
+            skip = True
+        elif a != "-nostats":
+            out.append(a)
+    return out
+
+
 def _debug_encode_argv(stderr: bytes) -> list[str] | None:
     """The ffmpeg encode command audiopipe logged under --debug."""
     for line in stderr.decode(errors="replace").splitlines():
@@ -74,13 +89,13 @@ def _debug_encode_argv(stderr: bytes) -> list[str] | None:
 # --- 1. speed ---------------------------------------------------------------------------------
 
 def bench_speed(quick: bool, reps: int) -> dict[str, Any]:
-    dur = 60 if quick else 600
+    dur = 5 if common.SMOKE else 60 if quick else 600
     wav = make_source("mix", dur, 2)
     log(f"  input: {wav.name} ({wav.stat().st_size / 1e6:.0f} MB, {dur} s stereo 44.1 kHz), "
         f"{reps} timed runs each, interleaved, after one warm-up")
     rows, details = [], {"input": str(wav), "duration_s": dur, "reps": reps, "formats": {}}
-    for fmt in ("ogg", "mp3"):
-        work = fresh_dir(WORK / "speed" / fmt)
+    for fmt in ("ogg",) if common.SMOKE else ("ogg", "mp3"):
+        work = fresh_dir(common.WORK / "speed" / fmt)
         ff_out = work / f"ffmpeg.{fmt}"
         ap_cmd = [*AUDIOPIPE, "prepare", str(wav), "--out", str(work / "ap"), "--no-cache",
                   "--format", fmt, "--quiet"]
@@ -91,7 +106,7 @@ def bench_speed(quick: bool, reps: int) -> dict[str, Any]:
         if logged is None:
             raise RuntimeError("could not find the encode command in audiopipe --debug output")
         ff_argv = [*logged[:-1], "file:" + str(ff_out.absolute())]
-        same = logged[:-1] == built[:-1]
+        same = _without_progress(logged[:-1]) == built[:-1]
         timed(ff_argv)  # warm-up of the baseline too
         ap_t, ff_t, other = [], [], []
         for _ in range(reps):
@@ -122,6 +137,8 @@ def bench_speed(quick: bool, reps: int) -> dict[str, Any]:
                      "expected_size": p.expected_size}, "output_size": ap_size,
             "breakdown_s": breakdown,
         }
+        if ap_size is None:
+            fail(f"speed {fmt}: audiopipe prepare wrote no .{fmt} into {work / 'ap'}")
         rows.append([f"speed {fmt} ({dur // 60 if dur >= 60 else dur}{' min' if dur >= 60 else ' s'} WAV)",
                      f"median wall of {reps}", fmt_s(ap_m), f"{fmt_s(ff_m)} (ffmpeg)",
                      f"{ratio:.3f}x", "<= 1.10x", "smoke" if quick else verdict(ratio <= 1.10)])
@@ -150,7 +167,7 @@ def _speed_breakdown(wav: Path, fmt: str, ff_argv: list[str], p: Any, encode_s: 
     out = Path(ff_argv[-1][len("file:"):])
     runner._encoders.cache_clear()
     return {
-        "startup+imports": median([timed([*AUDIOPIPE, "--version"])[0] for _ in range(3)]),
+        "startup+imports": median([timed([*AUDIOPIPE, "--version"])[0] for _ in range(1 if common.SMOKE else 3)]),
         "probe": t(lambda: probe(wav)),
         "sha256 (also with --no-cache)": t(lambda: file_sha256(wav)),
         "sniff input": t(lambda: sniff(wav)),
@@ -164,9 +181,9 @@ def _speed_breakdown(wav: Path, fmt: str, ff_argv: list[str], p: Any, encode_s: 
 # --- 2. memory --------------------------------------------------------------------------------
 
 def bench_memory(quick: bool) -> dict[str, Any]:
-    long_min, cmp_min = (10, 5) if quick else (120, 30)
+    long_min, cmp_min = (0.25, 0.25) if common.SMOKE else (10, 5) if quick else (120, 30)
     rows, details = [], {"long_minutes": long_min, "compare_minutes": cmp_min}
-    work = fresh_dir(WORK / "memory")
+    work = fresh_dir(common.WORK / "memory")
     aim_mb = 120
 
     def show(label: str, r: dict[str, Any]) -> None:
@@ -175,9 +192,9 @@ def bench_memory(quick: bool) -> dict[str, Any]:
             f"{r['ru_maxrss_children_mb']:.0f} MB, {r['elapsed_s']:.1f} s, {r['samples']} samples")
 
     need = 5 * GB
-    free = free_bytes(WORK)
+    free = free_bytes(common.WORK)
     if free < need:
-        msg = f"skipped the {long_min}-minute run: {free / GB:.1f} GB free under {WORK}, needs 5 GB"
+        msg = f"skipped the {long_min}-minute run: {free / GB:.1f} GB free under {common.WORK}, needs 5 GB"
         log("  " + msg)
         details["long"] = {"skipped": msg}
         rows.append([f"memory {long_min} min WAV", "peak RSS", "skipped", "-", "-", f"<= {aim_mb} MB",
@@ -240,10 +257,10 @@ FOLDER_EXTS = ("wav", "flac", "mp3", "m4a", "ogg")
 
 
 def make_folder(quick: bool) -> tuple[Path, list[dict[str, Any]]]:
-    n = 10 if quick else 40
-    lo, hi = (5, 12) if quick else (20, 90)
+    n = 4 if common.SMOKE else 10 if quick else 40
+    lo, hi = (3, 5) if common.SMOKE else (5, 12) if quick else (20, 90)
     rng = random.Random(20261129)
-    folder = WORK / "inputs" / f"folder{n}"
+    folder = common.WORK / "inputs" / f"folder{n}"
     spec = []
     for i in range(n):
         ext = FOLDER_EXTS[i % len(FOLDER_EXTS)]
@@ -286,7 +303,7 @@ def bench_parallel(quick: bool, reps: int) -> dict[str, Any]:
     for _ in range(reps):
         for jobs in (1, 2):
             wait_quiet("parallel")
-            out = fresh_dir(WORK / "parallel" / f"jobs{jobs}")
+            out = fresh_dir(common.WORK / "parallel" / f"jobs{jobs}")
             c0 = _cpu_children()
             t, proc, load = timed_load([*AUDIOPIPE, "prepare", str(folder), "--out", str(out), "--jobs",
                                         str(jobs), "--no-cache", "--json", "--quiet"])
@@ -295,6 +312,10 @@ def bench_parallel(quick: bool, reps: int) -> dict[str, Any]:
             times[jobs].append(t)
             outcomes = _json_lines(proc.stdout)
             actions[jobs] = _summary(outcomes)
+            bad = [o for o in outcomes if not o.get("ok")]
+            if len(outcomes) != len(spec) or bad:
+                fail(f"parallel --jobs {jobs}: {len(outcomes)} outcomes for {len(spec)} files, {len(bad)} not ok"
+                     + (f" (first: {bad[0].get('source')}: {bad[0].get('error')})" if bad else ""))
         wait_quiet("parallel ceiling")
         ceilings.append(_machine_ceiling())
     t1, t2 = median(times[1]), median(times[2])
@@ -333,7 +354,7 @@ def _plain_encodes(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
     from audiopipe.preparation.encode import build_argv
     from audiopipe.preparation.plan import EncodePlan
 
-    work = fresh_dir(WORK / "parallel" / "plain")
+    work = fresh_dir(common.WORK / "parallel" / "plain")
     argvs = [build_argv(o["source"], EncodePlan(**o["plan"]), work / f"{i}.out")
              for i, o in enumerate(outcomes) if o.get("ok") and o.get("plan")]
     wait_quiet("plain encodes")
@@ -346,8 +367,10 @@ def _plain_encodes(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
 def _machine_ceiling(n: int = 6) -> dict[str, float]:
     """How much faster 2 processes at a time really are here: ``n`` identical plain ffmpeg Opus
     encodes run one at a time, then two at a time. (A "2-core" VM may deliver far less than 2x.)"""
-    src = make_source("mix", 60, 2)
-    work = fresh_dir(WORK / "parallel" / "ceiling")
+    if common.SMOKE:
+        n = 2
+    src = make_source("mix", 10 if common.SMOKE else 60, 2)
+    work = fresh_dir(common.WORK / "parallel" / "ceiling")
     argvs = [["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), "-c:a", "libopus", "-b:a", "96k",
               str(work / f"{i}.ogg")] for i in range(n)]
     t0 = time.perf_counter()
@@ -365,11 +388,11 @@ def _machine_ceiling(n: int = 6) -> dict[str, float]:
 
 def bench_cache(quick: bool, reps: int) -> dict[str, Any]:
     folder, spec = make_folder(quick)
-    cache_dir = WORK / "cache"
+    cache_dir = common.WORK / "cache"
     shutil.rmtree(cache_dir, ignore_errors=True)
     env = dict(os.environ, AUDIOPIPE_CACHE_DIR=str(cache_dir))
     log(f"  input: {folder} ({len(spec)} files), AUDIOPIPE_CACHE_DIR={cache_dir} (cleared), --jobs 1")
-    out1 = fresh_dir(WORK / "cache-out" / "first")
+    out1 = fresh_dir(common.WORK / "cache-out" / "first")
     cmd = [*AUDIOPIPE, "prepare", str(folder), "--json", "--quiet", "--out"]
     wait_quiet("cache")
     t1, proc1 = timed([*cmd, str(out1)], env=env)
@@ -377,7 +400,7 @@ def bench_cache(quick: bool, reps: int) -> dict[str, Any]:
     warm: list[float] = []
     for _ in range(reps):
         wait_quiet("cache")
-        out2 = fresh_dir(WORK / "cache-out" / "second")
+        out2 = fresh_dir(common.WORK / "cache-out" / "second")
         t2, proc2 = timed([*cmd, str(out2)], env=env)
         warm.append(t2)
     second = _json_lines(proc2.stdout)
@@ -386,6 +409,9 @@ def bench_cache(quick: bool, reps: int) -> dict[str, Any]:
     files2 = {p.relative_to(out2): sha256(p) for p in out2.rglob("*") if p.is_file()}
     identical = files1 == files2
     t2 = median(warm)
+    if not (hits == len(second) == len(spec) and identical):
+        fail(f"cache: the second run had {hits} cache hits for {len(spec)} files ({len(second)} outcomes); "
+             f"outputs identical to the first run's: {identical}")
     # what a cache hit still costs per file: audiopipe probes (ffprobe) and hashes before looking up
     from audiopipe.preparation.cache import file_sha256
     from audiopipe.preparation.probe import probe
@@ -398,7 +424,7 @@ def bench_cache(quick: bool, reps: int) -> dict[str, Any]:
     for p in inputs:
         file_sha256(p)
     hash_s = time.perf_counter() - t0
-    startup = median([timed([*AUDIOPIPE, "--version"])[0] for _ in range(3)])
+    startup = median([timed([*AUDIOPIPE, "--version"])[0] for _ in range(1 if common.SMOKE else 3)])
     log(f"  second run per file {1000 * t2 / len(spec):.0f} ms; of the {t2:.2f} s: ffprobe of every input "
         f"{probe_s:.2f} s, sha256 {hash_s:.2f} s, CLI start-up {startup:.2f} s")
     log(f"  first run {t1:.2f} s (actions {_summary(first)}); second run {t2:.2f} s "
@@ -436,22 +462,23 @@ def bench_firstfit(quick: bool) -> dict[str, Any]:
     from audiopipe.preparation.settings import PrepareSettings
 
     per = 1 if quick else 5  # cases per (format, source type)
+    formats, kinds = (FIT_FORMATS[:2], FIT_KINDS[2:]) if common.SMOKE else (FIT_FORMATS, FIT_KINDS)
     rng = random.Random(4242)
     # inputs: per source type, a few (duration, channels) variants of 20..120 s
     variants: dict[str, list[Path]] = {}
-    for k_i, kind in enumerate(FIT_KINDS):
+    for k_i, kind in enumerate(kinds):
         variants[kind] = []
         for v in range(1 if quick else 4):
-            dur = 20 if quick else rng.randint(20, 120)
+            dur = 8 if common.SMOKE else 20 if quick else rng.randint(20, 120)
             ch = 1 + (v + k_i) % 2
             variants[kind].append(make_source(kind, dur, ch, seed=10 + v))
     from audiopipe.preparation.probe import probe
     infos = {p: probe(p) for ps in variants.values() for p in ps}
 
     cases = []
-    for f_i, fmt_name in enumerate(FIT_FORMATS):
+    for f_i, fmt_name in enumerate(formats):
         fmt = get_format(fmt_name)
-        for kind in FIT_KINDS:
+        for kind in kinds:
             for j in range(per):
                 src = variants[kind][(j + f_i) % len(variants[kind])]
                 info = infos[src]
@@ -481,7 +508,7 @@ def bench_firstfit(quick: bool) -> dict[str, Any]:
 
     def run(case: dict[str, Any]) -> dict[str, Any]:
         rec.attempts = []
-        out = fresh_dir(WORK / "firstfit" / "out" / case["id"])
+        out = fresh_dir(common.WORK / "firstfit" / "out" / case["id"])
         settings = PrepareSettings(format=case["format"], max_size=case["budget"], cache=False)
         try:
             r = prepare_file(case["source"], out, settings)
@@ -501,9 +528,13 @@ def bench_firstfit(quick: bool) -> dict[str, Any]:
     finally:
         prep.encode, prep.verify = real_encode, real_verify
 
+    failed = [r for r in results if r["action"] == "failed"]
+    if failed:
+        fail(f"first-fit: {len(failed)} of {len(results)} prepare_file calls failed "
+             f"(first: {failed[0]['id']}: {failed[0]['error']})")
     first_fit = [r for r in results if r["passes"] == 1 and r["action"] != "failed"]
     pct = 100 * len(first_fit) / len(results)
-    log(f"  {len(results)} cases ({len(FIT_FORMATS)} formats x {len(FIT_KINDS)} sources x {per}), "
+    log(f"  {len(results)} cases ({len(formats)} formats x {len(kinds)} sources x {per}), "
         f"inputs 20-120 s, budgets scaled from 16 MB for {SHORTEST:.0f} s..{LONGEST / 3600:.0f} h; "
         f"{elapsed:.0f} s")
     log(f"  first encode fitted: {len(first_fit)}/{len(results)} = {pct:.1f} %  "
@@ -511,11 +542,11 @@ def bench_firstfit(quick: bool) -> dict[str, Any]:
 
     # The size model: first encode's actual size / plan.expected_size, per format (and per source).
     model: dict[str, Any] = {}
-    for fmt_name in FIT_FORMATS:
+    for fmt_name in formats:
         ratios = [r["attempts"][0]["size"] / r["attempts"][0]["expected_size"] for r in results
                   if r["format"] == fmt_name and r["attempts"] and "size" in r["attempts"][0]]
         by_kind = {}
-        for kind in FIT_KINDS:
+        for kind in kinds:
             rs = [r["attempts"][0]["size"] / r["attempts"][0]["expected_size"] for r in results
                   if r["format"] == fmt_name and r["kind"] == kind and r["attempts"]
                   and "size" in r["attempts"][0]]

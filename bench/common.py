@@ -9,6 +9,7 @@ so a second run reuses them.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -19,9 +20,10 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -33,6 +35,9 @@ PY = sys.executable
 # The console script next to the interpreter (the venv's), else `python -m audiopipe`.
 _CLI = Path(PY).parent / "audiopipe"
 AUDIOPIPE: list[str] = [str(_CLI)] if _CLI.exists() else [PY, "-m", "audiopipe"]
+
+# --smoke (run.py): the smallest inputs that still exercise every step; for tests/test_bench_quick.py.
+SMOKE = False
 
 MB = 1024 * 1024  # RSS figures are MiB (what ru_maxrss/1024 and `ps` show as MB)
 GEN_VERSION = 1   # bump to regenerate every cached input
@@ -46,8 +51,8 @@ def ffmpeg(args: Sequence[str], timeout: float = 900) -> None:
     argv = [ffmpeg_bin(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
     proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {shlex.join(argv)}\n"
-                           f"{proc.stderr.decode(errors='replace')[-2000:]}")
+        fail(f"ffmpeg failed ({proc.returncode}): {last_line(proc.stderr.decode(errors='replace'))}: "
+             f"{shlex.join(argv)}")
 
 
 def ffmpeg_version() -> str:
@@ -57,6 +62,69 @@ def ffmpeg_version() -> str:
 
 def log(msg: str = "") -> None:
     print(msg, flush=True)
+
+
+# --- where files go, and how a benchmark fails --------------------------------------------------
+
+def add_dir_options(ap: argparse.ArgumentParser) -> None:
+    """``--out DIR`` (results) and ``--work DIR`` (inputs and scratch): the tests point both at a
+    temporary folder so they never write into the working tree."""
+    ap.add_argument("--out", type=Path, default=None, metavar="DIR",
+                    help="where the results are written (default bench/out)")
+    ap.add_argument("--work", type=Path, default=None, metavar="DIR",
+                    help="inputs and scratch files (default bench/.work; cached inputs are reused)")
+
+
+def set_dirs(work: Path | None, out: Path | None) -> None:
+    """Point this module's WORK/INPUTS/OUT (read at call time by benchmarks.py) elsewhere."""
+    global WORK, INPUTS, OUT
+    if work is not None:
+        WORK = work.resolve()
+        INPUTS = WORK / "inputs"
+    if out is not None:
+        OUT = out.resolve()
+
+
+class BenchFailure(Exception):
+    """The thing a benchmark measures did not work (or broke its own correctness check)."""
+
+
+def fail(message: str) -> NoReturn:
+    raise BenchFailure(message)
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """The first non-empty line of ``text``, cut to ``limit`` characters."""
+    line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of a child's stderr: usually the message that says why."""
+    return one_line("\n".join(reversed(str(text).splitlines())))
+
+
+def run_main(name: str, main: Callable[[], int]) -> NoReturn:
+    """Run a benchmark's main(): any failure ends with ONE line on stderr and exit 1, no traceback
+    (the full traceback goes to OUT/NAME-failure.txt for whoever needs it)."""
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)
+    except Exception as exc:  # the contract: one clear line, whatever broke
+        detail = str(exc) if isinstance(exc, BenchFailure) else f"{type(exc).__name__}: {exc}"
+        where = ""
+        try:
+            OUT.mkdir(parents=True, exist_ok=True)
+            dump = OUT / f"{name}-failure.txt"
+            dump.write_text(traceback.format_exc())
+            where = f" (traceback in {dump})"
+        except OSError:
+            pass
+        print(f"{name}: FAILED: {one_line(detail)}{where}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    sys.exit(code)
 
 
 # --- sources ----------------------------------------------------------------------------------
@@ -163,8 +231,8 @@ def timed(argv: Sequence[str], *, env: dict[str, str] | None = None, check: bool
                           timeout=timeout)
     elapsed = time.perf_counter() - t0
     if check and proc.returncode != 0:
-        raise RuntimeError(f"command failed ({proc.returncode}): {shlex.join(argv)}\n"
-                           f"{proc.stderr.decode(errors='replace')[-3000:]}")
+        fail(f"{Path(argv[0]).name} exited {proc.returncode}: "
+             f"{last_line(proc.stderr.decode(errors='replace'))} ({shlex.join(argv)})")
     return elapsed, proc
 
 
@@ -176,11 +244,11 @@ def peak_rss(argv: Sequence[str], *, interval: float = 0.05, env: dict[str, str]
     proc = subprocess.run(wrapper + list(argv), stdin=subprocess.DEVNULL, capture_output=True,
                           env=env, timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"measure_peak failed: {proc.stderr.decode(errors='replace')[-3000:]}")
+        fail(f"measure_peak failed: {last_line(proc.stderr.decode(errors='replace'))}")
     report = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     if report["returncode"] != 0:
-        raise RuntimeError(f"measured command failed ({report['returncode']}): {shlex.join(argv)}\n"
-                           f"{report.get('stderr_tail', '')}")
+        fail(f"{Path(argv[0]).name} exited {report['returncode']}: {last_line(report.get('stderr_tail', ''))} "
+             f"({shlex.join(argv)})")
     return report
 
 

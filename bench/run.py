@@ -3,12 +3,15 @@
     .venv/bin/python bench/run.py                 # everything (what `make bench` runs)
     .venv/bin/python bench/run.py --quick         # smoke run: short inputs, fewer cases
     .venv/bin/python bench/run.py --only speed    # one benchmark (speed, memory, parallel, firstfit, cache)
+    .venv/bin/python bench/run.py --smoke --out DIR --work DIR  # the tiniest inputs: what the tests run
 
 Each benchmark measures its baseline in the same run and prints ratios. Inputs are generated with
 ffmpeg into bench/.work/ (cached between runs); the final table is printed as Markdown and written,
 with every raw figure, to bench/out/results.json (and the table alone to bench/out/results.md);
 --quick and --only runs write results-quick*.json / results-only-NAME.json instead, so they never
-overwrite the full run's figures.
+overwrite the full run's figures. A benchmark whose measured thing fails (or whose own correctness
+check does: all outputs made, cache hits with the same bytes, ...) makes the run end with one line on
+stderr and exit 1, after the others' figures.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchmarks as b
 import common
-from common import OUT, ROOT, WORK, ForeignLoad, ffmpeg_version, log, md_table
+from common import ROOT, ForeignLoad, add_dir_options, ffmpeg_version, log, md_table, one_line, run_main
 
 NAMES = ("speed", "memory", "parallel", "firstfit", "cache")
 HEADER = ["benchmark", "measure", "audiopipe", "baseline", "ratio", "aim", "verdict"]
@@ -35,15 +38,23 @@ HEADER = ["benchmark", "measure", "audiopipe", "baseline", "ratio", "aim", "verd
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fast smoke run with shorter inputs")
+    ap.add_argument("--smoke", action="store_true",
+                    help="the tiniest inputs, one repetition: does every benchmark still run? (implies --quick)")
     ap.add_argument("--only", action="append", choices=NAMES, metavar="NAME",
                     help=f"run only this benchmark (repeatable): {', '.join(NAMES)}")
     ap.add_argument("--reps", type=int, default=None,
                     help="timed repetitions for speed (default 3), parallel (3; 1 with --quick) "
                          "and the cache's second run (3)")
+    add_dir_options(ap)
     args = ap.parse_args()
+    common.set_dirs(args.work, args.out)
+    if args.smoke:
+        common.SMOKE = args.quick = True
+        common.QUIET_BUDGET = 0.0  # no waiting for a quiet machine: no figure of a smoke run is read
+        args.reps = args.reps or 1
     selected = [n for n in NAMES if not args.only or n in args.only]
-    WORK.mkdir(parents=True, exist_ok=True)
-    OUT.mkdir(parents=True, exist_ok=True)
+    common.WORK.mkdir(parents=True, exist_ok=True)
+    common.OUT.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
     load_before = os.getloadavg()
@@ -61,6 +72,7 @@ def main() -> int:
     rows: list[list[str]] = []
     timings: dict[str, float] = {}
     foreign: dict[str, float | None] = {}
+    failures: list[str] = []
     for i, name in enumerate(selected, 1):
         log(f"[{i}/{len(selected)}] {name}")
         t0 = time.perf_counter()
@@ -68,8 +80,10 @@ def main() -> int:
         try:
             r = runs[name]()
         except Exception as exc:  # a broken benchmark must not hide the others' figures
-            log(f"  FAILED: {type(exc).__name__}: {exc}")
-            r = {"rows": [[name, "error", str(exc).splitlines()[0][:80], "-", "-", "-", "ERROR"]],
+            why = one_line(str(exc) if isinstance(exc, common.BenchFailure) else f"{type(exc).__name__}: {exc}")
+            log(f"  FAILED: {why}")
+            failures.append(f"{name}: {why}")
+            r = {"rows": [[name, "error", why[:80], "-", "-", "-", "ERROR"]],
                  "details": {"error": f"{type(exc).__name__}: {exc}"}}
         timings[name] = time.perf_counter() - t0
         foreign[name] = meter.cores()
@@ -78,7 +92,7 @@ def main() -> int:
         rows += r["rows"]
 
     total = time.perf_counter() - started
-    cmd = ".venv/bin/python bench/run.py" + (" --quick" if args.quick else "") + \
+    cmd = ".venv/bin/python bench/run.py" + (" --smoke" if args.smoke else " --quick" if args.quick else "") + \
         "".join(f" --only {n}" for n in args.only or [])
     ff = ffmpeg_version().split(" Copyright")[0]
     env_line = f"{platform.machine()}, {os.cpu_count()} vCPUs, Python {platform.python_version()}, {ff}"
@@ -87,7 +101,9 @@ def main() -> int:
     load = f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
     table = md_table(HEADER, rows)
     others = ", ".join(f"{n} {_cores(c)}" for n, c in foreign.items())
-    text = (f"`{cmd}` ({'quick smoke run' if args.quick else 'full run'}; {env_line}; "
+    kind = "smoke run" if args.smoke else "quick run" if args.quick else "full run"
+    head = (_git_head() or "?")[:7]
+    text = (f"`{cmd}` ({kind}, {datetime.now(timezone.utc):%Y-%m-%d}, git {head}; {env_line}; "
             f"took {total / 60:.1f} min, {common.waited_total:.0f} s of it waiting for a quiet machine)\n\n"
             f"{table}\n\nCPU used by other processes during each benchmark: {others} ({load}).\n")
     log(text)
@@ -100,12 +116,15 @@ def main() -> int:
         "git_head": _git_head(), "table": rows, "results": results,
     }
     # A partial or quick run never overwrites the full run's results.json.
-    stem = "results" + ("-quick" if args.quick else "") + \
+    stem = "results" + ("-smoke" if args.smoke else "-quick" if args.quick else "") + \
         ("-only-" + "-".join(selected) if args.only else "")
-    (OUT / f"{stem}.json").write_text(json.dumps(report, indent=2, default=str))
-    (OUT / f"{stem}.md").write_text(text)
-    log(f"wrote {OUT / (stem + '.json')} and {OUT / (stem + '.md')}")
-    return 1 if any(r[-1] == "ERROR" for r in rows) else 0
+    (common.OUT / f"{stem}.json").write_text(json.dumps(report, indent=2, default=str))
+    (common.OUT / f"{stem}.md").write_text(text)
+    log(f"wrote {common.OUT / (stem + '.json')} and {common.OUT / (stem + '.md')}")
+    if failures:
+        print(f"bench/run.py: FAILED: {'; '.join(failures)}", file=sys.stderr, flush=True)
+        return 1
+    return 0
 
 
 def _cores(c: float | None) -> str:
@@ -113,15 +132,11 @@ def _cores(c: float | None) -> str:
 
 
 def _git_head() -> str | None:
-    head = ROOT / ".git" / "HEAD"
-    try:
-        ref = head.read_text().strip()
-        if ref.startswith("ref: "):
-            return (ROOT / ".git" / ref[5:]).read_text().strip()
-        return ref
-    except OSError:
-        return None
+    import subprocess
+
+    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main("run", main)

@@ -1,0 +1,60 @@
+"""Every benchmark still runs end to end, in its smallest mode, and its own correctness checks pass.
+
+Timings are never asserted (this machine is shared): only that each benchmark exits 0, printed its
+table, and did not report a failed check (messages stored once, one encode per unique file, cache
+hits with the same bytes, a wrong token ending in exit 3, ...). Each bench writes its inputs and
+results into tmp_path (``--work`` / ``--out``), never into the working tree.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (script and its smallest mode, a line of its table that must be printed, what its output folder holds)
+BENCHES = [
+    (["bench/run.py", "--smoke"], "| cache (4 files)", "results-smoke.json"),
+    (["bench/bench_batch.py", "--smoke"], "| audiopipe, --concurrency 4 (default) | ffmpeg encodes", "batch.json"),
+    (["bench/bench_upload.py", "--smoke"], "| audiopipe client (streams from disk)", "upload.json"),
+    (["bench/bench_preflight.py", "--quick"], "| one token check (median / p90)", "preflight.md"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the benchmarks need ffmpeg")
+def test_every_benchmark_runs_in_its_quick_mode(tmp_path: Path) -> None:
+    pytest.importorskip("psutil")
+    for argv, table_line, written in BENCHES:
+        out, work = tmp_path / "out", tmp_path / "work"
+        proc = subprocess.run([sys.executable, *argv, "--out", str(out), "--work", str(work)], cwd=ROOT,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240)
+        said = f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-2000:]}"
+        assert proc.returncode == 0, said
+        assert table_line in proc.stdout, f"{' '.join(argv)} printed no table:\n{proc.stdout[-2000:]}"
+        assert "FAILED" not in proc.stdout + proc.stderr, said
+        assert (out / written).is_file()
+
+
+def test_a_bench_whose_measured_thing_fails_says_so_in_one_line(tmp_path: Path) -> None:
+    """The shared failure contract (bench/common.py run_main): one line on stderr, exit 1, no traceback."""
+    pytest.importorskip("psutil")
+    fake = tmp_path / "bin" / "ffmpeg"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'ffmpeg: broken on purpose' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run([sys.executable, "bench/bench_preflight.py", "--quick", "--out", str(tmp_path / "out"),
+                           "--work", str(tmp_path / "work")], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("bench_preflight: FAILED: ffmpeg could not make the input: ffmpeg: broken on purpose")
+    assert (tmp_path / "out" / "bench_preflight-failure.txt").is_file()  # the traceback, kept aside
