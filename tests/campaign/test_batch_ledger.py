@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,22 @@ def _wait_until_locked(ledger_file: Path, proc: subprocess.Popen) -> None:
     raise AssertionError("the first run never took the ledger")
 
 
+@contextmanager
+def _first_run_holding(batch, state: Path, sb: Sandbox) -> Iterator[subprocess.Popen]:
+    """A first batch, in a process of its own, holding its locks for the block; afterwards it must
+    finish its own sends and exit 0 (it is killed if the block failed first)."""
+    first = batch(state, sb, "--concurrency", "1", wait=False)
+    try:
+        _wait_until_locked(state, first)
+        yield first
+        _, err = first.communicate(timeout=100)
+        assert first.returncode == 0, err
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+
+
 @pytest.mark.parametrize("how", ["symlink", "relative", "hardlink"])
 def test_a_second_run_through_another_name_of_the_ledger_exits_6(tmp_path, make_sandbox, batch, folder, state,
                                                                 how):
@@ -121,20 +138,12 @@ def test_a_second_run_through_another_name_of_the_ledger_exits_6(tmp_path, make_
         os.link(state, other)
     else:
         cwd, other = tmp_path, "state/../state/./ledger.sqlite3"
-    first = batch(state, sb, "--concurrency", "1", wait=False)
-    try:
-        _wait_until_locked(state, first)
+    with _first_run_holding(batch, state, sb) as first:
         elsewhere = tmp_path / "elsewhere-folder"  # not the same folder: the ledger's own lock is tested
         shutil.copytree(folder, elsewhere)
         second = batch(other, sb, cwd=cwd, batch_folder=elsewhere)
         assert second.returncode == 6, second.stderr
         assert "another audiopipe run holds the ledger" in second.stderr and f"pid {first.pid}" in second.stderr
-        _, err = first.communicate(timeout=100)
-        assert first.returncode == 0, err
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
     assert len(sb.messages()) == 6 and set(once_each(sb).values()) == {1}
     again = batch(other, sb, cwd=cwd)  # and through that name it is the same ledger: nothing to send
     assert again.returncode == 0 and "0 sent, 6 already sent" in again.stderr and len(sb.messages()) == 6
@@ -323,9 +332,7 @@ def test_a_full_ledger_disk_stops_the_run_and_nothing_goes_out_unrecorded(tmp_pa
 def test_a_second_run_on_the_same_folder_exits_6_whatever_ledger_it_names(tmp_path, make_sandbox, batch, folder,
                                                                           state, second_args):
     sb = make_sandbox(faults=Faults(latency=0.4))
-    first = batch(state, sb, "--concurrency", "1", wait=False)
-    try:
-        _wait_until_locked(state, first)
+    with _first_run_holding(batch, state, sb) as first:
         if second_args[0] == "--copy-mid-run":  # a byte copy of the ledger and its -wal, taken mid-run
             other = tmp_path / "copy" / "ledger.sqlite3"
             other.parent.mkdir()
@@ -337,12 +344,6 @@ def test_a_second_run_on_the_same_folder_exits_6_whatever_ledger_it_names(tmp_pa
         second = batch(other, sb, *extra)
         assert second.returncode == 6, second.stderr
         assert f"another audiopipe run is sending {folder}" in second.stderr and f"pid {first.pid}" in second.stderr
-        _, err = first.communicate(timeout=100)
-        assert first.returncode == 0, err
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
     assert len(sb.messages()) == 6 and set(once_each(sb).values()) == {1}
 
 
