@@ -1,0 +1,74 @@
+"""The interface every store keeps, and the shape of its keys.
+
+A key is ``<64 lowercase hex digits of the content's SHA-256><suffix>``, where the suffix is empty or
+a dot and a few letters or digits (``.opus``, ``.mp3``, ``.wav``). Keys come back from the database,
+which a store must not trust to name files: anything else (a slash, ``..``, a NUL) is refused with
+:class:`BadKey` before any file is touched.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from audiopipe.errors import AudiopipeError
+
+_SUFFIX = re.compile(r"(?:\.[A-Za-z0-9]{1,16})?")
+_KEY = re.compile(r"(?P<sha>[0-9a-f]{64})(?P<suffix>" + _SUFFIX.pattern + r")")
+
+
+class StoreError(AudiopipeError):
+    """A store could not be opened, written or read, in words a user can act on."""
+
+
+class BadKey(StoreError):
+    """A key that is not ``<sha256><suffix>``: never used to name a file."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file in a store: its key, the SHA-256 of its content, and its size in bytes."""
+
+    key: str
+    sha256: str
+    size: int
+
+
+def check_key(key: str) -> str:
+    """``key`` itself when it is a well-formed key, else BadKey (no path traversal, ever)."""
+    if not isinstance(key, str) or _KEY.fullmatch(key) is None:
+        raise BadKey(f"not a store key (64 hex digits and a suffix such as .opus): {key!r:.80}")
+    return key
+
+
+def make_key(sha256: str, suffix: str) -> str:
+    """The key of content hashed ``sha256`` kept with ``suffix`` (checked like any key)."""
+    if _SUFFIX.fullmatch(suffix) is None:
+        raise BadKey(f"not a store suffix (a dot and up to 16 letters or digits): {suffix!r:.40}")
+    return check_key(sha256.lower() + suffix)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the planner, the prepare jobs and the send jobs ask of a store."""
+
+    def put(self, path: Path, *, suffix: str) -> StoredFile:
+        """Keep the file at ``path`` under its content's key (a no-op when that content is there)."""
+        ...
+
+    def open_local(self, key: str) -> Path:
+        """A local path to read the file of ``key`` from (StoreError when it is missing)."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        ...
+
+    def url(self, key: str) -> str | None:
+        """A URL the API could fetch the file from, or None when this store has none."""
+        ...
+
+    def describe(self) -> str:
+        """The store as messages name it (never a secret)."""
+        ...
