@@ -8,8 +8,48 @@ flag goes up may still go out; that is the only delay.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
 from audiopipe.campaign.pg.connection import Connection
 from audiopipe.campaign.pg.records import add_event
+
+DEFAULT_ATTEMPTS = 5  # as the embedded batch (audiopipe.campaign.settings)
+
+
+@dataclass(frozen=True)
+class CampaignSettings:
+    """What every worker of a campaign must agree on, kept in ``campaigns.settings`` (never a secret:
+    the API token comes from each worker's environment). ``rate``: sends a second across all workers
+    (None: no limit); ``attempts``: tries per send for definite not-sent outcomes (500, 429, network
+    errors before the request), after which a row waits for a person; ``store``: the spec of the store
+    the campaign's files are in (see :func:`audiopipe.store.open_store`)."""
+
+    rate: float | None = None
+    attempts: int = DEFAULT_ATTEMPTS
+    store: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> CampaignSettings:
+        data = data or {}
+        rate = data.get("rate")
+        return cls(rate=float(rate) if rate else None, attempts=int(data.get("attempts") or DEFAULT_ATTEMPTS),
+                   store=str(data["store"]) if data.get("store") else None)
+
+
+def save_settings(conn: Connection, campaign: str, settings: CampaignSettings) -> None:
+    """Record ``campaign`` with ``settings`` (replacing earlier ones), in the caller's transaction."""
+    conn.execute("INSERT INTO campaigns (campaign, settings) VALUES (%s, %s) "
+                 "ON CONFLICT (campaign) DO UPDATE SET settings = excluded.settings",
+                 (campaign, Jsonb(asdict(settings))))
+
+
+def load_settings(conn: Connection, campaign: str) -> CampaignSettings:
+    """The settings of ``campaign`` (the defaults for a campaign with none recorded)."""
+    row = conn.execute("SELECT settings FROM campaigns WHERE campaign = %s", (campaign,)).fetchone()
+    return CampaignSettings.from_json(row[0] if row else None)
 
 
 def stop(conn: Connection, campaign: str, why: str) -> bool:

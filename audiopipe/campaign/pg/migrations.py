@@ -14,6 +14,11 @@ The tables, and why each exists:
 - ``workers``: who is working, and when each last gave a sign of life (the reaper reads it).
 - ``rate_limits``: one row per pace shared by all workers (GCRA: the next free slot, and a pause).
 - ``ledger_meta``: the ledger's random id, so a batch can tell this ledger from another one.
+
+Step 2 (distributed campaigns): ``campaigns.settings`` holds what every worker of a campaign must agree
+on (its pace, its tries per send, the store its files are in: see
+:class:`audiopipe.campaign.pg.campaigns.CampaignSettings`; never a secret), and ``sends.stored`` names
+the prepared part in that store, so a worker on any machine can fetch it.
 """
 
 from __future__ import annotations
@@ -115,6 +120,12 @@ CREATE TABLE rate_limits (
 );
 """
 
+DISTRIBUTED = """
+ALTER TABLE campaigns ADD COLUMN settings jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE sends ADD COLUMN stored text;
+"""
+
 STEPS: tuple[Step, ...] = (
     Step(1, "the ledger: sends, events, campaigns, workers, rate limits", LEDGER),
+    Step(2, "distributed campaigns: campaign settings, the store key of each send", DISTRIBUTED),
 )

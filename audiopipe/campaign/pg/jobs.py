@@ -1,0 +1,80 @@
+"""Deferring procrastinate jobs inside the caller's own transaction, so work and its jobs commit together.
+
+A planner records a plan and defers the jobs that will carry it out; a prepare job marks its prepare
+ready, expands it into sends and defers their send tokens; a send's deferred result schedules the
+token that will try it again. Each pair must commit together or not at all: a plan committed without
+its jobs would sit there, jobs without their plan would find nothing to do. So jobs are deferred with
+procrastinate's own SQL function (``procrastinate_defer_jobs_v1``, what its ``JobManager`` calls,
+installed by :mod:`audiopipe.campaign.pg.queue_schema`) on the caller's psycopg connection, inside its open
+transaction; no procrastinate App is needed to defer. procrastinate's insert trigger notifies the
+listening workers when the transaction commits.
+
+Tokens are fungible: a send token (task :data:`SEND_TASK`, args ``{"campaign": C}``) means "one send of
+campaign C may be made now" (see :mod:`audiopipe.distributed.send_task`); many are deferred in one
+statement, the array built by the server. Each campaign has a queue of its own (:func:`queue_of`), so
+a process can work on one campaign only, and counting a campaign's tokens is one indexed lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from psycopg.types.json import Jsonb
+
+from audiopipe.campaign.pg.connection import Connection
+
+SEND_TASK = "audiopipe.send"
+PREPARE_TASK = "audiopipe.prepare"
+QUEUE_PREFIX = "audiopipe:"
+PREPARE_PRIORITY = 1   # before send tokens: a prepare unlocks sends, a token of a campaign not ready waits
+_QUEUE_MAX = 128       # procrastinate_jobs.queue_name is varchar(128)
+_PLAIN = re.compile(r"[A-Za-z0-9._:@+-]+")
+
+_DEFER = """
+SELECT procrastinate_defer_jobs_v1(ARRAY(
+    SELECT ROW(%(queue)s, %(task)s, %(priority)s, NULL, NULL, %(args)s::jsonb,
+               CASE WHEN %(secs)s > 0 THEN now() + make_interval(secs => %(secs)s) END
+           )::procrastinate_job_to_defer_v1
+      FROM generate_series(1, %(count)s)))"""
+
+_QUEUED = """
+SELECT count(*) FROM procrastinate_jobs
+ WHERE queue_name = %s AND task_name = %s AND status IN ('todo', 'doing')"""
+
+
+def queue_of(campaign: str) -> str:
+    """The procrastinate queue of ``campaign``'s jobs: its name when short and plain, else a hash of it."""
+    name = QUEUE_PREFIX + campaign
+    if len(name) <= _QUEUE_MAX and _PLAIN.fullmatch(campaign):
+        return name
+    digest = hashlib.sha256(campaign.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{QUEUE_PREFIX}{re.sub(r'[^A-Za-z0-9._-]', '_', campaign)[:48]}#{digest}"
+
+
+def defer_tokens(conn: Connection, campaign: str, count: int, *, in_seconds: float = 0.0) -> None:
+    """Defer ``count`` send tokens of ``campaign``, due in ``in_seconds`` (0: now), in the caller's
+    transaction (a connection in autocommit defers them at once, all or none: one statement)."""
+    if count <= 0:
+        return
+    conn.execute(_DEFER, {"queue": queue_of(campaign), "task": SEND_TASK, "priority": 0, "count": count,
+                          "args": Jsonb({"campaign": campaign}), "secs": max(in_seconds, 0.0)})
+
+
+def defer_prepare(conn: Connection, campaign: str, source_sha256: str, recipe: str) -> None:
+    """Defer the prepare job of (``source_sha256``, ``recipe``) for ``campaign``, in the caller's
+    transaction; nothing when one is already queued and not started (a duplicate would be harmless,
+    only wasted: the prepare row decides who prepares)."""
+    args = Jsonb({"campaign": campaign, "source": source_sha256, "recipe": recipe})
+    queue = queue_of(campaign)
+    if conn.execute("SELECT 1 FROM procrastinate_jobs WHERE queue_name = %s AND task_name = %s AND status = 'todo' "
+                    "AND args = %s::jsonb LIMIT 1", (queue, PREPARE_TASK, args)).fetchone():
+        return
+    conn.execute(_DEFER, {"queue": queue, "task": PREPARE_TASK, "priority": PREPARE_PRIORITY, "count": 1,
+                          "args": args, "secs": 0.0})
+
+
+def queued_tokens(conn: Connection, campaign: str) -> int:
+    """How many send tokens of ``campaign`` are waiting or running."""
+    row = conn.execute(_QUEUED, (queue_of(campaign), SEND_TASK)).fetchone()
+    return int(row[0]) if row else 0
