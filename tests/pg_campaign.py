@@ -87,7 +87,7 @@ print(json.dumps({"worker": summary.worker_id, "ends": summary.ends, "stopped": 
 
 
 def start_worker(url: str, base_url: str, journal: Path, *, concurrency: int = 4, until_idle: bool = True,
-                 token: str = "test-token", **popen: Any) -> subprocess.Popen[str]:
+                 token: str, **popen: Any) -> subprocess.Popen[str]:
     """A worker process (what ``audiopipe worker`` runs), its summary as JSON on stdout."""
     args = {"url": url, "base_url": base_url, "journal": str(journal), "concurrency": concurrency,
             "until_idle": until_idle}
