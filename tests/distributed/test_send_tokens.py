@@ -105,3 +105,13 @@ def test_split_parts_go_in_order(pg_url, make_sandbox, tmp_path):
     for m in sb.messages():  # oldest first
         order.setdefault(m["contact_id"], []).append(m["file_name"])
     assert order == {c: ["talk.part1of3.opus", "talk.part2of3.ogg", "talk.part3of3.mp3"] for c in seeded.contacts}
+
+
+def test_a_campaign_rate_spaces_the_requests_of_all_its_workers(pg_url, make_sandbox, tmp_path):
+    from datetime import datetime
+
+    sb = make_sandbox()
+    seed(pg_url, tmp_path / "store", 13, rate=20.0)
+    assert work(pg_url, sb, tmp_path, concurrency=6).sent == 13
+    times = sorted(datetime.strptime(m["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ") for m in sb.messages())
+    assert (times[-1] - times[0]).total_seconds() >= 12 / 20 * 0.9  # 6 at once would take a few ms without the pace
