@@ -155,7 +155,8 @@ def test_take_token_takes_only_a_waiting_token_that_is_due(pg_url):
         jobs.defer_tokens(conn, "spring", 1, in_seconds=60)
         assert not jobs.take_token(conn, "spring")  # not due yet
         jobs.defer_tokens(conn, "spring", 2)
-        conn.execute("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = (SELECT max(id) FROM procrastinate_jobs)")
+        conn.execute("UPDATE procrastinate_jobs SET status = 'doing' "
+                     "WHERE id = (SELECT max(id) FROM procrastinate_jobs)")
         assert jobs.take_token(conn, "spring") and not jobs.take_token(conn, "spring")  # the doing one stays
         assert not jobs.take_token(conn, "autumn")
         assert [r[2] for r in job_rows(conn, jobs.SEND_TASK)] == ["todo", "doing"]
