@@ -42,7 +42,7 @@ class PlanSummary:
     recipe: str
     store: str
     sources: int                 # unique sources (by content) with at least one target in this plan
-    targets: int                 # (contact, source) pairs in this plan
+    targets: int                 # (contact, source content) pairs in this plan
     new_targets: int             # of them, not in the ledger before (0 on a rerun)
     prepares_deferred: int       # prepares that needed a job (deferred now, or found queued already)
     sends_ready: int             # sends rows made now from prepares already done
@@ -121,16 +121,19 @@ def _put_sources(store: Store, contacts: ContactList, folder: Path, settle: floa
 
 def _targets(campaign: str, contacts: ContactList, folder: Path,
              stored: dict[Path, StoredFile]) -> list[prepares.Target]:
-    """A target per (contact row, source in the store): the CSV's file, or every source (a broadcast)."""
+    """A target per (contact, source content) the CSV asks for (its file, or every source: a
+    broadcast); two files of the same content to one contact are one target, labelled by the first."""
     everything = sorted(stored)
-    targets = []
+    found: dict[tuple[str, str, str], prepares.Target] = {}
     for row in contacts.rows:
         for f in [row.file] if row.file is not None else everything:
             if f is None or f not in stored:
                 continue  # refused or still arriving: no target yet
-            targets.append(prepares.Target(campaign, row.workspace, row.contact, stored[f].sha256,
-                                           label_of(row, f, folder)))
-    return targets
+            target = prepares.Target(campaign, row.workspace, row.contact, stored[f].sha256, label_of(row, f, folder))
+            key = (target.workspace, target.contact, target.source_sha256)
+            if key not in found or target.file < found[key].file:
+                found[key] = target
+    return list(found.values())
 
 
 def _suffix(path: Path) -> str:
