@@ -5,56 +5,17 @@ of the folder, and that a prepare done already expands at once into sends and th
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import psycopg
 import pytest
 from helpers import WS, contacts_for, write_csv
+from prepare_helpers import batch, broadcast_csv, count, prepare_jobs, store_files, tokens
 
-from audiopipe.campaign.pg import jobs, prepares
-from audiopipe.campaign.settings import BatchSettings
+from audiopipe.campaign.pg import prepares
 from audiopipe.distributed.planner import plan_campaign
-from audiopipe.preparation.settings import PrepareSettings
 from audiopipe.store import DirectoryStore
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def count(url: str, sql: str, *args: object) -> int:
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(sql, args).fetchone()
-    return int(row[0]) if row else 0
-
-
-def prepare_jobs(url: str) -> int:
-    return count(url, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s", jobs.PREPARE_TASK)
-
-
-def tokens(url: str, campaign: str) -> int:
-    return count(url, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND queue_name = %s",
-                 jobs.SEND_TASK, jobs.queue_of(campaign))
-
-
-def store_files(store: DirectoryStore) -> list[str]:
-    return sorted(p.name for p in store.root.rglob("*") if p.is_file())
-
-
-@pytest.fixture
-def folder(tmp_path: Path, audio_dir: Path) -> Path:
-    f = tmp_path / "rec"
-    f.mkdir()
-    for name in ("tone.wav", "tone.mp3", "voice.opus"):
-        shutil.copy(audio_dir / name, f / name)
-    return f
-
-
-def batch(folder: Path, contacts: Path, campaign: str = "spring", **kw: object) -> BatchSettings:
-    return BatchSettings(folder=folder, contacts=contacts, campaign=campaign, settle=0, rate=5.0,
-                         prepare=PrepareSettings(cache=False), **kw)  # type: ignore[arg-type]
-
-
-def broadcast_csv(tmp_path: Path, n: int) -> Path:
-    return write_csv(tmp_path / "contacts.csv", "contact_id,workspace_id", [f"{c},{WS}" for c in contacts_for(n)])
 
 
 def test_a_plan_records_targets_prepares_and_jobs_and_a_rerun_adds_nothing(tmp_path, folder, open_pg, pg_url):
@@ -68,7 +29,7 @@ def test_a_plan_records_targets_prepares_and_jobs_and_a_rerun_adds_nothing(tmp_p
     assert len(store_files(store)) == 3 and first.store == str(store.root)
     assert count(pg_url, "SELECT count(*) FROM targets") == 12
     assert count(pg_url, "SELECT count(*) FROM prepares WHERE state = 'pending'") == 3
-    assert prepare_jobs(pg_url) == 3 and tokens(pg_url, "spring") == 0
+    assert len(prepare_jobs(pg_url)) == 3 and tokens(pg_url, "spring") == 0
     assert count(pg_url, "SELECT count(*) FROM sends") == 0  # nothing to send before it is prepared
     with psycopg.connect(pg_url, autocommit=True) as conn:
         settings = conn.execute("SELECT settings FROM campaigns WHERE campaign = 'spring'").fetchone()[0]
@@ -76,7 +37,7 @@ def test_a_plan_records_targets_prepares_and_jobs_and_a_rerun_adds_nothing(tmp_p
 
     again = plan_campaign(ledger, store, batch(folder, csv))
     assert (again.targets, again.new_targets, again.sends_ready, again.recipe) == (12, 0, 0, first.recipe)
-    assert prepare_jobs(pg_url) == 3  # the queued jobs were found, not doubled
+    assert len(prepare_jobs(pg_url)) == 3  # the queued jobs were found, not doubled
     assert count(pg_url, "SELECT count(*) FROM targets") == 12
     assert count(pg_url, "SELECT count(*) FROM prepares") == 3
 
@@ -112,7 +73,7 @@ def test_a_rerun_leaves_sent_rows_alone_and_a_new_campaign_expands_at_once(tmp_p
 
     autumn = plan_campaign(ledger, store, batch(folder, csv, campaign="autumn"))
     assert (autumn.new_targets, autumn.prepares_deferred, autumn.sends_ready) == (6, 0, 6)
-    assert tokens(pg_url, "autumn") == 6 and prepare_jobs(pg_url) == 3  # no new prepare: done already
+    assert tokens(pg_url, "autumn") == 6 and len(prepare_jobs(pg_url)) == 3  # no new prepare: done already
     assert count(pg_url, "SELECT count(*) FROM sends WHERE campaign = 'autumn' AND state = 'pending'") == 6
 
 
