@@ -89,6 +89,7 @@ def plan_campaign(ledger: PgLedger, store: Store, settings: BatchSettings, *,
             recipes.save_recipe(conn, recipe)
             new = prepares.record_targets(conn, recipe.id, targets, work=work)
             prepares.record_prepares(conn, recipe.id, sources)
+            prepares.lock_prepares(conn, settings.campaign, sources)  # a prepare ending now sees these targets
             deferred = prepares.defer_unstarted(conn, settings.campaign, sources, lease=ledger.lease)
             made = sum(prepares.expand_ready(conn, settings.campaign).values())
             # sends that ran out of tries wait for a person: planning again is that word (one more try each)

@@ -34,8 +34,8 @@ from audiopipe.campaign.pg.workers import ALIVE
 # A prepare's states: pending and failed as a send's (the same words), and these two
 PREPARING, READY = "preparing", "ready"
 __all__ = ["FAILED", "PENDING", "PREPARING", "READY", "PrepareClaim", "Target", "claim_prepare", "defer_stalled",
-           "defer_unstarted", "expand_ready", "finish_failed", "finish_ready", "record_prepares", "record_targets",
-           "release"]
+           "defer_unstarted", "expand_ready", "finish_failed", "finish_ready", "lock_prepares", "record_prepares",
+           "record_targets", "release"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,25 @@ def record_prepares(conn: Connection, recipe: str, sources: dict[str, str]) -> i
     ``recipe`` and that has none yet (targets planned earlier keep their own recipe: no prepare is
     made that nobody waits for). Returns how many are new."""
     return conn.execute(_PREPARES, {"recipe": recipe, "shas": list(sources), "keys": list(sources.values())}).rowcount
+
+
+# The prepares a campaign's targets among these sources wait for, locked (FOR SHARE) until the plan
+# commits. A prepare ending meanwhile waits for that commit before it expands, so it sees the new
+# targets; one that ended before is seen ready by the plan's own expansion. Without it, a target added
+# while its prepare ends would be seen by neither: never expanded.
+_LOCK = """
+SELECT 1 FROM prepares p
+ WHERE p.source_sha256 = ANY(%(sources)s)
+   AND EXISTS (SELECT 1 FROM targets t WHERE t.source_sha256 = p.source_sha256 AND t.recipe = p.recipe
+                  AND t.campaign = %(campaign)s)
+ ORDER BY p.source_sha256, p.recipe
+   FOR SHARE OF p"""
+
+
+def lock_prepares(conn: Connection, campaign: str, sources: Iterable[str]) -> None:
+    """Hold the prepares that targets of ``campaign`` among ``sources`` wait for until the caller's
+    transaction ends (see ``_LOCK``): call it after recording targets, before :func:`expand_ready`."""
+    conn.execute(_LOCK, {"campaign": campaign, "sources": list(sources)})
 
 
 # The prepares a campaign's targets among these sources wait for that need a job now: pending, or
