@@ -119,26 +119,31 @@ def run_stages(run: BatchRun, client: AudioClient | None, retry: RetryPolicy) ->
 
 def discover(run: BatchRun) -> tuple[list[InputItem], dict[Path, PrepareOutcome]]:
     """The source files to prepare, and those refused on sight (a broken link, a link out of the folder)."""
-    if run.contacts.has_file_column:
-        sources = sorted({r.file for r in run.contacts.rows if r.file is not None})
+    return find_sources(run.contacts, run.folder)
+
+
+def find_sources(contacts: ContactList, folder: Path) -> tuple[list[InputItem], dict[Path, PrepareOutcome]]:
+    """:func:`discover` for any planner (the embedded batch's, the distributed one's)."""
+    if contacts.has_file_column:
+        sources = sorted({r.file for r in contacts.rows if r.file is not None})
         return [InputItem(p) for p in sources], {}
-    root = run.folder.resolve()
+    root = folder.resolve()
     items: list[InputItem] = []
     refused: dict[Path, PrepareOutcome] = {}
-    for i in collect_inputs([run.folder]):
+    for i in collect_inputs([folder]):
         try:
             real = i.path.resolve(strict=True)
         except (OSError, RuntimeError) as exc:  # a link loop, a dangling link: this file only
-            link = root / i.path.relative_to(run.folder)
+            link = root / i.path.relative_to(folder)
             refused[link] = PrepareOutcome(link, error=InputError(link, os_reason(exc)))
             continue
         if real == root or root in real.parents:
             items.append(InputItem(real, i.out_subdir))
         else:  # docs/api.md §6: a link out of the folder must not send some other recording to everyone
-            link = root / i.path.relative_to(run.folder)
+            link = root / i.path.relative_to(folder)
             refused[link] = PrepareOutcome(link, error=InputError(link, "is a link that leads outside the folder"))
-    if not items and not refused and run.contacts.rows:
-        raise UsageError(f"no audio files in {run.folder}")
+    if not items and not refused and contacts.rows:
+        raise UsageError(f"no audio files in {folder}")
     return items, refused
 
 

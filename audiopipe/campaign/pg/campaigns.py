@@ -65,12 +65,16 @@ def stop(conn: Connection, campaign: str, why: str) -> bool:
 
 
 def resume(conn: Connection, campaign: str, by: str) -> bool:
-    """Let workers claim sends of ``campaign`` again; False when it was not stopped."""
+    """Let workers claim sends of ``campaign`` again, deferring the send tokens its sends need (those
+    deferred out of tries get one more try: a person asked for it); False when it was not stopped."""
+    from audiopipe.campaign.pg import jobs  # jobs reads this module's defaults: a cycle at import time only
+
     with conn.transaction():
         done = conn.execute("UPDATE campaigns SET stopped_at = NULL, stopped_why = NULL "
                             "WHERE campaign = %s AND stopped_at IS NOT NULL", (campaign,)).rowcount == 1
         if done:
             add_event(conn, None, "resumed", {"by": by}, campaign=campaign)
+            jobs.top_up(conn, campaign, exhausted_too=True)
     return done
 
 

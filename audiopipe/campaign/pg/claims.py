@@ -16,6 +16,11 @@ anew when there are none. Nothing is left ``sending`` under a live worker that d
 better than "unknown"). A stale result (the row was settled by a person, or claimed again after
 that) changes nothing and is kept as a ``stale`` event. So a mistaken lease can mislabel a row; it
 can never make it go twice.
+
+**Tokens.** A result that makes more work commits that work's send token with it (see
+:mod:`audiopipe.campaign.pg.jobs`): a deferred send with tries left gets a token due when it may go again,
+and a sent part of a split recording a token for the part it releases. No result is written without
+the token it needs, so no send waits forever for a token that was never deferred.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from audiopipe.campaign.ledger import DEFERRED, FAILED, PENDING, SENDING, SENT, UNKNOWN, SendKey
+from audiopipe.campaign.pg import jobs
 from audiopipe.campaign.pg.connection import Connection, Database
 from audiopipe.campaign.pg.records import KEY_WHERE, add_event, key_args, query
 
@@ -45,6 +51,7 @@ class Claim:
     file: str
     prepared_sha256: str | None
     work: str | None
+    stored: str | None = None   # the prepared part's key in the campaign's store (distributed campaigns)
 
 
 class Recorded(str, Enum):
@@ -81,7 +88,7 @@ WITH picked AS (
          = (picked.campaign, picked.workspace, picked.contact, picked.source_sha256, picked.part)
        AND s.state IN (%(pending)s, %(deferred)s)
     RETURNING s.campaign, s.workspace, s.contact, s.source_sha256, s.part, s.attempts, s.owner, s.parts, s.file,
-              s.prepared_sha256, s.work
+              s.prepared_sha256, s.work, s.stored
 ), logged AS (
     INSERT INTO events (campaign, workspace, contact, source_sha256, part, state, detail)
     SELECT campaign, workspace, contact, source_sha256, part, %(sending)s,
@@ -91,7 +98,7 @@ WITH picked AS (
 SELECT * FROM claimed"""
 
 _MINE = """
-SELECT campaign, workspace, contact, source_sha256, part, attempts, owner, parts, file, prepared_sha256, work
+SELECT campaign, workspace, contact, source_sha256, part, attempts, owner, parts, file, prepared_sha256, work, stored
   FROM sends WHERE state = %s AND owner = %s AND claim = %s"""
 
 _COMPLETE = query("""
@@ -104,7 +111,7 @@ _HOLDS = query("SELECT attempts, state, message_id FROM sends WHERE {key}", key=
 def _claim(r: dict[str, Any]) -> Claim:
     return Claim(SendKey(r["campaign"], r["workspace"], r["contact"], r["source_sha256"], r["part"]),
                  attempt=r["attempts"], owner=r["owner"], parts=r["parts"], file=r["file"],
-                 prepared_sha256=r["prepared_sha256"], work=r["work"])
+                 prepared_sha256=r["prepared_sha256"], work=r["work"], stored=r["stored"])
 
 
 def claim_rows(conn: Connection, owner: str, claim_id: uuid.UUID, *, limit: int = 1,
@@ -167,6 +174,8 @@ def write_result(conn: Connection, result: Result) -> Recorded:
         if not done and _holds(conn, result):
             return Recorded.WRITTEN  # written before, by a try whose answer was lost, or a replay
         add_event(conn, c.key, result.state if done else "stale", detail if done else dict(detail, state=result.state))
+        if done:
+            jobs.after_result(conn, c.key, c.parts, result.state, retry_in=result.retry_in)
     return Recorded.WRITTEN if done else Recorded.STALE
 
 

@@ -13,6 +13,13 @@ Tokens are fungible: a send token (task :data:`SEND_TASK`, args ``{"campaign": C
 campaign C may be made now" (see :mod:`audiopipe.distributed.send_task`); many are deferred in one
 statement, the array built by the server. Each campaign has a queue of its own (:func:`queue_of`), so
 a process can work on one campaign only, and counting a campaign's tokens is one indexed lookup.
+
+The invariant every writer keeps: a campaign that is not stopped has at least as many tokens (waiting or
+running) as sends that can go now or soon (:func:`sends_to_come`: pending, or deferred with tries left,
+not waiting for an earlier part). The plan and the prepares defer one token per send; a result defers
+the token its row needs (:func:`after_result`); a person's word (resolve, resume) tops up
+(:func:`top_up`); and every worker tops up now and then, in case a token was lost (a job that failed).
+A token too many is harmless: it finds nothing and ends.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import re
 
 from psycopg.types.json import Jsonb
 
+from audiopipe.campaign.ledger import DEFERRED, PENDING, SENT, SendKey
+from audiopipe.campaign.pg.campaigns import DEFAULT_ATTEMPTS
 from audiopipe.campaign.pg.connection import Connection
 
 SEND_TASK = "audiopipe.send"
@@ -37,6 +46,20 @@ SELECT procrastinate_defer_jobs_v1(ARRAY(
                CASE WHEN %(secs)s > 0 THEN now() + make_interval(secs => %(secs)s) END
            )::procrastinate_job_to_defer_v1
       FROM generate_series(1, %(count)s)))"""
+
+# Sends of a campaign that can go now or later without a person: pending, or deferred with tries left
+# (the campaign's ``attempts`` setting), and not a part waiting at 'infinity' for the one before it.
+_TO_COME = """
+SELECT count(*), extract(epoch FROM greatest(min(s.next_at), now() - interval '1 day') - now())::float8
+  FROM sends s JOIN campaigns c USING (campaign)
+ WHERE s.campaign = %(campaign)s AND c.stopped_at IS NULL AND s.next_at < 'infinity'
+   AND (s.state = %(pending)s OR (s.state = %(deferred)s AND (%(all)s OR
+        s.attempts < coalesce((c.settings->>'attempts')::int, %(attempts)s))))"""
+
+_TRIES_LEFT = """
+SELECT s.attempts < coalesce((c.settings->>'attempts')::int, %s) AND c.stopped_at IS NULL
+  FROM sends s JOIN campaigns c USING (campaign)
+ WHERE s.campaign = %s AND s.workspace = %s AND s.contact = %s AND s.source_sha256 = %s AND s.part = %s"""
 
 _QUEUED = """
 SELECT count(*) FROM procrastinate_jobs
@@ -78,3 +101,33 @@ def queued_tokens(conn: Connection, campaign: str) -> int:
     """How many send tokens of ``campaign`` are waiting or running."""
     row = conn.execute(_QUEUED, (queue_of(campaign), SEND_TASK)).fetchone()
     return int(row[0]) if row else 0
+
+
+def sends_to_come(conn: Connection, campaign: str, *, exhausted_too: bool = False) -> tuple[int, float | None]:
+    """How many sends of ``campaign`` can go now or later without a person (see ``_TO_COME``; with
+    ``exhausted_too``, deferred ones out of tries as well), and in how many seconds the first is due
+    (negative: overdue; None: there is none). Nothing for a stopped campaign."""
+    row = conn.execute(_TO_COME, {"campaign": campaign, "pending": PENDING, "deferred": DEFERRED,
+                                  "all": exhausted_too, "attempts": DEFAULT_ATTEMPTS}).fetchone()
+    return (int(row[0]), None if row[1] is None else float(row[1])) if row else (0, None)
+
+
+def top_up(conn: Connection, campaign: str, *, exhausted_too: bool = False) -> int:
+    """Defer the tokens ``campaign`` lacks (sends to come minus tokens queued). Returns how many."""
+    wanted, _due = sends_to_come(conn, campaign, exhausted_too=exhausted_too)
+    missing = wanted - queued_tokens(conn, campaign)
+    defer_tokens(conn, campaign, missing)
+    return max(missing, 0)
+
+
+def after_result(conn: Connection, key: SendKey, parts: int, state: str, *, retry_in: float = 0.0) -> None:
+    """The token a result just written needs, in its transaction: a deferred send with tries left (in a
+    campaign not stopped) gets one due in ``retry_in``; a sent part releases the next (the trigger of
+    schema step 1 makes it due now), which gets one now."""
+    if state == DEFERRED:
+        row = conn.execute(_TRIES_LEFT, (DEFAULT_ATTEMPTS, key.campaign, key.workspace, key.contact,
+                                         key.source_sha256, key.part)).fetchone()
+        if row and row[0]:
+            defer_tokens(conn, key.campaign, 1, in_seconds=retry_in)
+    elif state == SENT and key.part < parts:
+        defer_tokens(conn, key.campaign, 1)

@@ -42,7 +42,7 @@ def from_line(line: bytes) -> Result | None:
         d: dict[str, Any] = json.loads(line)
         c = d["claim"]
         claim = Claim(SendKey(**c["key"]), c["attempt"], c["owner"], c["parts"], c["file"], c["prepared_sha256"],
-                      c["work"])
+                      c["work"], c.get("stored"))
         return Result(claim, d["state"], d["message_id"], d["error"], d["status"], d["retry_in"])
     except (ValueError, KeyError, TypeError):
         return None

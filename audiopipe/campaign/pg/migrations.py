@@ -19,6 +19,12 @@ Step 2 (distributed campaigns): ``campaigns.settings`` holds what every worker o
 on (its pace, its tries per send, the store its files are in: see
 :class:`audiopipe.campaign.pg.campaigns.CampaignSettings`; never a secret), and ``sends.stored`` names
 the prepared part in that store, so a worker on any machine can fetch it.
+
+Step 3 (preparing once, whichever worker does it): ``recipes`` (how to prepare, and into which store:
+the id is the SHA-256 of that, as canonical JSON), ``prepares`` (one row per unique source and recipe:
+its state, the worker preparing it, its parts once ready, its reason once failed) and ``targets`` (who
+gets which source, before it is prepared: a ready prepare expands its targets into ``sends`` rows).
+See :mod:`audiopipe.campaign.pg.prepares`.
 """
 
 from __future__ import annotations
@@ -125,7 +131,48 @@ ALTER TABLE campaigns ADD COLUMN settings jsonb NOT NULL DEFAULT '{}';
 ALTER TABLE sends ADD COLUMN stored text;
 """
 
+PREPARES = """
+CREATE TABLE recipes (
+    recipe     text PRIMARY KEY,
+    settings   jsonb NOT NULL,
+    store      text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE prepares (
+    source_sha256 text NOT NULL,
+    recipe        text NOT NULL REFERENCES recipes (recipe),
+    source_key    text NOT NULL,
+    state         text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'preparing', 'ready', 'failed')),
+    owner         text,
+    claim         uuid,
+    attempts      integer NOT NULL DEFAULT 0,
+    parts         jsonb,
+    error         text,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source_sha256, recipe)
+);
+-- what the reaper (stalled prepares) and a worker's "work left?" look up
+CREATE INDEX prepares_unfinished ON prepares (state, owner) WHERE state IN ('pending', 'preparing');
+
+CREATE TABLE targets (
+    campaign      text NOT NULL REFERENCES campaigns (campaign),
+    workspace     text NOT NULL,
+    contact       text NOT NULL,
+    source_sha256 text NOT NULL,
+    recipe        text NOT NULL REFERENCES recipes (recipe),
+    file          text NOT NULL,
+    work          text,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (campaign, workspace, contact, source_sha256)
+);
+-- what a finished prepare expands: every target of its (source, recipe)
+CREATE INDEX targets_prepare ON targets (source_sha256, recipe, campaign);
+"""
+
 STEPS: tuple[Step, ...] = (
     Step(1, "the ledger: sends, events, campaigns, workers, rate limits", LEDGER),
     Step(2, "distributed campaigns: campaign settings, the store key of each send", DISTRIBUTED),
+    Step(3, "preparing once: recipes, prepares, targets", PREPARES),
 )

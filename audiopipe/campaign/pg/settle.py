@@ -4,7 +4,8 @@ The same promise as the SQLite ledger's resolve: all the keys or none, a deliver
 ``sent`` (no run sends it again), a not-delivered one ``deferred`` (the next claim sends it), each
 with an event saying who and when. A row still ``sending`` may be settled only when its worker is
 dead (no sign of life for the lease): while the worker lives, its request is in flight and its own
-result is on the way.
+result is on the way. The send tokens distributed workers need for what a settlement lets go (a send to
+retry, the part a delivered one releases) are deferred in the same transaction.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from audiopipe.campaign.ledger import DEFERRED, RESOLVABLE, SENDING, SENT, LedgerRow, NotResolvable, SendKey
+from audiopipe.campaign.pg import jobs
 from audiopipe.campaign.pg.connection import Connection
 from audiopipe.campaign.pg.records import KEY_WHERE, ROW_SELECT, add_event, key_args, query, to_row
 from audiopipe.campaign.pg.workers import ALIVE
@@ -61,4 +63,6 @@ def resolve(conn: Connection, keys: list[SendKey], *, delivered: bool, by: str, 
             before.append(row)
             conn.execute(_SETTLE, (state, mark["message_id"], error, Jsonb(mark), state == DEFERRED, *key_args(key)))
             add_event(conn, key, "resolved", dict(mark, was=row.state, error=row.error, status=row.status, state=state))
+        for campaign in sorted({k.campaign for k in keys}):  # what may go now: a retry, or the part a send released
+            jobs.top_up(conn, campaign)
     return before

@@ -74,3 +74,77 @@ def test_campaign_settings_round_trip(pg_url):
         save_settings(conn, "spring", CampaignSettings(attempts=7))
         assert load_settings(conn, "spring") == CampaignSettings(attempts=7)
         conn.execute("SELECT stored FROM sends LIMIT 0")  # step 2's column is there
+
+
+WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
+SHA = "ab" * 32
+
+
+def tokens(url: str) -> list[tuple[bool, float]]:
+    """The send tokens queued: (due now, seconds until due)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT scheduled_at IS NULL, extract(epoch FROM coalesce(scheduled_at, now()) - now()) "
+                            "FROM procrastinate_jobs WHERE task_name = %s AND status = 'todo' ORDER BY id",
+                            (jobs.SEND_TASK,)).fetchall()
+    return [(bool(r[0]), float(r[1])) for r in rows]
+
+
+def planned(open_pg, *contacts: str, parts: int = 1, attempts: int = 5):
+    from audiopipe.campaign.ledger import PlannedSend, SendKey
+
+    ledger = open_pg()
+    keys = [SendKey("spring", WS, c, SHA, p) for c in contacts for p in range(1, parts + 1)]
+    ledger.plan("work", [PlannedSend(k, parts, "talk.wav", "cd" * 32) for k in keys])
+    ledger.db.run(lambda conn: save_settings(conn, "spring", CampaignSettings(attempts=attempts)), doing="settings")
+    ledger.acquire()
+    return ledger
+
+
+def test_a_deferred_result_commits_its_retry_token_due_when_the_row_is(open_pg, pg_url):
+    ledger = planned(open_pg, "c1")
+    [claim] = ledger.claim(campaign="spring")
+    ledger.complete(claim, "deferred", error="429", status=429, retry_in=40)
+    [(now, due)] = tokens(pg_url)
+    assert not now and 35 < due <= 40
+
+
+def test_a_send_out_of_tries_gets_no_token_until_a_person_resumes(open_pg, pg_url):
+    ledger = planned(open_pg, "c1", attempts=1)
+    [claim] = ledger.claim(campaign="spring")
+    ledger.complete(claim, "deferred", error="500", retry_in=0)
+    assert tokens(pg_url) == []
+    ledger.stop_campaign("spring", "test")
+    assert ledger.resume_campaign("spring", by="tester")
+    assert len(tokens(pg_url)) == 1  # resume gives it one more try
+
+
+def test_a_stopped_campaign_gets_no_retry_token(open_pg, pg_url):
+    ledger = planned(open_pg, "c1")
+    [claim] = ledger.claim(campaign="spring")
+    ledger.stop_campaign("spring", "401")
+    ledger.complete(claim, "deferred", error="401", status=401)
+    assert tokens(pg_url) == []
+
+
+def test_a_sent_part_releases_the_next_with_a_token(open_pg, pg_url):
+    ledger = planned(open_pg, "c1", parts=2)
+    [first] = ledger.claim(campaign="spring")
+    assert first.key.part == 1 and ledger.claim(campaign="spring") == []
+    ledger.complete(first, "sent", message_id="m1")
+    assert [now for now, _ in tokens(pg_url)] == [True]
+    [second] = ledger.claim(campaign="spring")
+    assert second.key.part == 2
+    ledger.complete(second, "sent", message_id="m2")
+    assert len(tokens(pg_url)) == 1  # the last part releases nothing
+
+
+def test_settling_an_unknown_as_not_delivered_tokens_its_retry(open_pg, pg_url):
+    ledger = planned(open_pg, "c1")
+    [claim] = ledger.claim(campaign="spring")
+    ledger.complete(claim, "unknown", error="lost")
+    assert tokens(pg_url) == []
+    ledger.resolve([claim.key], delivered=False, by="tester")
+    assert len(tokens(pg_url)) == 1
+    with psycopg.connect(pg_url) as conn:
+        assert jobs.sends_to_come(conn, "spring")[0] == 1
+        assert jobs.top_up(conn, "spring") == 0  # nothing lacking
