@@ -11,7 +11,8 @@ Workers anywhere then carry it out. The plan and its jobs commit together, or ne
 
 A rerun of the same plan (a cron planner) is idempotent: targets, prepares and rows that exist are
 left as they are (a sent row is never touched), a prepare job is deferred only when none is queued
-and the prepare is not held by a live worker, and tokens only for rows made now.
+and the prepare is not held by a live worker, and tokens only for rows that lack one: the rows made
+now, and those that ran out of tries (planning again is the person's word that gives them one more).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from audiopipe.campaign import stages
 from audiopipe.campaign.contacts import ContactList, read_contacts
 from audiopipe.campaign.ledger.marker import WorkMarker
-from audiopipe.campaign.pg import pace, prepares
+from audiopipe.campaign.pg import jobs, pace, prepares
 from audiopipe.campaign.pg.campaigns import CampaignSettings, save_settings
 from audiopipe.campaign.pg.connection import Connection
 from audiopipe.campaign.pg.ledger import PgLedger
@@ -42,10 +43,11 @@ class PlanSummary:
     recipe: str
     store: str
     sources: int                 # unique sources (by content) with at least one target in this plan
-    targets: int                 # (contact, source) pairs in this plan
+    targets: int                 # (contact, source content) pairs in this plan
     new_targets: int             # of them, not in the ledger before (0 on a rerun)
     prepares_deferred: int       # prepares that needed a job (deferred now, or found queued already)
     sends_ready: int             # sends rows made now from prepares already done
+    tokens_added: int            # send tokens deferred for rows that lacked one (out of tries: one more each)
     invalid: tuple[str, ...] = ()   # contacts rows that cannot be sent: "line N: reason"
     refused: tuple[str, ...] = ()   # sources refused on sight: "file: reason"
     waiting: tuple[str, ...] = ()   # files changed too recently: the next plan takes them
@@ -80,7 +82,7 @@ def plan_campaign(ledger: PgLedger, store: Store, settings: BatchSettings, *,
     where = {"folder": str(folder.resolve()), "contacts": str(Path(settings.contacts).resolve()), "store": spec}
     work = WorkMarker(folder, settings.contacts, settings.campaign).work_id
 
-    def record(conn: Connection) -> tuple[int, int, int]:
+    def record(conn: Connection) -> tuple[int, int, int, int]:
         with conn.transaction():
             save_settings(conn, settings.campaign, CampaignSettings(settings.rate or None, settings.attempts, spec))
             pace.set_rate(conn, settings.campaign, settings.rate)
@@ -89,13 +91,15 @@ def plan_campaign(ledger: PgLedger, store: Store, settings: BatchSettings, *,
             prepares.record_prepares(conn, recipe.id, sources)
             deferred = prepares.defer_unstarted(conn, settings.campaign, sources, lease=ledger.lease)
             made = sum(prepares.expand_ready(conn, settings.campaign).values())
+            # sends that ran out of tries wait for a person: planning again is that word (one more try each)
+            topped = jobs.top_up(conn, settings.campaign, exhausted_too=True)
             add_event(conn, None, "planned", dict(where, work=work, targets=len(targets), new_targets=new,
                                                   sources=len(sources), recipe=recipe.id),
                       campaign=settings.campaign)
-        return new, deferred, made
+        return new, deferred, made, topped
 
-    new, deferred, made = ledger.db.run(record, doing="record the plan")
-    return PlanSummary(settings.campaign, recipe.id, spec, len(sources), len(targets), new, deferred, made,
+    new, deferred, made, topped = ledger.db.run(record, doing="record the plan")
+    return PlanSummary(settings.campaign, recipe.id, spec, len(sources), len(targets), new, deferred, made, topped,
                        invalid=tuple(f"line {r.line}: {r.reason}" for r in contacts.invalid),
                        refused=tuple(f"{_shown(p, folder)}: {why}" for p, why in found.refused.items()),
                        waiting=tuple(_shown(p, folder) for p in found.waiting))
@@ -121,16 +125,19 @@ def _put_sources(store: Store, contacts: ContactList, folder: Path, settle: floa
 
 def _targets(campaign: str, contacts: ContactList, folder: Path,
              stored: dict[Path, StoredFile]) -> list[prepares.Target]:
-    """A target per (contact row, source in the store): the CSV's file, or every source (a broadcast)."""
+    """A target per (contact, source content) the CSV asks for (its file, or every source: a
+    broadcast); two files of the same content to one contact are one target, labelled by the first."""
     everything = sorted(stored)
-    targets = []
+    found: dict[tuple[str, str, str], prepares.Target] = {}
     for row in contacts.rows:
         for f in [row.file] if row.file is not None else everything:
             if f is None or f not in stored:
                 continue  # refused or still arriving: no target yet
-            targets.append(prepares.Target(campaign, row.workspace, row.contact, stored[f].sha256,
-                                           label_of(row, f, folder)))
-    return targets
+            target = prepares.Target(campaign, row.workspace, row.contact, stored[f].sha256, label_of(row, f, folder))
+            key = (target.workspace, target.contact, target.source_sha256)
+            if key not in found or target.file < found[key].file:
+                found[key] = target
+    return list(found.values())
 
 
 def _suffix(path: Path) -> str:

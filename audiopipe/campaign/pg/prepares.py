@@ -35,7 +35,11 @@ from audiopipe.campaign.pg.records import query
 from audiopipe.campaign.pg.workers import ALIVE
 from audiopipe.preparation.settings import PrepareSettings
 
-PREPARING, READY = "preparing", "ready"  # prepares' states besides pending and failed
+# A prepare's states: pending and failed as a send's (the same words), and these two
+PREPARING, READY = "preparing", "ready"
+__all__ = ["FAILED", "PENDING", "PREPARING", "READY", "PrepareClaim", "Recipe", "Target", "claim_prepare",
+           "defer_stalled", "defer_unstarted", "expand_ready", "finish_failed", "finish_ready", "load_recipe",
+           "recipe_of", "record_prepares", "record_targets", "release", "save_recipe"]
 
 
 @dataclass(frozen=True)
