@@ -77,9 +77,14 @@ def run_shared_batch(url: str, shared: SharedOptions, settings: BatchSettings, *
     from audiopipe.distributed.worker import run_worker  # the prepare and send jobs, as any worker runs them
 
     stage("sending")
-    run_worker(url, concurrency=settings.concurrency, until_idle=True, queues=[queue_of(settings.campaign)])
+    worked = run_worker(url, concurrency=settings.concurrency, until_idle=True, queues=[queue_of(settings.campaign)])
     result = report_after_work(url, planned)
-    ending.finish(result)
+    interrupted = worked.stopped != "idle"  # a signal: the sends in flight were recorded, workers go on
+    ending.finish(result, interrupted=interrupted)
+    if interrupted:
+        say("audiopipe: interrupted while sending: the sends in flight are recorded; the campaign goes on with "
+            "the workers of the database, or run the same command again", err=True)
+        return ExitCode.TERMINATED
     return batch_exit_code(result)
 
 

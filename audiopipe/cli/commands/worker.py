@@ -5,8 +5,7 @@ about what it did, and its exit code."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, is_dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +13,9 @@ from audiopipe.cli.console import say
 from audiopipe.cli.database import REACH_HINT, database_option, scrubbing
 from audiopipe.cli.failures import Command
 from audiopipe.cli.options import campaign_name, json_option
+
+if TYPE_CHECKING:
+    from audiopipe.distributed.worker import WorkerSummary
 
 
 def _campaigns(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -72,19 +74,15 @@ def worker_cmd(*, database: str | None, concurrency: int, until_idle: bool, camp
         except DatabaseUnavailable as exc:
             raise DatabaseUnavailable(f"{exc}: {REACH_HINT}") from None
     if as_json:
-        click.echo(json.dumps(_fields(summary), default=str))
+        click.echo(json.dumps({"worker_id": summary.worker_id, "stopped": summary.stopped, "ends": summary.ends}))
     else:
         say(summary_line(summary), err=True)
 
 
-def _fields(summary: Any) -> dict[str, Any]:
-    if is_dataclass(summary) and not isinstance(summary, type):
-        return asdict(summary)
-    return dict(vars(summary))
+WHY = {"signal": "asked to stop", "idle": "no work left", "cancelled": "cancelled"}
 
 
-def summary_line(summary: Any) -> str:
-    """What the worker did, in one line."""
-    fields = _fields(summary)
-    shown = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in fields.items() if isinstance(v, (int, float)))
-    return f"worker stopped: {shown or 'nothing done'}"
+def summary_line(summary: WorkerSummary) -> str:
+    """What the worker did, in one line: ``worker 1a2b3c stopped (no work left): 3 prepare ready, 12 sent``."""
+    ends = ", ".join(f"{n} {what}" for what, n in sorted(summary.ends.items()) if n) or "no job done"
+    return f"worker {summary.worker_id} stopped ({WHY.get(summary.stopped, summary.stopped)}): {ends}"
