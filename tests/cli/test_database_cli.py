@@ -12,10 +12,12 @@ import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
 import pytest
 from helpers import clean_environ, contacts_for, invoke
 
 from audiopipe.campaign.ledger import DEFERRED, SENT, UNKNOWN, PlannedSend, SendKey
+from audiopipe.campaign.pg.jobs import queued_tokens
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -142,6 +144,13 @@ def test_deferred_rows_out_of_tries_wait_for_a_person(open_pg, pg_url: str, tmp_
     text = cli("status", "--database", pg_url, tmp_path=tmp_path)
     assert text.returncode == 5
     assert "1 deferred with all 5 tries used: waiting for a person" in text.stdout
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM procrastinate_jobs")  # the retry tokens, as workers would have used them up
+        again = cli("resume", "--campaign", "spring", "--database", pg_url, "--json", tmp_path=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout) == {"campaign": "spring", "resumed": False, "was_stopped_because": None,
+                                            "tokens_added": 1}  # one more try, as a person asked
+        assert queued_tokens(conn, "spring") == 1
 
 
 def test_an_unknown_campaign_is_one_line(open_pg, pg_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -201,9 +202,14 @@ def resume_cmd(*, database: str | None, campaign: str, as_json: bool) -> None:
       audiopipe resume --campaign spring --database postgresql://audiopipe@db.example/audiopipe
 
     \b
+    A campaign that is not stopped but has sends deferred with every try used
+    (status says so): resume gives each of them one more try.
+
+    \b
     Exit status: 0 resumed (or it was not stopped); 2 no such campaign, or
     no database named; 1 the database cannot be reached.
     """
+    from audiopipe.campaign.pg.jobs import top_up
     from audiopipe.campaign.pg.overview import known_campaigns
     from audiopipe.campaign.resolve import who
 
@@ -213,10 +219,15 @@ def resume_cmd(*, database: str | None, campaign: str, as_json: bool) -> None:
         if campaign not in known:
             listed = ", ".join(repr(c) for c in known) or "none yet"
             raise UsageError(f"the database {ledger.location} has no campaign {campaign!r} (its campaigns: {listed})")
-        resumed = ledger.resume_campaign(campaign, by=who())
+        resumed = ledger.resume_campaign(campaign, by=who())  # with the tokens its sends need
+        tokens = 0 if resumed else ledger.db.run(partial(top_up, campaign=campaign, exhausted_too=True),
+                                                 doing="give the campaign's sends their tokens")
     if as_json:
-        click.echo(json.dumps({"campaign": campaign, "resumed": resumed, "was_stopped_because": stopped}))
+        click.echo(json.dumps({"campaign": campaign, "resumed": resumed, "was_stopped_because": stopped,
+                               "tokens_added": tokens}))
     elif resumed:
-        say(f"campaign {campaign!r} resumed (it was stopped: {stopped}); the workers send it again")
+        say(f"campaign {campaign!r} resumed (it was stopped: {stopped}); the workers send it again, and sends "
+            "deferred out of tries get one more")
     else:
-        say(f"campaign {campaign!r} was not stopped: nothing to do")
+        say(f"campaign {campaign!r} was not stopped; " + (f"{tokens} send(s) deferred out of tries (or missing "
+            "their token) get one more try" if tokens else "nothing to do"))
