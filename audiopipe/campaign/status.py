@@ -16,6 +16,7 @@ from typing import Any
 
 from audiopipe.campaign.ledger import (
     BlockedPart,
+    Ledger,
     LedgerRow,
     RowStatus,
     TallyKey,
@@ -34,7 +35,7 @@ RESOLVED_SHOWN = 10  # sends resolved by hand listed, the newest first
 
 @dataclass
 class LedgerStatus:
-    path: Path
+    path: Path | str   # the SQLite file, or the database as connection.describe names it
     ledger_id: str | None
     campaign: str | None
     running: str | None
@@ -118,14 +119,19 @@ def read_status(path: str | Path | None = None, campaign: str | None = None, *,
     if ledger is None:
         raise UsageError(f"no ledger at {path}: nothing has been sent with it yet (or give --state)")
     with ledger:
-        running = ledger.running()
-        campaigns = ledger.tally(campaign, running=running is not None)
-        if campaign is not None and campaign not in campaigns:
-            known = ", ".join(repr(c) for c in ledger.campaigns()) or "none yet"
-            raise UsageError(f"the ledger {path} has no sends in campaign {campaign!r} (its campaigns: {known})")
-        problems = ledger.rows(campaign, (RowStatus.UNKNOWN, RowStatus.SENDING, RowStatus.FAILED, RowStatus.DEFERRED),
-                               limit=limit)
-        blocked = ledger.blocked(campaign, running=running is not None, limit=limit)
-        resolved = ledger.resolutions(campaign, limit=limit)
-        return LedgerStatus(path, ledger.ledger_id, campaign, running, campaigns, problems, blocked, resolved,
-                            ledger.pending_sources(campaign))
+        return ledger_status(ledger, path, campaign, limit=limit)
+
+
+def ledger_status(ledger: Ledger, where: Path | str, campaign: str | None, *, limit: int | None) -> LedgerStatus:
+    """What an open ledger knows (SQLite, or a shared database's, named ``where``)."""
+    running = ledger.running()
+    campaigns = ledger.tally(campaign, running=running is not None)
+    if campaign is not None and campaign not in campaigns:
+        known = ", ".join(repr(c) for c in ledger.campaigns()) or "none yet"
+        raise UsageError(f"the ledger {where} has no sends in campaign {campaign!r} (its campaigns: {known})")
+    problems = ledger.rows(campaign, (RowStatus.UNKNOWN, RowStatus.SENDING, RowStatus.FAILED, RowStatus.DEFERRED),
+                           limit=limit)
+    blocked = ledger.blocked(campaign, running=running is not None, limit=limit)
+    resolved = ledger.resolutions(campaign, limit=limit)
+    return LedgerStatus(where, ledger.ledger_id, campaign, running, campaigns, problems, blocked, resolved,
+                        ledger.pending_sources(campaign))

@@ -52,6 +52,9 @@ def error_exit_code(exc: BaseException) -> ExitCode:
         return ExitCode.LOCKED
     if isinstance(exc, (UsageError, ToolMissingError, OSError)):  # a flag, a setting or the set-up
         return ExitCode.USAGE
+    pg_errors = sys.modules.get("audiopipe.campaign.pg.errors")  # loaded when a database was used, only then
+    if pg_errors is not None and isinstance(exc, pg_errors.SchemaError):  # migrate it, or upgrade us: the set-up
+        return ExitCode.USAGE
     return ExitCode.FAILED
 
 
@@ -88,12 +91,13 @@ def batch_exit_code(result: BatchResult) -> ExitCode:
     return ExitCode.OK
 
 
-STATUS_EXIT_CODES = {"unknown": ExitCode.UNKNOWN, "failed": ExitCode.FAILED, "left": ExitCode.NOT_SENT,
-                     "ok": ExitCode.OK}
+STATUS_EXIT_CODES = {"stopped": ExitCode.AUTH, "unknown": ExitCode.UNKNOWN, "failed": ExitCode.FAILED,
+                     "left": ExitCode.NOT_SENT, "ok": ExitCode.OK}
 
 
 def status_exit_code(verdict: str) -> ExitCode:
-    """``audiopipe status``: its verdict (see :meth:`LedgerStatus.verdict`)."""
+    """``audiopipe status``: its verdict (see :meth:`LedgerStatus.verdict`; a shared database's may also
+    be ``stopped``, see :meth:`audiopipe.campaign.pg.progress.DatabaseStatus.verdict`)."""
     return STATUS_EXIT_CODES.get(verdict, ExitCode.OK)
 
 

@@ -11,10 +11,12 @@ import click
 
 from audiopipe import __version__
 from audiopipe.cli.commands.batch import batch_cmd
+from audiopipe.cli.commands.db import db_group
 from audiopipe.cli.commands.prepare import prepare_cmd, probe_cmd
 from audiopipe.cli.commands.send import send_cmd
 from audiopipe.cli.commands.setup import cache_cmd, doctor_cmd, sandbox_cmd
-from audiopipe.cli.commands.status import resolve_cmd, status_cmd
+from audiopipe.cli.commands.status import resolve_cmd, resume_cmd, status_cmd
+from audiopipe.cli.commands.worker import worker_cmd
 from audiopipe.cli.console import setup_logging
 
 
@@ -45,8 +47,8 @@ def _hidden_alias(command: click.Command, name: str) -> click.Command:
     return alias
 
 
-for _command in (probe_cmd, prepare_cmd, send_cmd, batch_cmd, status_cmd, resolve_cmd, cache_cmd, doctor_cmd,
-                 sandbox_cmd):
+for _command in (probe_cmd, prepare_cmd, send_cmd, batch_cmd, status_cmd, resolve_cmd, worker_cmd, resume_cmd, db_group,
+                 cache_cmd, doctor_cmd, sandbox_cmd):
     cli.add_command(_command)
 cli.add_command(_hidden_alias(doctor_cmd, "check"))
 

@@ -8,7 +8,7 @@ Text only (the command prints it through ``console.say``, which escapes it); wha
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from audiopipe.campaign.ledger import DEFERRED, FAILED, SENDING, UNKNOWN, BlockedPart, LedgerRow
@@ -23,9 +23,16 @@ def status_lines(status: LedgerStatus, verbose: bool = False) -> list[str]:
            + (f", campaign {status.campaign!r}" if status.campaign else "")]
     if status.running:
         out.append(f"  a batch is running now ({status.running}): 'sending' rows are in flight")
-    out.append("  " + "  ".join(f"{k}: {status.totals[k]}" for k in SHOWN))
+    return out + body_lines(status, verbose) + [f"next: {step}" for step in status.next_steps()]
+
+
+def body_lines(status: LedgerStatus, verbose: bool, about: Callable[[str], list[str]] = lambda name: []) -> list[str]:
+    """What any ledger's status shows below its header: the counts, each campaign (with ``about(name)``'s
+    lines under it), the rows that need a person, the blocked parts and the resolutions."""
+    out = ["  " + "  ".join(f"{k}: {status.totals[k]}" for k in SHOWN)]
     for name, counts in status.campaigns.items():
         out.append("  " + campaign_line(name, counts))
+        out += ["    " + line for line in about(name)]
         out += ["    " + pending_line(src) for src in status.pending_from if src["campaign"] == name]
     blocked_keys = {row.key for row, _, _ in status.blocked}  # listed by recording, below
     problems = [r for r in status.problems if r.key not in blocked_keys and not r.resolved]
@@ -38,7 +45,7 @@ def status_lines(status: LedgerStatus, verbose: bool = False) -> list[str]:
         out.append(f"... {status.totals['resolved'] - RESOLVED_SHOWN} more resolved by hand; --json lists them all")
     if max(len(problems), len(status.blocked)) > LIST_LIMIT:
         out.append(f"... the first {LIST_LIMIT} of each kind are listed; --json lists them all")
-    return out + [f"next: {step}" for step in status.next_steps()]
+    return out
 
 
 def campaign_line(name: str, counts: dict[str, int]) -> str:

@@ -2,6 +2,7 @@
 carried out by procrastinate workers on any number of machines, sharing one PostgreSQL ledger and one
 store of prepared files.
 
+- :mod:`.planner`    a folder and a contacts CSV into a plan and its jobs, in one transaction;
 - :mod:`.context`    what every job body receives (:class:`~.context.WorkerContext`);
 - :mod:`.send_task`  the send token: wait for the campaign's pace, claim one send, make it, record it;
 - :mod:`.app`        the procrastinate App: the tasks and the periodic safety nets;

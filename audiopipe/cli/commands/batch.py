@@ -17,6 +17,7 @@ import click
 
 from audiopipe.cli.bars import BatchBars
 from audiopipe.cli.console import bars_enabled, say
+from audiopipe.cli.database import database_chosen, state_typed
 from audiopipe.cli.doctor import require_tools
 from audiopipe.cli.exits import batch_exit_code, exit_with
 from audiopipe.cli.failures import Command
@@ -35,6 +36,7 @@ from audiopipe.cli.options import (
 )
 from audiopipe.cli.preflight import check_token
 from audiopipe.cli.render import name_in, prepare_warnings
+from audiopipe.cli.shared_batch import SharedOptions, shared_options
 from audiopipe.cli.signals import set_stage, stops_cleanly
 from audiopipe.cli.summary import batch_json, batch_lines, interrupted_after
 from audiopipe.errors import AudiopipeError, OutputError, UsageError, setting
@@ -132,13 +134,14 @@ report_options = bundle(
 
 @click.command("batch", cls=Command)
 @batch_options
+@shared_options
 @report_options
 @prepare_options
 @client_options
 @output_options("Print the summary as JSON on stdout.", "No progress bars.")
 @stops_cleanly
-def batch_cmd(*, run: BatchOptions, report: ReportOptions, prepare: PrepareOptions, client: ClientOptions,
-              output: Output) -> None:
+def batch_cmd(*, run: BatchOptions, shared: SharedOptions, report: ReportOptions, prepare: PrepareOptions,
+              client: ClientOptions, output: Output) -> None:
     """Send every recording in FOLDER to the contacts in a CSV, each message exactly once.
 
     \b
@@ -169,13 +172,42 @@ def batch_cmd(*, run: BatchOptions, report: ReportOptions, prepare: PrepareOptio
     that can be sent is refused.
 
     \b
-    Exit status: 0 all sent (or already sent); 1 some failed or invalid rows;
-    2 usage; 3 authentication (the run stopped); 4 some outcomes unknown;
-    5 some not sent yet (rate limits, connection): the next run sends them;
-    6 another run holds the ledger.
+    Many machines (--database URL, or AUDIOPIPE_DATABASE_URL; --store DIR): the
+    campaign is planned into a shared PostgreSQL database, its recordings put
+    into the store (a folder every worker reads at the same path), and workers
+    anywhere ('audiopipe worker') prepare each recording once and send its
+    messages under one --rate. This process works on the campaign too, until
+    nothing of it is left to do, then reports from the database's rows (the
+    same summary, --report and exit codes). --plan-only returns once the plan
+    is committed: a cron planner. See 'audiopipe status --database'.
+
+    \b
+      audiopipe batch /srv/recordings --contacts /srv/contacts.csv -w WORKSPACE_UUID \\
+          --database postgresql://audiopipe@db.example/audiopipe --store /mnt/audiopipe \\
+          --campaign spring --rate 20 --plan-only
+
+    \b
+    Exit status: 0 all sent (or already sent; --plan-only: planned); 1 some
+    failed or invalid rows; 2 usage; 3 authentication (the run stopped; with
+    --database the campaign is stopped for every worker until 'audiopipe
+    resume'); 4 some outcomes unknown; 5 some not sent yet (rate limits,
+    connection): the next run sends them; 6 another run holds the ledger.
     """
     from audiopipe.campaign.batch import BatchInterrupted, run_batch
 
+    url = database_chosen(shared.database, state_given=state_typed())
+    if url is not None:
+        from audiopipe.cli.shared_batch import refuse_embedded_only, run_shared_batch
+
+        refuse_embedded_only(dry_run=run.dry_run, new_ledger=run.new_ledger, retry_unknown=run.retry_unknown,
+                             retry_failed=run.retry_failed)
+        exit_with(run_shared_batch(url, shared, run.settings(prepare.settings()), client=client, output=output,
+                                   ending=BatchEnding(run.folder, run.campaign, run.settle, report, output, verbose(),
+                                                      protect=_report_protection(run, report, client)),
+                                   stage=_batch_stage))
+    if shared.plan_only:
+        raise UsageError("--plan-only plans into a shared database: give --database URL (or set "
+                         "AUDIOPIPE_DATABASE_URL)")
     settings = run.settings(prepare.settings())
     bars = BatchBars(bars_enabled(output.quiet or output.as_json), on_stage=_batch_stage)
     api = None if run.dry_run else client.client()

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from audiopipe.cli.console import say
+from audiopipe.cli.database import database_chosen, database_ledger, database_option, state_typed
 from audiopipe.cli.exits import exit_with, status_exit_code
 from audiopipe.cli.failures import Command
 from audiopipe.cli.ledger import existing_ledger
@@ -23,10 +25,20 @@ if TYPE_CHECKING:
 
 @click.command("status", cls=Command)
 @state_option
+@database_option
 @click.option("--campaign", default=None, help="Only this campaign (default: all).", callback=campaign_name)
 @json_option("Counts per campaign and the rows that need you, as JSON.")
-def status_cmd(*, state_path: Path | None, campaign: str | None, as_json: bool) -> None:
+def status_cmd(*, state_path: Path | None, database: str | None, campaign: str | None, as_json: bool) -> None:
     """Show what the ledger knows: what was sent and what is left, per campaign.
+
+    \b
+    With --database (or AUDIOPIPE_DATABASE_URL): the shared ledger of many
+    workers, and also the workers alive (host, pid, last sign of life), each
+    campaign's pace and any pause a 429 imposed, its recordings by prepare
+    state and its queued jobs, and the campaigns stopped (by a 401), with why
+    and how to resume them. A row 'sending' is in flight on a live worker;
+    one left by a dead worker becomes unknown. It reads only: it never
+    migrates nor changes the database.
 
     \b
     States: sent; pending (planned by a batch, never attempted: the next batch
@@ -42,20 +54,41 @@ def status_cmd(*, state_path: Path | None, campaign: str | None, as_json: bool) 
       audiopipe status
       audiopipe status --campaign spring --json
       audiopipe status --state /srv/audiopipe/ledger.sqlite3 || echo "something needs a look"
+      audiopipe status --database postgresql://audiopipe@db.example/audiopipe --campaign spring
 
     \b
-    Exit status, the most urgent first: 4 some unknown; 1 some failed;
-    5 some not sent yet (pending, deferred, blocked or in flight);
-    0 everything planned was sent.
+    Exit status, the most urgent first: 3 a campaign is stopped (--database);
+    4 some unknown; 1 some failed; 5 some not sent yet (pending, deferred,
+    blocked or in flight); 0 everything planned was sent. 2: no such ledger,
+    database or campaign, or a database whose schema needs `audiopipe db
+    migrate`; 1 also when the database cannot be reached.
     """
     from audiopipe.campaign.status import LIST_LIMIT, read_status
     from audiopipe.cli.status_lines import status_lines
 
-    status = read_status(state_path, campaign, limit=None if as_json else LIST_LIMIT + 1)
+    limit = None if as_json else LIST_LIMIT + 1
+    url = database_chosen(database, state_given=state_typed())
+    if url is not None:
+        _database_status(url, campaign, as_json=as_json, limit=limit)
+    status = read_status(state_path, campaign, limit=limit)
     if as_json:
         click.echo(json.dumps(status.to_json()))
     else:
         for line in status_lines(status, verbose=verbose()):
+            say(line)
+    exit_with(status_exit_code(status.verdict()))
+
+
+def _database_status(url: str, campaign: str | None, *, as_json: bool, limit: int | None) -> NoReturn:
+    from audiopipe.campaign.pg.progress import read_database_status
+    from audiopipe.cli.database_lines import database_status_lines
+
+    with database_ledger(url, create=False) as ledger:
+        status = read_database_status(ledger, campaign, limit=limit)
+    if as_json:
+        click.echo(json.dumps(status.to_json()))
+    else:
+        for line in database_status_lines(status, verbose=verbose()):
             say(line)
     exit_with(status_exit_code(status.verdict()))
 
@@ -78,6 +111,7 @@ class Finding:
 
 @click.command("resolve", cls=Command)
 @state_option
+@database_option
 @bundle(
     "selection", _selection,
     click.option("--campaign", default=None, callback=campaign_name,
@@ -99,7 +133,8 @@ class Finding:
     click.option("--note", default=None, help="What you checked, kept in the ledger (e.g. 'asked the customer')."),
 )
 @json_option("Print what was resolved as JSON.")
-def resolve_cmd(*, state_path: Path | None, selection: Selection, finding: Finding, as_json: bool) -> None:
+def resolve_cmd(*, state_path: Path | None, database: str | None, selection: Selection, finding: Finding,
+                as_json: bool) -> None:
     """Settle a send whose outcome is unknown, once you know whether it arrived.
 
     \b
@@ -110,7 +145,9 @@ def resolve_cmd(*, state_path: Path | None, selection: Selection, finding: Findi
     the next batch skips it and sends the parts after it) or --not-delivered
     (the next batch sends it). Who and when are kept in the ledger, and
     'audiopipe status' shows them. Only an unknown send can be resolved, and
-    not while a batch runs on the ledger.
+    not while a batch runs on the ledger. With --database (or
+    AUDIOPIPE_DATABASE_URL) it settles a send of the shared ledger while the
+    workers run: a send a live worker has in flight is not unknown yet.
 
     \b
     Examples:
@@ -128,7 +165,10 @@ def resolve_cmd(*, state_path: Path | None, selection: Selection, finding: Findi
     if delivered is None:
         raise UsageError("say what you found out: --delivered or --not-delivered")
     selection = check_selection(selection, delivered=delivered, message_id=finding.message_id, note=finding.note)
-    with existing_ledger(state_path, when_locked="a send is resolved between runs") as ledger:
+    url = database_chosen(database, state_given=state_typed())
+    opened = database_ledger(url, create=False) if url is not None else \
+        existing_ledger(state_path, when_locked="a send is resolved between runs")
+    with opened as ledger:
         done = resolve_unknown(ledger, selection, delivered=delivered, message_id=finding.message_id,
                                note=finding.note)
     if as_json:
@@ -138,3 +178,56 @@ def resolve_cmd(*, state_path: Path | None, selection: Selection, finding: Findi
         say(f"nothing to resolve: no send is unknown ({selection.describe()})")
     for r in done:
         say(r.line())
+
+
+@click.command("resume", cls=Command)
+@database_option
+@click.option("--campaign", required=True, callback=campaign_name, help="The stopped campaign.")
+@json_option("Print what was done as JSON.")
+def resume_cmd(*, database: str | None, campaign: str, as_json: bool) -> None:
+    """Let the workers send a campaign of the shared database again, once the cause of its stop is fixed.
+
+    \b
+    A 401 (the token was refused) stops the campaign for every worker at once:
+    each request would be refused the same way. 'audiopipe status --database'
+    shows the campaigns stopped and why. Give the workers a token that works
+    (LANCEPILOT_TOKEN or LANCEPILOT_TOKEN_FILE in their environment, then
+    restart them), then resume: the workers claim its sends again within a few
+    seconds (their top-up gives it new send tokens). Nothing already sent goes
+    out again, and unknown sends stay unknown until resolved.
+
+    \b
+    Examples:
+      audiopipe resume --campaign spring
+      audiopipe resume --campaign spring --database postgresql://audiopipe@db.example/audiopipe
+
+    \b
+    A campaign that is not stopped but has sends deferred with every try used
+    (status says so): resume gives each of them one more try.
+
+    \b
+    Exit status: 0 resumed (or it was not stopped); 2 no such campaign, or
+    no database named; 1 the database cannot be reached.
+    """
+    from audiopipe.campaign.pg.jobs import top_up
+    from audiopipe.campaign.pg.overview import known_campaigns
+    from audiopipe.campaign.resolve import who
+
+    with database_ledger(database, create=False) as ledger:
+        stopped = ledger.stopped(campaign)
+        known = ledger.db.run(known_campaigns, doing="list the campaigns")
+        if campaign not in known:
+            listed = ", ".join(repr(c) for c in known) or "none yet"
+            raise UsageError(f"the database {ledger.location} has no campaign {campaign!r} (its campaigns: {listed})")
+        resumed = ledger.resume_campaign(campaign, by=who())  # with the tokens its sends need
+        tokens = 0 if resumed else ledger.db.run(partial(top_up, campaign=campaign, exhausted_too=True),
+                                                 doing="give the campaign's sends their tokens")
+    if as_json:
+        click.echo(json.dumps({"campaign": campaign, "resumed": resumed, "was_stopped_because": stopped,
+                               "tokens_added": tokens}))
+    elif resumed:
+        say(f"campaign {campaign!r} resumed (it was stopped: {stopped}); the workers send it again, and sends "
+            "deferred out of tries get one more")
+    else:
+        say(f"campaign {campaign!r} was not stopped; " + (f"{tokens} send(s) deferred out of tries (or missing "
+            "their token) get one more try" if tokens else "nothing to do"))
