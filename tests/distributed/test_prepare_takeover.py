@@ -86,3 +86,25 @@ def test_a_prepare_killed_mid_encode_is_taken_over_and_finished_once(tmp_path, o
     assert count(pg_url, "SELECT count(*) FROM sends WHERE state = 'pending'") == 2 and tokens(pg_url, "spring") == 2
     assert store_files(store) == sorted([job["source"] + ".wav", parts[0]["key"]])  # nothing partial
     assert prepare_job(ctx, job["campaign"], job["source"], job["recipe"]) is PrepareDone.NOTHING
+
+
+def test_a_pending_prepare_whose_job_was_lost_gets_a_new_one_after_a_lease(tmp_path, open_pg, pg_url, long_wav,
+                                                                          ffmpeg_log):
+    """A prepare job that ended without claiming (cancelled by hand, or failed before its claim) leaves
+    the prepare pending with nothing queued for it: the reaper defers a new job once a lease has passed
+    since the prepare last changed, and never while a job for it is still queued."""
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    long_wav(folder / "tone.wav", 2)
+    ledger = open_pg(lease=LEASE)
+    plan_campaign(ledger, DirectoryStore(tmp_path / "store"), batch(folder, broadcast_csv(tmp_path, 2)))
+    (job,) = prepare_jobs(pg_url)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert prepares.defer_stalled(conn, lease=LEASE) == 0  # its job is queued: nothing to do
+        conn.execute("UPDATE procrastinate_jobs SET status = 'cancelled' WHERE task_name = 'audiopipe.prepare'")
+        assert prepares.defer_stalled(conn, lease=60.0) == 0  # lost, but too recently: it may be just starting
+        wait_for(lambda: prepares.defer_stalled(conn, lease=LEASE) == 1, 30, "a lease after the last change")
+        assert prepares.defer_stalled(conn, lease=LEASE) == 0  # its new job is queued now
+    assert prepare_jobs(pg_url) == [job, job]
+    assert prepare_job(context(ledger), job["campaign"], job["source"], job["recipe"]) is PrepareDone.READY
+    assert ffmpeg_log.completed == 1

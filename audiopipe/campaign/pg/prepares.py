@@ -283,17 +283,25 @@ def expand_ready(conn: Connection, campaign: str) -> dict[str, int]:
     return made
 
 
+# Stalled: held by a worker that is not alive (or given up: no owner), or still pending a lease after
+# its last change with no job queued or running for it (its job was lost: cancelled by hand, or it
+# failed before claiming), which nothing else would ever pick up again.
 _STALLED = query("""
 SELECT DISTINCT ON (p.source_sha256, p.recipe) t.campaign, p.source_sha256, p.recipe
   FROM prepares p JOIN targets t ON t.source_sha256 = p.source_sha256 AND t.recipe = p.recipe
- WHERE p.state = 'preparing' AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = p.owner AND {alive})
+ WHERE (p.state = 'preparing' AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = p.owner AND {alive}))
+    OR (p.state = 'pending' AND p.updated_at < now() - make_interval(secs => %(lease)s)
+        AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j
+                         WHERE j.task_name = %(task)s AND j.status IN ('todo', 'doing')
+                           AND j.args->>'source' = p.source_sha256 AND j.args->>'recipe' = p.recipe))
  ORDER BY p.source_sha256, p.recipe, t.campaign""", alive=ALIVE)
 
 
 def defer_stalled(conn: Connection, *, lease: float) -> int:
     """For the reaper: defer a prepare job (for one of its campaigns) for each prepare left
-    ``preparing`` by a worker that is not alive, so another worker takes it over. Returns how many."""
-    stalled = conn.execute(_STALLED, {"lease": lease}).fetchall()
+    ``preparing`` by a worker that is not alive, or pending with its job lost, so another worker takes
+    it over. Returns how many."""
+    stalled = conn.execute(_STALLED, {"lease": lease, "task": jobs.PREPARE_TASK}).fetchall()
     for campaign, source, recipe in stalled:
         jobs.defer_prepare(conn, str(campaign), str(source), str(recipe))
     return len(stalled)
