@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench system-deps venv clean fixtures
+.PHONY: demo demo-distributed test bench system-deps venv clean fixtures
 
 # ffmpeg/ffprobe, libmagic and the PostgreSQL server (the tests start a throwaway cluster): apt-get on
 # Debian/Ubuntu, brew on macOS, otherwise say what is missing.
@@ -48,6 +48,11 @@ test: system-deps venv
 demo: system-deps venv
 	$(PY) -m audiopipe.cli.demo
 
+# The same recordings as a distributed campaign: a throwaway PostgreSQL cluster, the sandbox, the planner
+# (--plan-only), two workers until idle, and status; everything but the cluster under ./demo-distributed.
+demo-distributed: system-deps venv
+	$(PY) -m audiopipe.cli.demo_distributed
+
 fixtures: system-deps venv
 	$(PY) fixtures/make_fixtures.py
 
@@ -57,4 +62,4 @@ bench: system-deps venv
 	$(PY) bench/bench_batch.py
 
 clean:
-	rm -rf $(VENV) demo bench/out .coverage .coverage.* .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo demo-distributed bench/out .coverage .coverage.* .mypy_cache .ruff_cache

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from audiopipe.cli.console import say
-from audiopipe.cli.database import database_ledger
+from audiopipe.cli.database import database_ledger, database_option, store_option
+from audiopipe.cli.options import bundle
 from audiopipe.errors import UsageError
 
 if TYPE_CHECKING:
@@ -45,6 +46,17 @@ class SharedOptions:
     database: str | None
     store: str | None
     plan_only: bool
+
+
+shared_options = bundle(
+    "shared", SharedOptions,
+    database_option,
+    store_option,
+    click.option("--plan-only", is_flag=True,
+                 help="With --database: record the plan and its jobs, then return (exit 0); workers anywhere "
+                      "(`audiopipe worker`) carry it out. For a planner run by cron."),
+)
+"""``--database``, ``--store`` and ``--plan-only``, as ``shared``."""
 
 
 def refuse_embedded_only(**given: Any) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from audiopipe.campaign import stages
 from audiopipe.campaign.contacts import ContactList, read_contacts
 from audiopipe.campaign.ledger.marker import WorkMarker
-from audiopipe.campaign.pg import jobs, pace, prepares
+from audiopipe.campaign.pg import jobs, pace, prepares, recipes
 from audiopipe.campaign.pg.campaigns import CampaignSettings, save_settings
 from audiopipe.campaign.pg.connection import Connection
 from audiopipe.campaign.pg.ledger import PgLedger
@@ -78,7 +78,7 @@ def plan_campaign(ledger: PgLedger, store: Store, settings: BatchSettings, *,
     used = {t.source_sha256 for t in targets}
     sources = {s.sha256: s.key for s in found.stored.values() if s.sha256 in used}
     spec = store_spec or store.describe()
-    recipe = prepares.recipe_of(settings.prepare, spec)
+    recipe = recipes.recipe_of(settings.prepare, spec)
     where = {"folder": str(folder.resolve()), "contacts": str(Path(settings.contacts).resolve()), "store": spec}
     work = WorkMarker(folder, settings.contacts, settings.campaign).work_id
 
@@ -86,9 +86,10 @@ def plan_campaign(ledger: PgLedger, store: Store, settings: BatchSettings, *,
         with conn.transaction():
             save_settings(conn, settings.campaign, CampaignSettings(settings.rate or None, settings.attempts, spec))
             pace.set_rate(conn, settings.campaign, settings.rate)
-            prepares.save_recipe(conn, recipe)
+            recipes.save_recipe(conn, recipe)
             new = prepares.record_targets(conn, recipe.id, targets, work=work)
             prepares.record_prepares(conn, recipe.id, sources)
+            prepares.lock_prepares(conn, settings.campaign, sources)  # a prepare ending now sees these targets
             deferred = prepares.defer_unstarted(conn, settings.campaign, sources, lease=ledger.lease)
             made = sum(prepares.expand_ready(conn, settings.campaign).values())
             # sends that ran out of tries wait for a person: planning again is that word (one more try each)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from audiopipe import scratch
-from audiopipe.campaign.pg import jobs, prepares
+from audiopipe.campaign.pg import jobs, prepares, recipes
 from audiopipe.campaign.pg.connection import Connection
 from audiopipe.campaign.pg.ledger import PgLedger
 from audiopipe.distributed.context import WorkerContext
@@ -61,7 +61,7 @@ def prepare_job(ctx: WorkerContext, campaign: str, source: str, recipe: str) -> 
     if ctx.stop.is_set():  # not claimed: deferred again so that a worker that stays does it
         ledger.db.run(lambda conn: jobs.defer_prepare(conn, campaign, source, recipe), doing="defer a prepare")
         return PrepareDone.DEFERRED
-    found = ledger.db.run(lambda conn: prepares.load_recipe(conn, recipe), doing="read a recipe")
+    found = ledger.db.run(lambda conn: recipes.load_recipe(conn, recipe), doing="read a recipe")
     if found is None:
         raise NoRecipe(f"the database has no recipe {recipe[:16]}… for the prepare of {source[:16]}…")
     claim = _claim(ledger, source, recipe)

@@ -166,10 +166,11 @@ def test_a_database_to_migrate_is_one_line_saying_so(pg_empty_url: str, tmp_path
     assert done.stderr.count("\n") == 1 and "audiopipe db migrate" in done.stderr
 
 
-@pytest.mark.parametrize("command", [["status"], ["db", "migrate"], ["resume", "--campaign", "spring"]])
+@pytest.mark.parametrize("command", [["status"], ["db", "migrate"], ["resume", "--campaign", "spring"],
+                                     ["worker", "--until-idle"]])
 def test_an_unreachable_database_is_one_line_without_the_password(tmp_path: Path, command: list[str]) -> None:
     url = f"postgresql://audiopipe:{PASSWORD}@/audiopipe?host={tmp_path}/nowhere&port=5999"
-    done = cli(*command, "--database", url, tmp_path=tmp_path)
+    done = cli(*command, "--database", url, tmp_path=tmp_path, LANCEPILOT_TOKEN="a-token")
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1, done.stderr
     assert "cannot reach the database postgresql://audiopipe@" in done.stderr and "check that PostgreSQL" in done.stderr
@@ -185,6 +186,16 @@ def test_a_password_in_the_url_never_shows(open_pg, pg_url: str, tmp_path: Path)
         assert done.returncode in (0, 2, 5), done.stderr
         assert PASSWORD not in done.stdout + done.stderr and quote(PASSWORD) not in done.stdout + done.stderr
         assert "postgresql://postgres@" in done.stdout + done.stderr
+
+
+def test_a_schema_newer_than_this_audiopipe_is_refused_with_what_to_do(pg_url: str, tmp_path: Path) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_version (component, version, about) VALUES ('audiopipe', '99', 'future')")
+    for command in (["status"], ["db", "migrate"]):
+        done = cli(*command, "--database", pg_url, tmp_path=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("\n") == 1 and "newer than this audiopipe knows" in done.stderr
+        assert "upgrade this one" in done.stderr
 
 
 def test_no_database_named_is_one_line(tmp_path: Path) -> None:

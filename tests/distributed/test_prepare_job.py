@@ -129,3 +129,18 @@ def test_a_prepare_of_a_stopping_worker_is_deferred_again_untouched(tmp_path, fo
     assert prepare_job(ctx, first["campaign"], first["source"], first["recipe"]) is PrepareDone.DEFERRED
     assert count(pg_url, "SELECT count(*) FROM prepares WHERE state = 'pending' AND attempts = 0") == 3
     assert prepare_jobs(pg_url).count(first) == 2  # the one running and the one deferred for later
+
+
+def test_a_prepare_given_up_three_times_fails_for_good(tmp_path, folder, open_pg, pg_url, ffmpeg_log):
+    ledger = open_pg()
+    plan_campaign(ledger, DirectoryStore(tmp_path / "store"), batch(folder, broadcast_csv(tmp_path, 2)))
+    job = next(j for j in prepare_jobs(pg_url) if count(
+        pg_url, "SELECT count(*) FROM targets WHERE source_sha256 = %s AND file = 'tone.wav'", j["source"]))
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # three workers died or gave up on it before
+        conn.execute("UPDATE prepares SET state = 'preparing', owner = NULL, attempts = 3, error = 'disk full' "
+                     "WHERE source_sha256 = %s", (job["source"],))
+    assert prepare_job(context(ledger), job["campaign"], job["source"], job["recipe"]) is PrepareDone.FAILED
+    assert ffmpeg_log.started == 0
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        errors = [r[0] for r in conn.execute("SELECT error FROM sends WHERE state = 'failed'")]
+    assert errors == ["could not prepare the file: gave up after 3 tries: disk full"] * 2

@@ -109,7 +109,9 @@ def sends_to_come(conn: Connection, campaign: str, *, exhausted_too: bool = Fals
     (negative: overdue; None: there is none). Nothing for a stopped campaign."""
     row = conn.execute(_TO_COME, {"campaign": campaign, "pending": PENDING, "deferred": DEFERRED,
                                   "all": exhausted_too, "attempts": DEFAULT_ATTEMPTS}).fetchone()
-    return (int(row[0]), None if row[1] is None else float(row[1])) if row else (0, None)
+    if row is None or not row[0]:
+        return 0, None
+    return int(row[0]), float(row[1])
 
 
 def top_up(conn: Connection, campaign: str, *, exhausted_too: bool = False) -> int:

@@ -65,6 +65,23 @@ def pause(conn: Connection, name: str, seconds: float) -> None:
     conn.execute(_PAUSE, {"name": name, "secs": max(seconds, 0.0)})
 
 
+def paused_for(conn: Connection, name: str) -> float:
+    """Seconds the pause of ``name`` still runs (0 or less: none): a read, for a pace with no rate,
+    whose slots need no booking but whose 429 pause binds everyone all the same."""
+    row = conn.execute("SELECT extract(epoch FROM paused_until - clock_timestamp())::float8 FROM rate_limits "
+                       "WHERE name = %s AND paused_until > '-infinity'", (name,)).fetchone()
+    return float(row[0]) if row else 0.0
+
+
+def wait_pause(db: Database, name: str, stop: threading.Event | None = None) -> bool:
+    """Wait out the pause of ``name``, if any: True when none runs, False when ``stop`` was set meanwhile."""
+    stop = stop or threading.Event()
+    while (left := db.run(partial(paused_for, name=name), doing="check the pace")) > 0:
+        if stop.wait(left):
+            return False
+    return not stop.is_set()
+
+
 def still_open(conn: Connection, name: str, slot: Slot) -> bool:
     """Whether a slot booked earlier may still be used: no pause since, and none running."""
     row = conn.execute("SELECT pauses = %s AND paused_until <= clock_timestamp() FROM rate_limits WHERE name = %s",

@@ -1,11 +1,10 @@
-"""Each unique source prepared once, whichever worker does it: recipes, prepares and targets.
+"""Each unique source prepared once, whichever worker does it: prepares and targets.
 
-A **recipe** is how to prepare (the :class:`~audiopipe.preparation.settings.PrepareSettings` that decide
-the output) and the store the parts go to; its id is the SHA-256 of that as canonical JSON, so one plan
-and its rerun name the same recipe. A **prepare** is one (source content hash, recipe): ``pending``
-until a worker claims it (``preparing``, under that worker, one attempt more), then ``ready`` with its
-parts, or ``failed`` with the one-line reason the input was refused. A **target** is one (campaign,
-workspace, contact, source) to send once its prepare is done.
+A **prepare** is one (source content hash, recipe: how to prepare and into which store, see
+:mod:`audiopipe.campaign.pg.recipes`): ``pending`` until a worker claims it (``preparing``, under that
+worker, one attempt more), then ``ready`` with its parts, or ``failed`` with the one-line reason the
+input was refused. A **target** is one (campaign, workspace, contact, source) to send once its prepare
+is done.
 
 The claim is one conditional ``UPDATE``: from ``pending``, or from ``preparing`` under a worker that is
 not alive (:data:`audiopipe.campaign.pg.workers.ALIVE`: a SIGKILL mid-encode, a lost machine), which is a
@@ -19,8 +18,6 @@ exists (sent, unknown...) is never touched, and tokens are deferred only for row
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,41 +30,12 @@ from audiopipe.campaign.pg import jobs
 from audiopipe.campaign.pg.connection import Connection
 from audiopipe.campaign.pg.records import query
 from audiopipe.campaign.pg.workers import ALIVE
-from audiopipe.preparation.settings import PrepareSettings
 
 # A prepare's states: pending and failed as a send's (the same words), and these two
 PREPARING, READY = "preparing", "ready"
-__all__ = ["FAILED", "PENDING", "PREPARING", "READY", "PrepareClaim", "Recipe", "Target", "claim_prepare",
-           "defer_stalled", "defer_unstarted", "expand_ready", "finish_failed", "finish_ready", "load_recipe",
-           "recipe_of", "record_prepares", "record_targets", "release", "save_recipe"]
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How to prepare and where the parts go; ``id`` names both (see :func:`recipe_of`)."""
-
-    id: str
-    settings: PrepareSettings
-    store: str
-
-
-def recipe_of(settings: PrepareSettings, store: str) -> Recipe:
-    """The recipe of ``settings`` (only what decides the output: not the cache) into ``store``."""
-    canonical = json.dumps({"settings": settings.cache_fields(), "store": store}, sort_keys=True,
-                           separators=(",", ":"))
-    return Recipe(hashlib.sha256(canonical.encode()).hexdigest(), settings, store)
-
-
-def save_recipe(conn: Connection, recipe: Recipe) -> None:
-    conn.execute("INSERT INTO recipes (recipe, settings, store) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                 (recipe.id, Jsonb(recipe.settings.cache_fields()), recipe.store))
-
-
-def load_recipe(conn: Connection, recipe_id: str) -> Recipe | None:
-    row = conn.execute("SELECT settings, store FROM recipes WHERE recipe = %s", (recipe_id,)).fetchone()
-    if row is None:
-        return None
-    return Recipe(recipe_id, PrepareSettings(**row[0], cache=False), str(row[1]))
+__all__ = ["FAILED", "PENDING", "PREPARING", "READY", "PrepareClaim", "Target", "claim_prepare", "defer_stalled",
+           "defer_unstarted", "expand_ready", "finish_failed", "finish_ready", "lock_prepares", "record_prepares",
+           "record_targets", "release"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +88,25 @@ def record_prepares(conn: Connection, recipe: str, sources: dict[str, str]) -> i
     ``recipe`` and that has none yet (targets planned earlier keep their own recipe: no prepare is
     made that nobody waits for). Returns how many are new."""
     return conn.execute(_PREPARES, {"recipe": recipe, "shas": list(sources), "keys": list(sources.values())}).rowcount
+
+
+# The prepares a campaign's targets among these sources wait for, locked (FOR SHARE) until the plan
+# commits. A prepare ending meanwhile waits for that commit before it expands, so it sees the new
+# targets; one that ended before is seen ready by the plan's own expansion. Without it, a target added
+# while its prepare ends would be seen by neither: never expanded.
+_LOCK = """
+SELECT 1 FROM prepares p
+ WHERE p.source_sha256 = ANY(%(sources)s)
+   AND EXISTS (SELECT 1 FROM targets t WHERE t.source_sha256 = p.source_sha256 AND t.recipe = p.recipe
+                  AND t.campaign = %(campaign)s)
+ ORDER BY p.source_sha256, p.recipe
+   FOR SHARE OF p"""
+
+
+def lock_prepares(conn: Connection, campaign: str, sources: Iterable[str]) -> None:
+    """Hold the prepares that targets of ``campaign`` among ``sources`` wait for until the caller's
+    transaction ends (see ``_LOCK``): call it after recording targets, before :func:`expand_ready`."""
+    conn.execute(_LOCK, {"campaign": campaign, "sources": list(sources)})
 
 
 # The prepares a campaign's targets among these sources wait for that need a job now: pending, or

@@ -72,7 +72,8 @@ class DatabaseStatus:
                         for c in self.overview.campaigns.values() if not c.stopped)
         if not (left or preparing):
             return []
-        what = f"{left} send(s) not sent yet" + (f", {preparing} recording(s) to prepare" if preparing else "")
+        what = ", ".join(([f"{left} send(s) not sent yet"] if left else [])
+                         + ([f"{preparing} recording(s) to prepare"] if preparing else []))
         workers = len(self.overview.workers)
         if workers:
             return [f"{what}: the {workers} worker(s) alive are on it"]

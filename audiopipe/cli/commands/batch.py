@@ -17,7 +17,7 @@ import click
 
 from audiopipe.cli.bars import BatchBars
 from audiopipe.cli.console import bars_enabled, say
-from audiopipe.cli.database import database_chosen, database_option, state_typed, store_option
+from audiopipe.cli.database import database_chosen, state_typed
 from audiopipe.cli.doctor import require_tools
 from audiopipe.cli.exits import batch_exit_code, exit_with
 from audiopipe.cli.failures import Command
@@ -36,7 +36,7 @@ from audiopipe.cli.options import (
 )
 from audiopipe.cli.preflight import check_token
 from audiopipe.cli.render import name_in, prepare_warnings
-from audiopipe.cli.shared_batch import SharedOptions
+from audiopipe.cli.shared_batch import SharedOptions, shared_options
 from audiopipe.cli.signals import set_stage, stops_cleanly
 from audiopipe.cli.summary import batch_json, batch_lines, interrupted_after
 from audiopipe.errors import AudiopipeError, OutputError, UsageError, setting
@@ -129,16 +129,6 @@ report_options = bundle(
                       "earlier report, never the contacts CSV, the ledger or a recording."),
     click.option("--overwrite", is_flag=True,
                  help="Let --report replace a file that is not an earlier audiopipe report."),
-)
-
-
-shared_options = bundle(
-    "shared", SharedOptions,
-    database_option,
-    store_option,
-    click.option("--plan-only", is_flag=True,
-                 help="With --database: record the plan and its jobs, then return (exit 0); workers anywhere "
-                      "(`audiopipe worker`) carry it out. For a planner run by cron."),
 )
 
 
