@@ -81,16 +81,16 @@ from audiopipe.distributed.context import ApiSettings
 from audiopipe.distributed.worker import run_worker
 args = json.loads(sys.argv[1])
 summary = run_worker(args["url"], concurrency=args["concurrency"], until_idle=args["until_idle"],
-                     api=ApiSettings(base_url=args["base_url"]), journal_dir=args["journal"])
+                     api=ApiSettings(base_url=args["base_url"]), journal_dir=args["journal"], lease=args["lease"])
 print(json.dumps({"worker": summary.worker_id, "ends": summary.ends, "stopped": summary.stopped}), flush=True)
 """
 
 
 def start_worker(url: str, base_url: str, journal: Path, *, concurrency: int = 4, until_idle: bool = True,
-                 token: str, **popen: Any) -> subprocess.Popen[str]:
+                 token: str, lease: float = 60.0, **popen: Any) -> subprocess.Popen[str]:
     """A worker process (what ``audiopipe worker`` runs), its summary as JSON on stdout."""
     args = {"url": url, "base_url": base_url, "journal": str(journal), "concurrency": concurrency,
-            "until_idle": until_idle}
+            "until_idle": until_idle, "lease": lease}
     env = dict(os.environ, LANCEPILOT_TOKEN=token)
     env.pop("LANCEPILOT_TOKEN_FILE", None)
     return subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, json.dumps(args)], env=env, text=True,

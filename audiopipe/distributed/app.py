@@ -91,10 +91,7 @@ def make_app(url: str, *, pool_size: int = 10) -> procrastinate.App:
 
     @app.task(name=jobs.SEND_TASK, pass_context=True)
     def send(job: JobContext, campaign: str) -> str:
-        ctx = context_of(job)
-        end = str(send_token(ctx, campaign))
-        ctx.note(end)
-        return end
+        return str(send_token(context_of(job), campaign))
 
     @app.task(name=jobs.PREPARE_TASK, pass_context=True,
               retry=procrastinate.RetryStrategy(max_attempts=5, wait=5))

@@ -11,6 +11,11 @@ deferred, with the token of its next try committed in the same transaction (see
 :mod:`audiopipe.campaign.pg.jobs`). A 429 pauses the campaign for every worker for its Retry-After; a 401
 stops the campaign everywhere.
 
+A job does not stop at its own token: while sends are ready it takes more waiting tokens of its
+campaign from the queue (:func:`audiopipe.campaign.pg.jobs.take_token`, through procrastinate's cancel
+function), up to :data:`SENDS_PER_JOB`, one send each. procrastinate's own work per job (fetch, finish,
+a thread hop, its events) is then paid once for several sends; tokens stay one per send.
+
 A stopping worker (SIGTERM) claims nothing more: a token not yet claimed is deferred again for a
 worker that stays, and a request already on its way finishes and is recorded.
 """
@@ -40,6 +45,7 @@ log = logging.getLogger(__name__)
 RETRY = RetryPolicy()       # the backoff of a definite not-sent outcome without a Retry-After
 STORE_RETRY = 30.0          # a prepared file the store cannot give now: tried again this much later
 RECHECK = 0.5               # a token that found a row due but taken: looks again this much later
+SENDS_PER_JOB = 8           # tokens one job carries out at most: procrastinate's cost per job is paid once
 
 
 class TokenEnd(str, enum.Enum):
@@ -60,8 +66,23 @@ class TokenEnd(str, enum.Enum):
 _ENDS = {SENT: TokenEnd.SENT, DEFERRED: TokenEnd.DEFERRED, UNKNOWN: TokenEnd.UNKNOWN, FAILED: TokenEnd.FAILED}
 
 
-def send_token(ctx: WorkerContext, campaign: str) -> TokenEnd:
-    """One token of ``campaign`` (see the module's docstring)."""
+def send_token(ctx: WorkerContext, campaign: str, *, sends: int = SENDS_PER_JOB) -> TokenEnd:
+    """The token of a job of ``campaign``, then up to ``sends - 1`` more waiting tokens of it taken
+    from the queue, one send each (see the module's docstring). Returns how the last one ended."""
+    end = one_token(ctx, campaign)
+    ctx.note(str(end))
+    for _ in range(sends - 1):
+        if end not in _ENDS.values() or ctx.stop.is_set():
+            break  # nothing was ready, or the worker is stopping: leave the queue's tokens to their jobs
+        if not ctx.ledger.db.run(lambda conn: jobs.take_token(conn, campaign), doing="take a send token"):
+            break
+        end = one_token(ctx, campaign)
+        ctx.note(str(end))
+    return end
+
+
+def one_token(ctx: WorkerContext, campaign: str) -> TokenEnd:
+    """One token of ``campaign``: wait for the pace, claim, send, record."""
     if ctx.stop.is_set():
         return _requeue(ctx, campaign)
     settings = ctx.campaign_settings(campaign)

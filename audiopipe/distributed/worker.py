@@ -141,6 +141,7 @@ async def _until_idle(ctx: WorkerContext, queues: list[str] | None, stop_now: Ca
 
     while await asyncio.to_thread(ctx.ledger.db.run, left, doing="look for work left"):
         await asyncio.sleep(IDLE_CHECK)
+    await asyncio.to_thread(ctx.ledger.reap)  # a dead worker's sends are left unknown, not sending, when it ends
     stop_now("idle")
 
 

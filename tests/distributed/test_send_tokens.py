@@ -54,12 +54,12 @@ def test_every_row_is_sent_once_and_the_worker_leaves_when_idle(pg_url, make_san
 
 def test_429s_are_deferred_paused_for_all_and_retried_until_sent(pg_url, make_sandbox, tmp_path):
     sb = make_sandbox(faults=Faults(seed=3, rate_429=0.3, retry_after=1))
-    seeded = seed(pg_url, tmp_path / "store", 20)
+    seeded = seed(pg_url, tmp_path / "store", 12)
     summary = work(pg_url, sb, tmp_path)
     assert summary.stopped == "idle"
-    assert states(pg_url) == {"sent": 20}
+    assert states(pg_url) == {"sent": 12}
     assert per_contact(sb) == Counter(dict.fromkeys(seeded.contacts, 1))
-    assert summary.ends.get("deferred", 0) > 0 and sb.request_count == 20 + summary.ends["deferred"]
+    assert summary.ends.get("deferred", 0) > 0 and sb.request_count == 12 + summary.ends["deferred"]
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT pauses FROM rate_limits WHERE name = 'spring'").fetchone()[0] > 0
         retried = conn.execute("SELECT count(*) FROM sends WHERE attempts > 1").fetchone()[0]

@@ -61,6 +61,14 @@ SELECT s.attempts < coalesce((c.settings->>'attempts')::int, %s) AND c.stopped_a
   FROM sends s JOIN campaigns c USING (campaign)
  WHERE s.campaign = %s AND s.workspace = %s AND s.contact = %s AND s.source_sha256 = %s AND s.part = %s"""
 
+# One waiting token of a campaign, due now, deleted through procrastinate's own cancel function (a
+# token a worker fetched meanwhile is 'doing': the function leaves it alone and returns NULL)
+_TAKE = """
+SELECT procrastinate_cancel_job_v1(j.id, false, true) FROM (
+    SELECT id FROM procrastinate_jobs
+     WHERE queue_name = %s AND task_name = %s AND status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
+     ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED) j"""
+
 _QUEUED = """
 SELECT count(*) FROM procrastinate_jobs
  WHERE queue_name = %s AND task_name = %s AND status IN ('todo', 'doing')"""
@@ -95,6 +103,13 @@ def defer_prepare(conn: Connection, campaign: str, source_sha256: str, recipe: s
         return
     conn.execute(_DEFER, {"queue": queue, "task": PREPARE_TASK, "priority": PREPARE_PRIORITY, "count": 1,
                           "args": args, "secs": 0.0})
+
+
+def take_token(conn: Connection, campaign: str) -> bool:
+    """Take one waiting send token of ``campaign`` that is due, for a token job that goes on sending
+    (one job, several sends: procrastinate's work per job is paid once). False when none is waiting."""
+    row = conn.execute(_TAKE, (queue_of(campaign), SEND_TASK)).fetchone()
+    return row is not None and row[0] is not None
 
 
 def queued_tokens(conn: Connection, campaign: str) -> int:

@@ -148,3 +148,15 @@ def test_settling_an_unknown_as_not_delivered_tokens_its_retry(open_pg, pg_url):
     with psycopg.connect(pg_url) as conn:
         assert jobs.sends_to_come(conn, "spring")[0] == 1
         assert jobs.top_up(conn, "spring") == 0  # nothing lacking
+
+
+def test_take_token_takes_only_a_waiting_token_that_is_due(pg_url):
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        jobs.defer_tokens(conn, "spring", 1, in_seconds=60)
+        assert not jobs.take_token(conn, "spring")  # not due yet
+        jobs.defer_tokens(conn, "spring", 2)
+        conn.execute("UPDATE procrastinate_jobs SET status = 'doing' "
+                     "WHERE id = (SELECT max(id) FROM procrastinate_jobs)")
+        assert jobs.take_token(conn, "spring") and not jobs.take_token(conn, "spring")  # the doing one stays
+        assert not jobs.take_token(conn, "autumn")
+        assert [r[2] for r in job_rows(conn, jobs.SEND_TASK)] == ["todo", "doing"]
