@@ -32,9 +32,9 @@ from typing import Any
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # pg_fixtures, for the bench
-from pg_fixtures import PgCluster, server_binaries  # noqa: E402 - after the path it needs
+from pg_fixtures import PgCluster, server_binaries
 
-from audiopipe.sandbox.app import Faults, Sandbox, SandboxConfig  # noqa: E402 - after the path above
+from audiopipe.sandbox.app import Faults, Sandbox, SandboxConfig
 
 WS = "0b6f2f1e-6a43-4c1b-9d57-3f2a8e9c1d01"
 TOKEN = "chaos-token"
@@ -232,6 +232,9 @@ class Workers:
         self.start()
         return done
 
+    def all_registered(self) -> bool:
+        return all(self.worker_id(p.pid) is not None for p in self.running if p.poll() is None)
+
     def wait(self, deadline: float) -> None:
         for proc in self.running:
             proc.wait(max(deadline - time.monotonic(), 0.1))
@@ -365,6 +368,7 @@ class ChaosResult:
     exit_codes: dict[int, int]          # of the workers not killed
     seconds: float                      # from the first worker's start to the last one's exit
     timed_out: bool
+    timeline: list[tuple[float, str]] = field(default_factory=list)  # (seconds in, what happened)
 
     @property
     def in_flight_at_kills(self) -> int:
@@ -399,20 +403,28 @@ def run_chaos(work: Path, spec: ChaosSpec) -> ChaosResult:
         restart_in_flight: int | None = None
         started = time.monotonic()
         deadline = started + spec.timeout
+        timeline: list[tuple[float, str]] = []
         workers.start(spec.workers)
+        last_note = 0.0
         try:
             while time.monotonic() < deadline:
                 workers.reap_exited()
                 if not workers.running:
                     break
-                done = finished(url)
+                done, now = finished(url), time.monotonic() - started
+                if now - last_note >= 5:
+                    timeline.append((now, f"{done} finished"))
+                    last_note = now
                 if kill_at and done >= kill_at[0]:
                     kill_at.pop(0)
-                    workers.kill_random(rng)
-                elif restart_at is not None and done >= restart_at:
-                    restart_at = None
+                    k = workers.kill_random(rng)
+                    timeline.append((now, f"SIGKILL worker {k.worker_id if k else None}: "
+                                          f"{k.in_flight if k else 0} in flight"))
+                elif restart_at is not None and done >= restart_at and workers.all_registered():
+                    restart_at = None  # not while a replacement starts: it would meet no database at all
                     restart_in_flight = int(scalar(url, "SELECT count(*) FROM sends WHERE state = 'sending'") or 0)
                     cluster.restart_immediate()
+                    timeline.append((now, f"pg_ctl restart -m immediate: {restart_in_flight} in flight"))
                 time.sleep(0.2)
             timed_out = bool(workers.running)
         finally:
@@ -420,7 +432,23 @@ def run_chaos(work: Path, spec: ChaosSpec) -> ChaosResult:
         seconds = time.monotonic() - started
         result = ChaosResult(spec, audit(url, sandbox, contacts, spec.sources), workers.kills, restart_in_flight,
                              said.answered_500, len(said.lost), len(said.answered_429),
-                             dict(workers.exit_codes()), seconds, timed_out)
+                             dict(workers.exit_codes()), seconds, timed_out, timeline)
         if timed_out or result.audit.not_final:
             (work / "workers-tail.txt").write_text(workers.log_tail())
     return result
+
+
+def ledger_story(url: str) -> str:
+    """What the ledger and the queue hold, in a few lines: for a failure's message."""
+    queries = {
+        "sends": "SELECT state, count(*) FROM sends GROUP BY 1 ORDER BY 1",
+        "prepares": "SELECT state, attempts, owner FROM prepares ORDER BY 1",
+        "jobs": "SELECT task_name, status, count(*) FROM procrastinate_jobs GROUP BY 1, 2 ORDER BY 1, 2",
+        "workers": "SELECT id, pid, stopped_at IS NOT NULL, "
+                   "round(extract(epoch FROM clock_timestamp() - heartbeat_at)) FROM workers ORDER BY started_at",
+    }
+    lines = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name, sql in queries.items():
+            lines.append(f"{name}: {conn.execute(sql).fetchall()}")
+    return "\n".join(lines)
