@@ -142,8 +142,8 @@ def _encoding(log: Path, *, alive: bool = True) -> Counter[int]:
     finish (``alive``: whose wrapper still runs)."""
     lines = log.read_text().splitlines() if log.exists() else []
     done = {ln.split()[1] for ln in lines if ln.startswith("done ")}
-    return Counter(int(ln.split()[2]) for ln in lines if ln.startswith("start ") and " -i " in ln
-                   and " -f null " not in ln and ln.split()[1] not in done and (not alive or Path(f"/proc/{ln.split()[1]}").exists()))
+    started = [ln.split() for ln in lines if ln.startswith("start ") and " -i " in ln and " -f null " not in ln]
+    return Counter(int(w[2]) for w in started if w[1] not in done and (not alive or Path(f"/proc/{w[1]}").exists()))
 
 
 @pytest.mark.slow
