@@ -232,6 +232,11 @@ class Workers:
         self.start()
         return done
 
+    def in_flight(self) -> int:
+        """Rows ``sending`` under the running workers (a dead one's are counted at its kill)."""
+        ids = [i for p in self.running if (i := self.worker_id(p.pid)) is not None]
+        return int(scalar(self.url, "SELECT count(*) FROM sends WHERE state = 'sending' AND owner = ANY(%s)", ids) or 0)
+
     def all_registered(self) -> bool:
         return all(self.worker_id(p.pid) is not None for p in self.running if p.poll() is None)
 
@@ -422,7 +427,7 @@ def run_chaos(work: Path, spec: ChaosSpec) -> ChaosResult:
                                           f"{k.in_flight if k else 0} in flight"))
                 elif restart_at is not None and done >= restart_at and workers.all_registered():
                     restart_at = None  # not while a replacement starts: it would meet no database at all
-                    restart_in_flight = int(scalar(url, "SELECT count(*) FROM sends WHERE state = 'sending'") or 0)
+                    restart_in_flight = workers.in_flight()
                     cluster.restart_immediate()
                     timeline.append((now, f"pg_ctl restart -m immediate: {restart_in_flight} in flight"))
                 time.sleep(0.2)
