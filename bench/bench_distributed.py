@@ -30,6 +30,7 @@ OUT/distributed.json (and distributed.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -87,32 +88,61 @@ def check_chaos(r: ChaosResult) -> None:
 
 
 def throughput(work: Path, *, workers: int, sends: int, sources: int = 4) -> dict[str, Any]:
-    """One throughput run (see the module's docstring): the rate, and the CPU this process's children used."""
+    """One throughput run (see the module's docstring): the rate, and where the CPU went meanwhile (the
+    workers, PostgreSQL, this process's sandbox, and every other process of the machine)."""
     faults = Faults(latency=THROUGHPUT_LATENCY)
     folder = work / "recordings"
     make_sources(folder, sources)
     people = make_contacts(work / "contacts.csv", sends // sources)
-    cpu0 = _children_cpu()
-    with private_cluster() as (_cluster, url), sandbox_with_log(work / "sandbox", faults) as (sandbox, said):
+    with private_cluster() as (cluster, url), sandbox_with_log(work / "sandbox", faults) as (sandbox, said):
         env = cli_env(work, sandbox.url)
         plan(url, folder, work / "contacts.csv", work / "store", env)
         pool = Workers(url, env, work / "logs", concurrency=CONCURRENCY, lease=3.0)
+        cpu0, pg0, me0, busy0 = _children_cpu(), postgres_cpu(cluster.data), _self_cpu(), common._busy_s()
         started = time.monotonic()
         pool.start(workers)
         pool.wait(started + 600)
         if pool.running:
             pool.stop_all()
             common.fail(f"throughput with {workers} worker(s): not finished within 600 s")
+        wall = time.monotonic() - started
+        cpu = {"workers": _children_cpu() - cpu0, "postgres": postgres_cpu(cluster.data) - pg0,
+               "bench_and_sandbox": _self_cpu() - me0, "machine": (common._busy_s() or 0.0) - (busy0 or 0.0)}
         a = audit(url, sandbox, people, sources)
     if a.states != {"sent": len(people) * sources} or a.duplicates or set(pool.exit_codes()) != {0}:
         common.fail(f"throughput with {workers} worker(s): {a.states}, {a.duplicates} stored twice, "
                     f"exits {dict(pool.exit_codes())}")
     times = sorted(t for t, _ in said.arrivals)
     span = times[-1] - times[0]
+    cores = {k: v / wall for k, v in cpu.items()}
+    cores["others"] = max(0.0, cores["machine"] - cores["workers"] - cores["postgres"] - cores["bench_and_sandbox"])
     return {"workers": workers, "concurrency": CONCURRENCY, "sends": len(times), "span_s": span,
-            "rate": (len(times) - 1) / span, "wall_s": time.monotonic() - started,
-            "children_cpu_s": _children_cpu() - cpu0,
+            "rate": (len(times) - 1) / span, "wall_s": wall, "cpu_s": cpu, "cores": cores,
             "bound_rate": workers * CONCURRENCY / THROUGHPUT_LATENCY}
+
+
+def postgres_cpu(data: Path) -> float:
+    """CPU seconds the cluster's server processes used so far: the postmaster's own, its reaped children's
+    (a backend's CPU lands there when its connection ends) and its live children's."""
+    import psutil
+
+    try:
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+        master = psutil.Process(pid)
+        t = master.cpu_times()
+        total = t.user + t.system + t.children_user + t.children_system
+        for child in master.children():
+            with contextlib.suppress(psutil.Error):
+                c = child.cpu_times()
+                total += c.user + c.system
+        return float(total)
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return 0.0
+
+
+def _self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def _children_cpu() -> float:
@@ -152,7 +182,9 @@ def throughput_rows(one: dict[str, Any], many: dict[str, Any]) -> list[list[str]
 
 
 def _cpu(run: dict[str, Any]) -> str:
-    return f"workers' CPU {run['children_cpu_s'] / run['sends'] * 1000:.1f} ms/send (start-up included)"
+    c = run["cores"]
+    return (f"cores busy: workers {c['workers']:.2f}, PostgreSQL {c['postgres']:.2f}, "
+            f"sandbox {c['bench_and_sandbox']:.2f}, other processes {c['others']:.2f} (of {os.cpu_count()})")
 
 
 def main() -> int:
@@ -161,6 +193,7 @@ def main() -> int:
     ap.add_argument("--sends", type=int, default=None, help="sends of the chaos run (default 20000; --quick 400)")
     ap.add_argument("--throughput-sends", type=int, default=None,
                     help="sends of each throughput run (default 2000; --quick 160)")
+    ap.add_argument("--skip-chaos", action="store_true", help="only the throughput runs")
     add_dir_options(ap)
     args = ap.parse_args()
     common.set_dirs(args.work, args.out)
@@ -172,12 +205,14 @@ def main() -> int:
     load0 = os.getloadavg()
     t0 = time.monotonic()
 
-    log(f"[1/3] chaos: {sends} sends, 3 workers, {kills} kill(s), one database restart")
-    spec = ChaosSpec(contacts=sends // 4, kills=kills, timeout=120 + sends / 10)
-    chaos = run_chaos(common.fresh_dir(work / "chaos"), spec)
-    for t, what in chaos.timeline:
-        log(f"  {t:6.1f} s {what}")
-    check_chaos(chaos)
+    chaos: ChaosResult | None = None
+    if not args.skip_chaos:
+        log(f"[1/3] chaos: {sends} sends, 3 workers, {kills} kill(s), one database restart")
+        spec = ChaosSpec(contacts=sends // 4, kills=kills, timeout=120 + sends / 10)
+        chaos = run_chaos(common.fresh_dir(work / "chaos"), spec)
+        for t, what in chaos.timeline:
+            log(f"  {t:6.1f} s {what}")
+        check_chaos(chaos)
     log(f"[2/3] throughput: 1 worker at concurrency {CONCURRENCY}, {tput} sends, {THROUGHPUT_LATENCY * 1000:.0f} ms")
     one = throughput(common.fresh_dir(work / "one"), workers=1, sends=tput)
     log(f"  {one['rate']:.1f} sends/s")
@@ -185,18 +220,19 @@ def main() -> int:
     many = throughput(common.fresh_dir(work / "three"), workers=3, sends=tput)
     log(f"  {many['rate']:.1f} sends/s")
 
-    rows = chaos_rows(chaos) + throughput_rows(one, many)
+    rows = (chaos_rows(chaos) if chaos else []) + throughput_rows(one, many)
     total = time.monotonic() - t0
     cmd = ".venv/bin/python bench/bench_distributed.py" + (" --quick" if args.quick else "") + \
         (f" --sends {args.sends}" if args.sends else "") + \
-        (f" --throughput-sends {args.throughput_sends}" if args.throughput_sends else "")
+        (f" --throughput-sends {args.throughput_sends}" if args.throughput_sends else "") + \
+        (" --skip-chaos" if args.skip_chaos else "")
     env_line = f"{platform.machine()}, {os.cpu_count()} vCPUs, Python {platform.python_version()}"
     load = f"load average {load0[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
     text = (f"`{cmd}` ({'quick run' if args.quick else 'full run'}, git {git_head()}, "
             f"{datetime.now(timezone.utc):%Y-%m-%d}; {env_line}; took {total / 60:.1f} min; {load})\n\n"
             + md_table(["part", "measure", "value", "against", "verdict"], rows) + "\n")
     log("\n" + text)
-    report = {"command": cmd, "quick": args.quick, "chaos": {
+    report = {"command": cmd, "quick": args.quick, "chaos": chaos and {
         "spec": chaos.spec.__dict__, "audit": chaos.audit.__dict__, "kills": [k.__dict__ for k in chaos.kills],
         "restart_in_flight": chaos.restart_in_flight, "answered_500": chaos.answered_500,
         "lost_answers": chaos.lost_answers, "answered_429": chaos.answered_429, "seconds": chaos.seconds,
