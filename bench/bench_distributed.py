@@ -47,19 +47,9 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "distributed"))
 
 import common  # noqa: E402 - after the paths above
-from chaos_harness import (  # noqa: E402
-    ChaosResult,
-    ChaosSpec,
-    Workers,
-    audit,
-    cli_env,
-    make_contacts,
-    make_sources,
-    plan,
-    private_cluster,
-    run_chaos,
-    sandbox_with_log,
-)
+from chaos_audit import audit  # noqa: E402
+from chaos_harness import Workers, cli_env, make_contacts, make_sources, plan, private_cluster, sandbox_with_log  # noqa: E402
+from chaos_run import ChaosResult, ChaosSpec, run_chaos  # noqa: E402
 from common import ROOT, add_dir_options, log, md_table, run_main  # noqa: E402
 
 from audiopipe.sandbox.app import Faults  # noqa: E402

@@ -23,20 +23,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from chaos_harness import (
-    CAMPAIGN,
-    ChaosSpec,
-    Workers,
-    audit,
-    cli_env,
-    ledger_story,
-    make_contacts,
-    make_sources,
-    plan,
-    run_chaos,
-    sandbox_with_log,
-    scalar,
-)
+from chaos_audit import audit, ledger_story
+from chaos_harness import CAMPAIGN, Workers, cli_env, make_contacts, make_sources, plan, sandbox_with_log, scalar
+from chaos_run import ChaosSpec, run_chaos
 from prepare_helpers import FFmpegLog
 
 from audiopipe.sandbox.app import Faults
