@@ -34,7 +34,7 @@ from audiopipe.campaign.pg.schema import migrate  # noqa: E402
 from audiopipe.sandbox.app import Sandbox, SandboxConfig  # noqa: E402
 from audiopipe.sandbox.config import Faults  # noqa: E402
 
-TOKEN = "bench-token"  # noqa: S105 - the throwaway sandbox's token
+TOKEN = "bench-token"  # the throwaway sandbox's token
 
 
 def one_run(cluster: PgCluster, work: Path, *, workers: int, sends: int, concurrency: int, latency: float) -> float:
@@ -90,7 +90,8 @@ def main() -> None:
     print(f"bench_workers {datetime.now(timezone.utc):%Y-%m-%d} {commit}: {args.sends} sends, concurrency "
           f"{args.concurrency}, sandbox latency {args.latency:g} s, {os.cpu_count()} cores")
     print(f"  1 worker:  {rates[1]:.1f} sends/s (ideal {args.concurrency / args.latency:.0f})")
-    print(f"  {args.workers} workers: {rates[args.workers]:.1f} sends/s = {rates[args.workers] / rates[1]:.2f}x one worker")
+    many = rates[args.workers]
+    print(f"  {args.workers} workers: {many:.1f} sends/s = {many / rates[1]:.2f}x one worker")
 
 
 if __name__ == "__main__":

@@ -17,17 +17,15 @@ The tasks find their :class:`~audiopipe.distributed.context.WorkerContext` in th
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-from collections.abc import Callable
-from typing import Any
 
 import procrastinate
 from procrastinate import JobContext
 
-from audiopipe.campaign.pg import jobs
+from audiopipe.campaign.pg import jobs, prepares
 from audiopipe.campaign.pg.connection import Connection
 from audiopipe.distributed.context import WorkerContext
+from audiopipe.distributed.prepare_task import prepare_job
 from audiopipe.distributed.send_task import send_token
 
 log = logging.getLogger(__name__)
@@ -53,25 +51,12 @@ def context_of(job: JobContext) -> WorkerContext:
     return ctx
 
 
-def prepare_body() -> Callable[..., Any]:
-    """The prepare job's body: :func:`audiopipe.distributed.prepare_task.prepare_job` when this audiopipe has it."""
-    if importlib.util.find_spec("audiopipe.distributed.prepare_task") is not None:
-        from audiopipe.distributed.prepare_task import prepare_job  # type: ignore[import-not-found,unused-ignore]
-        return prepare_job  # type: ignore[no-any-return,unused-ignore]
-
-    def missing(ctx: WorkerContext, campaign: str, source: str, recipe: str) -> None:
-        raise NotImplementedError("this audiopipe cannot prepare files in a worker yet")
-    return missing
-
-
 def maintain(ctx: WorkerContext) -> dict[str, int]:
     """One round of the synchronous safety nets (see the module's docstring). Returns what it did."""
     done = {"reaped": ctx.ledger.reap()}
 
     def tokens_and_prepares(conn: Connection) -> None:
-        if importlib.util.find_spec("audiopipe.campaign.pg.prepares") is not None:
-            from audiopipe.campaign.pg import prepares  # type: ignore[attr-defined,unused-ignore]
-            done["prepares_deferred"] = int(prepares.defer_stalled(conn, lease=ctx.ledger.lease))
+        done["prepares_deferred"] = prepares.defer_stalled(conn, lease=ctx.ledger.lease)
         campaigns = [r[0] for r in conn.execute("SELECT campaign FROM campaigns WHERE stopped_at IS NULL")]
         done["tokens_added"] = sum(_top_up(conn, c) for c in campaigns)
         done["tokens_deleted"] = conn.execute(_CLEAN, (jobs.SEND_TASK, CLEAN_BATCH)).rowcount
@@ -87,7 +72,6 @@ def _top_up(conn: Connection, campaign: str) -> int:
 def make_app(url: str, *, pool_size: int = 10) -> procrastinate.App:
     """The App on the database at ``url`` (an async psycopg pool of up to ``pool_size`` connections)."""
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url, min_size=1, max_size=pool_size))
-    body = prepare_body()
 
     @app.task(name=jobs.SEND_TASK, pass_context=True)
     def send(job: JobContext, campaign: str) -> str:
@@ -97,7 +81,7 @@ def make_app(url: str, *, pool_size: int = 10) -> procrastinate.App:
               retry=procrastinate.RetryStrategy(max_attempts=5, wait=5))
     def prepare(job: JobContext, campaign: str, source: str, recipe: str) -> str:
         ctx = context_of(job)
-        end = str(body(ctx, campaign, source, recipe))
+        end = str(prepare_job(ctx, campaign, source, recipe))
         ctx.note(f"prepare {end}")
         return end
 

@@ -15,7 +15,8 @@ unknown outcomes never resent without a person's word, one pace for all, a 401 s
 - :mod:`.workers`     heartbeats, and the reaper of dead workers' sends;
 - :mod:`.campaigns`   the stop flag a 401 raises for everyone;
 - :mod:`.pace`        one rate for all workers, and the pause a 429 imposes on all;
-- :mod:`.journal`     results kept on local disk while the database is away.
+- :mod:`.journal`     results kept on local disk while the database is away;
+- :mod:`.jobs`        procrastinate jobs (send tokens, prepares) deferred in the caller's transaction.
 """
 
 from __future__ import annotations
