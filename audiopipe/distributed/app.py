@@ -31,7 +31,7 @@ from audiopipe.distributed.send_task import send_token
 log = logging.getLogger(__name__)
 
 MAINTENANCE_QUEUE = "audiopipe#maintenance"  # never a campaign's: those are "audiopipe:<campaign>"
-EVERY = "*/10 * * * * *"                     # the safety nets' period: every 10 s
+EVERY = "* * * * * */10"                     # every 10 s: croniter's 6th field is the seconds (last)
 STALLED_AFTER = 15.0                         # seconds without a procrastinate heartbeat: a job's worker is gone
 HEARTBEAT = 5.0                              # seconds between a procrastinate worker's heartbeats
 CLEAN_BATCH = 20_000                         # finished token jobs deleted a round, at most

@@ -36,10 +36,13 @@ class Faults:
     reproducible as long as the requests arrive in the same order.
 
     Applied, in this order, to POSTs on the audio route: ``latency``; ``rate_500`` (nothing stored);
-    ``rps_limit`` then ``rate_429`` (429 with ``Retry-After: retry_after``); then, after a message
+    ``rps_limit`` then ``rate_429`` and ``answer_429_on`` (429 with ``Retry-After: retry_after``);
+    then, after a message
     was validated and stored, ``rate_lost``: the answer is lost in the way ``lost_mode`` says
     (``"drop"`` the connection, a ``"502"`` from the proxy, or a ``"delay"`` of ``lost_delay``
     seconds so the client's read timeout fires; ``"mixed"`` picks one of the three at random).
+    ``answer_429_on`` names POSTs by their number (the first POST on the audio route is 1) that get a
+    429 whatever the draws say: a test of the shared pause wants exactly one, at a known point.
     """
 
     seed: int = 0
@@ -51,6 +54,7 @@ class Faults:
     rate_lost: float = 0.0
     lost_mode: LostMode | str = LostMode.MIXED  # a plain name is taken too, and made a LostMode
     lost_delay: float = 30.0
+    answer_429_on: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
         for name in ("rate_429", "rate_500", "rate_lost"):
@@ -61,6 +65,9 @@ class Faults:
             raise UsageError("faults.latency and faults.lost_delay must not be negative")
         if self.rps_limit is not None and self.rps_limit < 1:
             raise UsageError(f"faults.rps_limit must be at least 1 (or None for no limit), not {self.rps_limit!r}")
+        self.answer_429_on = frozenset(self.answer_429_on)
+        if any(not isinstance(n, int) or n < 1 for n in self.answer_429_on):
+            raise UsageError(f"faults.answer_429_on names POSTs from 1 on, not {sorted(self.answer_429_on)!r}")
         if self.retry_after < 0:
             raise UsageError(f"faults.retry_after must not be negative, not {self.retry_after!r}")
         try:

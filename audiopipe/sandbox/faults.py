@@ -1,6 +1,8 @@
 """Misbehaviour on purpose (:class:`~audiopipe.sandbox.config.Faults`): added latency, a 500 before
-anything is stored, 429s (drawn, or over a requests-per-second window), and the dangerous case of
-docs/api.md §5, a message created whose answer is then lost.
+anything is stored, 429s (drawn, over a requests-per-second window, or on the POSTs numbered in
+``answer_429_on``), and the dangerous case of docs/api.md §5, a message created whose answer is then lost.
+Each POST of the audio route is numbered as it arrives (a debug line ``sandbox: request N arrived``: a
+test reads the arrival times from it), and each fault is one info line.
 
 All draws come from one seeded ``random.Random`` under one lock, so a run is reproducible as long as
 the requests arrive in the same order. A sleep ends at once when the sandbox stops: the connection
@@ -39,16 +41,21 @@ class FaultInjector:
         self._rng = random.Random(faults.seed)
         self._lock = threading.Lock()  # the draws and the rate window
         self._rate_window: deque[float] = deque()
+        self._arrived = 0  # POSTs of the audio route so far (answer_429_on counts them)
 
     def before_checks(self) -> Response | None:
         """What happens before the request is looked at: latency, then a 500 or a 429 (or None)."""
         faults = self.faults
+        with self._lock:
+            self._arrived += 1
+            number = self._arrived
+        log.debug("sandbox: request %d arrived", number)
         self.sleep(faults.latency)
         if self._draw(faults.rate_500):
             log.info("sandbox: fault 500 (nothing stored)")
             return server_error()
-        if self._over_rps() or self._draw(faults.rate_429):
-            log.info("sandbox: 429, retry after %s s", faults.retry_after)
+        if self._over_rps() or self._draw(faults.rate_429) or number in faults.answer_429_on:
+            log.info("sandbox: 429 to request %d, retry after %s s", number, faults.retry_after)
             return too_many_attempts(faults.retry_after, faults.rps_limit or _DEFAULT_RATE_LIMIT)
         return None
 

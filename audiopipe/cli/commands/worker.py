@@ -31,9 +31,12 @@ def _campaigns(ctx: click.Context, param: click.Parameter, value: tuple[str, ...
                    "for tests and cron. Without it the worker waits for new work until stopped.")
 @click.option("--campaign", "campaigns", multiple=True, callback=_campaigns,
               help="Only this campaign's jobs (repeat for several; default: every campaign).")
+@click.option("--lease", type=click.FloatRange(1.0, 3600.0), default=60.0, show_default=True, metavar="SECONDS",
+              help="Seconds without a sign of life after which a worker counts as dead and its uploads in "
+                   "flight become unknown (it beats every SECONDS/6). Give every worker of a database the same.")
 @json_option("When it exits, print what it did as JSON.")
 def worker_cmd(*, database: str | None, concurrency: int, until_idle: bool, campaigns: tuple[str, ...],
-               as_json: bool) -> None:
+               lease: float, as_json: bool) -> None:
     """Prepare recordings and send messages for the campaigns of a shared database.
 
     \b
@@ -70,7 +73,7 @@ def worker_cmd(*, database: str | None, concurrency: int, until_idle: bool, camp
     queues = [queue_of(c) for c in campaigns] or None
     with scrubbing(url):
         try:
-            summary = run_worker(url, concurrency=concurrency, until_idle=until_idle, queues=queues)
+            summary = run_worker(url, concurrency=concurrency, until_idle=until_idle, queues=queues, lease=lease)
         except DatabaseUnavailable as exc:
             raise DatabaseUnavailable(f"{exc}: {REACH_HINT}") from None
     if as_json:
