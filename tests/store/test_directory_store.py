@@ -26,7 +26,7 @@ def test_put_keys_by_content_and_reads_back(tmp_path: Path) -> None:
     assert (stored.key, stored.sha256, stored.size) == (sha + ".opus", sha, len(data))
     local = store.open_local(stored.key)
     assert local.read_bytes() == data and local.parent.parent == store.root
-    assert store.exists(stored.key) and store.url(stored.key) is None
+    assert store.exists(stored.key) and store.url(stored.key) is None and store.url(stored.key, ttl=60) is None
     assert isinstance(store, Store) and str(store.root) in store.describe()
     assert not os.access(local, os.W_OK) or os.geteuid() == 0  # kept read only (root may write anyway)
     assert oct(local.stat().st_mode & 0o777) == oct(0o444)
