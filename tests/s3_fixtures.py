@@ -122,3 +122,12 @@ def s3_bucket(s3_client: S3Client) -> str:
 def s3_spec(s3_bucket: str) -> str:
     """``s3://<fresh bucket>/prepared``: a store spec, as ``--store`` and a campaign's settings hold it."""
     return f"s3://{s3_bucket}/prepared"
+
+
+@pytest.fixture(params=["directory", "s3"])
+def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store spec as ``--store`` takes it, once a folder and once ``s3://`` on the moto server: for the
+    tests that must pass on every kind of store (moto is started only for the second)."""
+    if request.param == "s3":
+        return str(request.getfixturevalue("s3_spec"))
+    return str(tmp_path / "store")
