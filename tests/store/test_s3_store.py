@@ -133,6 +133,14 @@ def test_a_download_that_does_not_match_its_key_is_refused(s3_spec: str, s3_buck
     assert not [p for p in (tmp_path / "elsewhere").rglob("*") if p.is_file()]  # nothing kept, no temp left
 
 
+def test_a_put_repairs_an_object_of_the_wrong_size_under_its_key(s3_spec: str, s3_bucket: str, s3_client,
+                                                                 tmp_path: Path) -> None:
+    stored = open_store(s3_spec).put(write(tmp_path / "a.opus", b"the real recording"), suffix=".opus")
+    s3_client.put_object(Bucket=s3_bucket, Key=f"prepared/{stored.key}", Body=b"truncated")
+    assert another_machine(s3_spec, tmp_path, "m1").put(tmp_path / "a.opus", suffix=".opus") == stored
+    assert another_machine(s3_spec, tmp_path, "m2").open_local(stored.key).read_bytes() == b"the real recording"
+
+
 def test_a_missing_key_is_a_store_error(s3_spec: str, tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="has no file"):
         another_machine(s3_spec, tmp_path).open_local("ab" * 32 + ".opus")
@@ -229,5 +237,15 @@ def test_a_missing_bucket_is_one_line(s3_env: str, tmp_path: Path) -> None:
 def test_missing_credentials_are_one_line(s3_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    message = one_line_error(open_store("s3://some-bucket/x"), tmp_path)
+    store = open_store("s3://some-bucket/x")
+    message = one_line_error(store, tmp_path)
     assert "no AWS credentials" in message and "AWS_ACCESS_KEY_ID" in message
+    with pytest.raises(StoreError, match="no AWS credentials"):
+        store.url("ab" * 32 + ".opus", ttl=60)
+
+
+def test_a_profile_that_does_not_exist_is_one_line(s3_env: str, monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    message = one_line_error(open_store("s3://some-bucket/x"), tmp_path)
+    assert "AWS_PROFILE" in message and "does not exist" in message
