@@ -65,8 +65,12 @@ class Store(Protocol):
     def exists(self, key: str) -> bool:
         ...
 
-    def url(self, key: str) -> str | None:
-        """A URL the API could fetch the file from, or None when this store has none."""
+    def url(self, key: str, *, ttl: float | None = None) -> str | None:
+        """A URL the API could fetch the file from, or None when this store has none.
+
+        ``ttl``: how many seconds a signed URL must stay valid (None: the store's default); a store
+        whose URLs never expire (a public base URL) ignores it, one that cannot sign for that long
+        raises StoreError naming its maximum."""
         ...
 
     def describe(self) -> str:

@@ -86,7 +86,7 @@ class DirectoryStore:
     def exists(self, key: str) -> bool:
         return self.path_of(key).is_file()
 
-    def url(self, key: str) -> str | None:
+    def url(self, key: str, *, ttl: float | None = None) -> str | None:
         check_key(key)
         return None
 

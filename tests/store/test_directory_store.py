@@ -26,7 +26,7 @@ def test_put_keys_by_content_and_reads_back(tmp_path: Path) -> None:
     assert (stored.key, stored.sha256, stored.size) == (sha + ".opus", sha, len(data))
     local = store.open_local(stored.key)
     assert local.read_bytes() == data and local.parent.parent == store.root
-    assert store.exists(stored.key) and store.url(stored.key) is None
+    assert store.exists(stored.key) and store.url(stored.key) is None and store.url(stored.key, ttl=60) is None
     assert isinstance(store, Store) and str(store.root) in store.describe()
     assert not os.access(local, os.W_OK) or os.geteuid() == 0  # kept read only (root may write anyway)
     assert oct(local.stat().st_mode & 0o777) == oct(0o444)
@@ -92,7 +92,9 @@ def test_missing_files_say_so(tmp_path: Path) -> None:
 def test_open_store_takes_a_folder_path(tmp_path: Path) -> None:
     assert isinstance(open_store(str(tmp_path)), DirectoryStore)
     assert open_store(f"file://{tmp_path}").root == tmp_path  # type: ignore[attr-defined]
-    with pytest.raises(StoreError, match="s3://"):
-        open_store("s3://bucket/prefix")
+    with pytest.raises(StoreError, match="gs://"):
+        open_store("gs://bucket/prefix")
+    with pytest.raises(StoreError, match="needs an s3:// store"):
+        open_store(str(tmp_path), public_base="https://cdn.example/x")
     with pytest.raises(StoreError, match="no store"):
         open_store("  ")
