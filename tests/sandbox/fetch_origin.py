@@ -151,3 +151,14 @@ def slow(before_headers: float = 0.0, trickle: float = 0.0) -> Route:
             if not h.send_body(b"x"):
                 return
     return route
+
+
+def short(data: bytes, announced: int) -> Route:
+    """``data`` under a Content-Length of ``announced`` (more), then the connection closes."""
+    def route(h: OriginHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", str(announced))
+        h.end_headers()
+        h.send_body(data)
+        h.close_connection = True
+    return route

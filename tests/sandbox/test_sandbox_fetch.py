@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from fetch_origin import Origin, endless, redirect, serve, slow, status
-from helpers import CONTACT, MIMES_MSG, SIZE_MSG, WS
+from fetch_origin import Origin, endless, redirect, serve, short, slow, status
+from helpers import CONTACT, MIMES_MSG, SIZE_MSG, WS, start_reading_stderr
 
 from audiopipe.errors import UsageError
 from audiopipe.sandbox.app import FetchPolicy, Sandbox
@@ -40,8 +43,9 @@ def origins() -> Iterator[Any]:
         origin.close()
 
 
-def post_url(sandbox: Sandbox, url: str, **headers: str) -> requests.Response:
-    return requests.post(f"{sandbox.url}/workspaces/{WS}/contacts/{CONTACT}/messages/audio",
+def post_url(sandbox: Sandbox | str, url: str, **headers: str) -> requests.Response:
+    base = sandbox if isinstance(sandbox, str) else sandbox.url
+    return requests.post(f"{base}/workspaces/{WS}/contacts/{CONTACT}/messages/audio",
                          headers={"Authorization": f"Bearer {TOKEN}", **headers}, json={"file": url}, timeout=30)
 
 
@@ -143,6 +147,16 @@ def test_an_error_from_the_origin_is_a_422_with_its_status(make_sandbox, origins
     assert sandbox.messages() == [] and stored_files(sandbox) == []
 
 
+def test_a_body_cut_short_is_a_422_not_half_a_file(make_sandbox, origins, audio_dir):
+    data = (audio_dir / "tone.mp3").read_bytes()  # its first half still sniffs as MP3
+    origin = origins({"/half.mp3": short(data[:len(data) // 2], len(data))})
+    sandbox = make_sandbox()
+
+    assert refusal(post_url(sandbox, origin.url("/half.mp3"))) == [
+        "The file could not be fetched from its URL: the origin closed the connection before the end of the file."]
+    assert sandbox.messages() == [] and stored_files(sandbox) == []
+
+
 def test_an_unreachable_origin_is_a_422(make_sandbox):
     with socket.socket() as probe:  # a port nothing listens on (bound, never listening)
         probe.bind(("127.0.0.1", 0))
@@ -216,6 +230,31 @@ def test_fetch_policy_takes_networks_and_addresses_and_nothing_else():
         FetchPolicy(allow=("cdn.example.com",))
     with pytest.raises(UsageError, match="deadline"):
         FetchPolicy(deadline=0)
+
+
+def test_the_cli_switch_adds_networks_to_the_allow_list(tmp_path, origins, audio_dir):
+    address = _own_non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    origin = origins({"/a.opus": serve((audio_dir / "voice.opus").read_bytes())}, host=address)
+    answers, banners = {}, {}
+    for label, flags in (("default", []), ("allowed", ["--fetch-allow", f"10.0.0.0/8,{address}/32"])):
+        started = start_reading_stderr([sys.executable, "-m", "audiopipe", "sandbox", "--port", "0", "--token", TOKEN,
+                                        "--data", str(tmp_path / label), *flags], until="Ctrl-C", timeout=30)
+        try:
+            found = re.search(r"listening on (http://127\.0\.0\.1:\d+/api/v3)", started.text)
+            assert found is not None, started.text
+            answers[label], banners[label] = post_url(found.group(1), origin.url("/a.opus")), started.text
+        finally:
+            started.proc.terminate()
+            started.proc.wait(10)
+
+    assert refusal(answers["default"]) and answers["allowed"].status_code == 201
+    assert "fetch: URL messages only from 127.0.0.0/8, ::1/128 (" in banners["default"]
+    assert f"127.0.0.0/8, ::1/128, 10.0.0.0/8, {address}/32" in banners["allowed"]
+    bad = subprocess.run([sys.executable, "-m", "audiopipe", "sandbox", "--port", "0", "--data", str(tmp_path / "bad"),
+                          "--fetch-allow", "cdn.example.com"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode != 0 and "'cdn.example.com' is not an IP address or network" in bad.stderr
 
 
 def _own_non_loopback_address() -> str | None:
