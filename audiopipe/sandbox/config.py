@@ -95,16 +95,20 @@ class FetchPolicy:
     http(s), only to addresses in ``allow`` (loopback by default: a sandbox is no open proxy into the
     network it runs in), at most ``max_redirects`` hops each checked the same way, ``connect_timeout``
     and ``read_timeout`` (seconds, per connection and per read) within a ``deadline`` for the whole
-    fetch. The size cap is the file limit (:attr:`SandboxConfig.max_bytes`)."""
+    fetch. The size cap is the file limit (:attr:`SandboxConfig.max_bytes`). ``ca_file`` (PEM) is
+    the certificates an https origin is checked against instead of the system's (a private CA)."""
 
     allow: tuple[str | Network, ...] = LOOPBACK
     max_redirects: int = 3
     connect_timeout: float = 5.0
     read_timeout: float = 10.0
     deadline: float = 60.0
+    ca_file: Path | None = None
 
     def __post_init__(self) -> None:
         self.allow = parse_networks(self.allow)
+        if self.ca_file is not None:
+            self.ca_file = Path(self.ca_file).expanduser()
         if not 0 <= self.max_redirects <= 10:
             raise UsageError(f"fetch.max_redirects must be between 0 and 10, not {self.max_redirects!r}")
         for name in ("connect_timeout", "read_timeout", "deadline"):

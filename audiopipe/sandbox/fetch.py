@@ -20,7 +20,6 @@ import http.client
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -32,6 +31,7 @@ from audiopipe.sandbox.config import FetchPolicy
 from audiopipe.send.origin import redact
 
 T = TypeVar("T")
+_MAX_ADDRESSES = 3  # tried, each within the connect timeout (the watchdog cannot cut a connect short)
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _HEADERS = {"User-Agent": "audiopipe-sandbox", "Accept": "*/*", "Accept-Encoding": "identity",
             "Connection": "close"}
@@ -53,12 +53,12 @@ def shown_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """One hop of a fetch: where to connect (``address``, checked) and what to ask for."""
+    """One hop of a fetch: where to connect (``addresses``, checked) and what to ask for."""
 
     scheme: str
     host: str
     port: int
-    address: str
+    addresses: tuple[str, ...]  # every address the host resolved to, each allowed: tried in order
     path: str  # the request target: path and query
 
 
@@ -81,18 +81,27 @@ def check_target(url: str, policy: FetchPolicy) -> Target:
     if not addresses or not all(policy.allows(a) for a in addresses):
         raise FetchRefused("its host is not one the server may fetch from")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Target(scheme, parts.hostname, port, addresses[0], path)
+    return Target(scheme, parts.hostname, port, tuple(addresses), path)
 
 
 class _PinnedHTTP(http.client.HTTPConnection):
     """An HTTP connection to a checked address, whatever the host name resolves to by then."""
 
-    def __init__(self, target: Target, connect_timeout: float) -> None:
-        super().__init__(target.host, target.port, timeout=connect_timeout)
-        self.address = target.address
+    def __init__(self, target: Target, policy: FetchPolicy) -> None:
+        super().__init__(target.host, target.port, timeout=policy.connect_timeout)
+        self.addresses = target.addresses
+        self.policy = policy
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+        failed: OSError | None = None
+        for address in self.addresses[:_MAX_ADDRESSES]:  # as create_connection does with a name, but only these
+            try:
+                self.sock = socket.create_connection((address, self.port), self.timeout)
+                return
+            except OSError as exc:
+                failed = exc
+        assert failed is not None  # a target has at least one address
+        raise failed
 
 
 class _PinnedHTTPS(_PinnedHTTP):
@@ -100,7 +109,8 @@ class _PinnedHTTPS(_PinnedHTTP):
 
     def connect(self) -> None:
         super().connect()
-        self.sock = ssl.create_default_context().wrap_socket(self.sock, server_hostname=self.host)
+        cafile = str(self.policy.ca_file) if self.policy.ca_file is not None else None
+        self.sock = ssl.create_default_context(cafile=cafile).wrap_socket(self.sock, server_hostname=self.host)
 
 
 class Fetch:
@@ -117,7 +127,6 @@ class Fetch:
         self._response: http.client.HTTPResponse | None = None
         self._lock = threading.Lock()
         self._expired = False
-        self._started = time.monotonic()
         self._watchdog = threading.Timer(policy.deadline, self._expire)
         self._watchdog.daemon = True
 
@@ -169,7 +178,7 @@ class Fetch:
 
     def _get(self, target: Target) -> http.client.HTTPResponse:
         kind = _PinnedHTTPS if target.scheme == "https" else _PinnedHTTP
-        conn = kind(target, self.policy.connect_timeout)
+        conn = kind(target, self.policy)
         with self._lock:
             if self._conn is not None:
                 self._conn.close()  # the previous hop's
@@ -177,6 +186,8 @@ class Fetch:
 
         def request() -> http.client.HTTPResponse:
             conn.connect()
+            if self._expired:  # the watchdog fired while connecting: it had no socket to shut yet
+                raise self._too_slow()
             assert conn.sock is not None
             conn.sock.settimeout(self.policy.read_timeout)
             conn.request("GET", target.path, headers=_HEADERS)

@@ -5,6 +5,7 @@ and which counts what it was asked and how many body bytes it managed to send.""
 from __future__ import annotations
 
 import http.server
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -45,7 +46,7 @@ class Origin:
     (path with query, headers) of every GET, ``sent`` the body bytes written, ``connections`` the
     connections accepted."""
 
-    def __init__(self, routes: dict[str, Route], host: str = "127.0.0.1") -> None:
+    def __init__(self, routes: dict[str, Route], host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
         self.routes = routes
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.sent = 0
@@ -68,13 +69,16 @@ class Origin:
                 pass  # the sandbox hanging up mid-body is what some tests want
 
         self.server = Listener((host, 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
         self.host = host
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
     def record(self, path: str, headers: dict[str, str]) -> None:
         with self._lock:

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import re
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -33,8 +34,8 @@ SECRET = "c0ffee5ecret51gnature"
 def origins() -> Iterator[Any]:
     started: list[Origin] = []
 
-    def start(routes: dict[str, Any], host: str = "127.0.0.1") -> Origin:
-        origin = Origin(routes, host)
+    def start(routes: dict[str, Any], host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> Origin:
+        origin = Origin(routes, host, tls)
         started.append(origin)
         return origin
 
@@ -122,6 +123,38 @@ def test_an_address_outside_the_allow_list_is_refused_without_a_connection(make_
                                      "its host is not one the server may fetch from."]
     assert elsewhere.untouched() and here.untouched()
     assert sandbox.messages() == [] and strict.messages() == []
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (not for "localhost"), made by the real openssl."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    try:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                        "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"openssl cannot make a test certificate: {exc}")
+    return cert, key
+
+
+def test_https_is_fetched_from_the_checked_address_with_the_urls_name_verified(make_sandbox, origins, certificate,
+                                                                               audio_dir):
+    data = (audio_dir / "voice.opus").read_bytes()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*map(str, certificate))
+    origin = origins({"/a.opus": serve(data)}, tls=context)
+    trusting = make_sandbox(fetch=FetchPolicy(ca_file=certificate[0]))
+
+    fetched = post_url(trusting, origin.url("/a.opus"))
+    # connected to 127.0.0.1 all the same, but the name checked is the URL's: the certificate is not for it
+    by_name = post_url(trusting, f"https://localhost:{origin.port}/a.opus")
+    untrusted = post_url(make_sandbox(), origin.url("/a.opus"))
+
+    assert fetched.status_code == 201 and fetched.json()["data"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert "TLS failed" in refusal(by_name)[0] and "TLS failed" in refusal(untrusted)[0]
+    assert len(origin.requests) == 1
 
 
 def test_a_non_loopback_address_of_this_machine_is_refused_by_default(make_sandbox, origins, audio_dir):
