@@ -34,7 +34,7 @@ def serve_folder(root: Path) -> Iterator[ServedFolder]:
             served[0].gets[self.path.split("?", 1)[0]] += 1
             super().do_GET()
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the name http.server gives it
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet: a test reads .gets
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
