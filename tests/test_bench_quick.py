@@ -24,6 +24,7 @@ BENCHES = [
     (["bench/bench_batch.py", "--smoke"], "| audiopipe, --concurrency 4 (default) | ffmpeg encodes", "batch.json"),
     (["bench/bench_upload.py", "--smoke"], "| audiopipe client (streams from disk)", "upload.json"),
     (["bench/bench_preflight.py", "--quick"], "| one token check (median / p90)", "preflight.md"),
+    (["bench/bench_url.py", "--quick"], "| ratio upload / url |", "url.json"),
 ]
 
 
