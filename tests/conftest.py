@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["pg_fixtures"]  # a throwaway PostgreSQL cluster for tests/campaign/pg
+pytest_plugins = ["pg_fixtures", "s3_fixtures"]  # a throwaway PostgreSQL cluster; moto's S3 server
 
 
 @pytest.fixture(autouse=True)

@@ -22,6 +22,7 @@ import pytest
 from helpers import AUDIOPIPE, clean_environ, contacts_for, invoke, write_contacts
 
 from audiopipe.sandbox.app import Faults
+from audiopipe.store import open_store
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -125,17 +126,27 @@ def test_a_shared_batch_plans_works_until_idle_and_reports(campaign_files, pg_ur
     assert status.returncode == 0 and "6 send(s): 6 sent" in status.stdout and "recordings: 2 ready" in status.stdout
 
 
-def test_workers_carry_out_a_plan(campaign_files, pg_url: str, tmp_path: Path, make_sandbox) -> None:  # type: ignore[no-untyped-def]
+def test_workers_carry_out_a_plan(campaign_files, pg_url: str, tmp_path: Path, make_sandbox,  # type: ignore[no-untyped-def]
+                                  store_spec: str) -> None:
+    """On a folder store and on S3 (moto): the worker is given no store, it opens the one the plan names."""
     folder, contacts = campaign_files
     sb = make_sandbox()
     planned = cli("batch", str(folder), "--contacts", str(contacts), "-w", WS, "--plan-only", "--rate", "0",
-                  "--database", pg_url, "--store", str(tmp_path / "store"), tmp_path=tmp_path)
+                  "--database", pg_url, "--store", store_spec, tmp_path=tmp_path)
     assert planned.returncode == 0, planned.stderr
-    worked = cli("worker", "--until-idle", "--concurrency", "2", tmp_path=tmp_path,
+    worker_home = tmp_path / "worker-home"  # another machine's home: its own (empty) cache
+    worked = cli("worker", "--until-idle", "--concurrency", "2", tmp_path=worker_home,
                  **api_env(sb, tmp_path, AUDIOPIPE_DATABASE_URL=pg_url))
     assert worked.returncode == 0, worked.stderr
     assert "stopped (no work left)" in worked.stderr and "6 sent" in worked.stderr
     assert len(sb.messages()) == 6
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        stored = {r[0] for r in conn.execute("SELECT stored FROM sends")}
+        sources = {r[0] for r in conn.execute("SELECT source_sha256 FROM prepares")}
+    assert len(stored) == 2 and all(open_store(store_spec).exists(key) for key in stored)
+    if store_spec.startswith("s3://"):  # the worker fetched the two sources from S3 into its own cache
+        fetched = {p.name[:64] for p in (worker_home / ".cache" / "audiopipe" / "objects").rglob("*") if p.is_file()}
+        assert len(sources) == 2 and sources <= fetched
     idle = cli("worker", "--until-idle", "--json", "--database", pg_url, tmp_path=tmp_path, **api_env(sb, tmp_path))
     assert idle.returncode == 0 and json.loads(idle.stdout)["stopped"] == "idle"
     assert json.loads(idle.stdout)["ends"].get("sent", 0) == 0  # nothing left: nothing sent twice

@@ -92,7 +92,9 @@ def test_missing_files_say_so(tmp_path: Path) -> None:
 def test_open_store_takes_a_folder_path(tmp_path: Path) -> None:
     assert isinstance(open_store(str(tmp_path)), DirectoryStore)
     assert open_store(f"file://{tmp_path}").root == tmp_path  # type: ignore[attr-defined]
-    with pytest.raises(StoreError, match="s3://"):
-        open_store("s3://bucket/prefix")
+    with pytest.raises(StoreError, match="gs://"):
+        open_store("gs://bucket/prefix")
+    with pytest.raises(StoreError, match="needs an s3:// store"):
+        open_store(str(tmp_path), public_base="https://cdn.example/x")
     with pytest.raises(StoreError, match="no store"):
         open_store("  ")
