@@ -9,6 +9,7 @@ hostile clients, and stores every created message durably. Each of those is a mo
 * :mod:`~audiopipe.sandbox.wsgi`: the routes, and the boundary that answers everything in the API's shape;
 * :mod:`~audiopipe.sandbox.checks`: the server's real checks of an upload (token, UUIDs, libmagic
   type, size), with Laravel's messages; :mod:`~audiopipe.sandbox.strict`: strict mode's contacts;
+* :mod:`~audiopipe.sandbox.fetch`: fetching a ``{"file": URL}``, only from allowed addresses, capped;
 * :mod:`~audiopipe.sandbox.faults`: latency, 500s, 429s and lost answers;
 * :mod:`~audiopipe.sandbox.store`: what it received (SQLite in WAL mode, and the files);
 * :mod:`~audiopipe.sandbox.server` and :mod:`~audiopipe.sandbox.bodies`: serving, with keep-alive,
@@ -34,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from audiopipe.errors import UsageError
-from audiopipe.sandbox.config import API_PREFIX, LOST_MODES, Faults, LostMode, SandboxConfig
+from audiopipe.sandbox.config import API_PREFIX, LOOPBACK, LOST_MODES, Faults, FetchPolicy, LostMode, SandboxConfig
 from audiopipe.sandbox.server import Server, bind_server
 from audiopipe.sandbox.store import MessageStore, stored_messages
 from audiopipe.sandbox.strict import Contacts, load_contacts
@@ -42,9 +43,11 @@ from audiopipe.sandbox.wsgi import SandboxApp
 
 __all__ = [
     "API_PREFIX",
+    "LOOPBACK",
     "LOST_MODES",
     "Contacts",
     "Faults",
+    "FetchPolicy",
     "LostMode",
     "Sandbox",
     "SandboxConfig",

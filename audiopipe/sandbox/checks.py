@@ -124,13 +124,30 @@ def upload_problems(path: Path, size: int, config: SandboxConfig) -> tuple[Sniff
     when PHP dropped it unread), and the messages of the rules it breaks (none: accepted)."""
     if config.php_upload_limit is not None and size > config.php_upload_limit:
         return None, [MSG_UPLOAD_FAILED]  # PHP drops the file; Laravel stops at "uploaded"
+    return file_problems(path, size, config)
+
+
+def file_problems(path: Path, size: int, config: SandboxConfig) -> tuple[Sniff, list[str]]:
+    """What the ``file`` rule says of the ``size`` bytes at ``path``, uploaded or fetched from a URL:
+    their sniff, and the messages of the rules they break (none: accepted)."""
     seen = sniff(path)
     problems = []
     if not seen.accepted:
         problems.append(mimes_message())
     if size > config.max_bytes:  # Laravel compares size/1024 against max:, as a float
-        problems.append(f"The file field must not be greater than {config.max_kb} kilobytes.")
+        problems.append(size_message(config))
     return seen, problems
+
+
+def size_message(config: SandboxConfig) -> str:
+    """The 422 message of the ``max:`` rule."""
+    return f"The file field must not be greater than {config.max_kb} kilobytes."
+
+
+def fetch_message(reason: str) -> str:
+    """The 422 message for a ``{"file": URL}`` whose fetch failed, with why (never the URL itself:
+    its query may be a signature)."""
+    return f"The file could not be fetched from its URL: {reason}."
 
 
 def client_file_name(name: str | None) -> str | None:
@@ -141,5 +158,5 @@ def client_file_name(name: str | None) -> str | None:
 
 
 def url_file_name(url: str) -> str | None:
-    """The file name a URL ends with, if any (the sandbox never fetches it)."""
+    """The file name a URL's path ends with, if any."""
     return unquote(urlsplit(url).path.rsplit("/", 1)[-1]) or None

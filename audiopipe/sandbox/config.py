@@ -4,6 +4,8 @@ clients, and how it misbehaves on purpose. Every setting is checked when it is m
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -69,6 +71,60 @@ class Faults:
             raise UsageError(f"faults.lost_mode must be one of {sorted(LOST_MODES)}, not {self.lost_mode!r}") from None
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+
+
+def parse_networks(values: Iterable[str | Network]) -> tuple[Network, ...]:
+    """Networks from addresses or CIDR blocks (``10.0.0.0/8``, ``127.0.0.1/8``, ``::1``), comma-separated
+    or not. Host names are refused: what a name resolves to is decided at each fetch, never trusted ahead."""
+    networks: list[Network] = []
+    for value in values:
+        for part in ([value] if not isinstance(value, str) else [p.strip() for p in value.split(",") if p.strip()]):
+            try:
+                networks.append(ipaddress.ip_network(part, strict=False))
+            except ValueError:
+                raise UsageError(f"fetch allow-list: {part!r} is not an IP address or network "
+                                 "(write it as 10.0.0.0/8 or 192.0.2.7; host names are not taken)") from None
+    return tuple(networks)
+
+
+@dataclass(kw_only=True)
+class FetchPolicy:
+    """How the sandbox fetches the URL of a ``{"file": URL}`` message, as the real server must: only
+    http(s), only to addresses in ``allow`` (loopback by default: a sandbox is no open proxy into the
+    network it runs in), at most ``max_redirects`` hops each checked the same way, ``connect_timeout``
+    and ``read_timeout`` (seconds, per connection and per read) within a ``deadline`` for the whole
+    fetch. The size cap is the file limit (:attr:`SandboxConfig.max_bytes`)."""
+
+    allow: tuple[str | Network, ...] = LOOPBACK
+    max_redirects: int = 3
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+    deadline: float = 60.0
+
+    def __post_init__(self) -> None:
+        self.allow = parse_networks(self.allow)
+        if not 0 <= self.max_redirects <= 10:
+            raise UsageError(f"fetch.max_redirects must be between 0 and 10, not {self.max_redirects!r}")
+        for name in ("connect_timeout", "read_timeout", "deadline"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise UsageError(f"fetch.{name} must be a positive number of seconds, not {value!r}")
+
+    @property
+    def networks(self) -> tuple[Network, ...]:
+        return tuple(n for n in self.allow if not isinstance(n, str))  # all parsed by __post_init__
+
+    def allows(self, address: str) -> bool:
+        """Whether ``address`` (an IP address) is in the allow-list; an IPv4-mapped IPv6 address
+        counts as its IPv4 one, so ``::ffff:10.0.0.1`` is not a way around ``10.0.0.0/8``."""
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip.version == net.version and ip in net for net in self.networks)
+
+
 @dataclass(kw_only=True)
 class SandboxConfig:
     """How the sandbox listens, what it accepts, and how it misbehaves.
@@ -79,7 +135,7 @@ class SandboxConfig:
     "The file failed to upload.". ``proxy_body_limit`` (bytes) mimics nginx's
     ``client_max_body_size``: a larger ``Content-Length`` gets a 413 HTML page before the body is
     parsed (chunked bodies are counted as they stream). ``contacts_csv`` turns on strict mode: only
-    the contacts it lists exist.
+    the contacts it lists exist. ``fetch`` says where and how a ``{"file": URL}`` is fetched.
 
     What a hostile or broken client can cost is bounded. ``post_max_size`` (bytes) is PHP's: a
     multipart body over it gets Laravel's 413 (default: the file limit plus 4 MiB, so a file just
@@ -105,6 +161,7 @@ class SandboxConfig:
     max_connections: int = 64
     contacts_csv: Path | None = None
     faults: Faults = field(default_factory=Faults)
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
 
     def __post_init__(self) -> None:
         if not isinstance(self.token, str) or not self.token.strip():
@@ -149,4 +206,4 @@ class SandboxConfig:
                 f"max_json_body={self.max_json_body!r}, idle_timeout={self.idle_timeout!r}, "
                 f"header_timeout={self.header_timeout!r}, body_timeout={self.body_timeout!r}, "
                 f"max_connections={self.max_connections!r}, contacts_csv={self.contacts_csv!r}, "
-                f"faults={self.faults!r})")
+                f"faults={self.faults!r}, fetch={self.fetch!r})")

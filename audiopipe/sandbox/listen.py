@@ -76,8 +76,9 @@ def reach(host: str, port: int, dual_stack: bool = False, path: str = "") -> Rea
                  local_url=local[0][0])
 
 
-def sandbox_banner(where: Reach, token: str, public_token: str, data: object) -> list[str]:
-    """The lines the sandbox shows once it listens: where, with what token, and how to try it."""
+def sandbox_banner(where: Reach, token: str, public_token: str, data: object, fetch_from: str = "") -> list[str]:
+    """The lines the sandbox shows once it listens: where, with what token, where it fetches a
+    ``{"file": URL}`` from (``fetch_from``: the allowed networks), and how to try it."""
     if where.wildcard:  # no address a client can use: say what it stands for, and the URLs that work
         lines = [f"sandbox listening on {where.listening} ({where.scope})"]
         lines += [f"  url:   {url}   ({who})" for url, who in where.urls]
@@ -89,6 +90,8 @@ def sandbox_banner(where: Reach, token: str, public_token: str, data: object) ->
                      + (f" (the token is the default {token!r}: set --token)" if token == public_token else "")
                      + "; --host 127.0.0.1 keeps it to this machine")
     lines += [f"  token: {token}   (the sandbox's own; not a Lancepilot token)", f"  data:  {data}"]
+    if fetch_from:
+        lines.append(f"  fetch: URL messages only from {fetch_from} (add more with --fetch-allow)")
     if where.local_url:
         lines.append(f"  try:   LANCEPILOT_BASE_URL={where.local_url} LANCEPILOT_TOKEN={token} audiopipe send ...")
     else:  # audiopipe's client would refuse: it sends a token over plain http to loopback only

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from werkzeug.datastructures import FileStorage
 
@@ -30,6 +30,10 @@ DB_NAME = "messages.sqlite3"
 FILES_DIR = "files"
 PART_SUFFIX = ".part"
 _COPY_CHUNK = 1 << 16
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -87,21 +91,23 @@ class MessageStore:
     def inspected(self, row: dict[str, Any]) -> dict[str, Any]:
         """A stored row as the inspector shows it: the API's data plus where the bytes are kept."""
         data = public(row)
-        path = self.file_path(row["id"], row["mime"]) if row["url"] is None else None
+        path = self.file_path(row["id"], row["mime"])  # an upload's, or the file fetched from a URL
         data["file_path"] = str(path) if path is not None else None
         return data
 
     @contextmanager
-    def spool(self, upload: FileStorage) -> Iterator[Spooled]:
-        """Write ``upload`` to a ``.part`` file under a new message id, hashing as it goes; the part
-        is removed on the way out (:meth:`keep` moves it away first if the message is stored)."""
+    def spool(self, upload: FileStorage | Readable) -> Iterator[Spooled]:
+        """Write ``upload`` (or the body of a fetched URL) to a ``.part`` file under a new message id,
+        hashing as it goes; the part is removed on the way out (:meth:`keep` moves it away first if
+        the message is stored)."""
+        source = upload.stream if isinstance(upload, FileStorage) else upload
         message_id = str(uuid.uuid4())
         part = self.files_dir / f"{message_id}{PART_SUFFIX}"
         try:
             # Streamed: werkzeug already spooled the part to disk; copy it in chunks, hashing as we go.
             with part.open("wb") as fh:
                 writer = _HashingWriter(fh)
-                shutil.copyfileobj(upload.stream, writer, _COPY_CHUNK)  # what upload.save() does
+                shutil.copyfileobj(source, writer, _COPY_CHUNK)  # what upload.save() does
                 fh.flush()  # no fsync: the sandbox must survive its clients' crashes, not power cuts
             yield Spooled(message_id, part, writer.size, writer.sha256.hexdigest())
         finally:

@@ -4,8 +4,9 @@ the API's shape.
 Three routes: the audio route of the real API, ``GET /_sandbox/messages`` (what was stored, for
 tests and people) and ``GET /_sandbox/health``. The audio route runs as the real server would, one
 step after the other: faults first (:mod:`~audiopipe.sandbox.faults`), then who may post
-(token, UUIDs, strict mode's contacts), then the ``file`` input (:mod:`~audiopipe.sandbox.checks`),
-then storing (:mod:`~audiopipe.sandbox.store`), and last, perhaps, losing the answer.
+(token, UUIDs, strict mode's contacts), then the ``file`` input (:mod:`~audiopipe.sandbox.checks`;
+a URL is fetched first, :mod:`~audiopipe.sandbox.fetch`), then storing
+(:mod:`~audiopipe.sandbox.store`), and last, perhaps, losing the answer.
 
 Every body is read through a meter that caps it by its kind (:mod:`~audiopipe.sandbox.bodies`); a
 malformed request gets a 4xx in the API's JSON shape and one log line, an error of ours a 500 and
@@ -25,11 +26,12 @@ from werkzeug.exceptions import ClientDisconnected, HTTPException, MethodNotAllo
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from audiopipe.sandbox import answers, checks
+from audiopipe.preparation.sniff import Sniff
+from audiopipe.sandbox import answers, checks, fetch
 from audiopipe.sandbox.bodies import METER_KEY, BodyMeter, BodyTooLarge, MalformedBody, body_limit
 from audiopipe.sandbox.config import API_PREFIX, SandboxConfig
 from audiopipe.sandbox.faults import Drop, FaultInjector
-from audiopipe.sandbox.store import MessageStore, new_row, public, stored_messages
+from audiopipe.sandbox.store import MessageStore, Spooled, new_row, public, stored_messages
 from audiopipe.sandbox.strict import KnownContacts
 from audiopipe.text import safe
 
@@ -177,23 +179,40 @@ class SandboxApp:
         store = self._store()
         with store.spool(upload) as spooled:
             seen, problems = checks.upload_problems(spooled.path, spooled.size, self.config)
-            if seen is None or problems:
-                if seen is not None:  # None: PHP dropped the file unread, and says no more
-                    log.info("sandbox: 422 for %r (%s, %d bytes): %s", upload.filename, seen.mime, spooled.size,
-                             problems)
+            if seen is None:  # PHP dropped the file unread, and says no more
                 return answers.invalid(*problems)
-            assert seen.extension is not None  # accepted: it is one of the allowed extensions
             row = new_row(workspace, contact, message_id=spooled.message_id,
                           file_name=checks.client_file_name(upload.filename), size=spooled.size,
                           sha256=spooled.sha256, mime=seen.mime)
-            store.keep(spooled, seen.extension, row)
-        log.info("sandbox: stored message %s (%s, %d bytes)", row["id"], seen.mime, spooled.size)
-        return public(row)
+            return self._keep(spooled, seen, problems, row, repr(upload.filename))
 
-    def _store_url(self, url: str, workspace: str, contact: str) -> dict[str, Any]:
-        row = new_row(workspace, contact, file_name=checks.url_file_name(url), url=url)
-        self._store().insert(row)
-        log.info("sandbox: stored message %s (URL, not fetched)", row["id"])
+    def _store_url(self, url: str, workspace: str, contact: str) -> dict[str, Any] | Response:
+        """Fetch the URL (:mod:`~audiopipe.sandbox.fetch`), check what came as an upload is checked,
+        and store it; the row and the logs hold the URL with its query masked (a signature)."""
+        shown = fetch.shown_url(url)
+        store = self._store()
+        try:
+            with fetch.Fetch(url, self.config.fetch, self.config.max_bytes) as body, store.spool(body) as spooled:
+                seen, problems = checks.file_problems(spooled.path, spooled.size, self.config)
+                row = new_row(workspace, contact, message_id=spooled.message_id, file_name=checks.url_file_name(url),
+                              size=spooled.size, sha256=spooled.sha256, mime=seen.mime, url=shown)
+                return self._keep(spooled, seen, problems, row, safe(shown))
+        except fetch.FetchTooLarge as exc:
+            log.info("sandbox: 422 for %s: %s", safe(shown), exc)
+            return answers.invalid(checks.size_message(self.config))
+        except fetch.FetchRefused as exc:
+            log.info("sandbox: 422 for %s: not fetched: %s", safe(shown), exc)
+            return answers.invalid(checks.fetch_message(str(exc)))
+
+    def _keep(self, spooled: Spooled, seen: Sniff, problems: list[str], row: dict[str, Any],
+              what: str) -> dict[str, Any] | Response:
+        """Store a checked file (uploaded or fetched) with its row, or the 422 naming its problems."""
+        if problems:
+            log.info("sandbox: 422 for %s (%s, %d bytes): %s", what, seen.mime, spooled.size, problems)
+            return answers.invalid(*problems)
+        assert seen.extension is not None  # accepted: it is one of the allowed extensions
+        self._store().keep(spooled, seen.extension, row)
+        log.info("sandbox: stored message %s from %s (%s, %d bytes)", row["id"], what, seen.mime, spooled.size)
         return public(row)
 
 

@@ -67,8 +67,17 @@ def post_file(sandbox: Sandbox, path: Path, *, name: str | None = None, token: s
                              files={"file": (name or path.name, fh)}, timeout=timeout)
 
 
-def post_url(sandbox: Sandbox, value: object = "https://cdn.example.com/audio/hello.mp3",
-             **kwargs: Any) -> requests.Response:
+_SERVED: dict[str, str] = {}  # "url": the served_mp3_url of this session, set by _served_mp3 below
+
+
+@pytest.fixture(autouse=True)
+def _served_mp3(served_mp3_url: str) -> None:
+    _SERVED["url"] = served_mp3_url
+
+
+def post_url(sandbox: Sandbox, value: object = None, **kwargs: Any) -> requests.Response:
+    """Post ``{"file": value}``, by default the URL of a real MP3 the sandbox can fetch."""
+    value = _SERVED["url"] if value is None else value
     return requests.post(audio_url(sandbox), headers=bearer(), json={"file": value}, timeout=10, **kwargs)
 
 
@@ -151,18 +160,18 @@ def test_bad_url_is_refused(make_sandbox, value):
     assert sandbox.messages() == []
 
 
-def test_json_url_is_stored_not_fetched(make_sandbox):
+def test_json_url_is_fetched_and_stored(make_sandbox, served_mp3_url, audio_dir):
     sandbox = make_sandbox()
-    url = "https://unreachable.invalid/audio/hello%20world.mp3"
-    response = post_url(sandbox, url)
+    response = post_url(sandbox, served_mp3_url)
 
     assert response.status_code == 201, response.text
     data = response.json()["data"]
-    assert data["url"] == url
+    assert data["url"] == served_mp3_url
     assert data["file_name"] == "hello world.mp3"
+    assert data["sha256"] == sha256(audio_dir / "tone.mp3") and data["mime"] == "audio/mpeg"
     [message] = sandbox.messages()
-    assert message["url"] == url and message["file_path"] is None
-    assert stored_files(sandbox) == []
+    assert message["url"] == served_mp3_url
+    assert stored_files(sandbox) == [Path(message["file_path"])]
 
 
 # ---- auth and routing
@@ -216,7 +225,7 @@ def test_strict_mode_knows_only_listed_contacts(make_sandbox, tmp_path):
     wrong_ws = requests.post(audio_url(sandbox, workspace=other_ws), headers=bearer(),
                              json={"file": "https://x.example/a.mp3"}, timeout=10)
     any_ws = requests.post(audio_url(sandbox, workspace=other_ws, contact=anywhere), headers=bearer(),
-                           json={"file": "https://x.example/a.mp3"}, timeout=10)
+                           json={"file": _SERVED["url"]}, timeout=10)
 
     assert unlisted.status_code == 404
     assert unlisted.json() == {"message": "Resource not found.", "status": 404}

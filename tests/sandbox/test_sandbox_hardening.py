@@ -333,9 +333,9 @@ def test_slow_body_gets_408_within_the_body_timeout(make_sandbox):
     assert elapsed < FAST["body_timeout"] + SLACK
 
 
-def test_keep_alive_serves_a_busy_client_then_drops_it_when_idle(make_sandbox):
+def test_keep_alive_serves_a_busy_client_then_drops_it_when_idle(make_sandbox, served_mp3_url):
     sandbox = make_sandbox(**{**FAST, "idle_timeout": 1.5})
-    body = json.dumps({"file": "https://cdn.example.com/audio/hello.mp3"}).encode()
+    body = json.dumps({"file": served_mp3_url}).encode()
     with socket.create_connection(("127.0.0.1", sandbox.port), timeout=5) as sock:
         for _ in range(3):
             sock.sendall(head("GET", "/_sandbox/health", auth=False))

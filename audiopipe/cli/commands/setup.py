@@ -132,15 +132,17 @@ class ServerOptions:
     header_timeout: float
     body_timeout: float
     max_connections: int
+    fetch_allow: tuple[str, ...]
 
     @property
     def data(self) -> Path:
         return self.data_dir or paths.default_sandbox_dir()
 
     def config(self, faults: Faults) -> SandboxConfig:
-        from audiopipe.sandbox.app import SandboxConfig
+        from audiopipe.sandbox.app import LOOPBACK, FetchPolicy, SandboxConfig
 
-        return SandboxConfig(host=self.host, port=self.port, token=self.token, data_dir=self.data,
+        return SandboxConfig(fetch=FetchPolicy(allow=(*LOOPBACK, *self.fetch_allow)),
+                             host=self.host, port=self.port, token=self.token, data_dir=self.data,
                              contacts_csv=self.contacts_csv, php_upload_limit=self.php_upload_limit,
                              proxy_body_limit=self.proxy_body_limit, post_max_size=self.post_max_size,
                              idle_timeout=self.idle_timeout, header_timeout=self.header_timeout,
@@ -180,6 +182,9 @@ server_options = bundle(
                  help="Seconds a request body may take in all."),
     click.option("--max-connections", type=click.IntRange(1), default=64, show_default=True,
                  help="Connections served at once; more wait their turn."),
+    click.option("--fetch-allow", multiple=True, metavar="NETWORKS",
+                 help="Addresses or networks a {\"file\": URL} may be fetched from, besides loopback "
+                      "(comma-separated, repeatable; e.g. 10.0.0.0/8,192.0.2.7)."),
 )
 
 fault_options = bundle(
@@ -231,13 +236,16 @@ def sandbox_cmd(*, server: ServerOptions, faults: Faults, list_only: bool) -> No
         click.echo(json.dumps(stored_messages(server.data), indent=2))
         return
 
+    config = server.config(faults)
+    fetch_from = ", ".join(str(n) for n in config.fetch.networks)
+
     def ready(sb: Sandbox) -> None:
         host, port, dual_stack = sb.address  # the socket's own address: --port 0 is the real port
         where = reach(host, port, dual_stack, path=API_PREFIX)
-        for line in sandbox_banner(where, server.token, SANDBOX_TOKEN, server.data):
+        for line in sandbox_banner(where, server.token, SANDBOX_TOKEN, server.data, fetch_from):
             say(line, err=True)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # stop cleanly under kill / systemd too
-    serve(server.config(faults), stop_event=stop, on_ready=ready)
+    serve(config, stop_event=stop, on_ready=ready)
     say("sandbox stopped", err=True)
