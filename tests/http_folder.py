@@ -14,11 +14,13 @@ from typing import Any
 
 
 class ServedFolder:
-    """``url``: the folder's base URL; ``gets``: the paths asked for, counted (query strings dropped)."""
+    """``url``: the folder's base URL; ``gets``: the paths asked for, counted (query strings dropped);
+    ``queries``: the query strings they came with (a signed URL's signature reaches the store)."""
 
     def __init__(self, server: ThreadingHTTPServer) -> None:
         self.server = server
         self.gets: Counter[str] = Counter()
+        self.queries: list[str] = []
         host, port = server.server_address[:2]
         self.url = f"http://{host}:{port}"
 
@@ -31,7 +33,9 @@ def serve_folder(root: Path) -> Iterator[ServedFolder]:
 
     class Handler(SimpleHTTPRequestHandler):
         def do_GET(self) -> None:
-            served[0].gets[self.path.split("?", 1)[0]] += 1
+            path, _, query = self.path.partition("?")
+            served[0].gets[path] += 1
+            served[0].queries.append(query)
             super().do_GET()
 
         def log_message(self, format: str, *args: Any) -> None:

@@ -3,13 +3,12 @@ a real HTTP server on 127.0.0.1 (given as --public-url), and real HTTP to the sa
 
 One recording to 500 contacts is put into the store once and goes out as 500 URL sends; a rerun sends
 nothing and puts nothing; the ledger and the report say each was sent by URL, with the file's key in
-the store. Once the sandbox fetches URLs (as the real API does), it fetched each one, and a URL that
-answers 404 is a refusal recorded with its reason."""
+the store. The sandbox fetches each URL, as the real API does, and a URL that answers 404 is a refusal
+recorded with its reason."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -30,8 +29,6 @@ from audiopipe.store import DirectoryStore
 pytestmark = pytest.mark.timeout(120)
 
 TOKEN = "url-batch-token"
-# the sandbox of branch i11/sandbox fetches a {"file": URL} as the API does; before it, it stores the URL
-SANDBOX_FETCHES = importlib.util.find_spec("audiopipe.sandbox.fetch") is not None
 
 
 @pytest.fixture
@@ -66,8 +63,7 @@ def test_one_recording_to_500_contacts_is_stored_once_and_sent_as_500_urls(one_r
         assert sb.request_count == 500 and len(messages) == 500
         assert Counter(m["contact_id"] for m in messages) == Counter(dict.fromkeys(contacts, 1))
         assert {m["url"] for m in messages} == {url}  # every send gave the URL, none uploaded the file
-        if SANDBOX_FETCHES:
-            assert served.gets == {f"/{key[:2]}/{key}": 500}
+        assert served.gets == {f"/{key[:2]}/{key}": 500}
         assert {(r.sent_by, r.object_key) for r in first.rows} == {("url", key)}
         rows = ledger.rows("default")
         assert len(rows) == 500 and {(r.state, r.sent_by) for r in rows} == {("sent", "url")}
@@ -86,7 +82,6 @@ def test_one_recording_to_500_contacts_is_stored_once_and_sent_as_500_urls(one_r
     assert "    sent by url: 500" in lines
 
 
-@pytest.mark.skipif(not SANDBOX_FETCHES, reason="the sandbox does not fetch URLs yet (branch i11/sandbox)")
 def test_a_url_the_api_cannot_fetch_is_a_recorded_refusal(one_recording, settings, make_sandbox, tmp_path):
     csv_path = write_contacts(tmp_path / "contacts.csv", contacts_for(3))
     sb = make_sandbox()
