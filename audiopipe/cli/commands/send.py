@@ -195,10 +195,19 @@ class Delivery:
         the ids on stdout for a script (each line was said as its message went out)."""
         if self.as_json:
             described = self.described + [{}] * (len(self.sent) - len(self.described))  # --url: nothing prepared
-            click.echo(json.dumps([{**fields, **m.data} for m, fields in zip(self.sent, described, strict=True)]))
+            # the server's fields as it sent them, but a URL it echoes (maybe presigned) shown redacted
+            click.echo(json.dumps([{**fields, **_redacted(m.data)} for m, fields in zip(self.sent, described,
+                                                                                      strict=True)]))
         elif hosted or not sys.stdout.isatty():
             for m in self.sent:
                 say(m.id or "(created; the server returned no id)")
+
+
+def _redacted(data: dict[str, Any]) -> dict[str, Any]:
+    """The server's top-level fields with every URL in their text redacted (a signature never printed)."""
+    from audiopipe.send.by_url import redact_urls_in
+
+    return {k: redact_urls_in(v) if isinstance(v, str) else v for k, v in data.items()}
 
 
 def _say_sent(line: str) -> None:
