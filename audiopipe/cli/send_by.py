@@ -25,9 +25,12 @@ class SendByOptions:
     def mode(self) -> SendMode:
         """The mode asked for; a URL setting without --send-by url, or a lifetime too short, is refused."""
         ctx = click.get_current_context()
-        typed = ctx.get_parameter_source("url_ttl") == click.core.ParameterSource.COMMANDLINE
-        if self.send_by != SendBy.URL.value and (self.public_url or typed):
-            raise UsageError("--url-ttl and --public-url are for --send-by url", field="send_by")
+        typed = [name for name in ("url_ttl", "public_url")
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if self.send_by != SendBy.URL.value:  # AUDIOPIPE_PUBLIC_URL set for URL campaigns is no mistake here
+            if typed:
+                raise UsageError("--url-ttl and --public-url are for --send-by url", field="send_by")
+            return SendMode()
         mode = SendMode(SendBy(self.send_by), parse_ttl(self.url_ttl), self.public_url or None)
         if mode.by_url and mode.public_url is None and mode.url_ttl < SHORT_URL_TTL:
             say(f"audiopipe: warning: --url-ttl {self.url_ttl}: each URL is signed just before its request, but "

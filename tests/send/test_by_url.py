@@ -75,3 +75,15 @@ def test_s3_presigns_for_the_lifetime_asked_and_refuses_more_than_it_allows(s3_s
         check_url_mode(store, SendMode(SendBy.URL, url_ttl=8 * 86400))  # over S3's 7 days: said before any work
     public = file_url(store, key, SendMode(SendBy.URL, public_url="https://cdn.example/p"))
     assert public == f"https://cdn.example/p/{key}"  # the object's key under the public base, unsigned
+
+
+def test_the_journal_keeps_how_a_result_was_sent():
+    from audiopipe.campaign.ledger import SendKey
+    from audiopipe.campaign.pg.claims import Claim, Result
+    from audiopipe.campaign.pg.journal import from_line, to_line
+
+    claim = Claim(SendKey("c", "w", "k", "s" * 64, 1), 2, "worker", 1, "a.wav", None, None, "ab" * 32 + ".ogg")
+    result = Result(claim, "sent", "m1", None, 201, 0.0, "url")
+    assert from_line(to_line(result)) == result
+    older = to_line(result).replace(b',"sent_by":"url"', b"")  # a line a journal wrote before URL sends
+    assert from_line(older) == Result(claim, "sent", "m1", None, 201, 0.0, None)
