@@ -25,6 +25,7 @@ BENCHES = [
     (["bench/bench_upload.py", "--smoke"], "| audiopipe client (streams from disk)", "upload.json"),
     (["bench/bench_preflight.py", "--quick"], "| one token check (median / p90)", "preflight.md"),
     (["bench/bench_distributed.py", "--quick"], "| throughput, 3 workers vs 1", "distributed.json"),
+    (["bench/bench_url.py", "--quick"], "| ratio upload / url |", "url.json"),
 ]
 
 

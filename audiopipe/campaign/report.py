@@ -16,7 +16,9 @@ from audiopipe.text import safe
 # size, format and duration_sent are of the part that went out; source_duration of the whole
 # recording, so a trimmed one shows what was cut (seconds, to the hundredth)
 REPORT_COLUMNS = ("contact", "workspace", "file", "part", "parts", "status", "message_id", "error", "line",
-                  "size", "action", "format", "duration_sent", "source_duration")
+                  "size", "action", "format", "duration_sent", "source_duration", "sent_by", "object_key")
+# The header of reports written before sent_by and object_key: still ours to replace.
+EARLIER_COLUMNS = REPORT_COLUMNS[:-2]
 FORMULA_START = ("=", "+", "-", "@")
 
 
@@ -47,7 +49,7 @@ def is_report(path: str | Path) -> bool:
             first = f.readline(len(header) + 2).rstrip("\r\n")
     except OSError:
         return False
-    return first == header or first.startswith(header + ",")
+    return any(first == h or first.startswith(h + ",") for h in (header, ",".join(EARLIER_COLUMNS)))
 
 
 def check_report_path(path: str | Path, *, protect: ProtectArg = (), overwrite: bool = False) -> bool:

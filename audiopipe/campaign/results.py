@@ -61,6 +61,8 @@ class RowResult:
     format: str | None = None
     duration_sent: float | None = None  # seconds
     source_duration: float | None = None
+    sent_by: str | None = None          # upload or url (None: no request was made for it)
+    object_key: str | None = None       # sent by URL: the part's key in the store (never the URL)
 
     def to_dict(self) -> dict[str, Any]:
         # The CSV's own columns are kept; one named like ours ("status", "error"...) becomes csv_status.
@@ -68,7 +70,8 @@ class RowResult:
                 "contact": self.contact, "workspace": self.workspace, "file": self.file, "part": self.part,
                 "parts": self.parts, "status": self.status, "message_id": self.message_id, "error": self.error,
                 "size": self.size, "action": self.action, "format": self.format,
-                "duration_sent": _seconds(self.duration_sent), "source_duration": _seconds(self.source_duration)}
+                "duration_sent": _seconds(self.duration_sent), "source_duration": _seconds(self.source_duration),
+                "sent_by": self.sent_by, "object_key": self.object_key}
 
 
 def _seconds(value: float | None) -> float | None:

@@ -75,6 +75,7 @@ def run_batch(settings: BatchSettings, *, sender: AudioClient | None, ledger: Le
         raise UsageError(no_valid_rows(contacts))
     if sender is None and not settings.dry_run:
         raise UsageError("a sender (API client) is needed unless this is a dry run")
+    check_send_mode(settings)
     call = _Call(settings, sender, ledger, progress, retry or RetryPolicy(), Path(work_dir) if work_dir else None,
                  state_path, preflight)
     marker = WorkMarker(folder, settings.contacts, settings.campaign)
@@ -85,6 +86,15 @@ def run_batch(settings: BatchSettings, *, sender: AudioClient | None, ledger: Le
         return _run_locked(call, contacts, folder, marker)
     finally:
         work_lock.release()
+
+
+def check_send_mode(settings: BatchSettings) -> None:
+    """By URL: a store that gives URLs for the lifetime asked (or --public-url), found out before any work."""
+    if settings.send.by_url:
+        from audiopipe.send.by_url import check_url_mode
+        from audiopipe.store import open_store
+
+        check_url_mode(open_store(settings.store) if settings.store else None, settings.send)
 
 
 def no_valid_rows(contacts: ContactList) -> str:

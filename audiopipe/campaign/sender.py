@@ -10,6 +10,7 @@ the sends in flight finish and be recorded.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import threading
 from collections.abc import Callable
@@ -20,12 +21,15 @@ from typing import Protocol
 from audiopipe.campaign.decisions import LedgerReader, held_back, settled_by_ledger
 from audiopipe.campaign.ledger import DEFERRED, FAILED, SENT, UNKNOWN, RowStatus, SendKey
 from audiopipe.campaign.planner import Delivery
+from audiopipe.campaign.publish import Published, UrlPublisher
 from audiopipe.campaign.results import ReportStatus, RowResult
 from audiopipe.campaign.settings import SendRules
 from audiopipe.errors import GaveUp, SendError
 from audiopipe.preparation.pipeline import OutputFile
 from audiopipe.send.answers import Outcome, SentMessage, outcome_of
+from audiopipe.send.by_url import SendBy, redact_urls_in
 from audiopipe.send.retry import RETRIED, Pacer, SendStopped, send_with_retries
+from audiopipe.store.base import StoreError
 
 AUTH_STOPPED = "authentication failed (401): the token was refused; nothing more was sent"
 INTERRUPTED = "interrupted"
@@ -56,7 +60,8 @@ class AudioClient(Protocol):
 class SendLedger(LedgerReader, Protocol):
     """What sending needs of a ledger: read a send, commit its intent, commit its result."""
 
-    def begin(self, key: SendKey, *, parts: int, file: str, prepared_sha256: str) -> None: ...
+    def begin(self, key: SendKey, *, parts: int, file: str, prepared_sha256: str,
+              sent_by: str | None = None) -> None: ...
     def finish(self, key: SendKey, state: RowStatus, *, message_id: str | None = None,
                error: str | None = None, status: int | None = None) -> None: ...
 
@@ -87,8 +92,10 @@ class BatchSender:
     """Sends planned deliveries: ``concurrency`` workers, one ledger, one pacer, one stop."""
 
     def __init__(self, ledger: SendLedger, client: AudioClient, rules: SendRules, pacer: Pacer,
-                 stop: threading.Event, *, on_part: Callable[[PartEnd], None] | None = None) -> None:
+                 stop: threading.Event, *, on_part: Callable[[PartEnd], None] | None = None,
+                 publisher: UrlPublisher | None = None) -> None:
         self.ledger = ledger
+        self.publisher = publisher  # None: every part is uploaded; else sent by its URL in the store
         self.client = client
         self.rules = rules
         self.pacer = pacer
@@ -151,18 +158,28 @@ class BatchSender:
         return rows
 
     def send_part(self, delivery: Delivery, part: OutputFile, sha: str) -> tuple[RowResult, PartEnd]:
-        """One part: settled by the ledger, or sent (with retries) and recorded."""
+        """One part: settled by the ledger, or sent (with retries) and recorded; the row says how it
+        was sent (``sent_by``) and, by URL, the part's key in the store (never its URL)."""
         key = delivery.key(self.rules.campaign, part)
-        settled = settled_by_ledger(self.ledger.get(key), sha, self.rules, delivery.label)
+        found = self.ledger.get(key)
+        settled = settled_by_ledger(found, sha, self.rules, delivery.label)
         if settled is not None:
-            return delivery.row(part, settled.status, message_id=settled.message_id,
-                                error=settled.error), PartEnd.LEDGER
+            row = delivery.row(part, settled.status, message_id=settled.message_id, error=settled.error)
+            sent_by = getattr(found, "sent_by", None) if found is not None else None
+            return _how(row, sent_by, part, sha), PartEnd.LEDGER
+        how = SendBy.URL if self.publisher is not None else SendBy.UPLOAD
+        row, end = self._send_part(key, delivery, part, sha)
+        return _how(row, how.value if end is PartEnd.REQUEST else None, part, sha), end
+
+    def _send_part(self, key: SendKey, delivery: Delivery, part: OutputFile, sha: str) -> tuple[RowResult, PartEnd]:
         try:
             msg = send_with_retries(lambda: self._request(key, delivery, part, sha), self.pacer,
                                     attempts=self.rules.attempts, retried=BATCH_RETRIED)
         except SendStopped as exc:
             return (delivery.row(part, ReportStatus.NOT_SENT, error=f"not sent: {self.stopped}"),
                     PartEnd.REQUEST if exc.attempts else PartEnd.STOPPED)
+        except StoreError as exc:  # the part could not be put into the store: nothing was sent
+            return delivery.row(part, ReportStatus.NOT_SENT, error=f"not sent: {exc}"), PartEnd.BLOCKED
         except GaveUp as exc:
             return delivery.row(part, ReportStatus.NOT_SENT, error=str(exc)), PartEnd.REQUEST
         except SendError as exc:
@@ -173,18 +190,36 @@ class BatchSender:
         return delivery.row(part, ReportStatus.SENT, message_id=msg.id), PartEnd.REQUEST
 
     def _request(self, key: SendKey, delivery: Delivery, part: OutputFile, sha: str) -> SentMessage:
-        """One request, its intent committed before and its result after."""
-        self.ledger.begin(key, parts=part.parts, file=delivery.label, prepared_sha256=sha)
+        """One request, its intent committed before and its result after. By URL, the part is put
+        into the store (once per batch) before the intent: a store that fails sends nothing."""
+        published: Published | None = None
+        if self.publisher is not None:
+            published = self.publisher.publish(part.path, sha)
+        self.ledger.begin(key, parts=part.parts, file=delivery.label, prepared_sha256=sha,
+                          sent_by=(SendBy.URL if published else SendBy.UPLOAD).value)
         try:
-            msg = self.client.send_once(delivery.workspace, delivery.contact, part.path,
-                                        content_type=part.content_type,
-                                        filename=Path(delivery.label).stem + part.path.suffix
-                                        if part.parts == 1 else part.path.name)
+            if published is not None:
+                msg = self.client.send_once(delivery.workspace, delivery.contact, published.url)
+            else:
+                msg = self.client.send_once(delivery.workspace, delivery.contact, part.path,
+                                            content_type=part.content_type,
+                                            filename=Path(delivery.label).stem + part.path.suffix
+                                            if part.parts == 1 else part.path.name)
         except SendError as exc:
+            exc.args = tuple(redact_urls_in(a) if isinstance(a, str) else a for a in exc.args)
             self.ledger.finish(key, LEDGER_STATE[outcome_of(exc)], error=str(exc), status=exc.status)
             raise
         self.ledger.finish(key, SENT, message_id=msg.id)
         return msg
+
+
+def _how(row: RowResult, sent_by: str | None, part: OutputFile, sha: str) -> RowResult:
+    """``row`` saying how its part went out: by upload, or by URL with the part's key in the store
+    (the key is the prepared content's hash and suffix, as the store names it)."""
+    if sent_by is None:
+        return row
+    key = f"{sha}{part.path.suffix.lower()}" if sent_by == SendBy.URL.value else None
+    return dataclasses.replace(row, sent_by=sent_by, object_key=key)
 
 
 def group_by_content(deliveries: list[Delivery]) -> dict[tuple[str, str, str], list[Delivery]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from audiopipe.campaign.ledger import campaign_name
 from audiopipe.errors import UsageError
 from audiopipe.preparation.pipeline import PrepareSettings
+from audiopipe.send.by_url import SendMode
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class BatchSettings:
     retry_failed: bool = False    # resend rows the server refused (e.g. a contact added since)
     settle: float = 10.0          # a file changed less than this many seconds ago may still be arriving
     new_ledger: bool = False      # start afresh although another ledger recorded this work before
+    send: SendMode = field(default_factory=SendMode)  # upload, or each prepared part's URL in the store
+    store: str | None = None      # by URL: the store each prepared part is put into once (a spec: see open_store)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "campaign", campaign_name(self.campaign))  # frozen: set once, here

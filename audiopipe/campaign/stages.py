@@ -27,6 +27,7 @@ from audiopipe.campaign.decisions import preview
 from audiopipe.campaign.ledger import Ledger
 from audiopipe.campaign.pacing import RateLimiter, SharedPacer
 from audiopipe.campaign.planner import Delivery, plan_deliveries, record_plan, unreached_rows
+from audiopipe.campaign.publish import UrlPublisher
 from audiopipe.campaign.results import BatchInterrupted, BatchResult, ProgressCallback, ReportStatus, RowResult
 from audiopipe.campaign.sender import AudioClient, BatchSender, PartEnd, SendInterrupted
 from audiopipe.campaign.settings import BatchSettings
@@ -194,7 +195,8 @@ def send(run: BatchRun, client: AudioClient, retry: RetryPolicy, deliveries: lis
     assert run.ledger is not None  # a real run always has one: run_batch opens it
     stop = threading.Event()
     pacer = SharedPacer(RateLimiter(run.settings.rate), stop, retry)
-    sender = BatchSender(run.ledger, client, run.settings.rules, pacer, stop, on_part=run.counters.part_ended)
+    sender = BatchSender(run.ledger, client, run.settings.rules, pacer, stop, on_part=run.counters.part_ended,
+                         publisher=url_publisher(run.settings))
     run.counters.start_sending(sum(len(d.outputs) for d in deliveries))
     try:
         run.rows.extend(sender.send_all(deliveries, run.settings.concurrency))
@@ -203,6 +205,17 @@ def send(run: BatchRun, client: AudioClient, retry: RetryPolicy, deliveries: lis
         run.stopped = sender.stopped
         raise BatchInterrupted(report(run), "sending") from exc
     run.stopped = sender.stopped
+
+
+def url_publisher(settings: BatchSettings) -> UrlPublisher | None:
+    """By URL: what puts each prepared part into ``settings.store`` once and makes its URLs."""
+    if not settings.send.by_url:
+        return None
+    from audiopipe.store import open_store
+
+    if not settings.store:
+        raise UsageError("--send-by url needs --store (where each prepared file is put once)", field="store")
+    return UrlPublisher(open_store(settings.store), settings.send)
 
 
 def report(run: BatchRun) -> BatchResult:

@@ -44,6 +44,7 @@ class LedgerStatus:
     blocked: list[BlockedPart] = field(default_factory=list)
     resolved: list[LedgerRow] = field(default_factory=list)
     pending_from: list[dict[str, Any]] = field(default_factory=list)  # see SqliteLedger.pending_sources
+    sent_by: dict[str, dict[str, int]] = field(default_factory=dict)  # campaign -> upload/url -> sends
 
     @property
     def totals(self) -> dict[str, int]:
@@ -103,6 +104,7 @@ class LedgerStatus:
                         for r, part, state in self.blocked],
             "resolved": [dict(_row_json(r), message_id=r.message_id, resolved=r.resolved) for r in self.resolved],
             "pending_from": self.pending_from,
+            "sent_by": self.sent_by,
         }
 
 
@@ -133,5 +135,6 @@ def ledger_status(ledger: Ledger, where: Path | str, campaign: str | None, *, li
                            limit=limit)
     blocked = ledger.blocked(campaign, running=running is not None, limit=limit)
     resolved = ledger.resolutions(campaign, limit=limit)
+    sent_by = getattr(ledger, "sent_by_counts", None)  # how each send went out (upload or URL)
     return LedgerStatus(where, ledger.ledger_id, campaign, running, campaigns, problems, blocked, resolved,
-                        ledger.pending_sources(campaign))
+                        ledger.pending_sources(campaign), sent_by(campaign) if sent_by is not None else {})

@@ -118,12 +118,14 @@ def _check_first(settings: BatchSettings, client: ClientOptions) -> None:
 def plan(url: str, shared: SharedOptions, settings: BatchSettings, *, as_json: bool) -> Planned:
     """Record the plan (its jobs with it) and say what it holds."""
     from audiopipe.distributed.planner import plan_campaign
+    from audiopipe.send.by_url import check_url_mode
     from audiopipe.store import open_store
 
     if not shared.store:
         raise UsageError("give --store DIR (or AUDIOPIPE_STORE): the folder every worker reads the prepared "
                          "files from, at the same path on every machine")
     store = open_store(shared.store)
+    check_url_mode(store, settings.send)  # by URL: the store gives URLs for that long, before anything is planned
     with database_ledger(url, create=True) as ledger:
         started = ledger.db.run(_clock, doing="read the clock")
         summary = plan_campaign(ledger, store, settings)
@@ -165,7 +167,8 @@ def result_from_rows(ledger: PgLedger, summary: PlanSummary, started: float) -> 
         status = _status(r.state, r.updated_at < started, r.key in blocked)
         error = r.error if r.key not in blocked else f"waiting behind part {blocked[r.key][0]} ({blocked[r.key][1]})"
         rows.append(RowResult(None, r.key.contact, r.key.workspace, r.file, r.key.part, r.parts, status,
-                              r.message_id, error))
+                              r.message_id, error, sent_by=r.sent_by,
+                              object_key=r.stored if r.sent_by == "url" else None))
     for why in summary.invalid:
         line = re.match(r"line (\d+): (.*)", why)
         rows.append(RowResult(int(line[1]) if line else None, "", "", "", None, None, ReportStatus.INVALID,

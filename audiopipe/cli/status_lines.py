@@ -32,6 +32,8 @@ def body_lines(status: LedgerStatus, verbose: bool, about: Callable[[str], list[
     out = ["  " + "  ".join(f"{k}: {status.totals[k]}" for k in SHOWN)]
     for name, counts in status.campaigns.items():
         out.append("  " + campaign_line(name, counts))
+        if status.sent_by.get(name):
+            out.append("    " + sent_by_line(status.sent_by[name]))
         out += ["    " + line for line in about(name)]
         out += ["    " + pending_line(src) for src in status.pending_from if src["campaign"] == name]
     blocked_keys = {row.key for row, _, _ in status.blocked}  # listed by recording, below
@@ -46,6 +48,11 @@ def body_lines(status: LedgerStatus, verbose: bool, about: Callable[[str], list[
     if max(len(problems), len(status.blocked)) > LIST_LIMIT:
         out.append(f"... the first {LIST_LIMIT} of each kind are listed; --json lists them all")
     return out
+
+
+def sent_by_line(counts: dict[str, int]) -> str:
+    """How the campaign's sends gave the API their file: ``sent by url: 500, by upload: 2``."""
+    return "sent by " + ", by ".join(f"{mode}: {n}" for mode, n in sorted(counts.items(), key=lambda i: -i[1]))
 
 
 def campaign_line(name: str, counts: dict[str, int]) -> str:

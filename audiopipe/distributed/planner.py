@@ -84,7 +84,9 @@ def plan_campaign(ledger: PgLedger, store: Store, settings: BatchSettings, *,
 
     def record(conn: Connection) -> tuple[int, int, int, int]:
         with conn.transaction():
-            save_settings(conn, settings.campaign, CampaignSettings(settings.rate or None, settings.attempts, spec))
+            save_settings(conn, settings.campaign, CampaignSettings(
+                settings.rate or None, settings.attempts, spec, send_by=settings.send.send_by.value,
+                url_ttl=settings.send.url_ttl, public_url=settings.send.public_url))
             pace.set_rate(conn, settings.campaign, settings.rate)
             recipes.save_recipe(conn, recipe)
             new = prepares.record_targets(conn, recipe.id, targets, work=work)

@@ -16,6 +16,10 @@ campaign from the queue (:func:`audiopipe.campaign.pg.jobs.take_token`, through 
 function), up to :data:`SENDS_PER_JOB`, one send each. procrastinate's own work per job (fetch, finish,
 a thread hop, its events) is then paid once for several sends; tokens stay one per send.
 
+By URL (the campaign's ``send_by`` setting), the request gives the API the prepared part's URL in the
+store instead of its bytes: presigned just before the request (valid the campaign's ``url_ttl`` from
+then) or under its ``public_url``. The row records ``sent_by`` and keeps the store key, never the URL.
+
 A stopping worker (SIGTERM) claims nothing more: a token not yet claimed is deferred again for a
 worker that stays, and a request already on its way finishes and is recorded.
 """
@@ -36,6 +40,7 @@ from audiopipe.campaign.sender import AUTH_STOPPED, LEDGER_STATE
 from audiopipe.distributed.context import WorkerContext
 from audiopipe.errors import AudiopipeError, SendError
 from audiopipe.send.answers import Outcome, outcome_of
+from audiopipe.send.by_url import SendBy, file_url
 from audiopipe.send.client import CONTENT_TYPES
 from audiopipe.send.retry import RetryPolicy
 from audiopipe.store import StoreError
@@ -130,28 +135,36 @@ def upload_name(claim: Claim, suffix: str) -> str:
 def send_claimed(ctx: WorkerContext, claim: Claim, settings: CampaignSettings) -> TokenEnd:
     """Send one claimed row and record its outcome (every path records one: the row never stays
     ``sending`` under this live worker)."""
+    mode = settings.mode
+    how = mode.send_by.value
     try:
         if not claim.stored:
             raise StoreError("the send has no prepared file in the store (planned without --store?)")
-        path = ctx.store(settings.store).open_local(claim.stored)
+        store = ctx.store(settings.store)
+        target: str | Path = file_url(store, claim.stored, mode) if mode.by_url else store.open_local(claim.stored)
         client = ctx.client()
     except (StoreError, OSError) as exc:  # nothing was sent: later, maybe from a worker that sees the file
         return _record(ctx, claim, DEFERRED, error=f"not sent: {exc}", retry_in=STORE_RETRY)
     key = claim.key
     try:
-        msg = client.send_once(key.workspace, key.contact, path, filename=upload_name(claim, path.suffix),
-                               content_type=CONTENT_TYPES.get(path.suffix.lower()))
+        if mode.send_by is SendBy.URL:
+            msg = client.send_once(key.workspace, key.contact, str(target))
+        else:
+            path = Path(target)
+            msg = client.send_once(key.workspace, key.contact, path, filename=upload_name(claim, path.suffix),
+                                   content_type=CONTENT_TYPES.get(path.suffix.lower()))
     except SendError as exc:
-        return _record_error(ctx, claim, exc)
+        return _record_error(ctx, claim, exc, how)
     except AudiopipeError as exc:  # refused before any request (a malformed contact id...): the same again fails
         return _record(ctx, claim, FAILED, error=str(exc))
     except BaseException as exc:   # a bug mid-request: the message may exist; never sent again without a person
-        _record(ctx, claim, UNKNOWN, error=f"the worker failed while sending ({type(exc).__name__}): {exc}")
+        _record(ctx, claim, UNKNOWN, error=f"the worker failed while sending ({type(exc).__name__}): {exc}",
+                sent_by=how)
         raise
-    return _record(ctx, claim, SENT, message_id=msg.id)
+    return _record(ctx, claim, SENT, message_id=msg.id, sent_by=how)
 
 
-def _record_error(ctx: WorkerContext, claim: Claim, exc: SendError) -> TokenEnd:
+def _record_error(ctx: WorkerContext, claim: Claim, exc: SendError, sent_by: str) -> TokenEnd:
     outcome = outcome_of(exc)
     state = LEDGER_STATE[outcome]
     campaign = claim.key.campaign
@@ -162,12 +175,13 @@ def _record_error(ctx: WorkerContext, claim: Claim, exc: SendError) -> TokenEnd:
         retry_in = RETRY.delay(claim.attempt, exc, random.Random())
         if outcome is Outcome.SLOW_DOWN:
             ctx.ledger.pause(campaign, retry_in)           # every worker of the campaign waits it out
-    return _record(ctx, claim, state, error=str(exc), status=exc.status, retry_in=retry_in)
+    return _record(ctx, claim, state, error=str(exc), status=exc.status, retry_in=retry_in, sent_by=sent_by)
 
 
 def _record(ctx: WorkerContext, claim: Claim, state: RowStatus, *, message_id: str | None = None,
-            error: str | None = None, status: int | None = None, retry_in: float = 0.0) -> TokenEnd:
+            error: str | None = None, status: int | None = None, retry_in: float = 0.0,
+            sent_by: str | None = None) -> TokenEnd:
     recorded = ctx.ledger.complete(claim, state, message_id=message_id, error=error, status=status,
-                                   retry_in=retry_in)
+                                   retry_in=retry_in, sent_by=sent_by)
     log.debug("send %s part %s: %s (%s)", claim.key.contact, claim.key.part, state, recorded)
     return _ENDS[state]

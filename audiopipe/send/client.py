@@ -40,6 +40,7 @@ from audiopipe.send.answers import (
     read_answer,
     read_failure,
 )
+from audiopipe.send.by_url import redact_file_url, redact_urls_in
 from audiopipe.send.origin import AmbiguousURL, CheckedURL, check_url, redact, resolve_redirect
 from audiopipe.send.retry import RetryPolicy, SleepPacer, send_with_retries
 from audiopipe.send.tokens import TOKEN_FILE_LIMIT, load_token, token_setting
@@ -101,7 +102,7 @@ def _log_answer(target: CheckedURL, started: float, status: int | None, outcome:
     """One line a request, for -v: method, path (the token travels in a header, never here), the
     answer's status, how long it took, and the message id or what went wrong."""
     log.info("POST %s -> %s in %.0f ms: %s", target.path, status if status is not None else "no answer",
-             (time.monotonic() - started) * 1000, outcome)
+             (time.monotonic() - started) * 1000, redact_urls_in(str(outcome)))
 
 
 def configured_base_url() -> str | None:
@@ -188,8 +189,12 @@ class LancepilotClient:
         is_url = isinstance(file_or_url, str) and re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", source)
         if is_url:
             if urlparse(source).scheme not in ("http", "https"):
-                raise UsageError(f"{source!r}: only http(s) URLs can be sent by URL")
-            return self._post(url, lambda: {"json": {"file": source}})
+                raise UsageError(f"{redact_file_url(source)!r}: only http(s) URLs can be sent by URL")
+            try:
+                return self._post(url, lambda: {"json": {"file": source}})
+            except SendError as exc:  # a server quoting the URL it could not fetch: never its signature
+                exc.args = tuple(redact_urls_in(a) if isinstance(a, str) else a for a in exc.args)
+                raise
         path = Path(file_or_url)
         if not path.is_file():
             raise UsageError(f"{path}: no such file")

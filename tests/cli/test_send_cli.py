@@ -83,14 +83,19 @@ def test_wav_is_prepared_to_ogg_opus_first(make_sandbox, send, audio_dir):
     assert Path(stored["file_path"]).read_bytes()[:4] == b"OggS"
 
 
-def test_url_is_sent_by_reference(make_sandbox, send):
+def test_url_is_sent_by_reference(make_sandbox, send, audio_dir):
+    from http_folder import serve_folder
+
     sandbox = make_sandbox()
-    done = send("-w", WS, "-c", CONTACT, "--url", "https://example.com/a.mp3", base_url=sandbox.url)
+    with serve_folder(audio_dir) as served:  # the sandbox fetches the URL, as the API does
+        done = send("-w", WS, "-c", CONTACT, "--url", f"{served.url}/tone.mp3", base_url=sandbox.url)
+        assert served.gets == {"/tone.mp3": 1}
 
     assert done.returncode == 0, done.stderr
     no_traceback(done)
     [stored] = sandbox.messages()
-    assert stored["url"] == "https://example.com/a.mp3"
+    assert stored["url"] == f"{served.url}/tone.mp3"
+    assert stored["size"] == (audio_dir / "tone.mp3").stat().st_size
     assert done.stdout.strip() == stored["id"]
 
 

@@ -33,7 +33,8 @@ def test_a_plan_records_targets_prepares_and_jobs_and_a_rerun_adds_nothing(tmp_p
     assert count(pg_url, "SELECT count(*) FROM sends") == 0  # nothing to send before it is prepared
     with psycopg.connect(pg_url, autocommit=True) as conn:
         settings = conn.execute("SELECT settings FROM campaigns WHERE campaign = 'spring'").fetchone()[0]
-    assert settings == {"rate": 5.0, "attempts": 5, "store": str(store.root)}
+    assert settings == {"rate": 5.0, "attempts": 5, "store": str(store.root), "send_by": "upload",
+                        "url_ttl": 604800, "public_url": None}  # uploaded, unless planned with --send-by url
 
     again = plan_campaign(ledger, store, batch(folder, csv))
     assert (again.targets, again.new_targets, again.sends_ready, again.recipe) == (12, 0, 0, first.recipe)

@@ -54,8 +54,10 @@ class SendRecorder(Protocol):
 
     def get(self, key: SendKey) -> LedgerRow | None: ...
 
-    def begin(self, key: SendKey, *, parts: int, file: str, prepared_sha256: str) -> None:
-        """Commit the intent to send (the row becomes ``sending``, one more attempt)."""
+    def begin(self, key: SendKey, *, parts: int, file: str, prepared_sha256: str,
+              sent_by: str | None = None) -> None:
+        """Commit the intent to send (the row becomes ``sending``, one more attempt); ``sent_by``:
+        how its request gives the API the file (upload or url)."""
 
     def finish(self, key: SendKey, state: RowStatus, *, message_id: str | None = None,
                error: str | None = None, status: int | None = None) -> None:

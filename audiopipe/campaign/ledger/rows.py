@@ -35,6 +35,8 @@ class LedgerRow:
     updated_at: float
     work: str | None = None       # which folder and contacts file planned it (see WorkMarker.work_id)
     resolved: dict[str, Any] | None = None  # settled by a person: outcome, by, at, note
+    sent_by: str | None = None    # how its last request gave the API the file: upload or url
+    stored: str | None = None     # the part's key in the campaign's store (distributed campaigns)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS sends (
     updated_at REAL NOT NULL,
     work TEXT,
     resolved TEXT,
+    sent_by TEXT,
     PRIMARY KEY (campaign, workspace, contact, source_sha256, part)
 );
 CREATE INDEX IF NOT EXISTS sends_state ON sends (campaign, state);
@@ -49,10 +50,12 @@ CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NUL
 # The columns of `sends`, in the order of SCHEMA.
 SEND_COLUMNS = ("campaign", "workspace", "contact", "source_sha256", "part", "parts", "file", "prepared_sha256",
                 "state", "message_id", "error", "status", "attempts", "created_at", "updated_at", "work",
-                "resolved")
+                "resolved", "sent_by")
 # Columns added since the first ledgers: a writer adds them to an older ledger (see upgrade); a
 # reader reads them as NULL there, so `audiopipe status` never changes a ledger.
-ADDED_COLUMNS = (("work", "TEXT"), ("resolved", "TEXT"))
+# ``sent_by``: how the last request of a send gave the API its file, upload or url (NULL: upload,
+# in a ledger from before URL sends, or no request yet).
+ADDED_COLUMNS = (("work", "TEXT"), ("resolved", "TEXT"), ("sent_by", "TEXT"))
 
 # SQLite's primary result codes, in words a user can act on.
 _SQLITE_REASONS = {

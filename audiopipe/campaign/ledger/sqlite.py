@@ -180,11 +180,12 @@ class SqliteLedger:
                     dict(detail or {}, work=work, sends=len(sends), pending=pending, dropped=dropped))))
         return pending
 
-    def begin(self, key: SendKey, *, parts: int, file: str, prepared_sha256: str) -> None:
-        """Commit the intent to send, before the request goes out."""
+    def begin(self, key: SendKey, *, parts: int, file: str, prepared_sha256: str,
+              sent_by: str | None = None) -> None:
+        """Commit the intent to send, before the request goes out (``sent_by``: upload or url)."""
         now = time.time()
         with self._transaction():
-            self._db.execute(q.BEGIN, (*q.key_args(key), parts, file, prepared_sha256, SENDING, now, now))
+            self._db.execute(q.BEGIN, (*q.key_args(key), parts, file, prepared_sha256, SENDING, now, now, sent_by))
             self._event(now, key, SENDING, file)
 
     def finish(self, key: SendKey, state: RowStatus | str, *, message_id: str | None = None,
@@ -262,6 +263,15 @@ class SqliteLedger:
             counts = out[held.row.key.campaign]
             counts[held.row.state] -= 1
             counts[TallyKey.BLOCKED] += 1
+        return out
+
+    def sent_by_counts(self, campaign: str | None = None) -> dict[str, dict[str, int]]:
+        """Per campaign: how many sends' last request went by upload and how many by URL."""
+        if "sent_by" not in self._columns:
+            return {}
+        out: dict[str, dict[str, int]] = {}
+        for r in self._fetch(q.COUNT_SENT_BY, (campaign, campaign)):
+            out.setdefault(r["campaign"], {})[r["sent_by"]] = int(r["n"])
         return out
 
     def blocked(self, campaign: str | None = None, *, running: bool = False,

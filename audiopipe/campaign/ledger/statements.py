@@ -23,9 +23,9 @@ SELECT_IN_STATE = "SELECT * FROM sends WHERE state=? ORDER BY rowid"
 
 # The intent to send: a row becomes `sending`, one more attempt, the last result cleared.
 BEGIN = ("INSERT INTO sends (campaign, workspace, contact, source_sha256, part, parts, file, prepared_sha256, "
-         "state, attempts, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,1,?,?) "
+         "state, attempts, created_at, updated_at, sent_by) VALUES (?,?,?,?,?,?,?,?,?,1,?,?,?) "
          "ON CONFLICT (campaign, workspace, contact, source_sha256, part) DO UPDATE SET "
-         "state=excluded.state, parts=excluded.parts, file=excluded.file, "
+         "state=excluded.state, parts=excluded.parts, file=excluded.file, sent_by=excluded.sent_by, "
          "prepared_sha256=excluded.prepared_sha256, message_id=NULL, error=NULL, status=NULL, "
          "resolved=NULL, attempts=sends.attempts+1, updated_at=excluded.updated_at")
 # A result, by a run or by a person (who also leaves a `resolved` mark; a run's result has none).
@@ -33,6 +33,8 @@ SET_RESULT = ("UPDATE sends SET state=?, message_id=?, error=?, status=?, resolv
               "WHERE campaign=? AND workspace=? AND contact=? AND source_sha256=? AND part=?")
 ADD_EVENT = ("INSERT INTO events (at, campaign, workspace, contact, source_sha256, part, state, detail) "
              "VALUES (?,?,?,?,?,?,?,?)")
+COUNT_SENT_BY = ("SELECT campaign, sent_by, COUNT(*) AS n FROM sends WHERE sent_by IS NOT NULL "
+                 "AND (? IS NULL OR campaign = ?) GROUP BY campaign, sent_by")
 ADD_PLAN_EVENT = "INSERT INTO events (at, campaign, state, detail) VALUES (?,?,?,?)"
 
 # A plan: new rows pending; an existing row takes the plan's file and hash only while still pending.
@@ -145,7 +147,8 @@ def row_from(r: sqlite3.Row) -> LedgerRow:
                      prepared_sha256=r["prepared_sha256"], message_id=r["message_id"], error=r["error"],
                      status=r["status"], attempts=r["attempts"], updated_at=r["updated_at"],
                      work=r["work"] if "work" in names else None,
-                     resolved=json_object(r["resolved"]) if "resolved" in names else None)
+                     resolved=json_object(r["resolved"]) if "resolved" in names else None,
+                     sent_by=r["sent_by"] if "sent_by" in names else None)
 
 
 def blocked_from(r: sqlite3.Row) -> BlockedPart:

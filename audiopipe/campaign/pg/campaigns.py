@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 
 from audiopipe.campaign.pg.connection import Connection
 from audiopipe.campaign.pg.records import add_event
+from audiopipe.send.by_url import DEFAULT_URL_TTL, SendMode
 
 DEFAULT_ATTEMPTS = 5  # as the embedded batch (audiopipe.campaign.settings)
 
@@ -25,18 +26,29 @@ class CampaignSettings:
     the API token comes from each worker's environment). ``rate``: sends a second across all workers
     (None: no limit); ``attempts``: tries per send for definite not-sent outcomes (500, 429, network
     errors before the request), after which a row waits for a person; ``store``: the spec of the store
-    the campaign's files are in (see :func:`audiopipe.store.open_store`)."""
+    the campaign's files are in (see :func:`audiopipe.store.open_store`); ``send_by``, ``url_ttl`` and
+    ``public_url``: how every worker gives the API a send's file (see :class:`~audiopipe.send.by_url.SendMode`:
+    upload, or the file's URL in the store, presigned for ``url_ttl`` seconds or under ``public_url``)."""
 
     rate: float | None = None
     attempts: int = DEFAULT_ATTEMPTS
     store: str | None = None
+    send_by: str = "upload"
+    url_ttl: int = DEFAULT_URL_TTL
+    public_url: str | None = None
+
+    @property
+    def mode(self) -> SendMode:
+        return SendMode.from_json({"send_by": self.send_by, "url_ttl": self.url_ttl, "public_url": self.public_url})
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> CampaignSettings:
         data = data or {}
         rate = data.get("rate")
+        mode = SendMode.from_json(data)  # a campaign planned before URL sends: upload
         return cls(rate=float(rate) if rate else None, attempts=int(data.get("attempts") or DEFAULT_ATTEMPTS),
-                   store=str(data["store"]) if data.get("store") else None)
+                   store=str(data["store"]) if data.get("store") else None, send_by=mode.send_by.value,
+                   url_ttl=mode.url_ttl, public_url=mode.public_url)
 
 
 def save_settings(conn: Connection, campaign: str, settings: CampaignSettings) -> None:

@@ -103,7 +103,8 @@ SELECT campaign, workspace, contact, source_sha256, part, attempts, owner, parts
 
 _COMPLETE = query("""
 UPDATE sends SET state = %s, message_id = %s, error = %s, status = %s, updated_at = now(),
-       next_at = CASE WHEN %s THEN now() + make_interval(secs => %s) ELSE next_at END
+       next_at = CASE WHEN %s THEN now() + make_interval(secs => %s) ELSE next_at END,
+       sent_by = coalesce(%s, sent_by)
  WHERE {key} AND attempts = %s AND state IN (%s, %s)""", key=KEY_WHERE)
 _HOLDS = query("SELECT attempts, state, message_id FROM sends WHERE {key}", key=KEY_WHERE)
 
@@ -158,6 +159,7 @@ class Result:
     error: str | None = None
     status: int | None = None
     retry_in: float = 0.0   # deferred: not to be tried again for this long
+    sent_by: str | None = None  # upload or url: how its request gave the API the file (None: no request)
 
 
 def write_result(conn: Connection, result: Result) -> Recorded:
@@ -169,7 +171,8 @@ def write_result(conn: Connection, result: Result) -> Recorded:
               "owner": c.owner, "attempt": c.attempt}
     with conn.transaction():
         done = conn.execute(_COMPLETE, (result.state, result.message_id, result.error, result.status,
-                                        result.state == DEFERRED, result.retry_in, *key_args(c.key), c.attempt,
+                                        result.state == DEFERRED, result.retry_in, result.sent_by,
+                                        *key_args(c.key), c.attempt,
                                         SENDING, UNKNOWN)).rowcount == 1
         if not done and _holds(conn, result):
             return Recorded.WRITTEN  # written before, by a try whose answer was lost, or a replay

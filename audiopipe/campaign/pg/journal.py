@@ -43,7 +43,7 @@ def from_line(line: bytes) -> Result | None:
         c = d["claim"]
         claim = Claim(SendKey(**c["key"]), c["attempt"], c["owner"], c["parts"], c["file"], c["prepared_sha256"],
                       c["work"], c.get("stored"))
-        return Result(claim, d["state"], d["message_id"], d["error"], d["status"], d["retry_in"])
+        return Result(claim, d["state"], d["message_id"], d["error"], d["status"], d["retry_in"], d.get("sent_by"))
     except (ValueError, KeyError, TypeError):
         return None
 

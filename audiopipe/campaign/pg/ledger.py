@@ -39,11 +39,11 @@ from audiopipe.campaign.pg.schema import check, migrate
 # both read "pending" cannot both send it.
 _BEGIN = query("""
 INSERT INTO sends AS s (campaign, workspace, contact, source_sha256, part, parts, file, prepared_sha256, state,
-                        attempts, owner)
+                        attempts, owner, sent_by)
 VALUES (%(campaign)s, %(workspace)s, %(contact)s, %(source_sha256)s, %(part)s, %(parts)s, %(file)s, %(prepared)s,
-        %(sending)s, 1, %(me)s)
+        %(sending)s, 1, %(me)s, %(sent_by)s)
 ON CONFLICT (campaign, workspace, contact, source_sha256, part) DO UPDATE
-   SET state = excluded.state, parts = excluded.parts, file = excluded.file,
+   SET state = excluded.state, parts = excluded.parts, file = excluded.file, sent_by = excluded.sent_by,
        prepared_sha256 = excluded.prepared_sha256, message_id = NULL, error = NULL, status = NULL, resolved = NULL,
        attempts = s.attempts + 1, owner = excluded.owner, claim = NULL, updated_at = now()
  WHERE s.state <> %(sent)s
@@ -142,11 +142,12 @@ class PgLedger(Reads):
                 return record_plan(conn, work, sends, detail, campaign=campaign)
         return self.db.run(work_, doing="record the plan")
 
-    def begin(self, key: SendKey, *, parts: int, file: str, prepared_sha256: str) -> None:
+    def begin(self, key: SendKey, *, parts: int, file: str, prepared_sha256: str,
+              sent_by: str | None = None) -> None:
         """Commit the intent to send, before the request goes out (owned by this process); AlreadyTaken
         when another run sent it or is sending it now (see _BEGIN)."""
         args = dict(asdict(key), parts=parts, file=file, prepared=prepared_sha256, sending=SENDING, sent=SENT,
-                    me=self.worker_id, lease=self.lease)
+                    me=self.worker_id, lease=self.lease, sent_by=sent_by)
 
         def work(conn: Connection) -> None:
             with conn.transaction():
@@ -197,10 +198,11 @@ class PgLedger(Reads):
         return claims.claim(self.db, self.worker_id, limit=limit, campaign=campaign)
 
     def complete(self, claim: Claim, state: str, *, message_id: str | None = None, error: str | None = None,
-                 status: int | None = None, retry_in: float = 0.0) -> Recorded:
+                 status: int | None = None, retry_in: float = 0.0, sent_by: str | None = None) -> Recorded:
         """Record the result of a claimed send, fenced by its attempt; to the journal when the database
-        cannot take it. ``retry_in``: a deferred send is not claimed again before that many seconds."""
-        result = Result(claim, state, message_id, error, status, retry_in)
+        cannot take it. ``retry_in``: a deferred send is not claimed again before that many seconds;
+        ``sent_by``: how its request gave the API the file (upload or url; None when none was made)."""
+        result = Result(claim, state, message_id, error, status, retry_in, sent_by)
         if state not in claims.FINAL:
             raise ValueError(f"bad final state {state!r}")
         try:

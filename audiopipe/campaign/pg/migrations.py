@@ -25,6 +25,10 @@ the id is the SHA-256 of that, as canonical JSON), ``prepares`` (one row per uni
 its state, the worker preparing it, its parts once ready, its reason once failed) and ``targets`` (who
 gets which source, before it is prepared: a ready prepare expands its targets into ``sends`` rows).
 See :mod:`audiopipe.campaign.pg.prepares`.
+
+Step 4 (sending by URL): ``sends.sent_by`` says how the last request of a send gave the API its file,
+``upload`` or ``url`` (NULL: no request yet, or a row from before). With ``url`` the file is the one
+``stored`` names; its URL itself, a credential while it lasts, is never kept.
 """
 
 from __future__ import annotations
@@ -178,9 +182,14 @@ READY_IN_CAMPAIGN = """
 CREATE INDEX sends_ready_in_campaign ON sends (campaign, next_at) WHERE state IN ('pending', 'deferred');
 """
 
+SENT_BY = """
+ALTER TABLE sends ADD COLUMN sent_by text CHECK (sent_by IN ('upload', 'url'));
+"""
+
 STEPS: tuple[Step, ...] = (
     Step(1, "the ledger: sends, events, campaigns, workers, rate limits", LEDGER),
     Step(2, "distributed campaigns: campaign settings, the store key of each send", DISTRIBUTED),
     Step(3, "preparing once: recipes, prepares, targets", PREPARES),
     Step(4, "claiming a campaign's next send in a few page reads: its ready sends by next_at", READY_IN_CAMPAIGN),
+    Step(5, "sending by URL: how each send gave the API its file", SENT_BY),
 )

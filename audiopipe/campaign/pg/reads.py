@@ -40,6 +40,8 @@ _BLOCKED_ROWS = query("{blocked} ORDER BY s.campaign, s.contact, s.file, s.part 
 _BLOCKED_COUNTS = query("SELECT campaign, state, count(*) AS n FROM ({blocked}) b GROUP BY campaign, state",
                         blocked=_BLOCKED)
 
+_SENT_BY = """SELECT campaign, sent_by, count(*) AS n FROM sends
+ WHERE sent_by IS NOT NULL AND (%(campaign)s::text IS NULL OR campaign = %(campaign)s) GROUP BY campaign, sent_by"""
 _GET = query("SELECT {cols} FROM sends WHERE {key}", cols=ROW_SELECT, key=KEY_WHERE)
 _ROWS = query("""
 SELECT {cols} FROM sends
@@ -121,6 +123,13 @@ class Reads:
         for r in self._dicts(_BLOCKED_COUNTS, _blocked_args(campaign, running)):
             out[r["campaign"]][r["state"]] -= int(r["n"])
             out[r["campaign"]]["blocked"] += int(r["n"])
+        return out
+
+    def sent_by_counts(self, campaign: str | None = None) -> dict[str, dict[str, int]]:
+        """Per campaign: how many sends' last request went by upload and how many by URL."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self._dicts(_SENT_BY, {"campaign": campaign}):
+            out.setdefault(r["campaign"], {})[r["sent_by"]] = int(r["n"])
         return out
 
     def blocked(self, campaign: str | None = None, *, running: bool = False,

@@ -18,7 +18,7 @@ from audiopipe.campaign.pg.connection import Connection
 KEY_COLUMNS = ("campaign", "workspace", "contact", "source_sha256", "part")
 KEY_WHERE = "campaign = %s AND workspace = %s AND contact = %s AND source_sha256 = %s AND part = %s"
 _PLAIN = ("campaign", "workspace", "contact", "source_sha256", "part", "parts", "file", "prepared_sha256", "state",
-          "message_id", "error", "status", "attempts", "work", "resolved")
+          "message_id", "error", "status", "attempts", "work", "resolved", "sent_by", "stored")
 
 
 def row_select(alias: str = "") -> str:
@@ -46,7 +46,8 @@ def to_row(r: dict[str, Any]) -> LedgerRow:
                      state=RowStatus(r["state"]), parts=r["parts"], file=r["file"],
                      prepared_sha256=r["prepared_sha256"], message_id=r["message_id"], error=r["error"],
                      status=r["status"], attempts=r["attempts"],
-                     updated_at=float(r["updated_at"]), work=r["work"], resolved=r["resolved"])
+                     updated_at=float(r["updated_at"]), work=r["work"], resolved=r["resolved"], sent_by=r["sent_by"],
+                     stored=r["stored"])
 
 
 def add_event(conn: Connection, key: SendKey | None, state: str, detail: Any = None, *,

@@ -7,6 +7,7 @@ run finished or was interrupted (:class:`BatchEnding`): what was cut, the report
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from audiopipe.cli.options import (
 )
 from audiopipe.cli.preflight import check_token
 from audiopipe.cli.render import name_in, prepare_warnings
+from audiopipe.cli.send_by import SendByOptions, send_by_options
 from audiopipe.cli.shared_batch import SharedOptions, shared_options
 from audiopipe.cli.signals import set_stage, stops_cleanly
 from audiopipe.cli.summary import batch_json, batch_lines, interrupted_after
@@ -135,13 +137,14 @@ report_options = bundle(
 @click.command("batch", cls=Command)
 @batch_options
 @shared_options
+@send_by_options
 @report_options
 @prepare_options
 @client_options
 @output_options("Print the summary as JSON on stdout.", "No progress bars.")
 @stops_cleanly
-def batch_cmd(*, run: BatchOptions, shared: SharedOptions, report: ReportOptions, prepare: PrepareOptions,
-              client: ClientOptions, output: Output) -> None:
+def batch_cmd(*, run: BatchOptions, shared: SharedOptions, sending: SendByOptions,
+              report: ReportOptions, prepare: PrepareOptions, client: ClientOptions, output: Output) -> None:
     """Send every recording in FOLDER to the contacts in a CSV, each message exactly once.
 
     \b
@@ -182,6 +185,14 @@ def batch_cmd(*, run: BatchOptions, shared: SharedOptions, report: ReportOptions
     is committed: a cron planner. See 'audiopipe status --database'.
 
     \b
+    By URL (--send-by url --store s3://bucket/prefix, or a folder served at
+    --public-url): each prepared file is put into the store once and every
+    message gives the API its URL (presigned for --url-ttl, 7 days by default),
+    not its bytes. The ledger, status and --report record the mode and the
+    file's key in the store, never a signed URL. With --database the campaign
+    records the mode and every worker follows it.
+
+    \b
       audiopipe batch /srv/recordings --contacts /srv/contacts.csv -w WORKSPACE_UUID \\
           --database postgresql://audiopipe@db.example/audiopipe --store /mnt/audiopipe \\
           --campaign spring --rate 20 --plan-only
@@ -196,19 +207,19 @@ def batch_cmd(*, run: BatchOptions, shared: SharedOptions, report: ReportOptions
     from audiopipe.campaign.batch import BatchInterrupted, run_batch
 
     url = database_chosen(shared.database, state_given=state_typed())
+    settings = dataclasses.replace(run.settings(prepare.settings()), send=sending.mode(), store=shared.store)
     if url is not None:
         from audiopipe.cli.shared_batch import refuse_embedded_only, run_shared_batch
 
         refuse_embedded_only(dry_run=run.dry_run, new_ledger=run.new_ledger, retry_unknown=run.retry_unknown,
                              retry_failed=run.retry_failed)
-        exit_with(run_shared_batch(url, shared, run.settings(prepare.settings()), client=client, output=output,
+        exit_with(run_shared_batch(url, shared, settings, client=client, output=output,
                                    ending=BatchEnding(run.folder, run.campaign, run.settle, report, output, verbose(),
                                                       protect=_report_protection(run, report, client)),
                                    stage=_batch_stage))
     if shared.plan_only:
         raise UsageError("--plan-only plans into a shared database: give --database URL (or set "
                          "AUDIOPIPE_DATABASE_URL)")
-    settings = run.settings(prepare.settings())
     bars = BatchBars(bars_enabled(output.quiet or output.as_json), on_stage=_batch_stage)
     api = None if run.dry_run else client.client()
     ending = BatchEnding(run.folder, settings.campaign, run.settle, report, output, verbose(),

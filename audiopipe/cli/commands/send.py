@@ -18,15 +18,18 @@ import click
 from audiopipe import scratch
 from audiopipe.cli import render
 from audiopipe.cli.console import bars_enabled, say
+from audiopipe.cli.database import store_option
 from audiopipe.cli.doctor import require_tools
 from audiopipe.cli.failures import Command
 from audiopipe.cli.flags import told
 from audiopipe.cli.options import ClientOptions, PrepareOptions, client_options, json_option, prepare_options
 from audiopipe.cli.preflight import check_token
+from audiopipe.cli.send_by import SendByOptions, send_by_options
 from audiopipe.cli.signals import set_stage, stops_cleanly
 from audiopipe.errors import FFmpegError, PrepareError, SendError, UsageError, setting
 
 if TYPE_CHECKING:
+    from audiopipe.campaign.publish import UrlPublisher
     from audiopipe.preparation.pipeline import PrepareResult, PrepareSettings
     from audiopipe.preparation.probe import MediaInfo
     from audiopipe.send.client import LancepilotClient, SentMessage
@@ -40,14 +43,17 @@ MAY_BE_CREATED = "the message may have been created: check before sending again"
               help="Workspace UUID [env LANCEPILOT_WORKSPACE].")
 @click.option("--contact", "-c", required=True, help="Contact UUID.")
 @click.option("--url", default=None, help="Send a hosted file by its http(s) URL instead of uploading.")
+@send_by_options
+@store_option
 @prepare_options
 @client_options
 @click.option("--retries", type=click.IntRange(0, 20), default=4, show_default=True,
               help="Times to try again when nothing was sent (connection refused, 429); 0 fails at once.")
 @json_option("Print the created message(s) as JSON.")
 @stops_cleanly
-def send_cmd(*, input_path: Path | None, workspace: str, contact: str, url: str | None, prepare: PrepareOptions,
-             client: ClientOptions, retries: int, as_json: bool) -> None:
+def send_cmd(*, input_path: Path | None, workspace: str, contact: str, url: str | None,  # noqa: PLR0913 - the command's options
+             sending: SendByOptions, store: str | None, prepare: PrepareOptions, client: ClientOptions, retries: int,
+             as_json: bool) -> None:
     """Prepare INPUT and send it to one contact (or send a hosted file with --url).
 
     \b
@@ -55,6 +61,10 @@ def send_cmd(*, input_path: Path | None, workspace: str, contact: str, url: str 
       export LANCEPILOT_TOKEN=...            # or --token-file ~/.config/lancepilot-token
       audiopipe send talk.flac -w WORKSPACE_UUID -c CONTACT_UUID
       audiopipe send -w WORKSPACE_UUID -c CONTACT_UUID --url https://example.com/a.mp3
+      audiopipe send talk.flac -w WORKSPACE_UUID -c CONTACT_UUID --send-by url --store s3://bucket/audio
+
+    With --send-by url, INPUT is prepared, put into --store and sent by its URL
+    (presigned for --url-ttl, or under --public-url); the URL is never printed whole.
 
     Only failures that certainly created nothing (connection refused, 429) are retried.
     A timeout, reset or server error after the file went out is reported as unknown and never
@@ -75,7 +85,7 @@ def send_cmd(*, input_path: Path | None, workspace: str, contact: str, url: str 
     check_uuid(workspace, "workspace")
     check_uuid(contact, "contact")
     _check_what_to_send(input_path, url)
-    delivery = Delivery(workspace, contact, as_json)
+    delivery = Delivery(workspace, contact, as_json, publisher=_publisher(sending, store, hosted=url is not None))
     with client.client(retries) as api:
         if url is not None:
             set_stage("sending", MAY_BE_CREATED)
@@ -97,7 +107,25 @@ def _check_what_to_send(input_path: Path | None, url: str | None) -> None:
     if input_path is not None and url is not None:
         raise UsageError("give either an INPUT file or --url, not both")
     if url is not None and not url.lower().startswith(("http://", "https://")):
-        raise UsageError(f"{setting('url')} {url!r} must be an http(s) URL", field="url")
+        from audiopipe.send.by_url import redact_file_url
+
+        raise UsageError(f"{setting('url')} {redact_file_url(url)!r} must be an http(s) URL", field="url")
+
+
+def _publisher(sending: SendByOptions, store: str | None, *, hosted: bool) -> UrlPublisher | None:
+    """With --send-by url and a file to prepare: what puts its parts into --store and makes their URLs
+    (checked now, before anything is prepared). A --url is sent as it is."""
+    mode = sending.mode()
+    if not mode.by_url or hosted:
+        return None
+    from audiopipe.campaign.publish import UrlPublisher
+    from audiopipe.send.by_url import check_url_mode
+    from audiopipe.store import open_store
+
+    opened = open_store(store) if store else None
+    check_url_mode(opened, mode)
+    assert opened is not None  # check_url_mode refuses a URL send without a store
+    return UrlPublisher(opened, mode)
 
 
 def _prepare(api: LancepilotClient, source: Path, tmp: Path, settings: PrepareSettings, delivery: Delivery, *,
@@ -127,6 +155,7 @@ class Delivery:
     workspace: str
     contact: str
     as_json: bool
+    publisher: UrlPublisher | None = None   # --send-by url: each part is put into the store and sent by URL
     sent: list[SentMessage] = field(default_factory=list)
     described: list[dict[str, Any]] = field(default_factory=list)  # what audiopipe did, per message
 
@@ -137,12 +166,17 @@ class Delivery:
             set_stage("sending", MAY_BE_CREATED + "".join(f"; part {i} of {parts} was sent: {m.id}"
                                                           for i, m in enumerate(self.sent, 1)))
             try:
-                self.sent.append(api.send_audio(self.workspace, self.contact, out.path,
-                                                content_type=out.content_type))
+                if self.publisher is not None:
+                    published = self.publisher.publish(out.path)
+                    self.sent.append(api.send_audio(self.workspace, self.contact, published.url))
+                else:
+                    self.sent.append(api.send_audio(self.workspace, self.contact, out.path,
+                                                    content_type=out.content_type))
             except SendError as exc:
                 self._say_stopped(exc, parts)
                 raise
-            self.described.append(dict(render.file_fields(result, out), contact=self.contact))
+            how = {"sent_by": "url", "object_key": published.key} if self.publisher is not None else {}
+            self.described.append(dict(render.file_fields(result, out), contact=self.contact, **how))
             if not self.as_json:
                 _say_sent(render.sent_line(source, result, out, self.contact, self.sent[-1].id))
 
@@ -161,10 +195,19 @@ class Delivery:
         the ids on stdout for a script (each line was said as its message went out)."""
         if self.as_json:
             described = self.described + [{}] * (len(self.sent) - len(self.described))  # --url: nothing prepared
-            click.echo(json.dumps([{**fields, **m.data} for m, fields in zip(self.sent, described, strict=True)]))
+            # the server's fields as it sent them, but a URL it echoes (maybe presigned) shown redacted
+            click.echo(json.dumps([{**fields, **_redacted(m.data)} for m, fields in zip(self.sent, described,
+                                                                                      strict=True)]))
         elif hosted or not sys.stdout.isatty():
             for m in self.sent:
                 say(m.id or "(created; the server returned no id)")
+
+
+def _redacted(data: dict[str, Any]) -> dict[str, Any]:
+    """The server's top-level fields with every URL in their text redacted (a signature never printed)."""
+    from audiopipe.send.by_url import redact_urls_in
+
+    return {k: redact_urls_in(v) if isinstance(v, str) else v for k, v in data.items()}
 
 
 def _say_sent(line: str) -> None:

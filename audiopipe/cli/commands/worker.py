@@ -47,7 +47,8 @@ def worker_cmd(*, database: str | None, concurrency: int, until_idle: bool, camp
     once. One pace per campaign holds across all workers, a 429 pauses them
     all, a 401 stops the campaign everywhere (see 'audiopipe resume'). The token
     comes from this machine's LANCEPILOT_TOKEN or LANCEPILOT_TOKEN_FILE; the
-    prepared files from the store the campaign was planned with.
+    prepared files from the store the campaign was planned with, uploaded or
+    sent by their URL in it as the campaign was planned (batch --send-by).
 
     \b
     SIGTERM or Ctrl-C: it takes no new job, lets the uploads in flight finish
