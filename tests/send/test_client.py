@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import requests
 from helpers import CONTACT, MAX_BYTES, MIMES_MSG, SIZE_MSG, WS, RecordingServer
+from http_folder import ServedFolder, serve_folder
 
 from audiopipe.errors import (
     AuthError,
@@ -195,17 +196,30 @@ def test_filename_and_content_type_can_be_overridden(make_recorder, make_client,
     assert 'filename="hello.ogg"' in headers and "Content-Type: audio/ogg\r\n" in headers
 
 
-def test_url_is_sent_as_json_and_stored(make_sandbox, make_client):
+@pytest.fixture
+def cdn(tmp_path: Path, audio_dir: Path) -> Iterator[ServedFolder]:
+    """A real origin on 127.0.0.1 serving copies of tone.mp3 (the sandbox fetches a URL message, as the
+    server must: a URL it cannot fetch is a 422)."""
+    root = tmp_path / "cdn" / "audio"
+    root.mkdir(parents=True)
+    for name in ("hello.mp3", "first.mp3", "second.mp3"):
+        shutil.copyfile(audio_dir / "tone.mp3", root / name)
+    with serve_folder(tmp_path / "cdn") as served:
+        yield served
+
+
+def test_url_is_sent_as_json_and_stored(make_sandbox, make_client, cdn, audio_dir):
     sandbox = make_sandbox()
     client = make_client(sandbox.url)
-    url = "https://cdn.example.com/audio/hello.mp3"
+    url = f"{cdn.url}/audio/hello.mp3"
 
     msg = client.send_audio(WS, CONTACT, url)
 
     [stored] = sandbox.messages()
     assert msg.id == stored["id"]
-    assert stored["url"] == url and stored["file_path"] is None
-    assert msg.data["url"] == url
+    assert stored["url"] == url and msg.data["url"] == url
+    assert cdn.gets["/audio/hello.mp3"] == 1  # fetched once, by the sandbox
+    assert stored["sha256"] == hashlib.sha256((audio_dir / "tone.mp3").read_bytes()).hexdigest()
 
 
 def test_non_http_url_and_missing_file_are_usage_errors(make_sandbox, make_client, tmp_path):
@@ -354,20 +368,21 @@ def test_429_waits_retry_after_then_sends_once(make_sandbox, make_client, audio_
     assert sandbox.request_count == 2
 
 
-def test_429_with_rps_limit_really_waits(make_sandbox, make_client):
+def test_429_with_rps_limit_really_waits(make_sandbox, make_client, cdn):
     sandbox = make_sandbox(faults=Faults(rps_limit=1, retry_after=1))
+    first, second = f"{cdn.url}/audio/first.mp3", f"{cdn.url}/audio/second.mp3"
     assert requests.post(f"{sandbox.url}/workspaces/{WS}/contacts/{CONTACT}/messages/audio",
                          headers={"Authorization": f"Bearer {TOKEN}"},
-                         json={"file": "https://x.example/first.mp3"}, timeout=5).status_code == 201
+                         json={"file": first}, timeout=5).status_code == 201
     sleep = RecordingSleep()
     sleep.actions = {1: lambda: time.sleep(sleep.waits[-1])}
     client = make_client(sandbox.url, sleep=sleep)
 
-    msg = client.send_audio(WS, CONTACT, "https://x.example/second.mp3")
+    msg = client.send_audio(WS, CONTACT, second)
 
     assert sleep.waits and sleep.waits[0] >= 1.0
     assert msg.attempts == 2
-    assert [m["url"] for m in sandbox.messages()] == ["https://x.example/first.mp3", "https://x.example/second.mp3"]
+    assert [m["url"] for m in sandbox.messages()] == [first, second]
 
 
 def test_429_forever_gives_up_after_the_bound(make_sandbox, make_client):
