@@ -44,6 +44,18 @@ DELETE FROM procrastinate_jobs WHERE id IN (
     SELECT id FROM procrastinate_jobs WHERE task_name = %s AND status = 'succeeded' ORDER BY id LIMIT %s)"""
 
 
+def heartbeat_every(lease: float) -> float:
+    """Seconds between a procrastinate worker's heartbeats, for a worker whose lease is ``lease``."""
+    return min(HEARTBEAT, lease / 3)
+
+
+def stalled_after(lease: float) -> float:
+    """Seconds without a heartbeat after which a procrastinate worker's jobs are put back: never more than
+    :data:`STALLED_AFTER`, shorter with a short lease (three missed heartbeats at least). Putting back a
+    job of a worker that was only slow is harmless: a token or a prepare job claims in the ledger first."""
+    return min(STALLED_AFTER, max(lease, 3 * heartbeat_every(lease)))
+
+
 def context_of(job: JobContext) -> WorkerContext:
     ctx = job.additional_context.get(CONTEXT_KEY)
     if not isinstance(ctx, WorkerContext):
@@ -93,7 +105,8 @@ def make_app(url: str, *, pool_size: int = 10) -> procrastinate.App:
     @app.periodic(cron=EVERY)
     @app.task(name="audiopipe.retry_stalled", queue=MAINTENANCE_QUEUE, pass_context=True)
     async def retry_stalled(job: JobContext, timestamp: int) -> int:
-        stalled = list(await job.app.job_manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_AFTER))
+        after = stalled_after(context_of(job).ledger.lease)
+        stalled = list(await job.app.job_manager.get_stalled_jobs(seconds_since_heartbeat=after))
         for found in stalled:
             await job.app.job_manager.retry_job(found)
         return len(stalled)

@@ -32,7 +32,7 @@ from audiopipe.campaign.pg import jobs
 from audiopipe.campaign.pg.connection import Connection, reason
 from audiopipe.campaign.pg.ledger import PgLedger
 from audiopipe.distributed import idle
-from audiopipe.distributed.app import CONTEXT_KEY, HEARTBEAT, MAINTENANCE_QUEUE, STALLED_AFTER, make_app
+from audiopipe.distributed.app import CONTEXT_KEY, MAINTENANCE_QUEUE, heartbeat_every, make_app, stalled_after
 from audiopipe.distributed.context import ApiSettings, WorkerContext
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,8 @@ async def _work(url: str, ctx: WorkerContext, concurrency: int, until_idle: bool
     options: dict[str, Any] = {
         "concurrency": concurrency, "wait": True, "install_signal_handlers": False, "listen_notify": True,
         "additional_context": {CONTEXT_KEY: ctx}, "name": f"audiopipe-{ctx.ledger.worker_id}",
-        "fetch_job_polling_interval": POLL, "update_heartbeat_interval": HEARTBEAT,
-        "stalled_worker_timeout": STALLED_AFTER}
+        "fetch_job_polling_interval": POLL, "update_heartbeat_interval": heartbeat_every(ctx.ledger.lease),
+        "stalled_worker_timeout": stalled_after(ctx.ledger.lease)}
     if queues is not None:
         options["queues"] = [*queues, MAINTENANCE_QUEUE]
     run = _Run(ctx)

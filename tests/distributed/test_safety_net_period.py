@@ -11,9 +11,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from itertools import pairwise
 
+import pytest
 from croniter import croniter
 
-from audiopipe.distributed.app import make_app
+from audiopipe.distributed.app import heartbeat_every, make_app, stalled_after
 
 
 def test_every_periodic_task_of_the_app_ticks_every_10_seconds_at_any_minute() -> None:
@@ -27,3 +28,14 @@ def test_every_periodic_task_of_the_app_ticks_every_10_seconds_at_any_minute() -
             gaps = {b - a for a, b in pairwise(times)}
             assert gaps == {timedelta(seconds=10)}, (periodic.cron, times)
             assert times[0] - start <= timedelta(seconds=10)
+
+
+@pytest.mark.parametrize(("lease", "beat", "stalled"), [(60.0, 5.0, 15.0), (15.0, 5.0, 15.0), (6.0, 2.0, 6.0),
+                                                         (3.0, 1.0, 3.0), (1.0, 1 / 3, 1.0)])
+def test_a_short_lease_puts_a_dead_workers_jobs_back_sooner(lease: float, beat: float, stalled: float) -> None:
+    """A killed worker's token jobs come back after ``stalled_after`` (never before three missed
+    heartbeats, never later than the default 15 s): tests and a small demo with a short lease do not
+    wait the default out."""
+    assert heartbeat_every(lease) == pytest.approx(beat)
+    assert stalled_after(lease) == pytest.approx(stalled)
+    assert stalled_after(lease) >= 3 * heartbeat_every(lease)

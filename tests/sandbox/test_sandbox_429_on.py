@@ -15,16 +15,16 @@ from audiopipe.sandbox.app import Faults, Sandbox
 TOKEN = "sandbox-429-token"
 
 
-def post_url(sandbox: Sandbox) -> requests.Response:
+def post_url(sandbox: Sandbox, url: str) -> requests.Response:
     return requests.post(f"{sandbox.url}/workspaces/{WS}/contacts/{CONTACT}/messages/audio",
-                         headers={"Authorization": f"Bearer {TOKEN}"},
-                         json={"file": "https://cdn.example.com/audio/hello.mp3"}, timeout=10)
+                         headers={"Authorization": f"Bearer {TOKEN}"}, json={"file": url}, timeout=10)
 
 
-def test_the_named_posts_get_a_429_with_retry_after_and_the_others_do_not(make_sandbox, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_the_named_posts_get_a_429_with_retry_after_and_the_others_do_not(make_sandbox, caplog,  # type: ignore[no-untyped-def]
+                                                                          served_mp3_url) -> None:
     sandbox = make_sandbox(faults=Faults(answer_429_on=frozenset({2, 4}), retry_after=2))
     with caplog.at_level(logging.DEBUG, logger="audiopipe.sandbox.faults"):
-        answers = [post_url(sandbox) for _ in range(5)]
+        answers = [post_url(sandbox, served_mp3_url) for _ in range(5)]
     assert [a.status_code for a in answers] == [201, 429, 201, 429, 201]
     assert answers[1].headers["Retry-After"] == "2"
     assert len(sandbox.messages()) == 3  # a 429 stores nothing
