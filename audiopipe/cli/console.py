@@ -41,6 +41,19 @@ class _PlainFormatter(logging.Formatter):
         return f"audiopipe: {record.levelname.lower()}: {record.getMessage()}"
 
 
+class _OneLineFormatter(_PlainFormatter):
+    """A library's warning on one line: its message and the exception's first line, no traceback (a
+    worker riding out a database restart would otherwise print pages of them; --debug shows them)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{self.formatMessage(record)}"
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            first = (str(exc).strip().splitlines() or [""])[0]
+            text += f" ({type(exc).__name__}{': ' + first if first else ''})"
+        return text
+
+
 def setup_logging(verbose: int, debug: bool) -> None:
     level = logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
     handler = TqdmHandler()
@@ -50,6 +63,14 @@ def setup_logging(verbose: int, debug: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # the job queue's own logs (workers): every job at INFO, so only its warnings unless --debug, each
+    # on one line
+    queue_handler = TqdmHandler()
+    queue_handler.setFormatter(handler.formatter if debug else _OneLineFormatter())
+    queue = logging.getLogger("procrastinate")
+    queue.handlers[:] = [queue_handler]
+    queue.setLevel(logging.DEBUG if debug else logging.WARNING)
+    queue.propagate = False
 
 
 def bars_enabled(quiet: bool) -> bool:
