@@ -95,6 +95,15 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 15.0) -
     raise SystemExit("the sandbox did not start in time")
 
 
+def stop_sandbox(sandbox: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the sandbox stops cleanly on it), then SIGKILL after 10 s."""
+    sandbox.send_signal(signal.SIGTERM)
+    try:
+        sandbox.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        sandbox.kill()
+
+
 def fresh_start(root: Path) -> None:
     """A fresh run every time: new ledger, new sandbox, same recordings. The recordings' note of their
     ledger goes with the ledger, or the new one would be refused."""
@@ -170,11 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = run_demo(exe, root, env)
     finally:
         say("7. stopping the sandbox")
-        sandbox.send_signal(signal.SIGTERM)
-        try:
-            sandbox.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            sandbox.kill()
+        stop_sandbox(sandbox)
     print("\ndemo " + ("finished: every message sent exactly once" if ok else "found a problem (see above)"))
     return 0 if ok else 1
 

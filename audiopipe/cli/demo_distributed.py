@@ -15,7 +15,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from audiopipe.cli.demo import (
     make_recordings,
     say,
     show_received,
+    stop_sandbox,
     wait_ready,
 )
 
@@ -132,11 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             ok = run_campaign(exe, root, env)
         finally:
             say("10. stopping the sandbox and the cluster")
-            sandbox.send_signal(signal.SIGTERM)
-            try:
-                sandbox.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                sandbox.kill()
+            stop_sandbox(sandbox)
     print("\ndemo " + ("finished: every message sent exactly once, by two workers" if ok
                        else "found a problem (see above)"))
     return 0 if ok else 1
