@@ -172,6 +172,9 @@ def test_each_recording_is_prepared_once_though_the_worker_encoding_it_is_killed
     assert cut >= 1 and ffmpeg.started == len(sources) + cut, log.read_text()  # and those the kill cut short
     with psycopg.connect(pg_url, autocommit=True) as conn:
         prepares = Counter(conn.execute("SELECT state, attempts FROM prepares").fetchall())
-    assert prepares == Counter({("ready", 1): len(sources) - cut, ("ready", 2): cut}), prepares
+    # every recording ready; taken over: those the kill cut short, and any the victim had claimed but not
+    # yet begun to encode (attempts count claims, not encodes), so at most its 2 job slots
+    assert {state for state, _ in prepares} == {"ready"} and prepares.total() == len(sources), prepares
+    assert cut <= prepares[("ready", 2)] <= 2 and prepares[("ready", 1)] + prepares[("ready", 2)] == len(sources)
     assert a.states == {"sent": len(people) * len(sources)} and a.duplicates == 0 and a.lost == 0
     assert set(workers.exit_codes()) == {0}, workers.log_tail()
