@@ -31,17 +31,19 @@ BENCHES = [
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the benchmarks need ffmpeg")
-def test_every_benchmark_runs_in_its_quick_mode(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("argv", "table_line", "written"), BENCHES, ids=[Path(b[0][0]).stem for b in BENCHES])
+def test_every_benchmark_runs_in_its_quick_mode(tmp_path: Path, argv: list[str], table_line: str,
+                                                written: str) -> None:
+    """One test per bench, so that the test runners share them out."""
     pytest.importorskip("psutil")
-    for argv, table_line, written in BENCHES:
-        out, work = tmp_path / "out", tmp_path / "work"
-        proc = subprocess.run([sys.executable, *argv, "--out", str(out), "--work", str(work)], cwd=ROOT,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240)
-        said = f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-2000:]}"
-        assert proc.returncode == 0, said
-        assert table_line in proc.stdout, f"{' '.join(argv)} printed no table:\n{proc.stdout[-2000:]}"
-        assert "FAILED" not in proc.stdout + proc.stderr, said
-        assert (out / written).is_file()
+    out, work = tmp_path / "out", tmp_path / "work"
+    proc = subprocess.run([sys.executable, *argv, "--out", str(out), "--work", str(work)], cwd=ROOT,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240)
+    said = f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-2000:]}"
+    assert proc.returncode == 0, said
+    assert table_line in proc.stdout, f"{' '.join(argv)} printed no table:\n{proc.stdout[-2000:]}"
+    assert "FAILED" not in proc.stdout + proc.stderr, said
+    assert (out / written).is_file()
 
 
 def test_a_bench_whose_measured_thing_fails_says_so_in_one_line(tmp_path: Path) -> None:
