@@ -20,6 +20,7 @@ from audiopipe.preparation.formats import (
     MPEG25_RATES,
     STANDARD_RATES,
     TOP_RATE,
+    RateControl,
     TargetFormat,
     is_lossless,
 )
@@ -60,6 +61,7 @@ class EncodePlan:
     normalize: bool = False
     audio_index: int = 0  # which audio stream of the source (-map 0:a:N)
     application: str = "audio"  # Opus: voip for speech-sized bitrates
+    rate_control: RateControl = "cbr"  # the format's (see formats.RateControl)
     budget: int = 0
     expected_size: int = 0
 
@@ -69,11 +71,26 @@ def expected_size(fmt: TargetFormat, bitrate: float, sample_rate: int, duration:
 
 
 def bitrate_for(fmt: TargetFormat, budget: float, duration: float, sample_rate: int) -> float:
-    """The nominal bitrate whose expected size is ``budget`` bytes (may be below the floor)."""
+    """The highest nominal bitrate whose expected size is at most ``budget`` bytes (may be below the
+    floor), through the format's factor for each bitrate band."""
     per_second = (budget - fmt.fixed_overhead) / max(duration, 1e-3)
     frames = sample_rate / fmt.frame_samples if fmt.bytes_per_frame else 0.0
-    payload = per_second - fmt.overhead_per_second - frames * fmt.bytes_per_frame
-    return max(0.0, payload * 8 / fmt.bitrate_factor)
+    payload_bits = max(0.0, (per_second - fmt.overhead_per_second - frames * fmt.bytes_per_frame) * 8)
+    # Each band [low, below) has its own factor: the bitrate it allows there, kept within the band;
+    # a band whose allowance falls under its low end is out of reach. The highest reachable wins.
+    best = payload_bits / fmt.bitrate_factor if payload_bits / fmt.bitrate_factor >= _top_band(fmt) else 0.0
+    low = 0
+    for below, factor in fmt.factor_bands:
+        allowed = payload_bits / factor
+        if allowed >= low:
+            best = max(best, min(allowed, below - 1))
+        low = below
+    return best
+
+
+def _top_band(fmt: TargetFormat) -> int:
+    """Where ``bitrate_factor`` starts to apply (0 for a format with one factor throughout)."""
+    return fmt.factor_bands[-1][0] if fmt.factor_bands else 0
 
 
 def seconds_that_fit(fmt: TargetFormat, budget: float, bitrate: int, sample_rate: int) -> float:
@@ -163,16 +180,20 @@ def plan(  # noqa: PLR0913 - the public planner: every setting is its own keywor
         format=fmt.name, encoder=fmt.encoder, muxer=fmt.muxer, codec=fmt.codec, bitrate=bitrate,
         sample_rate=rate, channels=out_channels, duration=dur, start=start, fade_out=fade_out,
         normalize=normalize, audio_index=info.audio.audio_index, application="voip" if speech else "audio",
-        budget=budget, expected_size=expected_size(fmt, bitrate, rate, dur))
+        rate_control=fmt.rate_control, budget=budget, expected_size=expected_size(fmt, bitrate, rate, dur))
 
 
 def replan(previous: EncodePlan, fmt: TargetFormat, measured: int) -> EncodePlan | None:
     """A lower bitrate after an output came out ``measured`` bytes against its budget.
 
-    Scales by the measured overshoot (so the model's error is corrected by what really happened)
-    and always goes at least one step down. None when already at the floor.
+    Scales the payload (the bytes the bitrate decides: the container's own are the same at any
+    bitrate) by what was measured, so the model's error for this very input, a VBR encoder's
+    overshoot included, is corrected by what really happened; always at least one step down. None
+    when already at the floor.
     """
-    scale = previous.budget * HEADROOM / max(measured, 1)
+    container = expected_size(fmt, 0, previous.sample_rate, previous.duration)  # bytes at no bitrate
+    wanted = previous.budget * HEADROOM - container
+    scale = wanted / max(measured - container, 1) if wanted > 0 else 0.0
     target = previous.bitrate * min(scale, 0.99)
     bitrate = quantize(fmt, target)
     if bitrate >= previous.bitrate:
@@ -184,4 +205,4 @@ def replan(previous: EncodePlan, fmt: TargetFormat, measured: int) -> EncodePlan
     # silently raise 24k at 44.1 kHz back to 32k); never above the previous rate, so never above the source's
     rate = choose_sample_rate(fmt, bitrate, previous.channels, previous.sample_rate)
     return replace(previous, bitrate=bitrate, sample_rate=rate,
-                   expected_size=int(measured * bitrate / previous.bitrate))
+                   expected_size=container + int((measured - container) * bitrate / previous.bitrate))
