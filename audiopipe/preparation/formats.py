@@ -84,18 +84,29 @@ class TargetFormat:
     rate_bands: tuple[RateBand, ...] = ()  # rates that take only some bitrates (MP3's MPEG versions)
     speech_below: int | None = None  # Opus: at or under this bitrate per channel, tune for speech (voip)
     rate_control: RateControl = "cbr"  # how the encoder spends bits (see RateControl)
-    # (bitrate under which, the encoder's bytes per nominal byte there): where an encoder's real rate
-    # departs from its target by bitrate band (a VBR one); above the last band, ``bitrate_factor``.
+    # (bitrate under which, the encoder's payload bytes per nominal byte there): where a VBR encoder's
+    # real rate departs from its target, band by band; above the last band, ``bitrate_factor``.
     factor_bands: tuple[tuple[int, float], ...] = ()
+    # The same for speech (a mono source or a voice note): pauses cost a VBR encoder almost nothing,
+    # so speech comes out further under its target than music does. None: as ``factor_bands``.
+    speech_factor_bands: tuple[tuple[int, float], ...] | None = None
+    bitrate_quantum: int = 1000   # bitrates are multiples of this (when there are no ``steps``)
 
-    def factor_at(self, bitrate: float) -> float:
+    def bands(self, speech: bool = False) -> tuple[tuple[int, float], ...]:
+        """The factor bands that apply to speech (``speech``) or to any other content."""
+        if speech and self.speech_factor_bands is not None:
+            return self.speech_factor_bands
+        return self.factor_bands
+
+    def factor_at(self, bitrate: float, speech: bool = False) -> float:
         """How far the encoder's payload comes out over (or under) ``bitrate``, as measured."""
-        return next((f for below, f in self.factor_bands if bitrate < below), self.bitrate_factor)
+        return next((f for below, f in self.bands(speech) if bitrate < below), self.bitrate_factor)
 
-    def bytes_per_second(self, bitrate: float, sample_rate: int) -> float:
+    def bytes_per_second(self, bitrate: float, sample_rate: int, speech: bool = False) -> float:
         """Expected output bytes per second of audio at ``bitrate`` (the planner's size model)."""
         frames = sample_rate / self.frame_samples if self.bytes_per_frame else 0.0
-        return bitrate / 8 * self.factor_at(bitrate) + self.overhead_per_second + frames * self.bytes_per_frame
+        return (bitrate / 8 * self.factor_at(bitrate, speech) + self.overhead_per_second
+                + frames * self.bytes_per_frame)
 
     def ceiling(self, channels: int) -> int:
         return self.ceiling_per_channel * max(1, min(channels, self.max_channels))
@@ -131,11 +142,14 @@ FORMATS: dict[str, TargetFormat] = {
         fixed_overhead=4096, overhead_per_second=80.0, stereo_min=32000,
         # Opus always codes at 48 kHz; the header keeps the input rate for players
         fixed_sample_rate=48000, speech_below=24000,
-        # Constrained VBR's payload against its target (ffmpeg 5.1, libopus 1.3; bench/bench_quality.py
-        # --calibrate): under 16k, speech 0.91-0.94, speech with long pauses 0.85-0.90, music-like
-        # 0.96-0.97; from 16k, 0.97-1.01 on all of them. Sized for the top of each band, so music
-        # fits first time and speech uses most of the budget.
-        rate_control="cvbr", factor_bands=((8000, 1.0), (16000, 0.97)), bitrate_factor=1.01),
+        # Constrained VBR's payload against its target (ffmpeg 5.1, libopus 1.3; `bench/bench_quality.py
+        # --calibrate`): under 13k (SILK), speech 0.87-0.94, speech with long pauses 0.82-0.90,
+        # music-like and chords 0.88-1.0 (up to 1.15 at 6k); from 14k (13-14k is where libopus switches
+        # modes: the upper factor is the safe one there), 0.96-1.02 on all of them but
+        # white noise (0.7-0.9). Each band is sized for the top of what its content class showed, so
+        # the first encode fits and speech still uses most of the budget.
+        rate_control="cvbr", factor_bands=((13000, 1.0),), speech_factor_bands=((13000, 0.93),),
+        bitrate_factor=1.01, bitrate_quantum=100),
     "mp3": TargetFormat(
         name="mp3", extension="mp3", muxer="mp3", encoder="libmp3lame", codec="mp3", container="mp3",
         content_type="audio/mpeg", floor=8000, ceiling_per_channel=160000, steps=MP3_STEPS,

@@ -82,7 +82,7 @@ def test_expected_size_fits_budget(name: str) -> None:
                     continue
                 planned += 1
                 assert p.budget == budget
-                assert p.expected_size == expected_size(fmt, p.bitrate, p.sample_rate, p.duration)
+                assert p.expected_size == expected_size(fmt, p.bitrate, p.sample_rate, p.duration, speech=p.speech)
                 assert p.expected_size <= budget * HEADROOM + 1, (duration, budget, p)
                 assert p.bitrate >= fmt.floor
                 assert (p.format, p.encoder, p.muxer, p.codec) == (fmt.name, fmt.encoder, fmt.muxer, fmt.codec)
@@ -105,7 +105,7 @@ def test_plan_takes_the_highest_bitrate_that_fits(name: str) -> None:
             up = next_up(fmt, p.bitrate)
             rate = choose_sample_rate(fmt, up, 1, info.audio.sample_rate)
             # one step higher would not have fitted: the plan did not waste the budget
-            assert expected_size(fmt, up, rate, duration) > budget * HEADROOM, (duration, budget, p)
+            assert expected_size(fmt, up, rate, duration, speech=p.speech) > budget * HEADROOM, (duration, budget, p)
 
 
 def test_long_file_gets_lower_bitrate_than_short() -> None:
