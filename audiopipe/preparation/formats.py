@@ -138,17 +138,21 @@ FORMATS: dict[str, TargetFormat] = {
     "ogg": TargetFormat(
         name="ogg", extension="ogg", muxer="ogg", encoder="libopus", codec="opus", container="ogg",
         content_type="audio/ogg", floor=6000, ceiling_per_channel=64000,
-        # Ogg pages cost 77.4 bytes/s whatever the bitrate (measured on CBR, 6 to 64 kbit/s).
-        fixed_overhead=4096, overhead_per_second=80.0, stereo_min=32000,
+        # Ogg pages cost 77.4 bytes/s whatever the bitrate (measured on CBR, 6 to 64 kbit/s); the
+        # headers (OpusHead, OpusTags without tags) 155-180 bytes: 512 leaves room, and no more, since
+        # a short voice note's budget is small enough for 4 KB to be a tenth of it.
+        fixed_overhead=512, overhead_per_second=80.0, stereo_min=32000,
         # Opus always codes at 48 kHz; the header keeps the input rate for players
         fixed_sample_rate=48000, speech_below=24000,
         # Constrained VBR's payload against its target (ffmpeg 5.1, libopus 1.3; `bench/bench_quality.py
         # --calibrate`): under 13k (SILK), speech 0.87-0.94, speech with long pauses 0.82-0.90,
-        # music-like and chords 0.88-1.0 (up to 1.15 at 6k); from 14k (13-14k is where libopus switches
-        # modes: the upper factor is the safe one there), 0.96-1.02 on all of them but
-        # white noise (0.7-0.9). Each band is sized for the top of what its content class showed, so
-        # the first encode fits and speech still uses most of the budget.
-        rate_control="cvbr", factor_bands=((13000, 1.0),), speech_factor_bands=((13000, 0.93),),
+        # music-like and chords 0.88-1.0 (up to 1.15 at 6k); 13-16k, where libopus moves from SILK to
+        # hybrid, speech 1.02-1.04; from 16k, 0.96-1.01 on all of them but white noise (0.7-0.9).
+        # Each band is sized for the top of what its content class showed, so the first encode fits
+        # and speech still uses most of the budget; a mono music source, sized as speech, may take a
+        # re-plan under 13k.
+        rate_control="cvbr", factor_bands=((13000, 1.0), (16000, 1.035)),
+        speech_factor_bands=((13000, 0.93), (16000, 1.035)),
         bitrate_factor=1.01, bitrate_quantum=100),
     "mp3": TargetFormat(
         name="mp3", extension="mp3", muxer="mp3", encoder="libmp3lame", codec="mp3", container="mp3",

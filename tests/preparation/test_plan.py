@@ -186,8 +186,8 @@ def test_below_floor_raises_does_not_fit(name: str) -> None:
 def test_does_not_fit_seconds_for_opus_floor() -> None:
     with pytest.raises(DoesNotFit) as caught:
         plan(make_info(duration=600.0), OGG, 40_000)
-    # 6 kbit/s Opus is 750 B/s of payload + 80 B/s of Ogg pages, after 4096 bytes of headers
-    assert caught.value.fits_seconds == pytest.approx((40_000 * HEADROOM - 4096) / 830, rel=1e-6)
+    # 6 kbit/s Opus is 750 B/s of payload + 80 B/s of Ogg pages, after 512 bytes of headers
+    assert caught.value.fits_seconds == pytest.approx((40_000 * HEADROOM - 512) / 830, rel=1e-6)
 
 
 # --- MP3: only legal (bitrate, sample rate) pairs ----------------------------------------------
