@@ -152,6 +152,12 @@ def looped(source: Path, seconds: float) -> Path:
                                        "-c:a", "pcm_s16le", *common.CLEAN, str(tmp)]))
 
 
+def channels_of(path: Path) -> str:
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=channels",
+                          "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True)
+    return out.stdout.strip().strip(",")
+
+
 def wav_seconds(path: Path) -> float:
     out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
                          capture_output=True, text=True, check=True)
@@ -195,20 +201,21 @@ def spectral_distance(ref: Path, deg: Path) -> float:
     return float(np.mean(np.sqrt(np.mean((ra[loud] - rb[loud]) ** 2, axis=1))))
 
 
-def plain_opus(source: Path, bitrate: int, dest: Path) -> int:
-    """The command a user would type; returns the output's size."""
-    ffmpeg(["-i", str(source), "-c:a", "libopus", "-b:a", str(bitrate), str(dest)])
+def plain_opus(source: Path, bitrate: int, dest: Path, extra: tuple[str, ...] = ()) -> int:
+    """The command a user would type (``extra``: options after the bitrate); returns the output's size."""
+    ffmpeg(["-i", str(source), "-c:a", "libopus", "-b:a", str(bitrate), *extra, str(dest)])
     return dest.stat().st_size
 
 
-def plain_at_size(source: Path, target: int, seconds: float, dest: Path) -> tuple[int, int]:
+def plain_at_size(source: Path, target: int, seconds: float, dest: Path,
+                  extra: tuple[str, ...] = ()) -> tuple[int, int]:
     """The plain command's bitrate whose output is within SIZE_MATCH of ``target`` bytes (bisection on
     the bitrate, starting from the proportional guess); the closest found when none is."""
     lo, hi = 500, 256000
     guess = max(lo, min(hi, int(target * 8 / seconds)))
     best: tuple[int, int] | None = None
     for _ in range(12):
-        size = plain_opus(source, guess, dest)
+        size = plain_opus(source, guess, dest, extra)
         if best is None or abs(size - target) < abs(best[1] - target):
             best = (guess, size)
         if abs(size - target) <= SIZE_MATCH * target / 2:
@@ -220,7 +227,7 @@ def plain_at_size(source: Path, target: int, seconds: float, dest: Path) -> tupl
         proportional = int(guess * target / size)
         guess = proportional if lo < proportional < hi else (lo + hi) // 2
     assert best is not None
-    plain_opus(source, best[0], dest)  # leave the closest one there
+    plain_opus(source, best[0], dest, extra)  # leave the closest one there
     return best
 
 
@@ -239,10 +246,17 @@ def run_case(source: Path, kind: str, kbps: float, seconds: float) -> dict[str, 
     n, plain_size = plain_at_size(source, out.size, seconds, plain)
     measure = pesq_wb if kind != "music" else spectral_distance
     ours, theirs = measure(source, out.path), measure(source, plain)
+    # what audiopipe did before (CBR, mono, the same application) at the same size, for the record
+    cbr = work / "cbr.ogg"
+    before_args = ("-vbr", "off", "-ac", channels_of(out.path), "-application",
+                   "voip" if out.bitrate <= 24000 else "audio")
+    _, cbr_size = plain_at_size(source, out.size, seconds, cbr, before_args)
+    before = measure(source, cbr)
     return {"source": kind, "seconds": round(seconds, 1), "kbps": kbps, "budget": budget, "size": out.size,
             "bitrate": out.bitrate, "passes": result.passes, "use": out.size / budget, "plain_bitrate": n,
             "plain_size": plain_size, "size_match": plain_size / out.size - 1,
-            "metric": "PESQ-WB" if kind != "music" else "LSD dB", "audiopipe": ours, "plain": theirs}
+            "metric": "PESQ-WB" if kind != "music" else "LSD dB", "audiopipe": ours, "plain": theirs,
+            "cbr": before, "cbr_size": cbr_size}
 
 
 def cpu_of(argv: list[str]) -> tuple[float, str]:
@@ -358,7 +372,8 @@ def report(header: str, results: list[dict[str, Any]], cpu: dict[str, Any], othe
                      f"{r['size']:,} ({100 * r['use']:.1f} %), {r['passes']} pass{'es' if r['passes'] > 1 else ''}",
                      f"{r['bitrate'] / 1000:.1f}k",
                      f"{r['plain_bitrate'] / 1000:.1f}k ({100 * r['size_match']:+.1f} %)",
-                     r["metric"], f"{r['audiopipe']:.2f}", f"{r['plain']:.2f}", f"{better:.3f}"])
+                     r["metric"], f"{r['audiopipe']:.2f}", f"{r['plain']:.2f}", f"{better:.3f}",
+                     f"{r['cbr']:.2f}"])
     first = sum(r["passes"] == 1 for r in results)
     uses = [r["use"] for r in results]
     speech_uses = [r["use"] for r in results if r["source"] == "speech"]
@@ -366,7 +381,8 @@ def report(header: str, results: list[dict[str, Any]], cpu: dict[str, Any], othe
         header + f"; other processes used {other or 0:.2f} cores meanwhile",
         "",
         md_table(["source", "budget (bytes)", "audiopipe size (use), passes", "its bitrate",
-                  "plain -b:a (size vs ours)", "measure", "audiopipe", "plain", "ratio (>1: audiopipe better)"],
+                  "plain -b:a (size vs ours)", "measure", "audiopipe", "plain", "ratio (>1: audiopipe better)",
+                  "CBR, same size (before)"],
                  rows),
         "",
         f"| first encode fits | {first}/{len(results)} = {100 * first / len(results):.0f} % |",

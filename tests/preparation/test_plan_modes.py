@@ -17,14 +17,14 @@ H = 3600
 
 # (format, seconds, budget, source channels, voice note) -> (rate control, bitrate, channels, application)
 TABLE = [
-    # a minute of mono speech in 100 KB: SILK-range VBR, sized as speech (it undershoots its target)
-    (("ogg", 60, 100_000, 1, False), ("cvbr", 12900, 1, "voip")),
+    # a minute of mono speech in 80 KB: SILK-range VBR, sized as speech (it undershoots its target)
+    (("ogg", 60, 80_000, 1, False), ("cvbr", 10300, 1, "voip")),
     # the same budget from a stereo source: mixed down to mono, sized as music (no undershoot assumed)
-    (("ogg", 60, 100_000, 2, False), ("cvbr", 12400, 1, "voip")),
-    # a 5-minute voice note in 512 KB: mono, speech-sized
-    (("ogg", 300, 512_000, 1, True), ("cvbr", 12900, 1, "voip")),
+    (("ogg", 60, 80_000, 2, False), ("cvbr", 9700, 1, "voip")),
+    # a 5-minute voice note in 512 KB: mono, in the 12-16k band (where SILK gives way to hybrid)
+    (("ogg", 300, 512_000, 1, True), ("cvbr", 12300, 1, "voip")),
     # a 3-minute mono memo in 180 KB: above the SILK/hybrid switch, still tuned for speech (voip)
-    (("ogg", 180, 540_000, 1, False), ("cvbr", 22700, 1, "voip")),
+    (("ogg", 180, 540_000, 1, False), ("cvbr", 22500, 1, "voip")),
     # ten minutes of stereo in 16 MB: the ceiling, not the budget, decides
     (("ogg", 600, 16_000_000, 2, False), ("cvbr", 128000, 2, "audio")),
     # five hours of mono in 16 MB: near the floor (6k), sized as speech
@@ -66,11 +66,11 @@ def test_a_budget_under_the_floor_does_not_fit(name: str, seconds: float, budget
 
 
 def test_speech_is_sized_for_vbr_undershoot_only_where_it_happens() -> None:
-    """Under 13 kbit/s a mono (speech) source gets a higher target than a stereo one in the same
+    """Under 12 kbit/s a mono (speech) source gets a higher target than a stereo one in the same
     budget: constrained VBR spends less than its target on speech there, and more on music-like
     content; from 16 kbit/s both get the same."""
     ogg = FORMATS["ogg"]
-    for budget, higher in ((60_000, True), (90_000, True), (200_000, False), (400_000, False)):
+    for budget, higher in ((60_000, True), (80_000, True), (120_000, False), (400_000, False)):
         mono = plan(make_info(channels=1, duration=60), ogg, budget)
         stereo = plan(make_info(channels=2, duration=60), ogg, budget)
         assert mono.speech and not stereo.speech

@@ -267,7 +267,7 @@ def test_split(ramp60: Path, tmp_path: Path) -> None:
     result = prepare_file(ramp60, out, settings(tmp_path, max_size=budget, on_overflow="split"))
     assert result.action == "split"
     n = len(result.outputs)
-    assert n >= 3
+    assert n >= 2  # about 30 s of 6 kbit/s Opus fit 25 KB (Ogg's headers are 180 bytes, not the 4 KB once assumed)
     names = [f"ramp.part{i}of{n}.ogg" for i in range(1, n + 1)]
     assert [o.path.name for o in result.outputs] == names
     assert [(o.part, o.parts) for o in result.outputs] == [(i, n) for i in range(1, n + 1)]

@@ -73,7 +73,7 @@ def packet_sizes(path: Path) -> list[int]:
     return [int(line.strip(",")) for line in out.stdout.split()]
 
 
-@pytest.mark.parametrize("kbps", [8, 12, 24])
+@pytest.mark.parametrize("kbps", [8, 10, 12, 24])
 def test_low_budget_speech_fits_first_time_and_uses_most_of_the_budget(speech: Path, tmp_path: Path,
                                                                        kbps: int) -> None:
     budget = int(seconds_of(speech) * kbps * 1000 / 8)  # what a recording this long gets at kbps
