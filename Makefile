@@ -6,23 +6,25 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo demo-distributed test bench system-deps venv clean fixtures
 
-# ffmpeg/ffprobe, libmagic and the PostgreSQL server (the tests start a throwaway cluster): apt-get on
-# Debian/Ubuntu, brew on macOS, otherwise say what is missing.
+# ffmpeg/ffprobe, libmagic and the PostgreSQL server (the tests start a throwaway cluster), and espeak-ng
+# (speech for the quality bench and the VBR fit test): apt-get on Debian/Ubuntu, brew on macOS, otherwise
+# say what is missing.
 system-deps:
-	@missing=""; pg=""; \
+	@missing=""; pg=""; espeak=""; \
 	{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb /opt/homebrew/opt/postgresql@*/bin/initdb; } 2>/dev/null | grep -q . || { missing="$$missing postgresql"; pg=postgresql; }; \
 	command -v ffmpeg  >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
 	command -v ffprobe >/dev/null 2>&1 || missing="$$missing ffprobe"; \
+	command -v espeak-ng >/dev/null 2>&1 || { missing="$$missing espeak-ng"; espeak=espeak-ng; }; \
 	{ ldconfig -p 2>/dev/null | grep -q 'libmagic\.so\.1' || [ -e /opt/homebrew/lib/libmagic.dylib ] || [ -e /usr/local/lib/libmagic.dylib ]; } || missing="$$missing libmagic"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	echo "installing:$$missing"; \
 	if command -v apt-get >/dev/null 2>&1; then \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg libmagic1 $$pg >/dev/null; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg libmagic1 $$pg $$espeak >/dev/null; \
 	elif command -v brew >/dev/null 2>&1; then \
-		brew install ffmpeg libmagic $${pg:+postgresql@16}; \
+		brew install ffmpeg libmagic $${pg:+postgresql@16} $$espeak; \
 	else \
-		echo "audiopipe needs:$$missing. Install ffmpeg (with ffprobe), libmagic and postgresql with your package manager," >&2; \
+		echo "audiopipe needs:$$missing. Install ffmpeg (with ffprobe), libmagic, postgresql and espeak-ng with your package manager," >&2; \
 		echo "or point AUDIOPIPE_FFMPEG / AUDIOPIPE_FFPROBE at the binaries." >&2; exit 1; \
 	fi
 
@@ -60,6 +62,7 @@ bench: system-deps venv
 	$(PY) bench/run.py
 	$(PY) bench/bench_upload.py
 	$(PY) bench/bench_batch.py
+	$(PY) bench/bench_quality.py
 
 clean:
 	rm -rf $(VENV) demo demo-distributed bench/out .coverage .coverage.* .mypy_cache .ruff_cache

@@ -62,3 +62,20 @@ def test_a_bench_whose_measured_thing_fails_says_so_in_one_line(tmp_path: Path) 
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("bench_preflight: FAILED: ffmpeg could not make the input: ffmpeg: broken on purpose")
     assert (tmp_path / "out" / "bench_preflight-failure.txt").is_file()  # the traceback, kept aside
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the benchmarks need ffmpeg")
+@pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                    reason="the quality bench speaks with espeak-ng (make system-deps installs it)")
+def test_the_quality_bench_runs_in_its_quick_mode(tmp_path: Path) -> None:
+    """bench_quality.py --quick: every case prepared within its budget, PESQ and the spectral proxy
+    computed, the table printed (quality numbers are the bench's, never asserted here)."""
+    pytest.importorskip("pesq", reason="the quality bench needs the bench extra's pesq")
+    out, work = tmp_path / "out", tmp_path / "work"
+    proc = subprocess.run([sys.executable, "bench/bench_quality.py", "--quick", "--out", str(out), "--work", str(work)],
+                          cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| first encode fits |" in proc.stdout and "| speech " in proc.stdout, proc.stdout[-2000:]
+    assert "FAILED" not in proc.stdout + proc.stderr
+    assert (out / "quality.md").is_file() and (out / "quality.json").is_file()

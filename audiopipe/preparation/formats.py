@@ -13,8 +13,15 @@ rejected message.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from audiopipe.errors import UsageError, setting
+
+# How an encoder spends its bits. "cbr": the same every frame (LAME's CBR keeps a bit reservoir, so it
+# still moves bits to where the sound needs them). "cvbr": Opus's constrained VBR, bits follow the
+# content (pauses cost almost nothing) within a reservoir that keeps the average at the target, so
+# the size stays predictable. "abr": the encoder's own average-bitrate control (native AAC's -b:a).
+RateControl = Literal["cbr", "cvbr", "abr"]
 
 LOSSLESS_CODECS = frozenset({
     "flac", "alac", "wavpack", "tta", "ape", "mlp", "truehd", "shorten", "als",
@@ -76,11 +83,30 @@ class TargetFormat:
     rate_ladder: tuple[tuple[int, int], ...] = RATE_LADDER  # the sample rate that suits a bitrate
     rate_bands: tuple[RateBand, ...] = ()  # rates that take only some bitrates (MP3's MPEG versions)
     speech_below: int | None = None  # Opus: at or under this bitrate per channel, tune for speech (voip)
+    rate_control: RateControl = "cbr"  # how the encoder spends bits (see RateControl)
+    # (bitrate under which, the encoder's payload bytes per nominal byte there): where a VBR encoder's
+    # real rate departs from its target, band by band; above the last band, ``bitrate_factor``.
+    factor_bands: tuple[tuple[int, float], ...] = ()
+    # The same for speech (a mono source or a voice note): pauses cost a VBR encoder almost nothing,
+    # so speech comes out further under its target than music does. None: as ``factor_bands``.
+    speech_factor_bands: tuple[tuple[int, float], ...] | None = None
+    bitrate_quantum: int = 1000   # bitrates are multiples of this (when there are no ``steps``)
 
-    def bytes_per_second(self, bitrate: float, sample_rate: int) -> float:
+    def bands(self, speech: bool = False) -> tuple[tuple[int, float], ...]:
+        """The factor bands that apply to speech (``speech``) or to any other content."""
+        if speech and self.speech_factor_bands is not None:
+            return self.speech_factor_bands
+        return self.factor_bands
+
+    def factor_at(self, bitrate: float, speech: bool = False) -> float:
+        """How far the encoder's payload comes out over (or under) ``bitrate``, as measured."""
+        return next((f for below, f in self.bands(speech) if bitrate < below), self.bitrate_factor)
+
+    def bytes_per_second(self, bitrate: float, sample_rate: int, speech: bool = False) -> float:
         """Expected output bytes per second of audio at ``bitrate`` (the planner's size model)."""
         frames = sample_rate / self.frame_samples if self.bytes_per_frame else 0.0
-        return bitrate / 8 * self.bitrate_factor + self.overhead_per_second + frames * self.bytes_per_frame
+        return (bitrate / 8 * self.factor_at(bitrate, speech) + self.overhead_per_second
+                + frames * self.bytes_per_frame)
 
     def ceiling(self, channels: int) -> int:
         return self.ceiling_per_channel * max(1, min(channels, self.max_channels))
@@ -112,22 +138,41 @@ FORMATS: dict[str, TargetFormat] = {
     "ogg": TargetFormat(
         name="ogg", extension="ogg", muxer="ogg", encoder="libopus", codec="opus", container="ogg",
         content_type="audio/ogg", floor=6000, ceiling_per_channel=64000,
-        # CBR Opus in Ogg measured at exactly bitrate/8 + 77.4 bytes/s (6 to 64 kbit/s).
-        fixed_overhead=4096, overhead_per_second=80.0, stereo_min=32000,
+        # Ogg pages cost 77.4 bytes/s whatever the bitrate (measured on CBR, 6 to 64 kbit/s); the
+        # headers (OpusHead, OpusTags without tags) 155-180 bytes: 512 leaves room, and no more, since
+        # a short voice note's budget is small enough for 4 KB to be a tenth of it.
+        fixed_overhead=512, overhead_per_second=80.0, stereo_min=32000,
         # Opus always codes at 48 kHz; the header keeps the input rate for players
-        fixed_sample_rate=48000, speech_below=24000),
+        fixed_sample_rate=48000, speech_below=24000,
+        # Constrained VBR's payload against its target, over the size model's container bytes (ffmpeg
+        # 5.1, libopus 1.3; `bench/bench_quality.py --calibrate`, and a second speech recording):
+        # under 12k (SILK), speech 0.88-0.94 (under 9k) and 0.92-0.96 (9-12k), speech with long pauses
+        # 0.77-0.86, music-like 0.97-1.0
+        # (1.16 at 6k); 12-16k, where libopus moves from SILK to hybrid (where exactly depends on the
+        # content), speech 0.95-1.04, music-like 1.01-1.02; from 16k, 0.99-1.03 on all of them. Each
+        # band is sized for the top of what its content class showed (HEADROOM absorbs 1.5 % more), so
+        # the first encode fits and speech still uses most of the budget; a mono music source, sized
+        # as speech, may take a re-plan under 12k.
+        rate_control="cvbr", factor_bands=((12000, 1.0), (16000, 1.04)),
+        speech_factor_bands=((9000, 0.93), (12000, 0.95), (16000, 1.04)),
+        bitrate_factor=1.02, bitrate_quantum=100),
     "mp3": TargetFormat(
         name="mp3", extension="mp3", muxer="mp3", encoder="libmp3lame", codec="mp3", container="mp3",
         content_type="audio/mpeg", floor=8000, ceiling_per_channel=160000, steps=MP3_STEPS,
+        # CBR on purpose: at the same size LAME's CBR (with its bit reservoir) scored as well as its VBR
+        # (-q:a 9) and better than its ABR on speech, and ABR's size strays 0-20 % over its target.
         fixed_overhead=4096, bitrate_factor=1.001, rate_ladder=MP3_RATE_LADDER, rate_bands=MP3_RATE_BANDS),
+    # Native AAC (this ffmpeg has no libfdk_aac): -b:a is its own average-bitrate control; its -q:a
+    # VBR is marked experimental by ffmpeg and sizes unpredictably, so the planner stays with -b:a.
     "m4a": TargetFormat(
         name="m4a", extension="m4a", muxer="ipod", encoder="aac", codec="aac",
         container="mov,mp4,m4a,3gp,3g2,mj2", content_type="audio/mp4", floor=16000,
-        ceiling_per_channel=128000, fixed_overhead=8192, bytes_per_frame=4.5, bitrate_factor=1.04),
+        ceiling_per_channel=128000, fixed_overhead=8192, bytes_per_frame=4.5, bitrate_factor=1.04,
+        rate_control="abr"),
     "aac": TargetFormat(
         name="aac", extension="aac", muxer="adts", encoder="aac", codec="aac", container="aac",
         content_type="audio/aac", floor=16000, ceiling_per_channel=128000,
-        fixed_overhead=1024, bytes_per_frame=7.0, bitrate_factor=1.04),
+        fixed_overhead=1024, bytes_per_frame=7.0, bitrate_factor=1.04, rate_control="abr"),
     "amr": TargetFormat(
         name="amr", extension="amr", muxer="amr", encoder="libopencore_amrnb", codec="amr_nb",
         container="amr", content_type="audio/amr", floor=4750, ceiling_per_channel=12200,

@@ -20,6 +20,7 @@ from audiopipe.preparation.formats import (
     MPEG25_RATES,
     STANDARD_RATES,
     TOP_RATE,
+    RateControl,
     TargetFormat,
     is_lossless,
 )
@@ -27,8 +28,8 @@ from audiopipe.preparation.probe import MediaInfo
 
 __all__ = [
     "HEADROOM", "MPEG1_RATES", "MPEG2_RATES", "MPEG25_RATES", "STANDARD_RATES", "DoesNotFit", "EncodePlan",
-    "bitrate_for", "choose_sample_rate", "expected_size", "plan", "quantize", "replan", "seconds_that_fit",
-    "source_ceiling",
+    "bitrate_for", "choose_sample_rate", "expected_size", "likely_speech", "plan", "quantize", "replan",
+    "seconds_that_fit", "source_ceiling",
 ]
 
 # Aim this far under the budget at the first encode; verify() measures and re-plans anyway.
@@ -60,32 +61,55 @@ class EncodePlan:
     normalize: bool = False
     audio_index: int = 0  # which audio stream of the source (-map 0:a:N)
     application: str = "audio"  # Opus: voip for speech-sized bitrates
+    rate_control: RateControl = "cbr"  # the format's (see formats.RateControl)
+    speech: bool = False  # sized as speech (see likely_speech)
     budget: int = 0
     expected_size: int = 0
 
 
-def expected_size(fmt: TargetFormat, bitrate: float, sample_rate: int, duration: float) -> int:
-    return math.ceil(fmt.fixed_overhead + duration * fmt.bytes_per_second(bitrate, sample_rate))
+def expected_size(fmt: TargetFormat, bitrate: float, sample_rate: int, duration: float, *,
+                  speech: bool = False) -> int:
+    return math.ceil(fmt.fixed_overhead + duration * fmt.bytes_per_second(bitrate, sample_rate, speech))
 
 
-def bitrate_for(fmt: TargetFormat, budget: float, duration: float, sample_rate: int) -> float:
-    """The nominal bitrate whose expected size is ``budget`` bytes (may be below the floor)."""
+def likely_speech(info: MediaInfo, voice_note: bool = False) -> bool:
+    """Whether to size for speech: a voice note, or a mono source (recorded voice is; music rarely
+    is). A cheap guess from the probe alone: a wrong one costs a re-plan or some unused budget."""
+    return voice_note or info.audio.channels == 1
+
+
+def bitrate_for(fmt: TargetFormat, budget: float, duration: float, sample_rate: int, *,
+                speech: bool = False) -> float:
+    """The highest nominal bitrate whose expected size is at most ``budget`` bytes (may be below the
+    floor), through the format's factor for each bitrate band."""
     per_second = (budget - fmt.fixed_overhead) / max(duration, 1e-3)
     frames = sample_rate / fmt.frame_samples if fmt.bytes_per_frame else 0.0
-    payload = per_second - fmt.overhead_per_second - frames * fmt.bytes_per_frame
-    return max(0.0, payload * 8 / fmt.bitrate_factor)
+    payload_bits = max(0.0, (per_second - fmt.overhead_per_second - frames * fmt.bytes_per_frame) * 8)
+    # Each band [low, below) has its own factor: the bitrate it allows there, kept within the band;
+    # a band whose allowance falls under its low end is out of reach. The highest reachable wins.
+    bands = fmt.bands(speech)
+    top = payload_bits / fmt.bitrate_factor
+    best = top if top >= (bands[-1][0] if bands else 0) else 0.0
+    low = 0
+    for below, factor in bands:
+        allowed = payload_bits / factor
+        if allowed >= low:
+            best = max(best, min(allowed, below - 1))
+        low = below
+    return best
 
 
-def seconds_that_fit(fmt: TargetFormat, budget: float, bitrate: int, sample_rate: int) -> float:
-    return max(0.0, (budget * HEADROOM - fmt.fixed_overhead) / fmt.bytes_per_second(bitrate, sample_rate))
+def seconds_that_fit(fmt: TargetFormat, budget: float, bitrate: int, sample_rate: int, *,
+                     speech: bool = False) -> float:
+    return max(0.0, (budget * HEADROOM - fmt.fixed_overhead) / fmt.bytes_per_second(bitrate, sample_rate, speech))
 
 
 def quantize(fmt: TargetFormat, bitrate: float) -> int:
-    """Round down to a bitrate the encoder takes (MP3/AMR steps, else whole kbit/s)."""
+    """Round down to a bitrate the encoder takes (MP3/AMR steps, else the format's quantum)."""
     if fmt.steps:
         fitting = [s for s in fmt.steps if s <= bitrate]
         return fitting[-1] if fitting else fmt.steps[0]
-    return int(bitrate // 1000 * 1000)
+    return int(bitrate // fmt.bitrate_quantum * fmt.bitrate_quantum)
 
 
 def _highest_rate_at_most(limit: int, choices: tuple[int, ...]) -> int:
@@ -120,6 +144,7 @@ def plan(  # noqa: PLR0913 - the public planner: every setting is its own keywor
 ) -> EncodePlan:
     """Settings for encoding ``duration`` seconds of ``info`` (from ``start``) into ``budget`` bytes."""
     dur = info.duration - start if duration is None else duration
+    speech = likely_speech(info, voice_note)
     if channels is not None:
         out_channels = max(1, min(channels, fmt.max_channels))
     elif voice_note:
@@ -141,11 +166,11 @@ def plan(  # noqa: PLR0913 - the public planner: every setting is its own keywor
 
     def fitting(ch: int) -> tuple[int, int]:
         rate = choose_sample_rate(fmt, fmt.ceiling(ch), ch, info.audio.sample_rate)
-        raw = bitrate_for(fmt, budget * HEADROOM, dur, rate)
+        raw = bitrate_for(fmt, budget * HEADROOM, dur, rate, speech=speech)
         b = quantize(fmt, min(raw, ceiling_for(ch)))
         rate = choose_sample_rate(fmt, b, ch, info.audio.sample_rate)
         # a lower sample rate may change the container overhead; check again at that rate
-        raw = bitrate_for(fmt, budget * HEADROOM, dur, rate)
+        raw = bitrate_for(fmt, budget * HEADROOM, dur, rate, speech=speech)
         # (up to the floor: the first pass may have fallen below it only by the higher rate's overhead)
         b = quantize(fmt, min(raw, ceiling_for(ch), max(b, fmt.floor)))
         return b, choose_sample_rate(fmt, b, ch, info.audio.sample_rate)
@@ -154,29 +179,35 @@ def plan(  # noqa: PLR0913 - the public planner: every setting is its own keywor
     if channels is None and out_channels == 2 and bitrate < fmt.stereo_min:
         out_channels = 1
         bitrate, rate = fitting(1)
-    if bitrate < fmt.floor or expected_size(fmt, bitrate, rate, dur) > budget:
+    size = expected_size(fmt, bitrate, rate, dur, speech=speech)
+    if bitrate < fmt.floor or size > budget:
         floor_rate = choose_sample_rate(fmt, fmt.floor, out_channels, info.audio.sample_rate)
-        raise DoesNotFit(info.path, dur, seconds_that_fit(fmt, budget, fmt.floor, floor_rate),
+        raise DoesNotFit(info.path, dur, seconds_that_fit(fmt, budget, fmt.floor, floor_rate, speech=speech),
                          fmt.floor, budget)
-    speech = fmt.speech_below is not None and (voice_note or bitrate / out_channels <= fmt.speech_below)
+    voip = fmt.speech_below is not None and (voice_note or bitrate / out_channels <= fmt.speech_below)
     return EncodePlan(
         format=fmt.name, encoder=fmt.encoder, muxer=fmt.muxer, codec=fmt.codec, bitrate=bitrate,
         sample_rate=rate, channels=out_channels, duration=dur, start=start, fade_out=fade_out,
-        normalize=normalize, audio_index=info.audio.audio_index, application="voip" if speech else "audio",
-        budget=budget, expected_size=expected_size(fmt, bitrate, rate, dur))
+        normalize=normalize, audio_index=info.audio.audio_index, application="voip" if voip else "audio",
+        rate_control=fmt.rate_control, speech=speech, budget=budget, expected_size=size)
 
 
 def replan(previous: EncodePlan, fmt: TargetFormat, measured: int) -> EncodePlan | None:
     """A lower bitrate after an output came out ``measured`` bytes against its budget.
 
-    Scales by the measured overshoot (so the model's error is corrected by what really happened)
-    and always goes at least one step down. None when already at the floor.
+    Scales the payload (the bytes the bitrate decides: the container's own are the same at any
+    bitrate) by what was measured, so the model's error for this very input, a VBR encoder's
+    overshoot included, is corrected by what really happened; always at least one step down. None
+    when already at the floor.
     """
-    scale = previous.budget * HEADROOM / max(measured, 1)
+    container = expected_size(fmt, 0, previous.sample_rate, previous.duration)  # bytes at no bitrate
+    wanted = previous.budget * HEADROOM - container
+    scale = wanted / max(measured - container, 1) if wanted > 0 else 0.0
     target = previous.bitrate * min(scale, 0.99)
     bitrate = quantize(fmt, target)
     if bitrate >= previous.bitrate:
-        lower = [s for s in fmt.steps if s < previous.bitrate] if fmt.steps else [previous.bitrate - 1000]
+        lower = ([s for s in fmt.steps if s < previous.bitrate] if fmt.steps
+                 else [previous.bitrate - fmt.bitrate_quantum])
         bitrate = lower[-1] if lower else fmt.floor - 1
     if bitrate < fmt.floor:
         return None
@@ -184,4 +215,4 @@ def replan(previous: EncodePlan, fmt: TargetFormat, measured: int) -> EncodePlan
     # silently raise 24k at 44.1 kHz back to 32k); never above the previous rate, so never above the source's
     rate = choose_sample_rate(fmt, bitrate, previous.channels, previous.sample_rate)
     return replace(previous, bitrate=bitrate, sample_rate=rate,
-                   expected_size=int(measured * bitrate / previous.bitrate))
+                   expected_size=container + int((measured - container) * bitrate / previous.bitrate))

@@ -27,7 +27,7 @@ def voice_note_fits(info: MediaInfo) -> tuple[bool, float]:
     """Whether the whole of ``info`` fits a 512 KB voice note at a bitrate worth listening to, and
     how many seconds at most would."""
     fmt = FORMATS[VOICE_NOTE_FORMAT]
-    most = seconds_that_fit(fmt, VOICE_NOTE_BUDGET, VOICE_NOTE_MIN_BITRATE, 48000)
+    most = seconds_that_fit(fmt, VOICE_NOTE_BUDGET, VOICE_NOTE_MIN_BITRATE, 48000, speech=True)
     try:
         p = plan(info, fmt, VOICE_NOTE_BUDGET, channels=1, voice_note=True)
     except DoesNotFit:

@@ -82,7 +82,7 @@ def test_expected_size_fits_budget(name: str) -> None:
                     continue
                 planned += 1
                 assert p.budget == budget
-                assert p.expected_size == expected_size(fmt, p.bitrate, p.sample_rate, p.duration)
+                assert p.expected_size == expected_size(fmt, p.bitrate, p.sample_rate, p.duration, speech=p.speech)
                 assert p.expected_size <= budget * HEADROOM + 1, (duration, budget, p)
                 assert p.bitrate >= fmt.floor
                 assert (p.format, p.encoder, p.muxer, p.codec) == (fmt.name, fmt.encoder, fmt.muxer, fmt.codec)
@@ -105,7 +105,7 @@ def test_plan_takes_the_highest_bitrate_that_fits(name: str) -> None:
             up = next_up(fmt, p.bitrate)
             rate = choose_sample_rate(fmt, up, 1, info.audio.sample_rate)
             # one step higher would not have fitted: the plan did not waste the budget
-            assert expected_size(fmt, up, rate, duration) > budget * HEADROOM, (duration, budget, p)
+            assert expected_size(fmt, up, rate, duration, speech=p.speech) > budget * HEADROOM, (duration, budget, p)
 
 
 def test_long_file_gets_lower_bitrate_than_short() -> None:
@@ -186,8 +186,8 @@ def test_below_floor_raises_does_not_fit(name: str) -> None:
 def test_does_not_fit_seconds_for_opus_floor() -> None:
     with pytest.raises(DoesNotFit) as caught:
         plan(make_info(duration=600.0), OGG, 40_000)
-    # 6 kbit/s Opus is 750 B/s of payload + 80 B/s of Ogg pages, after 4096 bytes of headers
-    assert caught.value.fits_seconds == pytest.approx((40_000 * HEADROOM - 4096) / 830, rel=1e-6)
+    # 6 kbit/s Opus is 750 B/s of payload + 80 B/s of Ogg pages, after 512 bytes of headers
+    assert caught.value.fits_seconds == pytest.approx((40_000 * HEADROOM - 512) / 830, rel=1e-6)
 
 
 # --- MP3: only legal (bitrate, sample rate) pairs ----------------------------------------------
@@ -323,15 +323,22 @@ def test_replan_goes_strictly_down_to_none(name: str) -> None:
     assert len(seen) > 1
 
 
-def test_replan_scales_with_overshoot() -> None:
-    p = plan(make_info(duration=60.0), OGG, 500_000)
-    small = replan(p, OGG, int(p.budget * 1.05))
-    big = replan(p, OGG, int(p.budget * 2.0))
+@pytest.mark.parametrize("name", ["ogg", "m4a", "aac"])
+def test_replan_scales_the_payload_by_the_measured_overshoot(name: str) -> None:
+    """The container's bytes do not shrink with the bitrate: only the payload is scaled, so the next
+    encode of the same content lands at the budget (less headroom), not above it."""
+    fmt = FORMATS[name]
+    p = plan(make_info(duration=60.0), fmt, 500_000)
+    container = expected_size(fmt, 0, p.sample_rate, p.duration)
+    small = replan(p, fmt, int(p.budget * 1.05))
+    big = replan(p, fmt, int(p.budget * 2.0))
     assert small is not None and big is not None
     assert big.bitrate < small.bitrate < p.bitrate
     for q, measured in ((small, p.budget * 1.05), (big, p.budget * 2.0)):
-        assert q.bitrate <= p.bitrate * p.budget * HEADROOM / measured
-        assert q.bitrate >= p.bitrate * p.budget * HEADROOM / measured - 1000
+        exact = p.bitrate * (p.budget * HEADROOM - container) / (measured - container)
+        assert exact - 1000 <= q.bitrate <= exact
+        # the same content at the new bitrate (payload in proportion) fits under the headroom
+        assert q.expected_size <= p.budget * HEADROOM
         assert q.budget == p.budget and q.duration == p.duration and q.channels == p.channels
 
 
@@ -397,9 +404,10 @@ def test_build_argv_relative_and_protocol_looking_paths(tmp_path: Path, monkeypa
     assert argv[-1] == "file:" + os.path.join(str(tmp_path), "http:x.ogg")
 
 
-def test_build_argv_opus_is_cbr_with_application() -> None:
-    argv = build_argv("/a.wav", _plan(application="voip"), "/o.ogg")
-    assert opt(argv, "-vbr") == "off"
+def test_build_argv_opus_is_constrained_vbr_with_application() -> None:
+    argv = build_argv("/a.wav", _plan(application="voip", rate_control="cvbr"), "/o.ogg")
+    assert opt(argv, "-vbr") == "constrained"
+    assert opt(build_argv("/a.wav", _plan(rate_control="cbr"), "/o.ogg"), "-vbr") == "off"
     assert opt(argv, "-application") == "voip"
     mp3 = build_argv("/a.wav", _plan(format="mp3", encoder="libmp3lame", muxer="mp3", codec="mp3",
                                      sample_rate=22050), "/o.mp3")

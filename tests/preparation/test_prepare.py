@@ -267,7 +267,7 @@ def test_split(ramp60: Path, tmp_path: Path) -> None:
     result = prepare_file(ramp60, out, settings(tmp_path, max_size=budget, on_overflow="split"))
     assert result.action == "split"
     n = len(result.outputs)
-    assert n >= 3
+    assert n >= 2  # about 30 s of 6 kbit/s Opus fit 25 KB (Ogg's headers are 180 bytes, not the 4 KB once assumed)
     names = [f"ramp.part{i}of{n}.ogg" for i in range(1, n + 1)]
     assert [o.path.name for o in result.outputs] == names
     assert [(o.part, o.parts) for o in result.outputs] == [(i, n) for i in range(1, n + 1)]
@@ -295,7 +295,9 @@ def test_fail(ramp60: Path, tmp_path: Path) -> None:
 def test_less_than_a_second_fits(ramp60: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     with pytest.raises(PrepareError, match="max-size"):
-        prepare_file(ramp60, out, settings(tmp_path, max_size=4200))
+        # M4A's tables (8 KB in the model) and 2.3 KB a second at the floor: 0.1 s would fit. (Ogg's
+        # headers are now modelled at their measured size, so 4 KB, the least --max-size takes, holds 4 s.)
+        prepare_file(ramp60, out, settings(tmp_path, max_size=8500, format="m4a"))
     assert files_in(out) == []
 
 
