@@ -183,12 +183,13 @@ def prepare(run: BatchRun, items: list[InputItem], refused: dict[Path, PrepareOu
 
 def store_tier(settings: BatchSettings) -> StoreTier | None:
     """With ``--store`` (and the cache on): the store as the second tier of the preparation cache, so
-    another machine, or a run with an empty local cache, restores what was prepared instead of encoding."""
+    another machine, or a run with an empty local cache, restores what was prepared instead of encoding.
+    A dry run only reads it: it sends nothing, and puts nothing into a shared store either."""
     if not settings.store or not settings.prepare.cache:
         return None
     from audiopipe.store import open_store
 
-    return StoreTier(open_store(settings.store))
+    return StoreTier(open_store(settings.store), record=not settings.dry_run)
 
 
 def plan(run: BatchRun, prepared: dict[Path, PrepareOutcome], waiting: dict[Path, float]) -> list[Delivery]:

@@ -41,8 +41,9 @@ class DamagedEntry(StoreError):
 class StoreTier:
     """The second tier of the preparation cache, in ``store`` (see the module docstring)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, record: bool = True) -> None:
         self.store = store
+        self.record = record  # False: read only (a dry run restores from the store but writes nothing there)
         self.broken = False  # set on the first failure to reach the store: not tried again
         self.hits = 0        # entries restored from the store (for tests and -v)
         self.recorded = 0    # entries this process recorded there
@@ -88,7 +89,7 @@ class StoreTier:
 
     def put(self, key: str, manifest: Manifest, files: list[Path]) -> None:
         """Record what was prepared for ``key`` (``manifest``: see reuse.shareable; ``files``: its parts)."""
-        if self.broken:
+        if self.broken or not self.record:
             return
         try:
             parts = [self.store.put(f, suffix=f.suffix.lower()).key for f in files]

@@ -138,3 +138,14 @@ def test_without_a_store_each_empty_cache_encodes(to_convert, settings, make_san
     assert ffmpeg_runs.started == 2 and len(sb.messages()) == 4
     run_as_machine("two", dataclasses.replace(base, campaign="again"), sb.url, tmp_path, monkeypatch)
     assert ffmpeg_runs.started == 2  # the local cache still works as it did
+
+
+def test_a_dry_run_reads_the_store_but_puts_nothing_there(to_convert, settings, tmp_path, monkeypatch, s3_spec,
+                                                          s3_bucket, s3_client, ffmpeg_runs):
+    base = settings(to_convert, write_contacts(tmp_path / "contacts.csv", contacts_for(2)), store=s3_spec,
+                    dry_run=True)
+    monkeypatch.setenv("AUDIOPIPE_CACHE_DIR", str(tmp_path / "dry" / "cache"))
+    run_batch(dataclasses.replace(base, prepare=PrepareSettings(cache_dir=tmp_path / "dry" / "cache")), sender=None,
+              state_path=tmp_path / "dry" / "ledger.sqlite3")
+    assert ffmpeg_runs.started == 1
+    assert s3_client.list_objects_v2(Bucket=s3_bucket).get("Contents", []) == []  # nothing put by a dry run
