@@ -92,14 +92,15 @@ def test_a_second_machine_restores_from_the_store_instead_of_encoding(to_convert
     sb = make_sandbox()
     first = run_as_machine("one", base, sb.url, tmp_path, monkeypatch)
     assert Counter(r.status for r in first.rows) == {ST_SENT: 3}
-    assert ffmpeg_runs.started == 1
+    encodes = ffmpeg_runs.started  # one, or a few when a pass is re-planned
+    assert encodes >= 1
     keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
     assert sum("/manifests/" in k for k in keys) == 1 and sum(k.endswith(".json") for k in keys) == 1
     [part] = parts_in(s3_client, s3_bucket)
 
     second = run_as_machine("two", base, sb.url, tmp_path, monkeypatch)
     assert Counter(r.status for r in second.rows) == {ST_SENT: 3}
-    assert ffmpeg_runs.started == 1  # restored from the store: no ffmpeg wrote anything
+    assert ffmpeg_runs.started == encodes  # restored from the store: no ffmpeg wrote anything
     sent = sent_bytes(sb)
     assert len(sent) == 6 and len(set(sent)) == 1  # both machines sent the very same file
     assert hashlib.sha256(sent[0]).hexdigest() == part.rsplit("/", 1)[1][:64]  # the one in the store
@@ -112,6 +113,7 @@ def test_a_damaged_part_in_the_store_is_refused_and_encoded_again(to_convert, se
     base = settings(to_convert, write_contacts(tmp_path / "contacts.csv", contacts_for(2)), store=s3_spec)
     sb = make_sandbox()
     run_as_machine("one", base, sb.url, tmp_path, monkeypatch)
+    encodes = ffmpeg_runs.started
     [part] = parts_in(s3_client, s3_bucket)
     good = s3_client.get_object(Bucket=s3_bucket, Key=part)["Body"].read()
     s3_client.put_object(Bucket=s3_bucket, Key=part, Body=good[:-100] + b"tampered")  # damage behind its back
@@ -119,14 +121,14 @@ def test_a_damaged_part_in_the_store_is_refused_and_encoded_again(to_convert, se
     caplog.set_level(logging.WARNING)
     second = run_as_machine("two", base, sb.url, tmp_path, monkeypatch)
     assert Counter(r.status for r in second.rows) == {ST_SENT: 2}
-    assert ffmpeg_runs.started == 2  # refused, so encoded again
+    assert ffmpeg_runs.started == 2 * encodes  # refused, so encoded again
     assert "does not hold the content its key names" in caplog.text
     assert all(b"tampered" not in data for data in sent_bytes(sb))  # the damage never went out
     healed = s3_client.get_object(Bucket=s3_bucket, Key=part)["Body"].read()
     assert hashlib.sha256(healed).hexdigest() == part.rsplit("/", 1)[1][:64]  # put again whole
 
     run_as_machine("three", base, sb.url, tmp_path, monkeypatch)
-    assert ffmpeg_runs.started == 2  # and the next machine restores it
+    assert ffmpeg_runs.started == 2 * encodes  # and the next machine restores it
 
 
 def test_without_a_store_each_empty_cache_encodes(to_convert, settings, make_sandbox, tmp_path, monkeypatch,
@@ -134,10 +136,11 @@ def test_without_a_store_each_empty_cache_encodes(to_convert, settings, make_san
     base = settings(to_convert, write_contacts(tmp_path / "contacts.csv", contacts_for(2)))
     sb = make_sandbox()
     run_as_machine("one", base, sb.url, tmp_path, monkeypatch)
+    encodes = ffmpeg_runs.started
     run_as_machine("two", base, sb.url, tmp_path, monkeypatch)
-    assert ffmpeg_runs.started == 2 and len(sb.messages()) == 4
+    assert encodes >= 1 and ffmpeg_runs.started == 2 * encodes and len(sb.messages()) == 4
     run_as_machine("two", dataclasses.replace(base, campaign="again"), sb.url, tmp_path, monkeypatch)
-    assert ffmpeg_runs.started == 2  # the local cache still works as it did
+    assert ffmpeg_runs.started == 2 * encodes  # the local cache still works as it did
 
 
 def test_a_dry_run_reads_the_store_but_puts_nothing_there(to_convert, settings, tmp_path, monkeypatch, s3_spec,
@@ -147,5 +150,5 @@ def test_a_dry_run_reads_the_store_but_puts_nothing_there(to_convert, settings, 
     monkeypatch.setenv("AUDIOPIPE_CACHE_DIR", str(tmp_path / "dry" / "cache"))
     run_batch(dataclasses.replace(base, prepare=PrepareSettings(cache_dir=tmp_path / "dry" / "cache")), sender=None,
               state_path=tmp_path / "dry" / "ledger.sqlite3")
-    assert ffmpeg_runs.started == 1
+    assert ffmpeg_runs.started >= 1
     assert s3_client.list_objects_v2(Bucket=s3_bucket).get("Contents", []) == []  # nothing put by a dry run
