@@ -169,7 +169,8 @@ def main() -> int:
         url = one_way("url", BatchSettings(**base, campaign="url", send=mode, store=str(work / "store")),
                       work, contacts)
         fetched = sum(served.gets.values())
-    in_store = [p for p in (work / "store").rglob("*") if p.is_file()]
+    in_store = [p for p in (work / "store").rglob("*")  # the prepared files (not the cache tier's manifests)
+                if p.is_file() and p.parent.name != "manifests" and p.suffix != ".json"]
     if len(in_store) != 1:
         fail(f"by URL the store holds {len(in_store)} files, expected the prepared file once")
     url.update(store_put_bytes=in_store[0].stat().st_size, store_fetches=fetched,

@@ -34,6 +34,7 @@ from audiopipe.campaign.settings import BatchSettings
 from audiopipe.errors import InputError, UsageError, os_reason
 from audiopipe.preparation.pipeline import InputItem, PrepareOutcome, collect_inputs, prepare_many
 from audiopipe.send.retry import RetryPolicy
+from audiopipe.store.cache_tier import StoreTier
 
 
 @dataclass
@@ -172,12 +173,23 @@ def prepare(run: BatchRun, items: list[InputItem], refused: dict[Path, PrepareOu
     """Each item prepared once into the work folder; every source's outcome, refused ones included."""
     run.counters.start_preparing(len(items))
     outcomes = prepare_many(items, run.work_dir, run.settings.prepare, jobs=run.settings.jobs,
-                            progress=run.counters.file_prepared)
+                            progress=run.counters.file_prepared, tier=store_tier(run.settings))
     prepared = {item.path: o for item, o in zip(items, outcomes, strict=True)}
     prepared.update(refused)
     run.unique_files = len(items) + len(refused)
     run.prepared = outcomes + list(refused.values())
     return prepared
+
+
+def store_tier(settings: BatchSettings) -> StoreTier | None:
+    """With ``--store`` (and the cache on): the store as the second tier of the preparation cache, so
+    another machine, or a run with an empty local cache, restores what was prepared instead of encoding.
+    A dry run only reads it: it sends nothing, and puts nothing into a shared store either."""
+    if not settings.store or not settings.prepare.cache:
+        return None
+    from audiopipe.store import open_store
+
+    return StoreTier(open_store(settings.store), record=not settings.dry_run)
 
 
 def plan(run: BatchRun, prepared: dict[Path, PrepareOutcome], waiting: dict[Path, float]) -> list[Delivery]:

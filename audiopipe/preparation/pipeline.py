@@ -55,13 +55,16 @@ from audiopipe.preparation.reuse import (
     owned_outputs,
     portable,
     restore,
+    restore_files,
     reuse_earlier,
+    shareable,
 )
 from audiopipe.preparation.settings import OVERFLOW_CHOICES, PrepareSettings
 from audiopipe.preparation.sniff import sniff
 from audiopipe.preparation.transcode import remux_into, transcode
 from audiopipe.preparation.voicenote import with_verdict
 from audiopipe.runner import ffmpeg_version, stop_children
+from audiopipe.store.cache_tier import StoreTier
 from audiopipe.version import __version__
 
 # Names callers outside preparation/ import from here (cli, campaign): they moved to the modules
@@ -107,9 +110,9 @@ def prepare_file(source: str | Path, out_dir: str | Path, settings: PrepareSetti
                         before_ffmpeg=before_ffmpeg, progress=progress)
 
 
-def _prepare_one(src: Path, out: Path, settings: PrepareSettings, stem: str, *, overwrite: bool,
+def _prepare_one(src: Path, out: Path, settings: PrepareSettings, stem: str, *, overwrite: bool,  # noqa: PLR0913 - prepare_file's and prepare_many's keywords, passed on
                  protected: Protected, before_ffmpeg: BeforeFFmpeg | None = None,
-                 progress: EncodeProgressCallback | None = None) -> PrepareResult:
+                 progress: EncodeProgressCallback | None = None, tier: StoreTier | None = None) -> PrepareResult:
     dest_stem = out / stem
     check_readable(src)
     cache = Cache(settings.cache_dir) if settings.cache else None
@@ -127,7 +130,7 @@ def _prepare_one(src: Path, out: Path, settings: PrepareSettings, stem: str, *, 
     work = _Work(src, settings, dest_stem, guard, before_ffmpeg, progress)
     if cache:
         assert sha is not None
-        result = _through_cache(work, cache, sha, stem)
+        result = _through_cache(work, cache, sha, stem, tier)
     else:
         result = work.run((lambda: sha) if sha else input_sha256_in_background(src))
     write_record(dest_stem, ownership_key(result.source_sha256, settings.cache_fields()),
@@ -135,17 +138,28 @@ def _prepare_one(src: Path, out: Path, settings: PrepareSettings, stem: str, *, 
     return result
 
 
-def _through_cache(work: _Work, cache: Cache, sha: str, stem: str) -> PrepareResult:
-    """The cache's copy of this input and settings, or the work done and stored there."""
+def _through_cache(work: _Work, cache: Cache, sha: str, stem: str, tier: StoreTier | None) -> PrepareResult:
+    """The cache's copy of this input and settings (the local one, else the store's when ``tier``), or
+    the work done and stored there (in both)."""
     key = cache_key(sha, work.settings.cache_fields(), f"{ffmpeg_version()} audiopipe {__version__}")
     hit = cache.get(key)
-    if hit is None:
-        result = work.run(lambda: sha)
-        cache.put(key, manifest(result, stem), [o.path for o in result.outputs])
-        return result
-    result = restore(hit, work.dest_stem, work.src, sha, work.guard)
-    log.info("%s: %s before with the same settings; reused from the cache", work.src, result.action)
-    return with_verdict(result, work.settings)
+    if hit is not None:
+        result = restore(hit, work.dest_stem, work.src, sha, work.guard)
+        log.info("%s: %s before with the same settings; reused from the cache", work.src, result.action)
+        return with_verdict(result, work.settings)
+    shared = tier.get(key) if tier is not None else None
+    if shared is not None:
+        cache.put(key, *shared)  # the next run here needs no store
+        result = restore_files(*shared, dest_stem=work.dest_stem, source=work.src, sha=sha,
+                               guard=work.guard)
+        log.info("%s: %s before with the same settings; reused from the store", work.src, result.action)
+        return with_verdict(result, work.settings)
+    result = work.run(lambda: sha)
+    made = manifest(result, stem)
+    cache.put(key, made, [o.path for o in result.outputs])
+    if tier is not None:
+        tier.put(key, shareable(made), [o.path for o in result.outputs])
+    return result
 
 
 @dataclass(frozen=True)
@@ -202,11 +216,11 @@ class _Work:
 
 # --- many files -------------------------------------------------------------------------------
 
-def prepare_many(items: Sequence[InputItem | str | Path], out_dir: str | Path,
+def prepare_many(items: Sequence[InputItem | str | Path], out_dir: str | Path,  # noqa: PLR0913 - the public API: each option a keyword with a default
                  settings: PrepareSettings | None = None, *, jobs: int = 1,
                  progress: OutcomeCallback | None = None,
                  encode_progress: EncodeProgressCallback | None = None, overwrite: bool = False,
-                 protect: ProtectArg = ()) -> list[PrepareOutcome]:
+                 protect: ProtectArg = (), tier: StoreTier | None = None) -> list[PrepareOutcome]:
     """Prepare every item (``jobs`` at a time); one failure never stops the others.
 
     Returns one outcome per item, in the order given; ``progress`` is called as each finishes,
@@ -214,6 +228,8 @@ def prepare_many(items: Sequence[InputItem | str | Path], out_dir: str | Path,
     Before any work, :class:`OutputClash` when an output would replace one of the items or a file
     in ``protect``; a file in the way that audiopipe did not write fails only its own item (see
     :func:`prepare_file`).
+
+    ``tier``: the store as a second tier of the cache (see :mod:`~audiopipe.store.cache_tier`).
     """
     chosen = settings or PrepareSettings()
     norm = [i if isinstance(i, InputItem) else InputItem(Path(i)) for i in items]
@@ -229,7 +245,7 @@ def prepare_many(items: Sequence[InputItem | str | Path], out_dir: str | Path,
         item, stem = norm[idx], stems[idx]
         outcome = _outcome(item.path, lambda: _prepare_one(
             item.path, out / stem.parent, chosen, stem.name, overwrite=overwrite, protected=protected,
-            progress=encode_progress))
+            progress=encode_progress, tier=tier))
         if progress:
             with lock:
                 progress(outcome)

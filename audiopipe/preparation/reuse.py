@@ -77,13 +77,21 @@ def restore(hit: tuple[Manifest, Path], dest_stem: Path, source: Path, sha: str,
             guard: OutputGuard) -> PrepareResult:
     """Copy a cache entry's outputs into place under ``dest_stem``'s names; all or none."""
     manifest, entry = hit
+    return restore_files(manifest, [entry / name for name in manifest["files"]], dest_stem=dest_stem, source=source,
+                         sha=sha, guard=guard)
+
+
+def restore_files(manifest: Manifest, files: Sequence[Path], *, dest_stem: Path, source: Path, sha: str,
+                  guard: OutputGuard) -> PrepareResult:
+    """Copy ``files`` (a manifest's outputs, in its order, wherever they are kept) into place under
+    ``dest_stem``'s names; all or none."""
     dests = [dest_stem.with_name(Path(o["path"]).name.replace(manifest["stem"], dest_stem.name, 1))
              for o in manifest["outputs"]]
     replace_ok = [guard.claim(d) for d in dests]  # all names free (or ours) before the first copy
     placed: list[Path] = []
     try:
-        for name, dest, may_replace in zip(manifest["files"], dests, replace_ok, strict=False):
-            copy_into_place(entry / name, dest, replace=may_replace)
+        for file, dest, may_replace in zip(files, dests, replace_ok, strict=False):
+            copy_into_place(file, dest, replace=may_replace)
             placed.append(dest)
     except BaseException:
         for path in placed:
@@ -103,6 +111,15 @@ def portable(manifest: Manifest) -> Manifest:
     kept = {k: v for k, v in manifest.items() if k not in ("source", "cached", "reused")}
     kept["outputs"] = [{k: v for k, v in o.items() if k != "path"} for o in manifest["outputs"]]
     kept["input"] = {k: v for k, v in manifest["input"].items() if k != "path"}
+    return kept
+
+
+def shareable(manifest: Manifest) -> Manifest:
+    """A manifest another machine can restore from (the store's tier of the cache): :func:`portable`,
+    each output named by its file name only (what :func:`restore_files` renames after the stem)."""
+    kept = portable(manifest)
+    kept["outputs"] = [dict(o, path=Path(full["path"]).name)
+                       for o, full in zip(kept["outputs"], manifest["outputs"], strict=True)]
     return kept
 
 

@@ -17,6 +17,7 @@ never holds the URL, whose query may be a signature (:func:`shown_url` is the UR
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import ssl
 import threading
@@ -33,6 +34,8 @@ from audiopipe.send.origin import redact
 T = TypeVar("T")
 _MAX_ADDRESSES = 3  # tried, each within the connect timeout (the watchdog cannot cut a connect short)
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_ERROR_BODY = 4096  # bytes of an error's body read for its code and message
+_PLAIN = re.compile(r"[^A-Za-z0-9 .,:'()-]")
 _HEADERS = {"User-Agent": "audiopipe-sandbox", "Accept": "*/*", "Accept-Encoding": "identity",
             "Connection": "close"}
 
@@ -49,6 +52,16 @@ def shown_url(url: str) -> str:
     """``url`` as logs and the stored message show it: the path kept; user-info, query (a presigned
     URL's signature) and fragment masked."""
     return redact(url)
+
+
+def error_words(response: http.client.HTTPResponse) -> str:
+    """`` (Code: Message)`` from an object store's XML error body (``AccessDenied: Request has
+    expired``), else nothing: what a refusal's reason is worth quoting, read under a small cap and kept
+    to plain words (never the body's other fields, which can echo the request)."""
+    body = response.read(_ERROR_BODY).decode("utf-8", "replace")
+    found = [m.group(1) for tag in ("Code", "Message") if (m := re.search(f"<{tag}>([^<]{{1,200}})</{tag}>", body))]
+    words = ": ".join(" ".join(_PLAIN.sub(" ", w).split())[:100] for w in found)
+    return f" ({words})" if words else ""
 
 
 @dataclass(frozen=True)
@@ -197,7 +210,8 @@ class Fetch:
 
     def _checked(self, response: http.client.HTTPResponse) -> http.client.HTTPResponse:
         if response.status != 200:
-            raise FetchRefused(f"the origin answered {response.status} {response.reason}".rstrip())
+            said = f"the origin answered {response.status} {response.reason}".rstrip()
+            raise FetchRefused(said + self._guarded(lambda: error_words(response)))
         length = response.getheader("Content-Length")
         if length is not None and length.strip().isdigit() and int(length) > self.max_bytes:
             raise FetchTooLarge(f"the origin announced {int(length)} bytes")  # refused unread

@@ -4,6 +4,12 @@ A key is ``<64 lowercase hex digits of the content's SHA-256><suffix>``, where t
 a dot and a few letters or digits (``.opus``, ``.mp3``, ``.wav``). Keys come back from the database,
 which a store must not trust to name files: anything else (a slash, ``..``, a NUL) is refused with
 :class:`BadKey` before any file is touched.
+
+Besides content, a store keeps a few small *named* values (``put_named``/``get_named``), in their own
+namespace (``manifests/``) so they never meet a content key: the preparation cache's pointers from
+(source, settings) to what was prepared from them. A name is 64 hex digits (a hash of what it stands
+for), checked as strictly as a key; the first writer of a name wins and a second one is harmless (both
+derive the value from the same inputs).
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from audiopipe.errors import AudiopipeError
 
 _SUFFIX = re.compile(r"(?:\.[A-Za-z0-9]{1,16})?")
 _KEY = re.compile(r"(?P<sha>[0-9a-f]{64})(?P<suffix>" + _SUFFIX.pattern + r")")
+_NAME = re.compile(r"[0-9a-f]{64}")
+NAMED_SPACE = "manifests"        # where named values live, beside (never among) the content keys
+MAX_NAMED_SIZE = 64 << 10        # a named value is a pointer or a small manifest, never a recording
 
 
 class StoreError(AudiopipeError):
@@ -50,6 +59,21 @@ def make_key(sha256: str, suffix: str) -> str:
     return check_key(sha256.lower() + suffix)
 
 
+def check_name(name: str) -> str:
+    """``name`` itself when it is a well-formed name of a named value (64 hex digits), else BadKey."""
+    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+        raise BadKey(f"not a store name (64 lowercase hex digits): {name!r:.80}")
+    return name
+
+
+def check_named_value(name: str, data: bytes) -> bytes:
+    """``data`` when it fits a named value (at most MAX_NAMED_SIZE bytes), else StoreError."""
+    if len(data) > MAX_NAMED_SIZE:
+        raise StoreError(f"the value named {name[:12]}… is {len(data):,} bytes: a named value holds at most "
+                         f"{MAX_NAMED_SIZE:,}")
+    return data
+
+
 @runtime_checkable
 class Store(Protocol):
     """What the planner, the prepare jobs and the send jobs ask of a store."""
@@ -75,4 +99,14 @@ class Store(Protocol):
 
     def describe(self) -> str:
         """The store as messages name it (never a secret)."""
+        ...
+
+    def put_named(self, name: str, data: bytes) -> bool:
+        """Keep ``data`` under ``name`` in the named space unless a value is there already (the first
+        writer wins): True when this call wrote it. BadKey for a bad name."""
+        ...
+
+    def get_named(self, name: str) -> bytes | None:
+        """The value named ``name``, or None when there is none (StoreError when it cannot be read or
+        is larger than a named value may be)."""
         ...

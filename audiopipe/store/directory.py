@@ -7,6 +7,10 @@ while being hashed, fsynced, renamed onto its key and the folder fsynced; a read
 or none. The content decides the key, so two workers putting the same bytes at once both rename a
 complete copy onto the same name and either wins: the result is the same file. A put of content
 already there copies nothing.
+
+Named values live in ``<root>/manifests/<name>``: written to a temp file, fsynced, then hard-linked
+onto the name, which fails when the name exists: the first writer wins, atomically, and a reader sees
+a whole value or none.
 """
 
 from __future__ import annotations
@@ -18,7 +22,16 @@ from pathlib import Path
 from audiopipe.errors import os_reason
 from audiopipe.files import fsync_dir
 from audiopipe.scratch import discard, part_path
-from audiopipe.store.base import StoredFile, StoreError, check_key, make_key
+from audiopipe.store.base import (
+    MAX_NAMED_SIZE,
+    NAMED_SPACE,
+    StoredFile,
+    StoreError,
+    check_key,
+    check_name,
+    check_named_value,
+    make_key,
+)
 
 _CHUNK = 1 << 20
 
@@ -92,6 +105,46 @@ class DirectoryStore:
 
     def describe(self) -> str:
         return str(self.root)
+
+    def named_path(self, name: str) -> Path:
+        return self.root / NAMED_SPACE / check_name(name)
+
+    def put_named(self, name: str, data: bytes) -> bool:
+        dest = self.named_path(name)
+        check_named_value(name, data)
+        try:
+            if dest.is_file():
+                return False
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = part_path(dest)
+            try:
+                with open(tmp, "wb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.chmod(tmp, 0o444)
+                os.link(tmp, dest)  # unlike a rename, refuses a name that exists: the first writer wins
+            except FileExistsError:
+                return False
+            finally:
+                discard(tmp)
+            fsync_dir(dest.parent)
+        except OSError as exc:
+            raise StoreError(f"cannot write {NAMED_SPACE}/{name[:12]}… in the store {self.describe()}: "
+                             f"{os_reason(exc)}") from None
+        return True
+
+    def get_named(self, name: str) -> bytes | None:
+        path = self.named_path(name)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_NAMED_SIZE + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {NAMED_SPACE}/{name[:12]}… in the store {self.describe()}: "
+                             f"{os_reason(exc)}") from None
+        return check_named_value(name, data)
 
     def __repr__(self) -> str:
         return f"DirectoryStore({str(self.root)!r})"

@@ -17,6 +17,10 @@ harmless for the same reason. Files above ``multipart_threshold`` go through bot
 :meth:`S3Store.open_local` downloads into the local cache (``<cache>/objects/xx/<key>``, a temp file
 renamed into place) and refuses what does not hash to its key. :meth:`S3Store.url` presigns a GET
 (SigV4: at most 7 days) or, given ``public_base``, names the object under that public URL.
+
+Named values (:meth:`S3Store.put_named`) are objects ``<prefix>/manifests/<name>``, put with
+``If-None-Match: *`` too: the first writer wins; where the service has no conditional writes, a
+second writer overwrites with a value derived from the same inputs, which is harmless.
 """
 
 from __future__ import annotations
@@ -24,9 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-import mimetypes
 import os
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,9 +45,19 @@ from audiopipe import paths
 from audiopipe.errors import os_reason
 from audiopipe.files import fsync_dir
 from audiopipe.scratch import discard, part_path
-from audiopipe.store.base import StoredFile, StoreError, check_key, make_key
+from audiopipe.store.base import (
+    MAX_NAMED_SIZE,
+    NAMED_SPACE,
+    StoredFile,
+    StoreError,
+    check_key,
+    check_name,
+    check_named_value,
+    make_key,
+)
 from audiopipe.store.directory import DirectoryStore, hash_file
 from audiopipe.store.s3_errors import error_code, s3_error
+from audiopipe.store.s3_names import check_public_base, content_type, parse_spec
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -54,37 +66,6 @@ MAX_URL_TTL = 7 * 24 * 3600  # SigV4 presigned URLs: AWS refuses a longer X-Amz-
 DEFAULT_URL_TTL = MAX_URL_TTL  # a URL must outlast the campaign that sends it
 MULTIPART_THRESHOLD = 64 << 20
 _CHUNK = 1 << 20
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_PREFIX_PART = re.compile(r"[A-Za-z0-9!_.*'()-]+")
-_TYPES = {".opus": "audio/ogg", ".ogg": "audio/ogg", ".oga": "audio/ogg", ".mp3": "audio/mpeg",
-          ".m4a": "audio/mp4", ".wav": "audio/wav", ".webm": "audio/webm"}
-
-
-def parse_spec(spec: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")`` (StoreError when it is not one)."""
-    rest = spec.strip()[len("s3://"):] if spec.strip().lower().startswith("s3://") else None
-    if rest is None:
-        raise StoreError(f"not an S3 store spec (s3://bucket/prefix): {spec!r:.80}")
-    bucket, _, prefix = rest.partition("/")
-    if _BUCKET.fullmatch(bucket) is None or ".." in bucket:
-        raise StoreError(f"not an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens): {bucket!r:.80}")
-    parts = [p for p in prefix.split("/") if p]
-    if any(_PREFIX_PART.fullmatch(p) is None or p in (".", "..") for p in parts):
-        raise StoreError(f"an S3 store prefix is words of letters, digits and -_.!*'() between slashes: {prefix!r:.80}")
-    return bucket, "/".join(parts)
-
-
-def check_public_base(base: str) -> str:
-    """``base`` without its trailing slash, when it is an http(s) URL with no query or fragment."""
-    clean = base.strip().rstrip("/")
-    if re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", clean) is None:
-        raise StoreError(f"a public URL base is http(s)://host/path, with no query: {base!r:.80}")
-    return clean
-
-
-def content_type(key: str) -> str:
-    suffix = Path(key).suffix.lower()
-    return _TYPES.get(suffix) or mimetypes.guess_type("f" + suffix)[0] or "application/octet-stream"
 
 
 class S3Store:
@@ -206,6 +187,41 @@ class S3Store:
                 raise
             # no conditional writes on this service: an overwrite writes the same bytes anyway
             self._put_object(object_key, body, digest, conditional=False)
+
+    def put_named(self, name: str, data: bytes) -> bool:
+        object_key = self._named_key(name)
+        check_named_value(name, data)
+        digest = hashlib.sha256(data).digest()
+        with self._errors(f"write {NAMED_SPACE}/{name[:12]}… in"):
+            try:
+                self._put_object(object_key, data, digest, conditional=True)
+            except ClientError as exc:
+                code = error_code(exc)
+                if code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+                    return False  # another writer named it first
+                if code not in ("NotImplemented", "501"):
+                    raise
+                if self._size_of(object_key) is not None:
+                    return False
+                self._put_object(object_key, data, digest, conditional=False)
+        return True
+
+    def get_named(self, name: str) -> bytes | None:
+        object_key = self._named_key(name)
+        with self._errors(f"read {NAMED_SPACE}/{name[:12]}… in"):
+            try:
+                answer = self.client.get_object(Bucket=self.bucket, Key=object_key)
+            except ClientError as exc:
+                if error_code(exc) in ("NoSuchKey", "404"):
+                    return None
+                raise
+            data = answer["Body"].read(MAX_NAMED_SIZE + 1)
+            answer["Body"].close()
+        return check_named_value(name, data)
+
+    def _named_key(self, name: str) -> str:
+        named = f"{NAMED_SPACE}/{check_name(name)}"
+        return f"{self.prefix}/{named}" if self.prefix else named
 
     def _put_object(self, object_key: str, body: bytes, digest: bytes, *, conditional: bool) -> None:
         """One PUT, which the server refuses when the body does not hash to ``digest`` (and, when

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import requests
-from fetch_origin import Origin, endless, redirect, serve, short, slow, status
+from fetch_origin import Origin, OriginHandler, Route, endless, redirect, serve, short, slow, status
 from helpers import CONTACT, MIMES_MSG, SIZE_MSG, WS, start_reading_stderr
 
 from audiopipe.errors import UsageError
@@ -299,3 +299,24 @@ def _own_non_loopback_address() -> str | None:
             return None
         address = str(probe.getsockname()[0])
     return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+def xml_error(code: int, body: bytes) -> Route:
+    def route(h: OriginHandler) -> None:
+        h.send_response(code)
+        h.send_header("Content-Type", "application/xml")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.send_body(body)
+    return route
+
+
+def test_an_object_stores_error_is_quoted_by_its_code_and_message_only(make_sandbox, origins):
+    body = (b'<?xml version="1.0"?><Error><Code>SignatureDoesNotMatch</Code><Message>The signature\x1b[31m does '
+            b'not match &lt;b&gt;</Message><SignatureProvided>f00dfeed</SignatureProvided>'
+            b'<StringToSign>AWS4-HMAC-SHA256 secret-ish</StringToSign></Error>')
+    origin = origins({"/x.mp3": xml_error(403, body)})
+    [said] = refusal(post_url(make_sandbox(), origin.url("/x.mp3")))
+    assert said == ("The file could not be fetched from its URL: the origin answered 403 Forbidden "
+                    "(SignatureDoesNotMatch: The signature 31m does not match lt b gt).")
+    assert "f00dfeed" not in said and "StringToSign" not in said
