@@ -38,10 +38,10 @@ venv: $(STAMP)
 
 # The gates, in order, stopping at the first that fails: style (ruff), types (mypy --strict on the package, as
 # pyproject.toml configures it), then the tests with the package's coverage (the CLI in tests' subprocesses
-# too) printed at the end. Two test workers (xdist), one per core of this machine and CI's: much of a test's
-# time is spent waiting on ffmpeg, the sandbox or a signal, and the other worker uses it; worksteal evens out
-# the few long tests. PYTEST_ARGS adds to pytest's command line: make test PYTEST_ARGS="-m 'not slow'".
-TEST_WORKERS ?= 2
+# too) printed at the end. Three test workers (xdist) on this 2-core machine and CI's: much of a test's time
+# is spent waiting on the sandbox's latency, PostgreSQL, a worker process or a signal, and with two workers the
+# cores stood idle a third of the run; worksteal evens out the few long tests. PYTEST_ARGS adds to pytest's command line: make test PYTEST_ARGS="-m 'not slow'".
+TEST_WORKERS ?= 3
 test: system-deps venv
 	$(VENV)/bin/ruff check audiopipe tests bench fixtures
 	$(VENV)/bin/mypy

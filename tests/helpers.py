@@ -328,3 +328,10 @@ def start_reading_stderr(argv: list[str], *, until: str, timeout: float) -> Read
     ready = seen.wait(timeout) and any(until in line for line in lines)
     return Reading(proc, lines, ready)
 
+
+def unmeasured(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) without coverage's subprocess switch: for the load runs (the
+    benches' quick modes, the chaos tests' workers), whose thousands of sends coverage would trace line
+    by line at several times their cost, and whose code paths the other tests measure anyway."""
+    return {k: v for k, v in (os.environ if env is None else env).items() if k != "COVERAGE_PROCESS_CONFIG"}
+

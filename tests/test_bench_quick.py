@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import unmeasured
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +39,7 @@ def test_every_benchmark_runs_in_its_quick_mode(tmp_path: Path, argv: list[str],
     pytest.importorskip("psutil")
     out, work = tmp_path / "out", tmp_path / "work"
     proc = subprocess.run([sys.executable, *argv, "--out", str(out), "--work", str(work)], cwd=ROOT,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240)
+                          env=unmeasured(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240)
     said = f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-2000:]}"
     assert proc.returncode == 0, said
     assert table_line in proc.stdout, f"{' '.join(argv)} printed no table:\n{proc.stdout[-2000:]}"
@@ -74,7 +75,8 @@ def test_the_quality_bench_runs_in_its_quick_mode(tmp_path: Path) -> None:
     pytest.importorskip("pesq", reason="the quality bench needs the bench extra's pesq")
     out, work = tmp_path / "out", tmp_path / "work"
     proc = subprocess.run([sys.executable, "bench/bench_quality.py", "--quick", "--out", str(out), "--work", str(work)],
-                          cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, env=unmeasured(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| first encode fits |" in proc.stdout and "| speech " in proc.stdout, proc.stdout[-2000:]
     assert "FAILED" not in proc.stdout + proc.stderr

@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import unmeasured
 
 
 @pytest.mark.slow
 def test_make_demo_sends_every_message_once(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "audiopipe.cli.demo"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "audiopipe.cli.demo"], cwd=tmp_path, env=unmeasured(),
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "demo finished: every message sent exactly once" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr

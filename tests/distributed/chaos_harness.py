@@ -32,6 +32,7 @@ from typing import Any
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # pg_fixtures, for the bench
+from helpers import unmeasured
 from pg_fixtures import PgCluster, server_binaries
 
 from audiopipe.sandbox.app import Faults, Sandbox, SandboxConfig
@@ -150,7 +151,7 @@ def make_contacts(path: Path, count: int, seed: int = 11) -> list[str]:
 
 def cli_env(home: Path, sandbox_url: str, **more: str) -> dict[str, str]:
     """The environment of a user's shell with no audiopipe settings but these."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
+    env = {k: v for k, v in unmeasured().items() if not k.startswith(("LANCEPILOT_", "AUDIOPIPE_", "XDG_"))}
     env.update(HOME=str(home), XDG_STATE_HOME=str(home / "state"), TMPDIR=str(home), AUDIOPIPE_SETTLE="0",
                LANCEPILOT_TOKEN=TOKEN, LANCEPILOT_BASE_URL=sandbox_url, **more)
     return env
