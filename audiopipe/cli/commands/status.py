@@ -20,7 +20,11 @@ from audiopipe.cli.options import bundle, campaign_name, json_option, state_opti
 from audiopipe.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from audiopipe.campaign.pg.progress import DatabaseStatus
     from audiopipe.campaign.resolve import Selection
+    from audiopipe.campaign.status import LedgerStatus
 
 
 @click.command("status", cls=Command)
@@ -71,12 +75,7 @@ def status_cmd(*, state_path: Path | None, database: str | None, campaign: str |
     if url is not None:
         _database_status(url, campaign, as_json=as_json, limit=limit)
     status = read_status(state_path, campaign, limit=limit)
-    if as_json:
-        click.echo(json.dumps(status.to_json()))
-    else:
-        for line in status_lines(status, verbose=verbose()):
-            say(line)
-    exit_with(status_exit_code(status.verdict()))
+    _show(status, lambda: status_lines(status, verbose=verbose()), as_json=as_json)
 
 
 def _database_status(url: str, campaign: str | None, *, as_json: bool, limit: int | None) -> NoReturn:
@@ -85,10 +84,15 @@ def _database_status(url: str, campaign: str | None, *, as_json: bool, limit: in
 
     with database_ledger(url, create=False) as ledger:
         status = read_database_status(ledger, campaign, limit=limit)
+    _show(status, lambda: database_status_lines(status, verbose=verbose()), as_json=as_json)
+
+
+def _show(status: LedgerStatus | DatabaseStatus, lines: Callable[[], list[str]], *, as_json: bool) -> NoReturn:
+    """A status (of a SQLite ledger or of the database) as JSON or as its lines, then its exit code."""
     if as_json:
         click.echo(json.dumps(status.to_json()))
     else:
-        for line in database_status_lines(status, verbose=verbose()):
+        for line in lines():
             say(line)
     exit_with(status_exit_code(status.verdict()))
 
