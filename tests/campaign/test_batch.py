@@ -415,7 +415,10 @@ def test_rate_spaces_the_sends(tmp_path, folder, make_sandbox, ledger, settings)
     result = run(sb, s, ledger)
     assert statuses(result) == {ST_SENT: 9}
     at = sorted(datetime.strptime(m["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ") for m in sb.messages())
-    assert (at[-1] - at[0]).total_seconds() >= 8 / 20 * 0.9  # 9 sends at 20/s: the last 0.4 s after the first
+    # 9 sends at 20/s: the last leaves 0.4 s after the first. The sandbox stamps a message when it has stored
+    # it, after the upload and its checks, which a loaded machine delays unevenly (0.28 s was seen under a
+    # concurrent CI run); unpaced, the 9 land within a few tens of ms, so 0.25 s still tells the two apart.
+    assert (at[-1] - at[0]).total_seconds() >= 0.25
 
 
 def test_a_link_out_of_the_broadcast_folder_is_not_sent(tmp_path, folder, audio_dir, make_sandbox, ledger,
