@@ -97,6 +97,26 @@ def test_creates_parent_folder_and_uses_wal(path, ledger):
     db.close()
 
 
+def test_a_new_ledger_is_in_wal_mode_the_moment_it_appears(path, monkeypatch):
+    """Nobody opening a new ledger ever switches its journal mode: the switch needs the file to itself,
+    and two processes switching at once (a run starting, `audiopipe status` glancing at it) made one
+    of them fail at once with "locked" (seen in CI)."""
+    from audiopipe.campaign.ledger import sqlite_file
+
+    headers: list[bytes] = []
+    link = sqlite_file._link_into_place
+
+    def seen_at_link(tmp: Path, real: Path) -> None:
+        headers.append(tmp.read_bytes()[18:20])  # the file format's write/read versions: 2 is WAL
+        link(tmp, real)
+
+    monkeypatch.setattr(sqlite_file, "_link_into_place", seen_at_link)
+    with SqliteLedger(path):
+        pass
+    assert headers == [b"\x02\x02"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ledger.sqlite3"]  # no -wal of the temp file
+
+
 def test_begin_is_committed_before_the_request(path, ledger):
     k = key()
     assert peek(path, k) is None
@@ -669,16 +689,24 @@ def test_an_older_ledger_is_read_as_it_is_and_upgraded_by_its_first_writer(path)
         finally:
             con.close()
 
+    def journal_mode() -> str:
+        con = sqlite3.connect(str(path))
+        try:
+            return str(con.execute("PRAGMA journal_mode").fetchone()[0])
+        finally:
+            con.close()
+
     with SqliteLedger(path, create=False) as reader:  # `audiopipe status`: reads, changes nothing
         (counts,) = reader.tally().values()
         assert counts[UNKNOWN] == 1 and counts["blocked"] == 1 and counts["resolved"] == 0
         assert reader.resolutions() == [] and reader.get(key(part=2)).resolved is None
-    assert "work" not in columns() and "resolved" not in columns()
+    assert "work" not in columns() and "resolved" not in columns() and journal_mode() == "delete"
     with SqliteLedger(path, create=False) as writer:  # `audiopipe resolve` on it
         writer.resolve([key()], delivered=True, by="ann@host")
-    assert {"work", "resolved"} <= columns()
+    assert {"work", "resolved"} <= columns() and journal_mode() == "delete"
     with SqliteLedger(path) as led:
         assert led.get(key()).resolved["by"] == "ann@host" and led.get(key(part=2)).state == DEFERRED
+    assert journal_mode() == "wal"  # a run's writer moves it to WAL, once
 
 
 # --- reading never makes a ledger; the words a ledger stores ----------------------------------------

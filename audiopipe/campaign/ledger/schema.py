@@ -63,8 +63,9 @@ _SQLITE_REASONS = {
     8: "it is read-only (the file, its folder or the file system)",           # SQLITE_READONLY
     10: "an I/O error (a failing, full or removed disk?)",                    # SQLITE_IOERR
     14: "it or its -wal/-shm files cannot be opened (permissions, or a read-only folder?)",  # CANTOPEN
-    5: "another program kept it locked for 30 s",                             # SQLITE_BUSY
-    6: "another program kept it locked for 30 s",                             # SQLITE_LOCKED
+    # (SQLite gives up at once, not after the 30 s wait, when two connections would deadlock)
+    5: "another program has it locked (wait for it to finish, then run again)",  # SQLITE_BUSY
+    6: "another program has it locked (wait for it to finish, then run again)",  # SQLITE_LOCKED
     11: "it is damaged (not a valid SQLite database)",                        # SQLITE_CORRUPT
     26: "it is not a SQLite database",                                        # SQLITE_NOTADB
     23: "permission denied",                                                  # SQLITE_AUTH

@@ -138,6 +138,10 @@ class LedgerFile:
         try:
             db = sqlite3.connect(str(tmp), isolation_level=None)
             try:
+                # Born in WAL mode (the mode is kept in the file): nobody has to switch it once it is
+                # in place, a switch that needs the file to itself and, when two processes try it at
+                # once, fails one at once with "locked" rather than waiting.
+                db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")
                 create_tables(db, real)
             finally:
@@ -148,7 +152,7 @@ class LedgerFile:
         except OSError as exc:
             raise self._fail_open(exc.strerror or str(exc)) from None
         finally:
-            for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
+            for leftover in (tmp, *(tmp.with_name(tmp.name + end) for end in ("-journal", "-wal", "-shm"))):
                 try:
                     leftover.unlink()
                 except FileNotFoundError:
@@ -222,7 +226,8 @@ class LedgerFile:
             create_tables(db, self.real_path)
             db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the id into the main file (see schema.read_meta)
             found |= TABLES
-        db.execute("PRAGMA journal_mode=WAL")
+        if create and db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode=WAL")  # a ledger from before ledgers were born in WAL mode
         db.execute("PRAGMA synchronous=FULL")
         self.columns = send_columns(db)
         if "ledger_meta" in found:
