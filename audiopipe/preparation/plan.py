@@ -27,13 +27,18 @@ from audiopipe.preparation.formats import (
 from audiopipe.preparation.probe import MediaInfo
 
 __all__ = [
-    "HEADROOM", "MPEG1_RATES", "MPEG2_RATES", "MPEG25_RATES", "STANDARD_RATES", "DoesNotFit", "EncodePlan",
-    "bitrate_for", "choose_sample_rate", "expected_size", "likely_speech", "plan", "quantize", "replan",
-    "seconds_that_fit", "source_ceiling",
+    "FILL_BELOW", "HEADROOM", "MPEG1_RATES", "MPEG2_RATES", "MPEG25_RATES", "STANDARD_RATES", "DoesNotFit",
+    "EncodePlan", "bitrate_for", "choose_sample_rate", "corrected", "expected_size", "likely_speech",
+    "measured_ratio", "plan", "quantize", "replan", "seconds_that_fit", "source_ceiling",
 ]
 
 # Aim this far under the budget at the first encode; verify() measures and re-plans anyway.
 HEADROOM = 0.985
+# An output whose bitrate the budget limited, but which came out under this share of the budget, is
+# encoded once more at the bitrate its measured size says would fit (see transcode's fill): content
+# the size model did not foresee (speech with long pauses, which a VBR encoder codes for almost
+# nothing) would otherwise leave a tenth of the budget, and that much quality, unused.
+FILL_BELOW = 0.92
 
 
 class DoesNotFit(PrepareError):
@@ -65,6 +70,7 @@ class EncodePlan:
     speech: bool = False  # sized as speech (see likely_speech)
     budget: int = 0
     expected_size: int = 0
+    ceiling: int = 0      # the bitrate an unlimited budget would get (source, format, --bitrate); 0: unknown
 
 
 def expected_size(fmt: TargetFormat, bitrate: float, sample_rate: int, duration: float, *,
@@ -189,7 +195,28 @@ def plan(  # noqa: PLR0913 - the public planner: every setting is its own keywor
         format=fmt.name, encoder=fmt.encoder, muxer=fmt.muxer, codec=fmt.codec, bitrate=bitrate,
         sample_rate=rate, channels=out_channels, duration=dur, start=start, fade_out=fade_out,
         normalize=normalize, audio_index=info.audio.audio_index, application="voip" if voip else "audio",
-        rate_control=fmt.rate_control, speech=speech, budget=budget, expected_size=size)
+        rate_control=fmt.rate_control, speech=speech, budget=budget, expected_size=size,
+        ceiling=quantize(fmt, ceiling_for(out_channels)))
+
+
+def measured_ratio(previous: EncodePlan, fmt: TargetFormat, measured: int) -> float:
+    """How the payload of an output of ``previous`` that came out ``measured`` bytes compares with
+    what ``fmt``'s size model expects for it (the container's own bytes, the same at any bitrate,
+    left out)."""
+    container = expected_size(fmt, 0, previous.sample_rate, previous.duration)
+    expected = expected_size(fmt, previous.bitrate, previous.sample_rate, previous.duration, speech=previous.speech)
+    return max(measured - container, 1) / max(expected - container, 1)
+
+
+def corrected(fmt: TargetFormat, ratio: float) -> TargetFormat:
+    """``fmt`` with its size model scaled by ``ratio``: what one input's measured output says the
+    encoder really does with it, for planning that input again."""
+    def scaled(bands: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...]:
+        return tuple((below, factor * ratio) for below, factor in bands)
+
+    speech = None if fmt.speech_factor_bands is None else scaled(fmt.speech_factor_bands)
+    return replace(fmt, bitrate_factor=fmt.bitrate_factor * ratio, factor_bands=scaled(fmt.factor_bands),
+                   speech_factor_bands=speech)
 
 
 def replan(previous: EncodePlan, fmt: TargetFormat, measured: int) -> EncodePlan | None:

@@ -11,7 +11,15 @@ import pytest
 from test_plan import make_info
 
 from audiopipe.preparation.formats import FORMATS
-from audiopipe.preparation.plan import DoesNotFit, bitrate_for, expected_size, likely_speech, plan
+from audiopipe.preparation.plan import (
+    DoesNotFit,
+    bitrate_for,
+    corrected,
+    expected_size,
+    likely_speech,
+    measured_ratio,
+    plan,
+)
 
 H = 3600
 
@@ -92,3 +100,33 @@ def test_bitrate_for_is_the_highest_bitrate_the_budget_holds_in_every_band(speec
         b = bitrate_for(ogg, budget, 60.0, 48000, speech=speech)
         assert expected_size(ogg, b, 48000, 60.0, speech=speech) <= budget + 1
         assert expected_size(ogg, b + 100, 48000, 60.0, speech=speech) > budget
+
+
+# --- the fill's arithmetic: a size model corrected by what one output measured ----------------------
+
+@pytest.mark.parametrize("name", ["ogg", "mp3", "m4a", "aac"])
+def test_an_output_that_came_out_as_expected_measures_a_ratio_of_one(name: str) -> None:
+    p = plan(make_info(channels=1, duration=120), FORMATS[name], 300_000)
+    assert measured_ratio(p, FORMATS[name], p.expected_size) == pytest.approx(1.0, abs=0.002)
+
+
+def test_a_model_corrected_by_half_plans_about_twice_the_bitrate() -> None:
+    """Speech that came out at half its expected payload (long pauses): planned again with the
+    model scaled by the half, the bitrate doubles (to the step), and the new plan expects the budget."""
+    fmt, info, budget = FORMATS["ogg"], make_info(channels=1, duration=120), 300_000
+    first = plan(info, fmt, budget)
+    container = expected_size(fmt, 0, first.sample_rate, first.duration)
+    half = container + (first.expected_size - container) // 2
+    ratio = measured_ratio(first, fmt, half)
+    assert ratio == pytest.approx(0.5, abs=0.002)
+    again = plan(info, corrected(fmt, ratio), budget, channels=first.channels)
+    assert 1.8 * first.bitrate <= again.bitrate <= 2.2 * first.bitrate
+    assert 0.95 * budget <= again.expected_size <= budget
+    assert corrected(fmt, 1.0) == fmt
+
+
+def test_a_plan_knows_whether_the_budget_or_the_ceiling_decided_it() -> None:
+    tight = plan(make_info(channels=1, duration=600), FORMATS["ogg"], 500_000)
+    roomy = plan(make_info(channels=1, duration=60), FORMATS["ogg"], 16_000_000)
+    assert tight.bitrate < tight.ceiling
+    assert roomy.bitrate == roomy.ceiling == 64000
