@@ -50,6 +50,7 @@ class Transcoded:
     passes: int                # encodes it took (the longest part's, when split)
     plan: EncodePlan           # the last plan encoded
     kept_duration: float | None = None  # seconds kept, when trimmed
+    first_fit: bool = True     # the first encode (of every part) fitted: no re-plan from an overshoot
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class _Fitted:
     output: OutputFile
     passes: int
     plan: EncodePlan
+    first_fit: bool
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,8 @@ class Conversion:
         finally:
             discard(first.staged)
             discard(best.staged)
-        return _Fitted(_output_from(dest, self.fmt, best.checked, best.plan.bitrate), passes, best.plan)
+        return _Fitted(_output_from(dest, self.fmt, best.checked, best.plan.bitrate), passes, best.plan,
+                       first_fit=first.passes == 1)
 
     def _first_fit(self, p: EncodePlan, dest: Path, part: Part) -> _Staged:
         """Encode and verify until an output fits (re-planning from each overshoot); it stays staged."""
@@ -222,7 +225,7 @@ class Conversion:
             try:
                 fitted = self.encode_to_fit(self.plan(duration=keep, fade_out=fade), dest)
                 return Transcoded(PrepareAction.TRIMMED, (fitted.output,), fitted.passes, fitted.plan,
-                                  kept_duration=keep)
+                                  kept_duration=keep, first_fit=fitted.first_fit)
             except DoesNotFit as again:
                 fits = min(again.fits_seconds, keep * FIT_MARGIN)
         raise PrepareError(self.source, "could not trim it to fit the budget")
@@ -255,7 +258,7 @@ class Conversion:
             _remove(f.output for f in done)  # no partial result: a retry with more parts starts clean
             raise
         return Transcoded(PrepareAction.SPLIT, tuple(f.output for f in done), max(f.passes for f in done),
-                          done[-1].plan)
+                          done[-1].plan, first_fit=all(f.first_fit for f in done))
 
 
 def transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: Path, *,
@@ -268,7 +271,8 @@ def transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_ste
     dest = dest_stem.with_name(part_name(dest_stem.name, fmt.extension, 1, 1))
     try:
         fitted = job.encode_to_fit(job.plan(), dest)
-        return Transcoded(PrepareAction.TRANSCODED, (fitted.output,), fitted.passes, fitted.plan)
+        return Transcoded(PrepareAction.TRANSCODED, (fitted.output,), fitted.passes, fitted.plan,
+                          first_fit=fitted.first_fit)
     except DoesNotFit as overflow:
         if settings.on_overflow == Overflow.FAIL:
             raise
