@@ -107,12 +107,15 @@ def summary_row(fmt: str, cases: list[dict[str, Any]], cpus: list[dict[str, Any]
            + (f" ({100 * min(speech):.1f} %)" if speech else "")) if uses else "-"
     quality = []
     for metric in (PESQ, LSD):
-        by_label: dict[str, list[float]] = {}
-        for c in done:
-            for p in c["plains"]:
-                if c["metric"] == metric and p["matched"]:
-                    by_label.setdefault(p["label"], []).append(p["ratio"])
-        quality.append("; ".join(f"{label}: {_spread(v)}" for label, v in by_label.items()) or "-")
+        by_label: dict[str, list[float]] = {label: [] for label, _ in _commands(cases)}
+        compared = dict.fromkeys(by_label, 0)
+        for p in (p for c in done if c["metric"] == metric for p in c["plains"]):
+            compared[p["label"]] += 1
+            if p["matched"]:
+                by_label[p["label"]].append(p["ratio"])
+        quality.append("; ".join(f"{label}: {_spread(v)}" + (f" ({len(v)} of {compared[label]} matched)"
+                                                               if len(v) < compared[label] else "")
+                                 for label, v in by_label.items() if v) or "-")
     cpu = "; ".join(f"{p['ratio']:.3f}x vs {p['label']}" for r in cpus if r["format"] == fmt and "failed" not in r
                     for p in r["plains"]) or "-"
     failed = len(cases) - len(done) + sum("failed" in r for r in cpus if r["format"] == fmt)
@@ -133,6 +136,7 @@ def report(header: str, cases: list[dict[str, Any]], cpus: list[dict[str, Any]],
                        [summary_row(fmt, [c for c in cases if c["format"] == fmt], cpus) for fmt in formats]),
               "", "PESQ-WB: MOS-LQO, higher is better; LSD: 1/3-octave log-spectral distance in dB, lower is better "
               "(a proxy, see bench/quality_measures.py). A ratio in parentheses compares files whose sizes differ "
-              "by more than 3 % (the plain command could not reach audiopipe's size).",
+              "by more than 3 % (the plain command could not reach audiopipe's size). R in a command: audiopipe's "
+              "sample rate in that case (the column \"its bitrate, rate\").",
               f"Wall time by phase: {phases.line()}."]
     return "\n".join(parts)
