@@ -1,15 +1,16 @@
 """Quality per byte: each lossy format audiopipe makes against the plain command a user would type, at
 the same size.
 
-    .venv/bin/python bench/bench_quality.py              # 3-min sources, 17 cases, 10-min CPU runs
-    .venv/bin/python bench/bench_quality.py --quick      # 25-s sources, 10 cases, 1-min CPU runs
-    .venv/bin/python bench/bench_quality.py --smoke      # 15-s sources, 4 cases, a 20-s CPU run (the test)
+    .venv/bin/python bench/bench_quality.py              # 3-min sources, 17 cases, 10-min CPU runs: ~11 min
+    .venv/bin/python bench/bench_quality.py --quick      # 25-s sources, 10 cases, 1-min CPU runs: ~70 s
+    .venv/bin/python bench/bench_quality.py --smoke      # 15-s sources, 4 cases, a 20-s CPU run: ~14 s (the test)
     .venv/bin/python bench/bench_quality.py --calibrate  # Opus constrained-VBR payload / target (formats.py)
 
-(Timings, quiet 2-vCPU machine: bench/README.md.) Not a test. Sources (quality_sources.py, made here
-and cached under WORK/quality): espeak-ng speech in several voices, rates and pitches with 0.2-1.2 s
-pauses over a faint noise floor (mono 48 kHz); sparse speech, the same with 2.5-4.5 s pauses; a
-stereo 44.1 kHz music-like signal (chords, an arpeggio, hi-hat noise).
+(Wall times on 2 vCPUs with little else running; bench/README.md has the details.) Not a test.
+Sources (quality_sources.py, made here and cached under WORK/quality): espeak-ng speech in several
+voices, rates and pitches with 0.2-1.2 s pauses over a faint noise floor (mono 48 kHz); sparse
+speech, the same with 2.5-4.5 s pauses; a stereo 44.1 kHz music-like signal (chords, an arpeggio,
+hi-hat noise).
 
 For each format, source and budget (a bitrate x the duration, as a recording that long would get in
 16 MB), ``prepare_file(..., PrepareSettings(format=F, max_size=budget))`` gives audiopipe's output, its
@@ -19,7 +20,7 @@ on its one parameter:
 - Opus: ``ffmpeg -i in.wav -c:a libopus -b:a N out.ogg``; and CBR at the same size (what audiopipe did
   before issue 13; not in --smoke);
 - MP3: LAME's VBR ``-c:a libmp3lame -q:a Q -ar R`` (Q fractional) and CBR ``-b:a N -ar R``, R being
-  audiopipe's sample rate (at 48 kHz LAME cannot reach a speech budget's size at all);
+  audiopipe's sample rate (at 48 kHz LAME cannot come down to a speech budget's size);
 - M4A: ``ffmpeg -i in.wav -c:a aac -b:a N out.m4a``.
 
 Scores (quality_measures.py): wideband PESQ on speech, the mean over 15-s stretches; a 1/3-octave

@@ -63,9 +63,10 @@ def plains_for(fmt: str, sample_rate: int, channels: int, bitrate: int, *, befor
     """The plain commands to compare audiopipe's ``fmt`` output with (the first is the main one).
 
     Opus: the plain VBR command, and CBR with audiopipe's channels and application (what audiopipe did
-    before issue 13), for the record (``before``). MP3: LAME's VBR and CBR, both at audiopipe's sample rate: at the
-    source's 48 kHz LAME cannot go under 32 kbit/s (MPEG-1) nor its VBR under about 45, so a user after
-    that size has to pick a rate too, and the same rate leaves only the rate control to compare.
+    before issue 13), for the record (``before``). MP3: LAME's VBR and CBR, both at audiopipe's sample
+    rate: at the source's 48 kHz LAME's CBR cannot go under 32 kbit/s (MPEG-1) nor its VBR under about
+    36 on the bench's speech, so a user after a speech budget's size has to pick a rate too, and the
+    same rate leaves only the rate control to compare.
     M4A: the native AAC encoder's -b:a, as typed (at the source's rate)."""
     if fmt == "ogg":
         application = "voip" if bitrate / max(1, channels) <= 24000 else "audio"
@@ -135,12 +136,12 @@ def _next_guess(plain: Plain, tried: dict[float, int], target: int) -> float | N
         a, b = max(under, key=lambda pt: pt[1]), min(over, key=lambda pt: pt[1])
         t = min(0.9, max(0.1, (goal - a[1]) / (b[1] - a[1])))
         if len(pts) > 2 and (pts[-1][1] < goal) == (pts[-2][1] < goal):
-            t = 0.5  # the last two landed on the same side: the size is far from linear here (Opus's
-            # stereo coding switching on), so halve the bracket instead
+            t = 0.5  # the last two landed on the same side: the size is far from linear here (plain
+            # Opus on stereo music jumps by 75 % between -b:a 20.2k and 20.6k), so halve the bracket
         u = a[0] + t * (b[0] - a[0])
         lo_u, hi_u = sorted((a[0], b[0]))
         if hi_u - lo_u < (0.05 if plain.quality_scale else 0.02):
-            return None  # a step in the size between two close values (Opus switching to stereo coding)
+            return None  # a step in the size between two close values (plain Opus on stereo music)
     else:  # one side only: extrapolate along the last two tries' slope (or the usual one)
         last, prev = pts[-1], pts[-2] if len(pts) > 1 else None
         slope = -0.15 if plain.quality_scale else 1.0
