@@ -122,7 +122,8 @@ def run_case(fmt: str, kind: str, source: Path, kbps: float, mode: Mode) -> dict
     except AudiopipeError as exc:
         return {**case, "failed": f"audiopipe: {one_line(str(exc), 200)}"}
     out, plan = result.outputs[0], result.plan
-    case.update(size=out.size, use=out.size / budget, passes=result.passes, bitrate=out.bitrate,
+    case.update(size=out.size, use=out.size / budget, passes=result.passes, first_fit=result.first_fit,
+                bitrate=out.bitrate,
                 sample_rate=plan.sample_rate if plan else 0, channels=plan.channels if plan else 0)
     if len(result.outputs) != 1 or result.kept_duration is not None:
         return {**case, "failed": f"came out in {len(result.outputs)} part(s) ({result.action}): not comparable"}

@@ -53,6 +53,8 @@ def format_table(fmt: str, cases: list[dict[str, Any]]) -> str:
         row = [c["source"], f"{c['kbps']:g}k x {c['seconds']:.0f} s = {c['budget']:,}"]
         if "size" in c:
             passes = f"{c['passes']} pass{'es' if c['passes'] > 1 else ''}"
+            if c["passes"] > 1:
+                passes += " (filled)" if c["first_fit"] else " (re-planned)"
             row += [f"{c['size']:,} ({100 * c['use']:.1f} %), {passes}",
                     f"{(c['bitrate'] or 0) / 1000:.1f}k, {c['sample_rate'] / 1000:g} kHz"]
         if "failed" in c:
@@ -100,7 +102,7 @@ def _spread(values: list[float]) -> str:
 def summary_row(fmt: str, cases: list[dict[str, Any]], cpus: list[dict[str, Any]]) -> list[str]:
     done = [c for c in cases if "failed" not in c]
     prepared = [c for c in cases if "size" in c]  # audiopipe's part ran (over budget or not)
-    first = sum(c["passes"] == 1 for c in prepared)
+    first = sum(c["first_fit"] for c in prepared)  # a fill's pass (to use more of the budget) is no miss
     uses = [c["use"] for c in prepared]
     speech = [c["use"] for c in prepared if c["source"] != "music"]
     use = (f"{100 * min(uses):.1f} % / {100 * statistics.median(uses):.1f} %"
