@@ -96,9 +96,11 @@ class Conversion:
     guard: OutputGuard
     progress: EncodeProgressCallback | None = None
 
-    def plan(self, *, duration: float | None = None, start: float = 0.0, fade_out: float = 0.0) -> EncodePlan:
+    def plan(self, *, duration: float | None = None, start: float = 0.0, fade_out: float = 0.0,
+             fmt: TargetFormat | None = None, channels: int | None = None) -> EncodePlan:
+        """The settings' plan for this input (``fmt``: a corrected size model; ``channels``: pinned)."""
         s = self.settings
-        return plan(self.info, self.fmt, self.budget, bitrate_cap=s.bitrate, channels=s.channels,
+        return plan(self.info, fmt or self.fmt, self.budget, bitrate_cap=s.bitrate, channels=channels or s.channels,
                     voice_note=s.voice_note, normalize=s.normalize, duration=duration, start=start,
                     fade_out=fade_out)
 
@@ -187,9 +189,7 @@ class Conversion:
             return None
         fmt = corrected(self.fmt, measured_ratio(p, self.fmt, size) * FILL_CAUTION)
         try:
-            higher = plan(self.info, fmt, self.budget, bitrate_cap=self.settings.bitrate, channels=p.channels,
-                          voice_note=self.settings.voice_note, normalize=p.normalize, duration=p.duration,
-                          start=p.start, fade_out=p.fade_out)
+            higher = self.plan(duration=p.duration, start=p.start, fade_out=p.fade_out, fmt=fmt, channels=p.channels)
         except DoesNotFit:
             return None
         return higher if higher.bitrate > p.bitrate else None
