@@ -5,7 +5,9 @@ that differs between formats (the sample rates an encoder takes, when stereo is 
 the :class:`TargetFormat`: nothing here asks which format it is holding. The plan takes
 the highest sensible bitrate that fits after container overhead, never above what the source carries
 and never below the format's quality floor; when even the floor cannot hold the duration it raises
-:class:`DoesNotFit`, saying how many seconds would fit, so the caller can trim, split or fail.
+:class:`DoesNotFit`, saying how many seconds would fit, so the caller can trim, split or fail. A
+format with coarse steps and a rate control for between them (MP3: CBR on LAME's steps, ABR between)
+takes the step unless it would leave more than ``1 - STEP_USE`` of the budget unused.
 """
 
 from __future__ import annotations
@@ -27,13 +29,16 @@ from audiopipe.preparation.formats import (
 from audiopipe.preparation.probe import MediaInfo
 
 __all__ = [
-    "HEADROOM", "MPEG1_RATES", "MPEG2_RATES", "MPEG25_RATES", "STANDARD_RATES", "DoesNotFit", "EncodePlan",
+    "HEADROOM", "MPEG1_RATES", "MPEG2_RATES", "MPEG25_RATES", "STANDARD_RATES", "STEP_USE", "DoesNotFit", "EncodePlan",
     "bitrate_for", "choose_sample_rate", "expected_size", "likely_speech", "plan", "quantize", "replan",
     "seconds_that_fit", "source_ceiling",
 ]
 
 # Aim this far under the budget at the first encode; verify() measures and re-plans anyway.
 HEADROOM = 0.985
+# A format's step that would use less of the budget than this gives way to its between-steps rate
+# control (MP3: CBR on LAME's steps, else ABR at the budget; where this comes from: formats.py).
+STEP_USE = 0.92
 
 
 class DoesNotFit(PrepareError):
@@ -69,7 +74,8 @@ class EncodePlan:
 
 def expected_size(fmt: TargetFormat, bitrate: float, sample_rate: int, duration: float, *,
                   speech: bool = False) -> int:
-    return math.ceil(fmt.fixed_overhead + duration * fmt.bytes_per_second(bitrate, sample_rate, speech))
+    seconds = duration + fmt.padding_seconds
+    return math.ceil(fmt.fixed_overhead + seconds * fmt.bytes_per_second(bitrate, sample_rate, speech))
 
 
 def likely_speech(info: MediaInfo, voice_note: bool = False) -> bool:
@@ -82,7 +88,7 @@ def bitrate_for(fmt: TargetFormat, budget: float, duration: float, sample_rate: 
                 speech: bool = False) -> float:
     """The highest nominal bitrate whose expected size is at most ``budget`` bytes (may be below the
     floor), through the format's factor for each bitrate band."""
-    per_second = (budget - fmt.fixed_overhead) / max(duration, 1e-3)
+    per_second = (budget - fmt.fixed_overhead) / max(duration + fmt.padding_seconds, 1e-3)
     frames = sample_rate / fmt.frame_samples if fmt.bytes_per_frame else 0.0
     payload_bits = max(0.0, (per_second - fmt.overhead_per_second - frames * fmt.bytes_per_frame) * 8)
     # Each band [low, below) has its own factor: the bitrate it allows there, kept within the band;
@@ -101,7 +107,8 @@ def bitrate_for(fmt: TargetFormat, budget: float, duration: float, sample_rate: 
 
 def seconds_that_fit(fmt: TargetFormat, budget: float, bitrate: int, sample_rate: int, *,
                      speech: bool = False) -> float:
-    return max(0.0, (budget * HEADROOM - fmt.fixed_overhead) / fmt.bytes_per_second(bitrate, sample_rate, speech))
+    per_second = fmt.bytes_per_second(bitrate, sample_rate, speech)
+    return max(0.0, (budget * HEADROOM - fmt.fixed_overhead) / per_second - fmt.padding_seconds)
 
 
 def quantize(fmt: TargetFormat, bitrate: float) -> int:
@@ -137,6 +144,91 @@ def source_ceiling(info: MediaInfo) -> int | None:
     return info.audio.bit_rate or info.bit_rate
 
 
+@dataclass(frozen=True)
+class _Fit:
+    """What the budget holds in one rate control; ``limited``: the budget, not a ceiling, held the
+    bitrate down."""
+
+    bitrate: int
+    sample_rate: int
+    channels: int
+    limited: bool
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What one plan fits into its budget (the settings that decide the bitrate)."""
+
+    info: MediaInfo
+    budget: int
+    duration: float
+    speech: bool
+    channels: int | None
+    voice_note: bool
+    bitrate_cap: int | None
+
+    def ceiling(self, fmt: TargetFormat, ch: int) -> int:
+        ceiling = fmt.ceiling(ch)
+        if self.info.audio.sample_rate <= 16000:
+            ceiling = min(ceiling, 32000 * ch)  # a narrowband source needs no more
+        highest = fmt.highest_bitrate_at(self.info.audio.sample_rate)
+        if highest is not None:
+            ceiling = min(ceiling, highest)  # a higher one would need a higher rate: never upsample for it
+        for cap in (self.bitrate_cap, source_ceiling(self.info)):
+            if cap:
+                ceiling = min(ceiling, max(cap, fmt.floor))
+        return ceiling
+
+    def fit_channels(self, fmt: TargetFormat, ch: int) -> _Fit:
+        source_rate = self.info.audio.sample_rate
+        rate = choose_sample_rate(fmt, fmt.ceiling(ch), ch, source_rate)
+        raw = bitrate_for(fmt, self.budget * HEADROOM, self.duration, rate, speech=self.speech)
+        b = quantize(fmt, min(raw, self.ceiling(fmt, ch)))
+        rate = choose_sample_rate(fmt, b, ch, source_rate)
+        # a lower sample rate may change the container overhead; check again at that rate
+        raw = bitrate_for(fmt, self.budget * HEADROOM, self.duration, rate, speech=self.speech)
+        # (up to the floor: the first pass may have fallen below it only by the higher rate's overhead)
+        top = self.ceiling(fmt, ch)
+        safe = quantize(fmt, min(raw, top, max(b, fmt.floor)))
+        # higher still when the lower rate's fewer frames (AAC's per-frame bytes) leave room for it
+        # and the rate that bitrate takes still fits
+        up = quantize(fmt, min(raw, top))
+        up_rate = choose_sample_rate(fmt, up, ch, source_rate)
+        fits = expected_size(fmt, up, up_rate, self.duration, speech=self.speech) <= self.budget * HEADROOM
+        b = up if up > safe and fits else safe
+        return _Fit(b, choose_sample_rate(fmt, b, ch, source_rate), ch, limited=raw < top)
+
+    def fit(self, fmt: TargetFormat) -> _Fit:
+        """The highest bitrate that fits, and the channels: a stereo source is made mono when its
+        bitrate would be under the format's ``stereo_min``."""
+        if self.channels is not None:
+            ch = max(1, min(self.channels, fmt.max_channels))
+        elif self.voice_note:
+            ch = 1
+        else:
+            ch = max(1, min(self.info.audio.channels, fmt.max_channels, 2))
+        fitted = self.fit_channels(fmt, ch)
+        if self.channels is None and ch == 2 and fitted.bitrate < fmt.stereo_min:
+            fitted = self.fit_channels(fmt, 1)
+        return fitted
+
+    def size(self, fmt: TargetFormat, fitted: _Fit) -> int:
+        return expected_size(fmt, fitted.bitrate, fitted.sample_rate, self.duration, speech=self.speech)
+
+    def best(self, fmt: TargetFormat) -> tuple[TargetFormat, _Fit]:
+        """The fit in ``fmt``'s own rate control, or in its between-steps one when the budget falls
+        between two steps and the step under it would leave more than ``1 - STEP_USE`` unused."""
+        fitted = self.fit(fmt)
+        other_fmt = fmt.between_steps
+        if other_fmt is None or not fitted.limited or self.size(fmt, fitted) >= STEP_USE * self.budget:
+            return fmt, fitted
+        other = self.fit(other_fmt)
+        fuller = self.size(fmt, fitted) < self.size(other_fmt, other) <= self.budget
+        if other.limited and other.bitrate >= other_fmt.floor and fuller:
+            return other_fmt, other
+        return fmt, fitted
+
+
 def plan(  # noqa: PLR0913 - the public planner: every setting is its own keyword, named by the callers
     info: MediaInfo, fmt: TargetFormat, budget: int, *, bitrate_cap: int | None = None,
     channels: int | None = None, voice_note: bool = False, normalize: bool = False,
@@ -145,41 +237,10 @@ def plan(  # noqa: PLR0913 - the public planner: every setting is its own keywor
     """Settings for encoding ``duration`` seconds of ``info`` (from ``start``) into ``budget`` bytes."""
     dur = info.duration - start if duration is None else duration
     speech = likely_speech(info, voice_note)
-    if channels is not None:
-        out_channels = max(1, min(channels, fmt.max_channels))
-    elif voice_note:
-        out_channels = 1
-    else:
-        out_channels = max(1, min(info.audio.channels, fmt.max_channels, 2))
-
-    def ceiling_for(ch: int) -> int:
-        ceiling = fmt.ceiling(ch)
-        if info.audio.sample_rate <= 16000:
-            ceiling = min(ceiling, 32000 * ch)  # a narrowband source needs no more
-        highest = fmt.highest_bitrate_at(info.audio.sample_rate)
-        if highest is not None:
-            ceiling = min(ceiling, highest)  # a higher one would need a higher rate: never upsample for it
-        for cap in (bitrate_cap, source_ceiling(info)):
-            if cap:
-                ceiling = min(ceiling, max(cap, fmt.floor))
-        return ceiling
-
-    def fitting(ch: int) -> tuple[int, int]:
-        rate = choose_sample_rate(fmt, fmt.ceiling(ch), ch, info.audio.sample_rate)
-        raw = bitrate_for(fmt, budget * HEADROOM, dur, rate, speech=speech)
-        b = quantize(fmt, min(raw, ceiling_for(ch)))
-        rate = choose_sample_rate(fmt, b, ch, info.audio.sample_rate)
-        # a lower sample rate may change the container overhead; check again at that rate
-        raw = bitrate_for(fmt, budget * HEADROOM, dur, rate, speech=speech)
-        # (up to the floor: the first pass may have fallen below it only by the higher rate's overhead)
-        b = quantize(fmt, min(raw, ceiling_for(ch), max(b, fmt.floor)))
-        return b, choose_sample_rate(fmt, b, ch, info.audio.sample_rate)
-
-    bitrate, rate = fitting(out_channels)
-    if channels is None and out_channels == 2 and bitrate < fmt.stereo_min:
-        out_channels = 1
-        bitrate, rate = fitting(1)
-    size = expected_size(fmt, bitrate, rate, dur, speech=speech)
+    request = _Request(info, budget, dur, speech, channels, voice_note, bitrate_cap)
+    fmt, fitted = request.best(fmt)
+    bitrate, rate, out_channels = fitted.bitrate, fitted.sample_rate, fitted.channels
+    size = request.size(fmt, fitted)
     if bitrate < fmt.floor or size > budget:
         floor_rate = choose_sample_rate(fmt, fmt.floor, out_channels, info.audio.sample_rate)
         raise DoesNotFit(info.path, dur, seconds_that_fit(fmt, budget, fmt.floor, floor_rate, speech=speech),
@@ -197,9 +258,18 @@ def replan(previous: EncodePlan, fmt: TargetFormat, measured: int) -> EncodePlan
 
     Scales the payload (the bytes the bitrate decides: the container's own are the same at any
     bitrate) by what was measured, so the model's error for this very input, a VBR encoder's
-    overshoot included, is corrected by what really happened; always at least one step down. None
-    when already at the floor.
+    overshoot included, is corrected by what really happened; always at least one step down. In
+    the format's between-steps rate control (MP3's ABR), the steps' own control takes over where that
+    one would go under its floor. None when already at the floor.
     """
+    mode = fmt.in_control(previous.rate_control)
+    lower = _scaled_down(previous, mode, measured)
+    if lower is None and mode is not fmt:
+        lower = _on_a_step(previous, fmt, measured)
+    return lower
+
+
+def _scaled_down(previous: EncodePlan, fmt: TargetFormat, measured: int) -> EncodePlan | None:
     container = expected_size(fmt, 0, previous.sample_rate, previous.duration)  # bytes at no bitrate
     wanted = previous.budget * HEADROOM - container
     scale = wanted / max(measured - container, 1) if wanted > 0 else 0.0
@@ -216,3 +286,15 @@ def replan(previous: EncodePlan, fmt: TargetFormat, measured: int) -> EncodePlan
     rate = choose_sample_rate(fmt, bitrate, previous.channels, previous.sample_rate)
     return replace(previous, bitrate=bitrate, sample_rate=rate,
                    expected_size=container + int((measured - container) * bitrate / previous.bitrate))
+
+
+def _on_a_step(previous: EncodePlan, fmt: TargetFormat, measured: int) -> EncodePlan | None:
+    """The highest of ``fmt``'s steps, in its own rate control, that its size model fits into what
+    is left of the budget (after an encode in its between-steps control did not fit at the floor)."""
+    for step in reversed([s for s in fmt.steps if fmt.floor <= s <= previous.bitrate]):
+        rate = choose_sample_rate(fmt, step, previous.channels, previous.sample_rate)
+        size = expected_size(fmt, step, rate, previous.duration, speech=previous.speech)
+        if size <= previous.budget * HEADROOM and size < measured:
+            return replace(previous, bitrate=step, sample_rate=rate, rate_control=fmt.rate_control,
+                           expected_size=size)
+    return None
