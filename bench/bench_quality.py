@@ -1,327 +1,224 @@
-"""Quality per byte: audiopipe's Opus against the plain command a user would type, at the same size.
+"""Quality per byte: each lossy format audiopipe makes against the plain command a user would type, at
+the same size.
 
-    .venv/bin/python bench/bench_quality.py              # ~3-min sources, 6 cases, 10-min CPU run (~15 min)
-    .venv/bin/python bench/bench_quality.py --quick      # 25-s sources, 1-2 budgets each, 1-min CPU run (~15 s)
+    .venv/bin/python bench/bench_quality.py              # 3-min sources, 17 cases, 10-min CPU runs: ~11 min
+    .venv/bin/python bench/bench_quality.py --quick      # 25-s sources, 10 cases, 1-min CPU runs: ~70 s
+    .venv/bin/python bench/bench_quality.py --smoke      # 15-s sources, 4 cases, a 20-s CPU run: ~14 s (the test)
     .venv/bin/python bench/bench_quality.py --calibrate  # Opus constrained-VBR payload / target (formats.py)
 
-Not a test. Sources, made here (cached under WORK/quality):
+(Wall times on 2 vCPUs with little else running; bench/README.md has the details.) Not a test.
+Sources (quality_sources.py, made here and cached under WORK/quality): espeak-ng speech in several
+voices, rates and pitches with 0.2-1.2 s pauses over a faint noise floor (mono 48 kHz); sparse
+speech, the same with 2.5-4.5 s pauses; a stereo 44.1 kHz music-like signal (chords, an arpeggio,
+hi-hat noise).
 
-- speech: espeak-ng sentences in several voices, rates and pitches, joined with 0.2-1.2 s pauses over
-  a faint pink-noise floor (a quiet room), mono 48 kHz;
-- sparse speech: the same with 2.5-4.5 s pauses (silence-heavy: where VBR saves the most);
-- music-like: a stereo 44.1 kHz chord progression with an arpeggio and hi-hat noise bursts (lavfi).
+For each format, source and budget (a bitrate x the duration, as a recording that long would get in
+16 MB), ``prepare_file(..., PrepareSettings(format=F, max_size=budget))`` gives audiopipe's output, its
+passes and its budget use; each plain command (quality_plain.py) is matched to that size by bisection
+on its one parameter:
 
-For each source and budget (a bitrate x the duration, as a recording that long would get in 16 MB):
-``prepare_file(..., PrepareSettings(format="ogg", max_size=budget))`` gives audiopipe's output, its
-passes and its budget use; the baseline is ``ffmpeg -i in.wav -c:a libopus -b:a N out.ogg`` with N
-found by bisection so that its size is within 2 % of audiopipe's. Quality, both decoded to mono:
+- Opus: ``ffmpeg -i in.wav -c:a libopus -b:a N out.ogg``; and CBR at the same size (what audiopipe did
+  before issue 13; not in --smoke);
+- MP3: LAME's VBR ``-c:a libmp3lame -q:a Q -ar R`` (Q fractional) and CBR ``-b:a N -ar R``, R being
+  audiopipe's sample rate (at 48 kHz LAME cannot come down to a speech budget's size);
+- M4A: ``ffmpeg -i in.wav -c:a aac -b:a N out.m4a``.
 
-- speech: wideband PESQ (ITU-T P.862.2, the ``pesq`` package) at 16 kHz, MOS-LQO 1.0-4.64, the
-  mean over 15-s stretches (P.862 is made for short samples);
-- music-like: no PESQ (it is a speech model). The proxy is the log-spectral distance in dB between
-  the source's and the output's 1/3-octave band energies (50 Hz-16 kHz, 32 ms frames, frames within
-  50 dB of the loudest): lower is better. Its limits: it sees only each band's energy, so it is blind
-  to phase, pre-echo and smearing within a frame, and a codec's noise filling that matches a band's
-  energy scores as if it were the real signal; it says "the spectrum survived", not "it sounds right".
+Scores (quality_measures.py): wideband PESQ on speech, the mean over 15-s stretches; a 1/3-octave
+log-spectral distance on the music-like source (a proxy: its limits are in that module). A plain
+command that cannot reach audiopipe's size within 3 % is shown with its size gap and left out of the
+summary. CPU (quality_cpu.py): ``audiopipe prepare`` (everything it starts) on a long speech WAV
+against the matched plain commands, for Opus and MP3 (issue 13's aim: at most 1.05x on 10 minutes).
 
-CPU: user+system seconds of ``audiopipe prepare`` (Python, ffprobe, ffmpeg, verify: everything) on a
-10-minute speech WAV against the plain command at the bitrate audiopipe chose, interleaved, median.
-
-Prints a Markdown table with the command, date and commit (also OUT/quality.md and OUT/quality.json).
-Needs espeak-ng (``make system-deps`` installs it) and the ``pesq`` package (the ``bench`` extra).
+A failed encode or an audiopipe output over its budget is a FAILED row; the table is still printed,
+then the run ends with one ``bench_quality: FAILED: ...`` line and exit 1. Prints the tables with the
+command, date and commit (also OUT/quality.md, OUT/quality.json) and the wall time of each phase.
+Needs espeak-ng (``make system-deps`` installs it) and the ``bench`` extra (``pesq``, ``numpy``).
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import common
-from common import (
-    AUDIOPIPE,
-    ForeignLoad,
-    add_dir_options,
-    fail,
-    ffmpeg,
-    ffmpeg_version,
-    fresh_dir,
-    log,
-    md_table,
-    run_main,
-    set_dirs,
-    wait_quiet,
-)
-from quality_sources import channels_of, looped, make_music, make_speech, wav_seconds
+from common import BenchFailure, ForeignLoad, add_dir_options, fail, ffmpeg_version, fresh_dir, log, one_line
+from quality_cpu import cpu_case
+from quality_measures import better, metric_for, score
+from quality_plain import MATCHED, match_size, plains_for
+from quality_report import Phases, report
+from quality_sources import looped, make_music, make_speech, wav_seconds
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
+ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from audiopipe.preparation.encode import encode  # noqa: E402
-from audiopipe.preparation.formats import FORMATS  # noqa: E402
+from audiopipe.errors import AudiopipeError  # noqa: E402
 from audiopipe.preparation.pipeline import prepare_file  # noqa: E402
-from audiopipe.preparation.plan import EncodePlan, expected_size  # noqa: E402
 from audiopipe.preparation.settings import PrepareSettings  # noqa: E402
 
-SIZE_MATCH = 0.02   # the baseline's size within this of audiopipe's
-CALIBRATE_RATES = (6000, 7000, 9000, 11000, 13000, 14000, 16000, 20000, 28000, 40000, 64000)
+Budgets = dict[str, dict[str, tuple[float, ...]]]  # format -> source -> kbit/s
 
 
-# --- measures ------------------------------------------------------------------------------------
-
-def decoded(path: Path, rate: int) -> Any:
-    import numpy as np
-    raw = subprocess.run([common.ffmpeg_bin(), "-v", "error", "-i", str(path), "-ac", "1", "-ar", str(rate),
-                          "-f", "s16le", "-"], capture_output=True, check=True, stdin=subprocess.DEVNULL).stdout
-    return np.frombuffer(raw, dtype=np.int16).astype(np.float64) / 32768.0
-
-
-def pesq_wb(ref: Path, deg: Path) -> float:
-    """Mean wideband PESQ over 15-s stretches: P.862 is made for samples of 8-30 s (the ``pesq``
-    package's C code crashes on minutes), and both signals are time-aligned (Opus's decoder drops
-    its pre-skip), so cutting them at the same points compares like with like."""
-    from pesq import NoUtterancesError, pesq
-    a, b = decoded(ref, 16000), decoded(deg, 16000)
-    n, step = min(len(a), len(b)), 15 * 16000
-    scores = []
-    for start in range(0, n, step):
-        end = min(n, start + step)
-        if end - start < 5 * 16000 and scores:
-            break  # a last stretch under 5 s: too short for PESQ to judge
-        try:
-            scores.append(float(pesq(16000, a[start:end], b[start:end], "wb")))
-        except NoUtterancesError:
-            continue  # a stretch of pause only
-    if not scores:
-        fail(f"PESQ found no speech in {ref.name}")
-    return statistics.mean(scores)
+@dataclass(frozen=True)
+class Mode:
+    seconds: float            # the speech sources' length
+    music_seconds: float
+    cases: Budgets
+    cpu_seconds: float        # the CPU runs' speech WAV (the speech source looped)
+    reps: int                 # CPU runs each way
+    tolerance: float          # stop matching a plain command's size within this
+    tries: int                # encodes per match at most
+    before: bool = True       # Opus: also CBR at the same size
+    quiet: bool = True        # wait for a quiet machine before each timed run
+    # the budget (kbit/s) of each format's CPU run: a speech case of that format, whose matched
+    # plain parameters the CPU run reuses
+    cpu: dict[str, float] = field(default_factory=lambda: {"ogg": 12, "mp3": 48})
 
 
-def spectral_distance(ref: Path, deg: Path) -> float:
-    """Mean log-spectral distance (dB) over 1/3-octave bands, 50 Hz-16 kHz (see the module docstring)."""
-    import numpy as np
-    rate, size = 32000, 1024
-    a, b = decoded(ref, rate), decoded(deg, rate)
-    n = (min(len(a), len(b)) // size) * size
-    window = np.hanning(size)
-
-    def bands(x: Any) -> Any:
-        spec = np.abs(np.fft.rfft(x[:n].reshape(-1, size) * window, axis=1)) ** 2
-        freqs = np.fft.rfftfreq(size, 1 / rate)
-        edges = 50 * 2 ** (np.arange(0, 29) / 3)
-        edges = edges[edges <= 16000]
-        cols = [spec[:, (freqs >= lo) & (freqs < hi)].sum(axis=1) for lo, hi in itertools.pairwise(edges)]
-        return 10 * np.log10(np.stack(cols, axis=1) + 1e-10)
-
-    ra, rb = bands(a), bands(b)
-    loud = ra.max(axis=1) > ra.max() - 50
-    return float(np.mean(np.sqrt(np.mean((ra[loud] - rb[loud]) ** 2, axis=1))))
+MODES = {
+    "full": Mode(180, 180, {"ogg": {"speech": (8, 12, 24), "sparse speech": (12,), "music": (24, 48)},
+                            "mp3": {"speech": (16, 24, 48), "sparse speech": (24,), "music": (64, 128)},
+                            "m4a": {"speech": (24, 48), "sparse speech": (24,), "music": (64, 96)}},
+                 cpu_seconds=600, reps=3, tolerance=0.015, tries=8),
+    "quick": Mode(25, 25, {"ogg": {"speech": (12, 24), "sparse speech": (12,), "music": (24, 48)},
+                           "mp3": {"speech": (16, 24, 48), "music": (64,)},
+                           "m4a": {"speech": (24,), "music": (64,)}},
+                  cpu_seconds=60, reps=1, tolerance=0.015, tries=8),
+    # what the test runs: every path once (MP3's CPU run: two plain commands), coarse matching (3 encodes
+    # at most, within 3 %), no waiting for a quiet machine
+    "smoke": Mode(15, 10, {"ogg": {"speech": (12,)}, "mp3": {"speech": (48,)},
+                           "m4a": {"speech": (24,), "music": (64,)}},
+                  cpu_seconds=20, reps=1, tolerance=MATCHED, tries=3, before=False, quiet=False, cpu={"mp3": 48}),
+}
+PHASES = Phases()
 
 
-def plain_opus(source: Path, bitrate: int, dest: Path, extra: tuple[str, ...] = ()) -> int:
-    """The command a user would type (``extra``: options after the bitrate); returns the output's size."""
-    ffmpeg(["-i", str(source), "-c:a", "libopus", "-b:a", str(bitrate), *extra, str(dest)])
-    return dest.stat().st_size
+def make_sources(mode: Mode) -> dict[str, Path]:
+    """Each source the mode's cases use, made (or found in the cache) once per run."""
+    wanted = {kind for budgets in mode.cases.values() for kind in budgets}
+    makers = {"speech": lambda: make_speech(mode.seconds, (0.2, 1.2), 1),
+              "sparse speech": lambda: make_speech(mode.seconds, (2.5, 4.5), 2),
+              "music": lambda: make_music(mode.music_seconds)}
+    with PHASES("sources"):
+        return {kind: make() for kind, make in makers.items() if kind in wanted}
 
 
-def plain_at_size(source: Path, target: int, seconds: float, dest: Path,
-                  extra: tuple[str, ...] = ()) -> tuple[int, int]:
-    """The plain command's bitrate whose output is within SIZE_MATCH of ``target`` bytes (bisection on
-    the bitrate, starting from the proportional guess); the closest found when none is."""
-    lo, hi = 500, 256000
-    guess = max(lo, min(hi, int(target * 8 / seconds)))
-    best: tuple[int, int] | None = None
-    for _ in range(12):
-        size = plain_opus(source, guess, dest, extra)
-        if best is None or abs(size - target) < abs(best[1] - target):
-            best = (guess, size)
-        if abs(size - target) <= SIZE_MATCH * target / 2:
-            break
-        if size > target:
-            hi = guess
-        else:
-            lo = guess
-        proportional = int(guess * target / size)
-        guess = proportional if lo < proportional < hi else (lo + hi) // 2
-    assert best is not None
-    plain_opus(source, best[0], dest, extra)  # leave the closest one there
-    return best
-
-
-# --- the cases -----------------------------------------------------------------------------------
-
-def run_case(source: Path, kind: str, kbps: float, seconds: float) -> dict[str, Any]:
-    budget = int(seconds * kbps * 1000 / 8)
-    work = fresh_dir(common.WORK / "quality" / "out" / f"{source.stem}-{kbps:g}")
-    result = prepare_file(source, work / "ap", PrepareSettings(format="ogg", max_size=budget, cache=False))
-    if len(result.outputs) != 1:
-        fail(f"{source.name} at {budget:,} bytes came out in {len(result.outputs)} parts ({result.action})")
-    out = result.outputs[0]
-    if out.size > budget:
-        fail(f"{source.name}: audiopipe's output is {out.size:,} bytes, over its {budget:,}-byte budget")
-    plain = work / "plain.ogg"
-    n, plain_size = plain_at_size(source, out.size, seconds, plain)
-    measure = pesq_wb if kind != "music" else spectral_distance
-    ours, theirs = measure(source, out.path), measure(source, plain)
-    # what audiopipe did before (CBR, mono, the same application) at the same size, for the record
-    cbr = work / "cbr.ogg"
-    before_args = ("-vbr", "off", "-ac", channels_of(out.path), "-application",
-                   "voip" if out.bitrate <= 24000 else "audio")
-    _, cbr_size = plain_at_size(source, out.size, seconds, cbr, before_args)
-    before = measure(source, cbr)
-    return {"source": kind, "seconds": round(seconds, 1), "kbps": kbps, "budget": budget, "size": out.size,
-            "bitrate": out.bitrate, "passes": result.passes, "use": out.size / budget, "plain_bitrate": n,
-            "plain_size": plain_size, "size_match": plain_size / out.size - 1,
-            "metric": "PESQ-WB" if kind != "music" else "LSD dB", "audiopipe": ours, "plain": theirs,
-            "cbr": before, "cbr_size": cbr_size}
-
-
-def cpu_of(argv: list[str]) -> tuple[float, str]:
-    """User+system CPU seconds of ``argv`` and everything it started; and what it printed."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, text=True)
-    if done.returncode != 0:
-        fail(f"{Path(argv[0]).name} exited {done.returncode}: {done.stderr[-300:]}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), done.stdout
-
-
-def cpu_case(source: Path, kbps: float, reps: int) -> dict[str, Any]:
-    """audiopipe prepare (the CLI: start-up, probe, encode, verify) against the plain command at the
-    bitrate audiopipe chose, interleaved."""
+def run_case(fmt: str, kind: str, source: Path, kbps: float, mode: Mode) -> dict[str, Any]:
+    """audiopipe's ``fmt`` output at ``kbps`` x the duration, scored with each plain command's at its
+    size. What failed is the case's ``failed`` reason (the bench carries on, and exits 1 at the end)."""
     seconds = wav_seconds(source)
     budget = int(seconds * kbps * 1000 / 8)
-    work = common.WORK / "quality" / "cpu"
-    ours, theirs, loads, bitrate = [], [], [], 0
-    for _ in range(reps):
-        out = fresh_dir(work / "ap")
-        wait_quiet("cpu")
-        meter = ForeignLoad()
-        took, said = cpu_of([*AUDIOPIPE, "prepare", str(source), "--out", str(out), "--format", "ogg",
-                             "--max-size", str(budget), "--no-cache", "--json"])
-        loads.append(meter.cores() or 0.0)
-        ours.append(took)
-        bitrate = json.loads(said.strip().splitlines()[-1])["outputs"][0]["bitrate"]
-        wait_quiet("cpu")
-        meter = ForeignLoad()
-        theirs.append(cpu_of([common.ffmpeg_bin(), "-nostdin", "-v", "error", "-y", "-i", str(source), "-c:a",
-                              "libopus", "-b:a", str(bitrate), str(work / "plain.ogg")])[0])
-        loads.append(meter.cores() or 0.0)
-    return {"seconds": seconds, "kbps": kbps, "bitrate": bitrate, "audiopipe_cpu": statistics.median(ours),
-            "plain_cpu": statistics.median(theirs), "ratio": statistics.median(ours) / statistics.median(theirs),
-            "other_cores": max(loads), "reps": reps}
+    case: dict[str, Any] = {"format": fmt, "source": kind, "seconds": round(seconds, 1), "kbps": kbps,
+                            "budget": budget, "metric": metric_for(kind)}
+    work = fresh_dir(common.WORK / "quality" / "out" / f"{fmt}-{source.stem}-{kbps:g}")
+    try:
+        with PHASES("audiopipe"):
+            result = prepare_file(source, work / "ap", PrepareSettings(format=fmt, max_size=budget, cache=False))
+    except AudiopipeError as exc:
+        return {**case, "failed": f"audiopipe: {one_line(str(exc), 200)}"}
+    out, plan = result.outputs[0], result.plan
+    case.update(size=out.size, use=out.size / budget, passes=result.passes, first_fit=result.first_fit,
+                bitrate=out.bitrate,
+                sample_rate=plan.sample_rate if plan else 0, channels=plan.channels if plan else 0)
+    if len(result.outputs) != 1 or result.kept_duration is not None:
+        return {**case, "failed": f"came out in {len(result.outputs)} part(s) ({result.action}): not comparable"}
+    if out.size > budget:
+        return {**case, "failed": f"audiopipe's output is {out.size:,} bytes, over its {budget:,}-byte budget"}
+    try:
+        with PHASES("measures"):
+            case["audiopipe"] = score(case["metric"], source, out.path)
+        case["plains"] = compare(fmt, case, source, work, mode)
+    except BenchFailure as exc:
+        return {**case, "failed": one_line(str(exc), 200)}
+    return case
 
 
-def calibrate(quick: bool) -> str:
-    """Constrained VBR's payload against its target, per source and bitrate: the numbers behind
-    formats.FORMATS['ogg'].factor_bands / speech_factor_bands."""
-    fmt = FORMATS["ogg"]
-    seconds = 25.0 if quick else 120.0
-    sources = {"speech": make_speech(seconds, (0.2, 1.2), 7), "sparse speech": make_speech(seconds, (2.5, 4.5), 8),
-               "music-like": make_music(seconds)}
+def compare(fmt: str, case: dict[str, Any], source: Path, work: Path, mode: Mode) -> list[dict[str, Any]]:
+    """Each plain command matched to audiopipe's size, and its score against audiopipe's."""
     rows = []
-    for label, src in sources.items():
-        dur = wav_seconds(src)
-        row: list[Any] = [label]
-        for b in CALIBRATE_RATES[::3] if quick else CALIBRATE_RATES:
-            p = EncodePlan(format="ogg", encoder=fmt.encoder, muxer=fmt.muxer, codec=fmt.codec, bitrate=b,
-                           sample_rate=48000, channels=1, duration=dur, rate_control="cvbr",
-                           application="voip" if b <= (fmt.speech_below or 0) else "audio")
-            dest = common.WORK / "quality" / "calibrate.ogg"
-            encode(src, p, dest)
-            container = expected_size(fmt, 0, 48000, dur)
-            row.append(f"{(dest.stat().st_size - container) * 8 / dur / b:.3f}")
-        rows.append(row)
-    rates = [f"{b // 1000}k" for b in (CALIBRATE_RATES[::3] if quick else CALIBRATE_RATES)]
-    return md_table(["payload / target (mono)", *rates], rows)
+    for i, plain in enumerate(plains_for(fmt, case["sample_rate"], case["channels"], case["bitrate"] or 0,
+                                         before=mode.before)):
+        dest = work / f"plain-{i}.{plain.ext}"
+        try:
+            with PHASES("plain"):
+                p, size, encodes = match_size(source, plain, case["size"], case["seconds"], dest,
+                                              tolerance=mode.tolerance, tries=mode.tries)
+        except BenchFailure as exc:
+            raise BenchFailure(f"{plain.label}: {exc}") from exc
+        with PHASES("measures"):
+            theirs = score(case["metric"], source, dest)
+        gap = size / case["size"] - 1
+        rows.append({"label": plain.label, "command": plain.command(), "param": p, "shown": plain.shown(p),
+                     "size": size, "size_match": gap, "matched": abs(gap) <= MATCHED, "encodes": encodes,
+                     "score": theirs, "ratio": better(case["metric"], case["audiopipe"], theirs)})
+    return rows
+
+
+def run_cpu(fmt: str, kbps: float, speech: Path, cases: list[dict[str, Any]], mode: Mode) -> dict[str, Any]:
+    """The CPU run of ``fmt``, with the plain parameters its speech case at ``kbps`` matched."""
+    case = next((c for c in cases if c["format"] == fmt and c["source"] == "speech" and c["kbps"] == kbps), None)
+    if case is None or "failed" in case:
+        why = "failed" if case else "is not in this mode"
+        return {"format": fmt, "kbps": kbps, "seconds": mode.cpu_seconds,
+                "failed": f"the {fmt} speech case at {kbps:g}k, whose plain parameters it takes, {why}"}
+    plains = {p.label: p for p in plains_for(fmt, case["sample_rate"], case["channels"], case["bitrate"] or 0)}
+    with PHASES("cpu"):
+        return cpu_case(fmt, looped(speech, mode.cpu_seconds), kbps,
+                        [(plains[p["label"]], p["param"]) for p in case["plains"]], mode.reps)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="25-s sources, fewer budgets, a 1-min CPU run")
+    ap.add_argument("--quick", action="store_true", help="25-s sources, 10 cases, 1-min CPU runs")
+    ap.add_argument("--smoke", action="store_true",
+                    help="15-s sources, 4 cases, a 20-s MP3 CPU run (what the test runs)")
     ap.add_argument("--calibrate", action="store_true", help="only the Opus payload/target table")
-    ap.add_argument("--reps", type=int, default=None, help="CPU runs each way (default 3; 1 with --quick)")
+    ap.add_argument("--reps", type=int, default=None, help="CPU runs each way (default 3; 1 with --quick or --smoke)")
     add_dir_options(ap)
     args = ap.parse_args()
-    set_dirs(args.work, args.out)
-    modes = [a for a in sys.argv[1:] if a in ("--quick", "--calibrate")]
-    cmd = " ".join([".venv/bin/python bench/bench_quality.py", *modes])
+    common.set_dirs(args.work, args.out)
+    flags = [a for a in sys.argv[1:] if a in ("--quick", "--smoke", "--calibrate")]
+    cmd = " ".join([".venv/bin/python bench/bench_quality.py", *flags])
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip() or "?"
     started = ForeignLoad()
-    header = (f"`{cmd}` ({datetime.now(timezone.utc):%Y-%m-%d}, git {head}, {os.cpu_count()} vCPUs, "
-              f"{ffmpeg_version()})")
+    header = f"`{cmd}` ({datetime.now(timezone.utc):%Y-%m-%d}, git {head}, {os.cpu_count()} vCPUs, {ffmpeg_version()})"
+    common.OUT.mkdir(parents=True, exist_ok=True)
     if args.calibrate:
+        from quality_calibrate import calibrate
         text = header + "\n\n" + calibrate(args.quick)
         print(text)
-        common.OUT.mkdir(parents=True, exist_ok=True)
         (common.OUT / "quality-calibrate.md").write_text(text + "\n")
         return 0
     import pesq  # noqa: F401 - fail here, in one line, when the bench extra is missing
-    seconds = 25.0 if args.quick else 180.0
-    speech = make_speech(seconds, (0.2, 1.2), 1)
-    plan: list[tuple[Path, str, tuple[float, ...]]] = [
-        (speech, "speech", (12, 24) if args.quick else (8, 12, 24)),
-        (make_speech(seconds, (2.5, 4.5), 2), "sparse speech", (12,)),
-        (make_music(seconds), "music", (24,) if args.quick else (24, 48)),
-    ]
-    results = []
-    for src, kind, rates in plan:
-        dur = wav_seconds(src)
-        for kbps in rates:
-            log(f"  {kind} {dur:.0f} s at {kbps:g} kbit/s ...")
-            results.append(run_case(src, kind, kbps, dur))
-    cpu = cpu_case(looped(speech, 60.0 if args.quick else 600.0), 16, args.reps or (1 if args.quick else 3))
-    text = report(header, results, cpu, started.cores())
+    mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    mode = replace(mode, reps=args.reps or mode.reps)
+    if not mode.quiet:
+        common.QUIET_BUDGET = 0.0  # no waiting for a quiet machine: the smoke run's timings mean nothing
+    sources = make_sources(mode)
+    cases = []
+    for fmt, budgets in mode.cases.items():
+        for kind, rates in budgets.items():
+            for kbps in rates:
+                log(f"  {fmt} {kind} {wav_seconds(sources[kind]):.0f} s at {kbps:g} kbit/s ...")
+                cases.append(run_case(fmt, kind, sources[kind], kbps, mode))
+    cpus = [run_cpu(fmt, kbps, sources["speech"], cases, mode) for fmt, kbps in mode.cpu.items()]
+    text = report(f"{header}; other processes used {started.cores() or 0:.2f} cores meanwhile", cases, cpus, PHASES)
     print(text)
-    common.OUT.mkdir(parents=True, exist_ok=True)
     (common.OUT / "quality.md").write_text(text + "\n")
-    (common.OUT / "quality.json").write_text(json.dumps({"command": cmd, "git_head": head, "cases": results,
-                                                         "cpu": cpu}, indent=2))
+    (common.OUT / "quality.json").write_text(json.dumps({"command": cmd, "git_head": head, "cases": cases,
+                                                         "cpu": cpus, "phases": PHASES.seconds}, indent=2))
+    failed = [f"{c['format']} {c['source']} {c['kbps']:g}k" for c in cases if "failed" in c]
+    failed += [f"{c['format']} CPU run" for c in cpus if "failed" in c]
+    if failed:
+        fail(f"{len(failed)} case(s) failed: {', '.join(failed)} (the table says why)")
     return 0
 
 
-def report(header: str, results: list[dict[str, Any]], cpu: dict[str, Any], other: float | None) -> str:
-    rows = []
-    for r in results:
-        better = r["audiopipe"] / r["plain"] if r["metric"] == "PESQ-WB" else r["plain"] / r["audiopipe"]
-        rows.append([r["source"], f"{r['kbps']:g}k x {r['seconds']:.0f} s = {r['budget']:,}",
-                     f"{r['size']:,} ({100 * r['use']:.1f} %), {r['passes']} pass{'es' if r['passes'] > 1 else ''}",
-                     f"{r['bitrate'] / 1000:.1f}k",
-                     f"{r['plain_bitrate'] / 1000:.1f}k ({100 * r['size_match']:+.1f} %)",
-                     r["metric"], f"{r['audiopipe']:.2f}", f"{r['plain']:.2f}", f"{better:.3f}",
-                     f"{r['cbr']:.2f}"])
-    first = sum(r["passes"] == 1 for r in results)
-    uses = [r["use"] for r in results]
-    speech_uses = [r["use"] for r in results if r["source"] == "speech"]
-    lines = [
-        header + f"; other processes used {other or 0:.2f} cores meanwhile",
-        "",
-        md_table(["source", "budget (bytes)", "audiopipe size (use), passes", "its bitrate",
-                  "plain -b:a (size vs ours)", "measure", "audiopipe", "plain", "ratio (>1: audiopipe better)",
-                  "CBR, same size (before)"],
-                 rows),
-        "",
-        f"| first encode fits | {first}/{len(results)} = {100 * first / len(results):.0f} % |",
-        f"| budget use, all cases: min / median | {100 * min(uses):.1f} % / {100 * statistics.median(uses):.1f} % |",
-        f"| budget use, speech: min | {100 * min(speech_uses):.1f} % |",
-        f"| CPU, {cpu['seconds'] / 60:.0f}-min speech WAV at {cpu['kbps']}k: audiopipe prepare / plain -b:a "
-        f"{cpu['bitrate'] / 1000:.1f}k (median of {cpu['reps']}) | {cpu['audiopipe_cpu']:.2f} s / "
-        f"{cpu['plain_cpu']:.2f} s = {cpu['ratio']:.3f}x (other processes: up to {cpu['other_cores']:.2f} cores) |",
-        "",
-        "PESQ-WB: MOS-LQO, higher is better; LSD: 1/3-octave log-spectral distance in dB, lower is better "
-        "(a proxy, see the docstring); ratio > 1 means audiopipe's output is the better one at the same size.",
-    ]
-    return "\n".join(lines)
-
-
 if __name__ == "__main__":
-    run_main("bench_quality", main)
+    common.run_main("bench_quality", main)

@@ -8,6 +8,7 @@ results into tmp_path (``--work`` / ``--out``), never into the working tree.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -73,15 +74,25 @@ def test_a_bench_whose_measured_thing_fails_says_so_in_one_line(tmp_path: Path) 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the benchmarks need ffmpeg")
 @pytest.mark.skipif(shutil.which("espeak-ng") is None,
                     reason="the quality bench speaks with espeak-ng (make system-deps installs it)")
-def test_the_quality_bench_runs_in_its_quick_mode(tmp_path: Path) -> None:
-    """bench_quality.py --quick: every case prepared within its budget, PESQ and the spectral proxy
-    computed, the table printed (quality numbers are the bench's, never asserted here)."""
+def test_the_quality_bench_runs_in_its_smoke_mode(tmp_path: Path) -> None:
+    """bench_quality.py --smoke: a case of every lossy format prepared within its budget, scored with
+    PESQ or the spectral proxy against each plain command at a matched size, the CPU run done, the
+    tables printed (quality numbers and timings are the bench's, never asserted here)."""
     pytest.importorskip("pesq", reason="the quality bench needs the bench extra's pesq")
     out, work = tmp_path / "out", tmp_path / "work"
-    proc = subprocess.run([sys.executable, "bench/bench_quality.py", "--quick", "--out", str(out), "--work", str(work)],
+    proc = subprocess.run([sys.executable, "bench/bench_quality.py", "--smoke", "--out", str(out), "--work", str(work)],
                           cwd=ROOT, env=unmeasured(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| first encode fits |" in proc.stdout and "| speech " in proc.stdout, proc.stdout[-2000:]
-    assert "FAILED" not in proc.stdout + proc.stderr
-    assert (out / "quality.md").is_file() and (out / "quality.json").is_file()
+    assert "FAILED" not in proc.stdout + proc.stderr, proc.stdout[-3000:]
+    for line in ("**Opus (`--format ogg`)** against", "**MP3 (`--format mp3`)** against",
+                 "**M4A, AAC (`--format m4a`)** against", "| CPU (user+sys", "| format ", "| speech "):
+        assert line in proc.stdout, f"no {line!r} in:\n{proc.stdout[-3000:]}"
+    assert (out / "quality.md").is_file()
+    ran = json.loads((out / "quality.json").read_text())
+    assert {c["format"] for c in ran["cases"]} == {"ogg", "mp3", "m4a"}
+    assert {c["source"] for c in ran["cases"]} == {"speech", "music"}
+    for case in ran["cases"]:
+        assert 0 < case["size"] <= case["budget"], case
+        assert case["plains"] and all(p["size"] > 0 and p["score"] > 0 for p in case["plains"]), case
+    assert ran["cpu"] and all(r["audiopipe_size"] <= r["budget"] and r["plains"] for r in ran["cpu"]), ran["cpu"]

@@ -210,8 +210,8 @@ class _Work:
                                  action=PrepareAction.REMUXED, outputs=(remuxed,), passes=1)
         made = transcode(self.src, info, self.settings, self.dest_stem, guard=self.guard, progress=self.progress)
         return PrepareResult(source=self.src, source_sha256=source_sha(), info=info, action=made.action,
-                             outputs=made.outputs, passes=made.passes, kept_duration=made.kept_duration,
-                             plan=made.plan)
+                             outputs=made.outputs, passes=made.passes, first_fit=made.first_fit,
+                             kept_duration=made.kept_duration, plan=made.plan)
 
 
 # --- many files -------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """plan(): choose codec settings so the output fits the byte budget. Pure: no I/O, unit-tested.
 
-The size model is ``fixed + duration × bytes_per_second(bitrate)`` (see formats.py), and every rule
+The size model is ``fixed + duration × bytes_per_second(bitrate)`` (see formats.py; its arithmetic
+is :mod:`sizing`'s, whose names this module exports too), and every rule
 that differs between formats (the sample rates an encoder takes, when stereo is worth it) is read off
 the :class:`TargetFormat`: nothing here asks which format it is holding. The plan takes
 the highest sensible bitrate that fits after container overhead, never above what the source carries
@@ -12,7 +13,6 @@ takes the step unless it would leave more than ``1 - STEP_USE`` of the budget un
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 from audiopipe.errors import PrepareError
@@ -21,24 +21,35 @@ from audiopipe.preparation.formats import (
     MPEG2_RATES,
     MPEG25_RATES,
     STANDARD_RATES,
-    TOP_RATE,
     RateControl,
     TargetFormat,
-    is_lossless,
 )
 from audiopipe.preparation.probe import MediaInfo
+from audiopipe.preparation.sizing import (
+    HEADROOM,
+    bitrate_for,
+    choose_sample_rate,
+    expected_size,
+    likely_speech,
+    quantize,
+    seconds_that_fit,
+    source_ceiling,
+)
 
 __all__ = [
-    "HEADROOM", "MPEG1_RATES", "MPEG2_RATES", "MPEG25_RATES", "STANDARD_RATES", "STEP_USE", "DoesNotFit", "EncodePlan",
-    "bitrate_for", "choose_sample_rate", "expected_size", "likely_speech", "plan", "quantize", "replan",
-    "seconds_that_fit", "source_ceiling",
+    "FILL_BELOW", "HEADROOM", "MPEG1_RATES", "MPEG2_RATES", "MPEG25_RATES", "STANDARD_RATES", "STEP_USE",
+    "DoesNotFit", "EncodePlan", "bitrate_for", "choose_sample_rate", "corrected", "expected_size", "likely_speech",
+    "measured_ratio", "plan", "quantize", "replan", "seconds_that_fit", "source_ceiling",
 ]
 
-# Aim this far under the budget at the first encode; verify() measures and re-plans anyway.
-HEADROOM = 0.985
 # A format's step that would use less of the budget than this gives way to its between-steps rate
 # control (MP3: CBR on LAME's steps, else ABR at the budget; where this comes from: formats.py).
 STEP_USE = 0.92
+# An output whose bitrate the budget limited, but which came out under this share of the budget, is
+# encoded once more at the bitrate its measured size says would fit (see transcode's fill): content
+# the size model did not foresee (speech with long pauses, which a VBR encoder codes for almost
+# nothing) would otherwise leave a tenth of the budget, and that much quality, unused.
+FILL_BELOW = 0.92
 
 
 class DoesNotFit(PrepareError):
@@ -70,78 +81,7 @@ class EncodePlan:
     speech: bool = False  # sized as speech (see likely_speech)
     budget: int = 0
     expected_size: int = 0
-
-
-def expected_size(fmt: TargetFormat, bitrate: float, sample_rate: int, duration: float, *,
-                  speech: bool = False) -> int:
-    seconds = duration + fmt.padding_seconds
-    return math.ceil(fmt.fixed_overhead + seconds * fmt.bytes_per_second(bitrate, sample_rate, speech))
-
-
-def likely_speech(info: MediaInfo, voice_note: bool = False) -> bool:
-    """Whether to size for speech: a voice note, or a mono source (recorded voice is; music rarely
-    is). A cheap guess from the probe alone: a wrong one costs a re-plan or some unused budget."""
-    return voice_note or info.audio.channels == 1
-
-
-def bitrate_for(fmt: TargetFormat, budget: float, duration: float, sample_rate: int, *,
-                speech: bool = False) -> float:
-    """The highest nominal bitrate whose expected size is at most ``budget`` bytes (may be below the
-    floor), through the format's factor for each bitrate band."""
-    per_second = (budget - fmt.fixed_overhead) / max(duration + fmt.padding_seconds, 1e-3)
-    frames = sample_rate / fmt.frame_samples if fmt.bytes_per_frame else 0.0
-    payload_bits = max(0.0, (per_second - fmt.overhead_per_second - frames * fmt.bytes_per_frame) * 8)
-    # Each band [low, below) has its own factor: the bitrate it allows there, kept within the band;
-    # a band whose allowance falls under its low end is out of reach. The highest reachable wins.
-    bands = fmt.bands(speech)
-    top = payload_bits / fmt.bitrate_factor
-    best = top if top >= (bands[-1][0] if bands else 0) else 0.0
-    low = 0
-    for below, factor in bands:
-        allowed = payload_bits / factor
-        if allowed >= low:
-            best = max(best, min(allowed, below - 1))
-        low = below
-    return best
-
-
-def seconds_that_fit(fmt: TargetFormat, budget: float, bitrate: int, sample_rate: int, *,
-                     speech: bool = False) -> float:
-    per_second = fmt.bytes_per_second(bitrate, sample_rate, speech)
-    return max(0.0, (budget * HEADROOM - fmt.fixed_overhead) / per_second - fmt.padding_seconds)
-
-
-def quantize(fmt: TargetFormat, bitrate: float) -> int:
-    """Round down to a bitrate the encoder takes (MP3/AMR steps, else the format's quantum)."""
-    if fmt.steps:
-        fitting = [s for s in fmt.steps if s <= bitrate]
-        return fitting[-1] if fitting else fmt.steps[0]
-    return int(bitrate // fmt.bitrate_quantum * fmt.bitrate_quantum)
-
-
-def _highest_rate_at_most(limit: int, choices: tuple[int, ...]) -> int:
-    below = [r for r in choices if r <= limit]
-    return below[-1] if below else choices[0]
-
-
-def choose_sample_rate(fmt: TargetFormat, bitrate: int, channels: int, source_rate: int) -> int:
-    """A sample rate the encoder takes that suits the bitrate, never above the source's (unless the
-    format's rate bands need it)."""
-    if fmt.fixed_sample_rate is not None:
-        return fmt.fixed_sample_rate
-    per_channel = bitrate / max(1, channels)
-    wanted = next((rate for below, rate in fmt.rate_ladder if per_channel < below), TOP_RATE)
-    rate = _highest_rate_at_most(min(wanted, source_rate), STANDARD_RATES)
-    for band in fmt.rate_bands:
-        rate = band.move(rate, bitrate, source_rate)
-    return rate
-
-
-def source_ceiling(info: MediaInfo) -> int | None:
-    """The bitrate a lossy source carries (converting it higher adds bytes, not quality)."""
-    if is_lossless(info.audio.codec):
-        return None
-    return info.audio.bit_rate or info.bit_rate
+    ceiling: int = 0      # the bitrate an unlimited budget would get (source, format, --bitrate); 0: unknown
 
 
 @dataclass(frozen=True)
@@ -238,7 +178,7 @@ def plan(  # noqa: PLR0913 - the public planner: every setting is its own keywor
     dur = info.duration - start if duration is None else duration
     speech = likely_speech(info, voice_note)
     request = _Request(info, budget, dur, speech, channels, voice_note, bitrate_cap)
-    fmt, fitted = request.best(fmt)
+    base, (fmt, fitted) = fmt, request.best(fmt)  # fmt: the rate control chosen (MP3: CBR or ABR)
     bitrate, rate, out_channels = fitted.bitrate, fitted.sample_rate, fitted.channels
     size = request.size(fmt, fitted)
     if bitrate < fmt.floor or size > budget:
@@ -250,7 +190,32 @@ def plan(  # noqa: PLR0913 - the public planner: every setting is its own keywor
         format=fmt.name, encoder=fmt.encoder, muxer=fmt.muxer, codec=fmt.codec, bitrate=bitrate,
         sample_rate=rate, channels=out_channels, duration=dur, start=start, fade_out=fade_out,
         normalize=normalize, audio_index=info.audio.audio_index, application="voip" if voip else "audio",
-        rate_control=fmt.rate_control, speech=speech, budget=budget, expected_size=size)
+        rate_control=fmt.rate_control, speech=speech, budget=budget, expected_size=size,
+        ceiling=quantize(base, request.ceiling(base, out_channels)))
+
+
+def measured_ratio(previous: EncodePlan, fmt: TargetFormat, measured: int) -> float:
+    """How the payload of an output of ``previous`` that came out ``measured`` bytes compares with
+    what ``fmt``'s size model expects for it (the container's own bytes, the same at any bitrate,
+    left out), in the plan's rate control (MP3: CBR or ABR)."""
+    fmt = fmt.in_control(previous.rate_control)
+    container = expected_size(fmt, 0, previous.sample_rate, previous.duration)
+    expected = expected_size(fmt, previous.bitrate, previous.sample_rate, previous.duration, speech=previous.speech)
+    return max(measured - container, 1) / max(expected - container, 1)
+
+
+def corrected(fmt: TargetFormat, ratio: float, control: RateControl | None = None) -> TargetFormat:
+    """``fmt`` with its size model scaled by ``ratio``: what one input's measured output says the
+    encoder really does with it, for planning that input again. ``control``: the rate control the
+    ratio was measured in; only its model is scaled (MP3's ABR overshoot says nothing of its CBR)."""
+    def scaled(bands: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...]:
+        return tuple((below, factor * ratio) for below, factor in bands)
+
+    measured = fmt.in_control(control) if control else fmt
+    speech = None if measured.speech_factor_bands is None else scaled(measured.speech_factor_bands)
+    fixed = replace(measured, bitrate_factor=measured.bitrate_factor * ratio,
+                    factor_bands=scaled(measured.factor_bands), speech_factor_bands=speech)
+    return fixed if measured is fmt else replace(fmt, between_steps=fixed)
 
 
 def replan(previous: EncodePlan, fmt: TargetFormat, measured: int) -> EncodePlan | None:

@@ -58,6 +58,7 @@ class PrepareResult:
     action: PrepareAction
     outputs: tuple[OutputFile, ...]
     passes: int = 0      # encodes it took (the longest part, when split); 0 when kept
+    first_fit: bool = True  # the first encode (of every part) fitted the budget: no re-plan from an overshoot
     kept_duration: float | None = None  # seconds kept, when trimmed
     cached: bool = False
     plan: EncodePlan | None = None
@@ -91,8 +92,8 @@ class PrepareResult:
             "format": self.outputs[0].format if self.outputs else None, "size": self.size,
             "source_duration": round(self.source_duration, 3), "duration_sent": round(self.duration_sent, 3),
             "trimmed_seconds": round(self.trimmed_seconds, 3),
-            "passes": self.passes, "kept_duration": self.kept_duration, "cached": self.cached,
-            "reused": self.reused,
+            "passes": self.passes, "first_fit": self.first_fit, "kept_duration": self.kept_duration,
+            "cached": self.cached, "reused": self.reused,
             "voice_note_inline": self.voice_note_inline, "notes": list(self.notes),
             "input": self.info.to_dict(), "outputs": [o.to_dict() for o in self.outputs],
             "plan": asdict(self.plan) if self.plan else None,

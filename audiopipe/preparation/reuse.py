@@ -134,5 +134,6 @@ def result_from(manifest: Manifest, paths: Sequence[Path], source: Path, sha: st
     plan_d = manifest.get("plan")
     return PrepareResult(source=source, source_sha256=sha, info=MediaInfo(**inp),
                          action=PrepareAction(manifest["action"]), outputs=outputs, passes=manifest["passes"],
+                         first_fit=manifest.get("first_fit", True),
                          kept_duration=manifest["kept_duration"], cached=not reused,
                          plan=EncodePlan(**plan_d) if plan_d else None, reused=reused)

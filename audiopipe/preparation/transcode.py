@@ -1,7 +1,8 @@
 """Converting an input into outputs that fit the budget.
 
 A remux when the audio can go unchanged into an accepted container; otherwise encode, verify, and
-re-plan from the measured overshoot until the output fits; when even the floor bitrate cannot hold
+re-plan from the measured overshoot until the output fits (and, when the output left much of the
+budget unused, encode once more higher); when even the floor bitrate cannot hold
 the whole duration, trim it (with a short fade-out) or split it into equal parts, as the settings say.
 Every output is written under a hidden temp name and takes its real name only once verified.
 """
@@ -19,7 +20,7 @@ from audiopipe.preparation.encode import Verified, encode, remux, verify
 from audiopipe.preparation.encoders import require_encoder
 from audiopipe.preparation.formats import FORMATS, TargetFormat
 from audiopipe.preparation.outputs import OutputGuard, part_name, place, stage
-from audiopipe.preparation.plan import DoesNotFit, EncodePlan, plan, replan
+from audiopipe.preparation.plan import FILL_BELOW, DoesNotFit, EncodePlan, corrected, measured_ratio, plan, replan
 from audiopipe.preparation.policy import copyable
 from audiopipe.preparation.probe import MediaInfo
 from audiopipe.preparation.results import EncodeProgress, EncodeProgressCallback, OutputFile, PrepareAction
@@ -33,6 +34,11 @@ MAX_FADE = 3.0            # seconds of fade-out at most on a trimmed output
 MIN_SECONDS = 1.0         # less than this fitting the budget is not worth sending
 MAX_PARTS = 1000
 FIT_MARGIN = 0.97         # aim this far under what the last overshoot says would fit
+FILL_PASSES = 2           # encodes at most to use a budget the first output left unused (see _filled)
+# A fill plans as if the encoder spent this much more than the last output measured: Opus's size is not
+# proportional to its bitrate on every content (its bandwidth and mode switch at some rates), and a
+# fill that overshoots costs an encode for nothing.
+FILL_CAUTION = 1.03
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class Transcoded:
     passes: int                # encodes it took (the longest part's, when split)
     plan: EncodePlan           # the last plan encoded
     kept_duration: float | None = None  # seconds kept, when trimmed
+    first_fit: bool = True     # the first encode (of every part) fitted: no re-plan from an overshoot
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,17 @@ class _Fitted:
     output: OutputFile
     passes: int
     plan: EncodePlan
+    first_fit: bool
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """An encode that passed verification, still under its temp name."""
+
+    staged: Path
+    checked: Verified
+    plan: EncodePlan
+    passes: int
 
 
 @dataclass(frozen=True)
@@ -85,30 +103,96 @@ class Conversion:
                     fade_out=fade_out)
 
     def encode_to_fit(self, p: EncodePlan, dest: Path, part: Part = WHOLE) -> _Fitted:
-        """Encode, measure, and re-plan from the measured overshoot until the output fits.
+        """Encode, measure, and re-plan from the measured overshoot until the output fits; then, when
+        the budget limited the bitrate but the output left much of it unused, encode again higher
+        (see :meth:`_filled`).
 
         Each pass goes to a hidden temp file; only a verified result that fits takes ``dest``'s name."""
         replace_ok = self.guard.claim(dest)  # before any ffmpeg work goes into it
+        first = self._first_fit(p, dest, part)
+        best, passes = first, first.passes
+        try:
+            best, passes = self._filled(first, dest, part)
+            place(best.staged, dest, replace=replace_ok)
+        finally:
+            discard(first.staged)
+            discard(best.staged)
+        return _Fitted(_output_from(dest, self.fmt, best.checked, best.plan.bitrate), passes, best.plan,
+                       first_fit=first.passes == 1)
+
+    def _first_fit(self, p: EncodePlan, dest: Path, part: Part) -> _Staged:
+        """Encode and verify until an output fits (re-planning from each overshoot); it stays staged."""
         passes = 0
         while True:
             passes += 1
-            _log_plan(self.source, p, passes, part)
-            staged = stage(dest)
-            try:
-                checked = self._encode_and_verify(p, staged, self._on_seconds(p, passes, part))
-                if checked.size <= p.budget:
-                    place(staged, dest, replace=replace_ok)
-                    return _Fitted(_output_from(dest, self.fmt, checked, p.bitrate), passes, p)
-            finally:
-                discard(staged)
+            staged = self._staged_pass(p, dest, passes, part)
+            if staged.checked.size <= p.budget:
+                return staged
             log.info("%s: %s bytes is over the %s-byte budget; encoding again lower", self.source,
-                     f"{checked.size:,}", f"{p.budget:,}")
-            nxt = replan(p, self.fmt, checked.size) if passes < self.settings.max_passes else None
+                     f"{staged.checked.size:,}", f"{p.budget:,}")
+            nxt = replan(p, self.fmt, staged.checked.size) if passes < self.settings.max_passes else None
             if nxt is None:
                 # The floor did not fit after all: say how much would, so trim/split can use it.
-                fits = p.duration * p.budget / checked.size * FIT_MARGIN
+                fits = p.duration * p.budget / staged.checked.size * FIT_MARGIN
                 raise DoesNotFit(str(self.source), p.duration, fits, self.fmt.floor, p.budget)
             p = nxt
+
+    def _staged_pass(self, p: EncodePlan, dest: Path, passes: int, part: Part) -> _Staged:
+        """One encode of ``p`` into a temp file beside ``dest``, verified; overshoots are discarded."""
+        _log_plan(self.source, p, passes, part)
+        staged = stage(dest)
+        try:
+            checked = self._encode_and_verify(p, staged, self._on_seconds(p, passes, part))
+        except BaseException:
+            discard(staged)
+            raise
+        if checked.size > p.budget:
+            discard(staged)
+        return _Staged(staged, checked, p, passes)
+
+    def _filled(self, first: _Staged, dest: Path, part: Part) -> tuple[_Staged, int]:
+        """The fullest output that fits, and the encodes made: while the best so far uses under
+        FILL_BELOW of a budget that limited its bitrate, up to FILL_PASSES more encodes, each planned
+        with the size model scaled by what the last one measured (re-planned down from an overshoot,
+        as the first encode is). ``first`` stands when none does better; it fits, and was verified."""
+        best, passes = first, first.passes
+        higher = self._plan_higher(first)
+        for _ in range(FILL_PASSES):
+            if higher is None or passes >= self.settings.max_passes:
+                break
+            log.info("%s: %s bytes uses %.0f %% of the %s-byte budget; encoding again higher", self.source,
+                     f"{best.checked.size:,}", 100 * best.checked.size / best.plan.budget, f"{best.plan.budget:,}")
+            passes += 1
+            try:
+                again = self._staged_pass(higher, dest, passes, part)
+            except AudiopipeError as exc:
+                log.info("%s: the encode at a higher bitrate failed (%s); keeping the one before", self.source, exc)
+                break
+            if again.checked.size <= again.plan.budget:
+                if best is not first:
+                    discard(best.staged)
+                best, higher = again, self._plan_higher(again)
+            else:
+                lower = replan(higher, self.fmt, again.checked.size)
+                higher = lower if lower is not None and lower.bitrate > best.plan.bitrate else None
+        return best, passes
+
+    def _plan_higher(self, done: _Staged) -> EncodePlan | None:
+        """A higher bitrate for ``done``'s plan (same channels, start and length) when its output
+        used under FILL_BELOW of the budget: planned with the size model corrected by what it
+        measured. None when it used enough, or no higher bitrate is allowed (the source's, the
+        format's or --bitrate's ceiling, or the encoder's steps)."""
+        p, size = done.plan, done.checked.size
+        if size >= p.budget * FILL_BELOW:
+            return None
+        fmt = corrected(self.fmt, measured_ratio(p, self.fmt, size) * FILL_CAUTION, p.rate_control)
+        try:
+            higher = plan(self.info, fmt, self.budget, bitrate_cap=self.settings.bitrate, channels=p.channels,
+                          voice_note=self.settings.voice_note, normalize=p.normalize, duration=p.duration,
+                          start=p.start, fade_out=p.fade_out)
+        except DoesNotFit:
+            return None
+        return higher if higher.bitrate > p.bitrate else None
 
     def _encode_and_verify(self, p: EncodePlan, staged: Path,
                            on_seconds: Callable[[float], None] | None) -> Verified:
@@ -141,7 +225,7 @@ class Conversion:
             try:
                 fitted = self.encode_to_fit(self.plan(duration=keep, fade_out=fade), dest)
                 return Transcoded(PrepareAction.TRIMMED, (fitted.output,), fitted.passes, fitted.plan,
-                                  kept_duration=keep)
+                                  kept_duration=keep, first_fit=fitted.first_fit)
             except DoesNotFit as again:
                 fits = min(again.fits_seconds, keep * FIT_MARGIN)
         raise PrepareError(self.source, "could not trim it to fit the budget")
@@ -174,7 +258,7 @@ class Conversion:
             _remove(f.output for f in done)  # no partial result: a retry with more parts starts clean
             raise
         return Transcoded(PrepareAction.SPLIT, tuple(f.output for f in done), max(f.passes for f in done),
-                          done[-1].plan)
+                          done[-1].plan, first_fit=all(f.first_fit for f in done))
 
 
 def transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_stem: Path, *,
@@ -187,7 +271,8 @@ def transcode(source: Path, info: MediaInfo, settings: PrepareSettings, dest_ste
     dest = dest_stem.with_name(part_name(dest_stem.name, fmt.extension, 1, 1))
     try:
         fitted = job.encode_to_fit(job.plan(), dest)
-        return Transcoded(PrepareAction.TRANSCODED, (fitted.output,), fitted.passes, fitted.plan)
+        return Transcoded(PrepareAction.TRANSCODED, (fitted.output,), fitted.passes, fitted.plan,
+                          first_fit=fitted.first_fit)
     except DoesNotFit as overflow:
         if settings.on_overflow == Overflow.FAIL:
             raise
@@ -249,8 +334,7 @@ def _log_plan(source: Path, p: EncodePlan, attempt: int, part: Part) -> None:
     where = (f" part {part.number}/{part.count} ({p.start:.1f}-{p.start + p.duration:.1f} s)"
              if part.count > 1 else "")
     cut = f", fade-out {p.fade_out:.1f} s" if p.fade_out else ""
-    fits = p.expected_size <= p.budget * 0.95
-    why = ("the highest sensible bitrate for this source, well under the budget" if fits else
+    why = ("the highest sensible bitrate for this source, under the budget" if p.bitrate >= p.ceiling else
            "the highest bitrate that fits the budget")
     log.info("%s%s: plan%s: %s %s, %d kb/s, %d Hz, %d ch, %.1f s%s%s; expected %s of %s bytes (%s)",
              source, where, f" (attempt {attempt})" if attempt > 1 else "", p.format, p.encoder,

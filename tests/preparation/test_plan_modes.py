@@ -19,8 +19,10 @@ from audiopipe.preparation.plan import (
     DoesNotFit,
     EncodePlan,
     bitrate_for,
+    corrected,
     expected_size,
     likely_speech,
+    measured_ratio,
     plan,
 )
 
@@ -154,7 +156,8 @@ def test_mp3_takes_abr_only_where_the_step_under_the_budget_would_waste_it() -> 
                     or abr.expected_size <= on_step.expected_size or on_step.bitrate == mp3.ceiling(1)
                     or abr.bitrate == mp3.between_steps.ceiling(1)), budget
         else:
-            assert p == abr
+            assert abr is not None
+            assert p == replace(abr, ceiling=mp3.ceiling(1))  # an unlimited budget would get 160k (CBR)
             assert p.bitrate < 28000 and p.sample_rate <= 16000  # where ABR's size is predictable enough
             assert on_step.expected_size < STEP_USE * budget, budget
             assert on_step.expected_size < p.expected_size <= budget * HEADROOM, budget
@@ -166,3 +169,53 @@ def test_aac_bitrates_are_any_100_bits_per_second() -> None:
     m4a = FORMATS["m4a"]
     bitrates = {plan(make_info(channels=1, duration=60), m4a, b).bitrate for b in range(150_000, 160_000, 700)}
     assert len(bitrates) > 5 and all(b % 100 == 0 for b in bitrates) and any(b % 1000 for b in bitrates)
+
+
+# --- the fill's arithmetic: a size model corrected by what one output measured ----------------------
+
+@pytest.mark.parametrize("name", ["ogg", "mp3", "m4a", "aac"])
+def test_an_output_that_came_out_as_expected_measures_a_ratio_of_one(name: str) -> None:
+    p = plan(make_info(channels=1, duration=120), FORMATS[name], 300_000)
+    assert measured_ratio(p, FORMATS[name], p.expected_size) == pytest.approx(1.0, abs=0.002)
+
+
+def test_a_model_corrected_by_half_plans_about_twice_the_bitrate() -> None:
+    """Speech that came out at half its expected payload (long pauses): planned again with the
+    model scaled by the half, the bitrate doubles (to the step), and the new plan expects the budget."""
+    fmt, info, budget = FORMATS["ogg"], make_info(channels=1, duration=120), 300_000
+    first = plan(info, fmt, budget)
+    container = expected_size(fmt, 0, first.sample_rate, first.duration)
+    half = container + (first.expected_size - container) // 2
+    ratio = measured_ratio(first, fmt, half)
+    assert ratio == pytest.approx(0.5, abs=0.002)
+    again = plan(info, corrected(fmt, ratio), budget, channels=first.channels)
+    assert 1.8 * first.bitrate <= again.bitrate <= 2.2 * first.bitrate
+    assert 0.95 * budget <= again.expected_size <= budget
+    assert corrected(fmt, 1.0) == fmt
+
+
+def test_a_plan_knows_whether_the_budget_or_the_ceiling_decided_it() -> None:
+    tight = plan(make_info(channels=1, duration=600), FORMATS["ogg"], 500_000)
+    roomy = plan(make_info(channels=1, duration=60), FORMATS["ogg"], 16_000_000)
+    assert tight.bitrate < tight.ceiling
+    assert roomy.bitrate == roomy.ceiling == 64000
+
+
+def test_an_mp3_fill_corrects_the_abr_model_only() -> None:
+    """An ABR output that came out at 85 % of what was expected: the ratio is measured against ABR's
+    own model, and the corrected model plans a higher ABR bitrate; the CBR steps keep their exact
+    model (ABR's overshoot on this input says nothing of CBR's)."""
+    mp3, info, budget = FORMATS["mp3"], make_info(channels=1, duration=60), 200_000
+    first = plan(info, mp3, budget)
+    assert first.rate_control == "abr"
+    abr = mp3.in_control("abr")
+    container = expected_size(abr, 0, first.sample_rate, first.duration)
+    short = container + int((first.expected_size - container) * 0.85)
+    ratio = measured_ratio(first, mp3, short)
+    assert ratio == pytest.approx(0.85, abs=0.002)
+    fixed = corrected(mp3, ratio, first.rate_control)
+    assert (fixed.rate_control, fixed.bitrate_factor, fixed.factor_bands) == ("cbr", 1.0, ())
+    assert fixed.in_control("abr").factor_bands == tuple((b, f * ratio) for b, f in abr.factor_bands)
+    again = plan(info, fixed, budget, channels=first.channels)
+    assert again.rate_control == "abr" and again.bitrate > first.bitrate
+    assert again.expected_size <= budget * HEADROOM

@@ -99,3 +99,55 @@ def test_a_first_encode_over_budget_converges_by_what_was_measured(speech: Path,
     (out,) = result.outputs
     assert result.passes == 2
     assert 0.85 * budget <= out.size <= budget
+
+
+# --- the fill: an output the size model over-estimated is encoded once more, higher -----------------
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 s of mono band-limited noise, silent three seconds in four: constrained VBR codes the
+    silences for almost nothing, so the first encode comes out near half the speech-sized estimate."""
+    dest = tmp_path_factory.mktemp("gated") / "gated.wav"
+    run_ffmpeg("-f", "lavfi", "-i", "anoisesrc=d=20:c=pink:r=48000:a=0.3:seed=7,lowpass=f=3000,"
+               "volume=enable='gt(mod(t\\,4)\\,1)':volume=0", "-ac", "1", str(dest))
+    return dest
+
+
+def leftovers(folder: Path) -> list[str]:
+    """The files in ``folder`` but the note audiopipe keeps beside its outputs."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".audiopipe.json"))
+
+
+@pytest.mark.parametrize("budget", [30_000, 40_000, 60_000])
+def test_a_budget_the_first_encode_left_half_unused_is_filled(gated: Path, tmp_path: Path, budget: int) -> None:
+    once = prepare_file(gated, tmp_path / "once",
+                        PrepareSettings(format="ogg", max_size=budget, cache=False, max_passes=1))
+    assert once.passes == 1 and once.outputs[0].size < 0.7 * budget  # what the size model foresaw
+    filled = prepare_file(gated, tmp_path / "out", PrepareSettings(format="ogg", max_size=budget, cache=False))
+    (out,) = filled.outputs
+    assert 2 <= filled.passes <= 3
+    # (Opus's size is not smooth in the bitrate on every content: its bandwidth and mode switch at
+    # some rates, so a fill that overshot and came down again may land short of FILL_BELOW)
+    assert 1.3 * once.outputs[0].size <= out.size <= budget, f"{out.size:,} bytes of {budget:,}"
+    assert out.bitrate is not None and once.outputs[0].bitrate is not None
+    assert out.bitrate > once.outputs[0].bitrate
+    assert leftovers(tmp_path / "out") == [out.path.name]  # no temp file of the passes
+
+
+@pytest.mark.parametrize("max_passes", [2, 3])
+def test_whatever_the_fill_meets_the_output_fits_and_is_the_only_file(gated: Path, tmp_path: Path,
+                                                                      max_passes: int) -> None:
+    """With fewer passes allowed, a fill that overshoots is dropped and the first output stands."""
+    settings = PrepareSettings(format="ogg", max_size=30_000, cache=False, max_passes=max_passes)
+    result = prepare_file(gated, tmp_path / "out", settings)
+    (out,) = result.outputs
+    assert out.size <= 30_000 and result.passes <= max_passes
+    assert leftovers(tmp_path / "out") == [out.path.name]
+
+
+def test_no_fill_above_the_bitrate_asked_for(gated: Path, tmp_path: Path) -> None:
+    """--bitrate caps the fill as it caps the plan: the output stays small, in one pass."""
+    settings = PrepareSettings(format="ogg", max_size=200_000, bitrate=16000, cache=False)
+    result = prepare_file(gated, tmp_path / "out", settings)
+    (out,) = result.outputs
+    assert result.passes == 1 and out.bitrate == 16000 and out.size < 0.5 * 200_000
