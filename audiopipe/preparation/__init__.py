@@ -8,7 +8,8 @@ The modules, roughly in the order a file meets them:
 - ``probe``, ``sniff``: what a file is, to ffprobe and to the server's libmagic
 - ``settings``, ``policy``: how to prepare, and whether a file can be sent as it is
 - ``formats``, ``encoders``: the target formats as data, and whether this ffmpeg can make them
-- ``plan``: the bitrate and sample rate that fit the byte budget (pure)
+- ``plan``: the bitrate and sample rate that fit the byte budget (pure); ``sizing``: the size model's
+  arithmetic it plans by (expected bytes, the bitrate a budget holds, rates and steps)
 - ``encode``, ``transcode``, ``voicenote``: the ffmpeg runs, the fit loop, trim and split
 - ``outputs``, ``reuse``, ``cache``: writing without destroying, and results without work
 - ``results``: what comes back; ``pipeline``: prepare_file/prepare_many, running all of the above

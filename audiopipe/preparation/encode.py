@@ -76,7 +76,11 @@ def build_argv(source: str | Path, plan: EncodePlan, output: str | Path, *, prog
         vbr = "constrained" if plan.rate_control == "cvbr" else "off"
         out_opts.update({"vbr": vbr, "application": plan.application})
     if plan.encoder == "libmp3lame":
-        out_opts["write_xing"] = "1"
+        out_opts["write_xing"] = "1"  # the Xing/Info frame: players seek, and know the length, by it
+        if plan.rate_control == "abr":
+            # LAME's ABR between its CBR steps: any whole kbit/s on average, each frame on one of the
+            # MPEG version's standard bitrates (never free format); its Xing frame says it is VBR
+            out_opts["abr"] = "1"
     out = ffmpeg.output(stream, ffmpeg_path_arg(output), **out_opts)
     # global options go before the input: after the output ffmpeg would ignore them
     return list(out.compile(cmd=ffmpeg_base() + (PROGRESS_ARGS if progress else [])))

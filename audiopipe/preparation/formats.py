@@ -12,7 +12,7 @@ rejected message.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from audiopipe.errors import UsageError, setting
@@ -20,7 +20,8 @@ from audiopipe.errors import UsageError, setting
 # How an encoder spends its bits. "cbr": the same every frame (LAME's CBR keeps a bit reservoir, so it
 # still moves bits to where the sound needs them). "cvbr": Opus's constrained VBR, bits follow the
 # content (pauses cost almost nothing) within a reservoir that keeps the average at the target, so
-# the size stays predictable. "abr": the encoder's own average-bitrate control (native AAC's -b:a).
+# the size stays predictable. "abr": the encoder's own average-bitrate control (native AAC's -b:a,
+# LAME's ABR: -abr 1 -b:a N, any whole kbit/s, its frames on the MPEG version's standard bitrates).
 RateControl = Literal["cbr", "cvbr", "abr"]
 
 LOSSLESS_CODECS = frozenset({
@@ -91,6 +92,19 @@ class TargetFormat:
     # so speech comes out further under its target than music does. None: as ``factor_bands``.
     speech_factor_bands: tuple[tuple[int, float], ...] | None = None
     bitrate_quantum: int = 1000   # bitrates are multiples of this (when there are no ``steps``)
+    # The encoder's priming and padding (and MP3's Xing frame) cost about this much more audio at the
+    # bitrate: a few frames, whose bytes grow with the bitrate where ``fixed_overhead``'s do not.
+    padding_seconds: float = 0.0
+    # The same format in a rate control that takes any bitrate, for a budget that falls between two
+    # of ``steps`` (MP3: LAME's ABR between its CBR steps): the planner takes it when the step under
+    # the budget would leave much of it unused (see plan.STEP_USE). None: the steps (or ``rate_control``) only.
+    between_steps: TargetFormat | None = None
+
+    def in_control(self, control: RateControl) -> TargetFormat:
+        """The format as sized in ``control``: its ``between_steps`` variant when that is the one."""
+        if self.between_steps is not None and control == self.between_steps.rate_control:
+            return self.between_steps
+        return self
 
     def bands(self, speech: bool = False) -> tuple[tuple[int, float], ...]:
         """The factor bands that apply to speech (``speech``) or to any other content."""
@@ -118,8 +132,10 @@ class TargetFormat:
         return max(tops) if tops else None
 
 
+# No 144k: MPEG-1's table (the 32-48 kHz rates the planner gives bitrates that high) has none, and
+# LAME codes a 144k CBR there as 128k (measured at 44.1 kHz stereo: 0.889 of the target).
 MP3_STEPS = (8000, 16000, 24000, 32000, 40000, 48000, 56000, 64000, 80000, 96000, 112000,
-             128000, 144000, 160000, 192000, 224000, 256000, 320000)
+             128000, 160000, 192000, 224000, 256000, 320000)
 AMR_STEPS = (4750, 5150, 5900, 6700, 7400, 7950, 10200, 12200)
 
 MPEG1_RATES = (32000, 44100, 48000)      # MP3 bitrates 32..320 kbit/s
@@ -133,6 +149,63 @@ MP3_RATE_BANDS = (
 )
 # MP3 aims at MPEG 2.5's 12 kHz where the others take 16 kHz.
 MP3_RATE_LADDER = ((12000, 8000), (20000, 12000), (28000, 16000), (40000, 22050), (56000, 32000))
+
+# MP3: CBR on LAME's steps, and LAME's ABR (-abr 1 -b:a N, any whole kbit/s) at the budget where
+# the step under it would use less than plan.STEP_USE of it and ABR's bitrate is under 28k (8-16 kHz).
+# Measured (ffmpeg 5.1, LAME 3.100) on 120-s espeak-ng speech and the music-like source at equal size,
+# wideband PESQ (LSD for music), the plan's sample rates: CBR on a step scored as well as ABR or better
+# (16k: 2.09 against 1.84; 24k: 2.86 against 2.60; 32-64k within 0.08); between steps, ABR at the
+# budget scored above CBR on the step below once that step used under about 90 % of the budget (10-14k:
+# 1.67-1.97 against 1.59; 22k: 2.46 against 2.11; 72k: 4.39 against 4.33; speech with long pauses and
+# music gained more, dense speech at 17-19k a little less). LAME's VBR (-q:a; a fractional q is taken)
+# scored best at the same size (up to +0.2 on speech, far lower LSD on music), but its size per q
+# differs by 30 % between contents (q 9 at 16 kHz: speech 30k, sparse speech 23k, music 27k) and it
+# cannot go under about 18k: no size a first encode can aim at.
+#
+# ABR overshoots its target, by the voice (`bench/calibrate_sizes.py --format mp3`: 120-s sources,
+# six espeak-ng voices alone, four 15-s clips of dense speech): under 28k, 1.13-1.32 on speech (one
+# voice alone 1.13-1.25; dense clips up to 1.32 at 8-11k), speech with long pauses 1.02-1.14, music
+# 1.02-1.14. A stereo source is made mono at these rates and may be a voice, so both classes are sized
+# alike, each band for the top of what was measured there (HEADROOM absorbs 1.5 % more). Speech then
+# uses 87-100 % of its budget, pauses and music 77-93 %, before LAME rounds the bitrate down to whole
+# kbit/s (up to 12 % at 8k): end to end, speech 80-95 % (median 90 %), first encodes all fitting
+# (before, CBR alone: 57-93 %, median 80 %). From 28k (22.05 kHz and up) ABR strays by the voice far
+# more (at 48k: 1.03 for the women's voices, 1.29 for the men's): sized for the top it would use no
+# more of the budget than the steps there (14-25 % apart) do, so CBR only.
+MP3_CBR = TargetFormat(
+    name="mp3", extension="mp3", muxer="mp3", encoder="libmp3lame", codec="mp3", container="mp3",
+    content_type="audio/mpeg", floor=8000, ceiling_per_channel=160000, steps=MP3_STEPS,
+    # An ID3 header (10 bytes without tags) and the Xing frame; the encoder's delay and padding add
+    # 2-3 frames at the bitrate: CBR came out 388-470 bytes over at 8-64k, 2.3-3.9 KB at 320k (32-44.1 kHz).
+    fixed_overhead=512, padding_seconds=0.1, rate_ladder=MP3_RATE_LADDER, rate_bands=MP3_RATE_BANDS,
+    # LAME's CBR is exact: a frame of the step's size every 576 or 1152 samples (the payload is the
+    # target to 0.1 %, the rest is the container and padding above)
+    rate_control="cbr", bitrate_factor=1.0)
+MP3_ABR_BANDS = ((12000, 1.30), (20000, 1.26), (28000, 1.225))
+MP3_ABR = replace(MP3_CBR, steps=(), rate_control="abr", ceiling_per_channel=27000,
+                  factor_bands=MP3_ABR_BANDS, speech_factor_bands=MP3_ABR_BANDS, bitrate_factor=1.225)
+MP3 = replace(MP3_CBR, between_steps=MP3_ABR)
+
+# Native AAC's -b:a (its own average bitrate, any bit/s; one encoder for m4a and ADTS). Payload /
+# target (`bench/calibrate_sizes.py --format m4a`, the same sources as MP3's; and `--content voices
+# --content dense --bitrates 29,42,44,88,104,120`): 1.01-1.03 at 16-28k (16 kHz) on everything, and
+# about 1.01-1.05 above; but where the plan moves to a higher sample rate, the first bitrates overshoot
+# on men's voices: 1.06-1.09 at 28k (22.05 kHz), 1.04-1.05 at 30k, then 1.02-1.03; 1.06-1.09 at 40k
+# (32 kHz), 1.07 at 42k, 1.06 at 44k, then 1.04. Mono from 72k climbs: speech 1.05-1.08 at 80-120k,
+# 1.14 at 128k; mono music 1.08-1.11 from 88k (sized for speech: such a source may take a re-plan
+# there). Stereo outputs: music 1.05-1.10 at 64-80k (22.05 kHz), 1.04-1.07 at 80-128k, 1.03-1.04 at
+# 128-192k; speech in stereo 0.98-1.01. Under 20k music comes out under its target (0.93-0.96). Each
+# band is the top of what was measured there: end to end, speech uses 89-99 % of its budget (median
+# 96 %; under 92 % only a voice in a stereo file coded in stereo), first encodes fitting 99 % (before:
+# 87-99 %, 48 % fitting the first time, most misses on short recordings).
+# Its VBR (-q:a) is no better: at the same size PESQ 2.48 against 2.62 (speech, 24k), 3.21 against
+# 3.14 (48k), music far worse (LSD 22.6 against 9.4 at 32k), and its size per q is steep and not
+# monotonic (q 0.25: 19k, q 0.41: 40k; 0.79: 143k, 0.87: 140k on music).
+AAC_MONO_UNDER_64K = ((28000, 1.025), (30000, 1.085), (32000, 1.05), (40000, 1.035), (42000, 1.09),
+                      (44000, 1.075), (48000, 1.06), (56000, 1.045))
+AAC_SPEECH_BANDS = (*AAC_MONO_UNDER_64K, (72000, 1.035), (88000, 1.055), (128000, 1.08), (128001, 1.135))
+AAC_BANDS = (*AAC_MONO_UNDER_64K, (64000, 1.035), (80000, 1.10), (128000, 1.075))
+AAC_FACTOR = 1.045
 
 FORMATS: dict[str, TargetFormat] = {
     "ogg": TargetFormat(
@@ -156,23 +229,22 @@ FORMATS: dict[str, TargetFormat] = {
         rate_control="cvbr", factor_bands=((12000, 1.0), (16000, 1.04)),
         speech_factor_bands=((9000, 0.93), (12000, 0.95), (16000, 1.04)),
         bitrate_factor=1.02, bitrate_quantum=100),
-    "mp3": TargetFormat(
-        name="mp3", extension="mp3", muxer="mp3", encoder="libmp3lame", codec="mp3", container="mp3",
-        content_type="audio/mpeg", floor=8000, ceiling_per_channel=160000, steps=MP3_STEPS,
-        # CBR on purpose: at the same size LAME's CBR (with its bit reservoir) scored as well as its VBR
-        # (-q:a 9) and better than its ABR on speech, and ABR's size strays 0-20 % over its target.
-        fixed_overhead=4096, bitrate_factor=1.001, rate_ladder=MP3_RATE_LADDER, rate_bands=MP3_RATE_BANDS),
-    # Native AAC (this ffmpeg has no libfdk_aac): -b:a is its own average-bitrate control; its -q:a
-    # VBR is marked experimental by ffmpeg and sizes unpredictably, so the planner stays with -b:a.
+    "mp3": MP3,
     "m4a": TargetFormat(
         name="m4a", extension="m4a", muxer="ipod", encoder="aac", codec="aac",
         container="mov,mp4,m4a,3gp,3g2,mj2", content_type="audio/mp4", floor=16000,
-        ceiling_per_channel=128000, fixed_overhead=8192, bytes_per_frame=4.5, bitrate_factor=1.04,
-        rate_control="abr"),
+        # the moov box about 770 bytes, and 4 bytes a frame (its sample size table): measured 3-120 s,
+        # 16 and 48 kHz; the encoder's priming and last frames: up to 2 frames (0.13 s at 16 kHz)
+        ceiling_per_channel=128000, fixed_overhead=1024, bytes_per_frame=4.1, padding_seconds=0.13,
+        rate_control="abr", factor_bands=AAC_BANDS, speech_factor_bands=AAC_SPEECH_BANDS,
+        bitrate_factor=AAC_FACTOR, bitrate_quantum=100),
     "aac": TargetFormat(
         name="aac", extension="aac", muxer="adts", encoder="aac", codec="aac", container="aac",
         content_type="audio/aac", floor=16000, ceiling_per_channel=128000,
-        fixed_overhead=1024, bytes_per_frame=7.0, bitrate_factor=1.04, rate_control="abr"),
+        # a 7-byte header a frame and nothing else
+        fixed_overhead=64, bytes_per_frame=7.0, padding_seconds=0.13, rate_control="abr",
+        factor_bands=AAC_BANDS, speech_factor_bands=AAC_SPEECH_BANDS, bitrate_factor=AAC_FACTOR,
+        bitrate_quantum=100),
     "amr": TargetFormat(
         name="amr", extension="amr", muxer="amr", encoder="libopencore_amrnb", codec="amr_nb",
         container="amr", content_type="audio/amr", floor=4750, ceiling_per_channel=12200,

@@ -187,7 +187,7 @@ class Conversion:
         p, size = done.plan, done.checked.size
         if size >= p.budget * FILL_BELOW:
             return None
-        fmt = corrected(self.fmt, measured_ratio(p, self.fmt, size) * FILL_CAUTION)
+        fmt = corrected(self.fmt, measured_ratio(p, self.fmt, size) * FILL_CAUTION, p.rate_control)
         try:
             higher = self.plan(duration=p.duration, start=p.start, fade_out=p.fade_out, fmt=fmt, channels=p.channels)
         except DoesNotFit:

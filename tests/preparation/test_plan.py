@@ -43,8 +43,12 @@ def make_info(codec: str = "pcm_s16le", rate: int = 44100, channels: int = 2, du
         audio_streams=audio_index + 1, video_streams=0, attached_pictures=0, brand=None)
 
 
-def mp3_legal(bitrate: int, rate: int) -> bool:
-    if bitrate not in MP3_STEPS and bitrate != 320000:
+def mp3_legal(bitrate: int, rate: int, control: str = "cbr") -> bool:
+    """A (bitrate, rate) pair LAME codes as asked: CBR on one of the MPEG version's bitrates; ABR any
+    whole kbit/s within the version's range (its frames are on the version's bitrates)."""
+    if control == "cbr" and bitrate not in MP3_STEPS:
+        return False
+    if control == "abr" and bitrate % 1000:
         return False
     if rate in MPEG1:
         return 32000 <= bitrate <= 320000
@@ -82,7 +86,8 @@ def test_expected_size_fits_budget(name: str) -> None:
                     continue
                 planned += 1
                 assert p.budget == budget
-                assert p.expected_size == expected_size(fmt, p.bitrate, p.sample_rate, p.duration, speech=p.speech)
+                sized = fmt.in_control(p.rate_control)  # MP3: CBR on a step, or ABR between steps
+                assert p.expected_size == expected_size(sized, p.bitrate, p.sample_rate, p.duration, speech=p.speech)
                 assert p.expected_size <= budget * HEADROOM + 1, (duration, budget, p)
                 assert p.bitrate >= fmt.floor
                 assert (p.format, p.encoder, p.muxer, p.codec) == (fmt.name, fmt.encoder, fmt.muxer, fmt.codec)
@@ -102,10 +107,11 @@ def test_plan_takes_the_highest_bitrate_that_fits(name: str) -> None:
                 continue
             if p.bitrate >= fmt.ceiling(1):
                 continue
-            up = next_up(fmt, p.bitrate)
-            rate = choose_sample_rate(fmt, up, 1, info.audio.sample_rate)
+            sized = fmt.in_control(p.rate_control)  # MP3: CBR on a step, or ABR between steps
+            up = next_up(sized, p.bitrate)
+            rate = choose_sample_rate(sized, up, 1, info.audio.sample_rate)
             # one step higher would not have fitted: the plan did not waste the budget
-            assert expected_size(fmt, up, rate, duration, speech=p.speech) > budget * HEADROOM, (duration, budget, p)
+            assert expected_size(sized, up, rate, duration, speech=p.speech) > budget * HEADROOM, (duration, budget, p)
 
 
 def test_long_file_gets_lower_bitrate_than_short() -> None:
@@ -207,7 +213,8 @@ def test_mp3_plans_are_always_legal_pairs() -> None:
                                      budget, bitrate_cap=cap)
                         except DoesNotFit:
                             continue
-                        assert mp3_legal(p.bitrate, p.sample_rate), (rate, channels, duration, budget, cap, p)
+                        assert mp3_legal(p.bitrate, p.sample_rate, p.rate_control), (rate, channels, duration,
+                                                                                     budget, cap, p)
                         seen_rates.add(p.sample_rate)
     # the sweep really covered all three MPEG versions
     assert seen_rates & MPEG1 and seen_rates & MPEG2 and seen_rates & MPEG25
@@ -228,7 +235,8 @@ def test_mp3_replans_stay_legal_pairs(overshoot: float) -> None:
                     except DoesNotFit:
                         continue
                     while p is not None:
-                        assert mp3_legal(p.bitrate, p.sample_rate), (rate, channels, duration, budget, p)
+                        assert mp3_legal(p.bitrate, p.sample_rate, p.rate_control), (rate, channels, duration,
+                                                                                     budget, p)
                         assert p.sample_rate <= rate
                         checked += 1
                         p = replan(p, MP3, int(p.budget * overshoot))
@@ -351,6 +359,22 @@ def test_replan_tiny_overshoot_is_one_step() -> None:
     assert replan(o, OGG, o.budget + 1).bitrate == o.bitrate - 1000  # type: ignore[union-attr]
 
 
+def test_mp3_abr_replans_within_abr_then_falls_back_to_the_floor_step() -> None:
+    """An ABR encode over its budget is re-planned in ABR, scaled by what it measured; once ABR would go
+    under its floor, the CBR floor step (exact, so smaller) is what is left to try, and then nothing."""
+    p = plan(make_info(channels=1, duration=60.0), MP3, 200_000)
+    assert (p.rate_control, p.bitrate) == ("abr", 21000)
+    q = replan(p, MP3, int(p.budget * 1.05))
+    assert q is not None and q.rate_control == "abr" and 19000 <= q.bitrate < 21000
+    low = plan(make_info(channels=1, duration=60.0), MP3, 80_000)
+    assert (low.rate_control, low.bitrate, low.sample_rate) == ("abr", 8000, 8000)
+    floor = replan(low, MP3, low.budget + 1)
+    assert floor is not None
+    assert (floor.rate_control, floor.bitrate, floor.sample_rate) == ("cbr", 8000, 8000)
+    assert floor.expected_size == expected_size(MP3, 8000, 8000, 60.0, speech=True) <= low.budget * HEADROOM
+    assert replan(floor, MP3, floor.budget + 1) is None
+
+
 @pytest.mark.parametrize("name", ["ogg", "mp3", "m4a", "amr"])
 def test_replan_none_at_floor(name: str) -> None:
     fmt = FORMATS[name]
@@ -413,6 +437,10 @@ def test_build_argv_opus_is_constrained_vbr_with_application() -> None:
                                      sample_rate=22050), "/o.mp3")
     assert "-vbr" not in mp3 and "-application" not in mp3
     assert opt(mp3, "-c:a") == "libmp3lame"
+    assert "-abr" not in mp3  # CBR on a step
+    abr = build_argv("/a.wav", _plan(format="mp3", encoder="libmp3lame", muxer="mp3", codec="mp3", bitrate=19000,
+                                     sample_rate=16000, rate_control="abr"), "/o.mp3")
+    assert (opt(abr, "-abr"), opt(abr, "-b:a"), opt(abr, "-write_xing")) == ("1", "19000", "1")
 
 
 def test_build_argv_seek_only_when_start() -> None:

@@ -180,7 +180,8 @@ def test_a_prepare_error_is_an_input_error() -> None:
 # --- the package: modules are modules, the everyday API is functions -------------------------------
 
 STAGE_MODULES = ("cache", "encode", "encoders", "formats", "inputs", "opening", "outputs", "pipeline", "plan",
-                 "policy", "probe", "results", "reuse", "segment", "settings", "sniff", "transcode", "voicenote")
+                 "policy", "probe", "results", "reuse", "segment", "settings", "sizing", "sniff", "transcode",
+                 "voicenote")
 
 
 def test_every_stage_module_imports_as_a_module() -> None:
