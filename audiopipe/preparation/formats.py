@@ -189,17 +189,20 @@ MP3 = replace(MP3_CBR, between_steps=MP3_ABR)
 # Native AAC's -b:a (its own average bitrate, any bit/s; one encoder for m4a and ADTS).
 #
 # The sample rate per bitrate: 16 kHz under 21k per channel, the source's (up to 48 kHz) from there.
-# Measured (ffmpeg 5.1) at equal file size, each rate's -b:a matched to that size, on seven speech
-# sources (the bench's mixed voices, its sparse speech, five espeak-ng voices alone) and the
-# music-like source, wideband PESQ: at 48 kHz the encoder cannot come down to 16k at all (-b:a 6k
-# still makes 17k) and scores 0.1-0.6 under 16 kHz at 18-20k on every voice; from a 22-23k budget
-# (-b:a about 21k at 48 kHz) it scores as well on average (women's voices +0.3-0.5, two men's -0.1-0.4).
-# 22.05, 24 and 32 kHz, the old ladder's steps at 28-56k, never beat both: at 32k mean PESQ 2.80-2.86
-# against 2.94 at 48 kHz, at 48k 3.28 at 32 kHz against 3.41; music's spectral distance at 32k 8.5 dB
-# at 44.1 kHz against 9.4 at 22.05, stereo at 64k 5.9 against 6.8 (22.05 kHz), at 96k 4.9 against 5.4
-# (32 kHz). From about 28k, where the encoder's own lowpass (15/32 of the bitrate less 5.5 kHz) passes
-# 8 kHz, 16 kHz still scores higher PESQ on some voices, but PESQ hears nothing above 8 kHz and the
-# music loses 40 % there. Keeping the source's rate is what the plain `ffmpeg -c:a aac -b:a N` does.
+# Measured (ffmpeg 5.1; `bench/quality_rates.py`, and `--budgets 18,20,21,22,23,24,26,28 --rates
+# 16000,48000`) at equal file size, each rate's -b:a matched to that size, on seven speech sources (the
+# bench's mixed voices, its sparse speech, five espeak-ng voices alone) and the music-like source:
+# at 48 kHz the encoder cannot come down to 16k at all (-b:a 6k still makes 17k) and its wideband PESQ
+# is 0.1-0.6 under 16 kHz's at 18-20k on every voice; from a 22-23k budget (-b:a about 21k at 48 kHz)
+# it scores as well on average (women's voices +0.3-0.5, two men's -0.1-0.4). 22.05, 24 and 32 kHz,
+# the old ladder's steps at 28-56k, never beat both: at 32k mean PESQ (of the first four speech
+# sources) 2.80-2.86 against 2.94 at 48 kHz, at 48k 3.28 at 32 kHz against 3.41; music's spectral
+# distance at 32k 6.6 dB at 44.1 kHz
+# against 7.6 at 22.05, stereo at 64k 5.9 against 6.8 (22.05 kHz), at 96k 4.9 against 5.4 (32 kHz).
+# From about 28k, where the encoder's own lowpass (15/32 of the bitrate less 5.5 kHz) passes 8 kHz,
+# 16 kHz still scores higher PESQ on some voices, but PESQ hears nothing above 8 kHz, and the music's
+# distance at 16 kHz is three times 44.1's (20.7 dB at 32k). Keeping the source's rate is what the
+# plain `ffmpeg -c:a aac -b:a N` does.
 AAC_RATE_LADDER = ((21000, 16000),)
 #
 # Payload / target under that ladder (`bench/calibrate_sizes.py --format m4a`: 120-s sources, six
