@@ -334,8 +334,8 @@ def _log_plan(source: Path, p: EncodePlan, attempt: int, part: Part) -> None:
     where = (f" part {part.number}/{part.count} ({p.start:.1f}-{p.start + p.duration:.1f} s)"
              if part.count > 1 else "")
     cut = f", fade-out {p.fade_out:.1f} s" if p.fade_out else ""
-    why = ("the highest sensible bitrate for this source, under the budget" if p.bitrate >= p.ceiling else
-           "the highest bitrate that fits the budget")
+    why = ("the highest sensible bitrate for this source, under the budget" if 0 < p.ceiling <= p.bitrate else
+           "the highest bitrate that fits the budget")  # a ceiling of 0 is unknown (a plan not made by plan())
     log.info("%s%s: plan%s: %s %s, %d kb/s, %d Hz, %d ch, %.1f s%s%s; expected %s of %s bytes (%s)",
              source, where, f" (attempt {attempt})" if attempt > 1 else "", p.format, p.encoder,
              p.bitrate // 1000, p.sample_rate, p.channels, p.duration, cut,
