@@ -280,7 +280,8 @@ def test_a_prepare_does_not_load_the_sending_side(tmp_path: Path) -> None:
     # a fresh interpreter: this one has imported everything already (sqlite3 is not asked: coverage uses it)
     script = ("import sys\nfrom audiopipe.cli import cli\n"
               "cli(['prepare', '--help'], standalone_mode=False)\n"
-              "print(sorted(m for m in ('urllib3', 'requests', 'psycopg', 'procrastinate', 'boto3') if m in sys.modules))\n")
+              "print(sorted(m for m in ('urllib3', 'requests', 'psycopg', 'procrastinate', 'boto3')"
+              " if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
     every = subprocess.run([sys.executable, "-c", script.replace("'prepare'", "'batch'")],
