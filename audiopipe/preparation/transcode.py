@@ -192,7 +192,8 @@ class Conversion:
         p, size = done.plan, done.checked.size
         if size >= p.budget * FILL_BELOW:
             return None
-        fmt = corrected(self.fmt, measured_ratio(p, self.fmt, size) * FILL_CAUTION, p.rate_control)
+        caution = 1.0 if p.rate_control == "cbr" else FILL_CAUTION  # (CBR's size is exact: the step fits again)
+        fmt = corrected(self.fmt, measured_ratio(p, self.fmt, size) * caution, p.rate_control)
         try:
             higher = self.plan(duration=p.duration, start=p.start, fade_out=p.fade_out, fmt=fmt, channels=p.channels,
                                fill=True)
@@ -330,10 +331,10 @@ def _output_from(path: Path, fmt: TargetFormat, checked: Verified, bitrate: int 
 def _fuller(p: EncodePlan, than: _Staged) -> bool:
     """Whether ``p`` is expected to come out fuller than ``than`` did: a higher bitrate in the same
     rate control, else (MP3: ABR after CBR on a step; its target is under the step's, its size over)
-    a larger expected size than ``than`` measured."""
+    a larger expected size than ``than`` measured, at no lower a sample rate (see plan's ``best``)."""
     if p.rate_control == than.plan.rate_control:
         return p.bitrate > than.plan.bitrate
-    return p.expected_size > than.checked.size
+    return p.expected_size > than.checked.size and p.sample_rate >= than.plan.sample_rate
 
 
 def _remove(outputs: Iterable[OutputFile]) -> None:

@@ -223,23 +223,35 @@ def test_an_mp3_fill_corrects_the_abr_model_only() -> None:
     assert again.expected_size <= budget * HEADROOM
 
 
-@pytest.mark.parametrize("kbps", [36, 44, 54, 75, 110])
+def _fill_after_the_step(kbps: int, seconds: int = 60) -> tuple[EncodePlan, EncodePlan, int]:
+    """Mono speech: the first plan, and the fill's once that came out as expected."""
+    mp3, info = FORMATS["mp3"], make_info(channels=1, duration=seconds)
+    budget = seconds * kbps * 1000 // 8
+    first = plan(info, mp3, budget)
+    ratio = measured_ratio(first, mp3, first.expected_size)
+    return first, plan(info, corrected(mp3, ratio, first.rate_control), budget, channels=1, fill=True), budget
+
+
+@pytest.mark.parametrize("kbps", [75, 110, 140])
 def test_an_mp3_fill_takes_abr_above_the_step(kbps: int) -> None:
     """Above 28k a first encode is CBR on the step under the budget (it always fits); the fill, once
     that output measured under FILL_BELOW, plans LAME's ABR, sized for the voices it overshoots most
-    (so it fits too), fuller than the step, and never at a lower sample rate than the step's (ABR
-    there scored 0.3-0.6 PESQ under CBR at the same size)."""
-    mp3, info = FORMATS["mp3"], make_info(channels=1, duration=60)
-    budget = 60 * kbps * 1000 // 8
-    first = plan(info, mp3, budget)
+    (so it fits too), fuller than the step, at 48 kHz or more (where ABR scored better than the step)."""
+    first, fill, budget = _fill_after_the_step(kbps)
     assert first.rate_control == "cbr" and first.expected_size < FILL_BELOW * budget
-    ratio = measured_ratio(first, mp3, first.expected_size)  # CBR came out as expected
-    fill = plan(info, corrected(mp3, ratio, first.rate_control), budget, channels=first.channels, fill=True)
-    assert fill.rate_control == "abr"
+    assert fill.rate_control == "abr" and fill.bitrate >= 43000
     assert first.expected_size < fill.expected_size <= budget * HEADROOM
-    assert fill.sample_rate >= first.sample_rate
-    # a first encode of the same budget never goes there
-    assert plan(info, mp3, budget, fill=False) == first
+    assert fill.sample_rate >= max(first.sample_rate, 44100)
+
+
+@pytest.mark.parametrize(("kbps", "seconds"), [(36, 60), (44, 60), (54, 60), (36, 15)])
+def test_an_mp3_fill_leaves_the_step_where_abr_codes_under_48_khz(kbps: int, seconds: int) -> None:
+    """Between 28k and 43k ABR codes at 22.05 or 32 kHz, where it scored under CBR on the step below
+    even when fuller: the step stays (the fill plans nothing fuller), nor does it drop to ABR under 28k
+    at a lower sample rate (15 s in 36k: ABR 27k at 16 kHz would be fuller than CBR 32k at 22.05 kHz)."""
+    first, fill, budget = _fill_after_the_step(kbps, seconds)
+    assert first.rate_control == "cbr" and first.expected_size < FILL_BELOW * budget
+    assert (fill.rate_control, fill.bitrate) == ("cbr", first.bitrate)
 
 
 def test_an_mp3_fill_after_an_abr_pass_plans_by_what_it_measured() -> None:
