@@ -97,12 +97,13 @@ class Conversion:
     progress: EncodeProgressCallback | None = None
 
     def plan(self, *, duration: float | None = None, start: float = 0.0, fade_out: float = 0.0,
-             fmt: TargetFormat | None = None, channels: int | None = None) -> EncodePlan:
-        """The settings' plan for this input (``fmt``: a corrected size model; ``channels``: pinned)."""
+             fmt: TargetFormat | None = None, channels: int | None = None, fill: bool = False) -> EncodePlan:
+        """The settings' plan for this input (``fmt``: a corrected size model; ``channels``: pinned;
+        ``fill``: an output that fits is already made)."""
         s = self.settings
         return plan(self.info, fmt or self.fmt, self.budget, bitrate_cap=s.bitrate, channels=channels or s.channels,
                     voice_note=s.voice_note, normalize=s.normalize, duration=duration, start=start,
-                    fade_out=fade_out)
+                    fade_out=fade_out, fill=fill)
 
     def encode_to_fit(self, p: EncodePlan, dest: Path, part: Part = WHOLE) -> _Fitted:
         """Encode, measure, and re-plan from the measured overshoot until the output fits; then, when
@@ -156,7 +157,9 @@ class Conversion:
         """The fullest output that fits, and the encodes made: while the best so far uses under
         FILL_BELOW of a budget that limited its bitrate, up to FILL_PASSES more encodes, each planned
         with the size model scaled by what the last one measured (re-planned down from an overshoot,
-        as the first encode is). ``first`` stands when none does better; it fits, and was verified."""
+        as the first encode is). A pass in another rate control (MP3: ABR after CBR on a step) may
+        come out smaller than the best: it is kept only when fuller, but the next pass is planned by
+        what it measured. ``first`` stands when none does better; it fits, and was verified."""
         best, passes = first, first.passes
         higher = self._plan_higher(first)
         for _ in range(FILL_PASSES):
@@ -171,12 +174,14 @@ class Conversion:
                 log.info("%s: the encode at a higher bitrate failed (%s); keeping the one before", self.source, exc)
                 break
             if again.checked.size <= again.plan.budget:
-                if best is not first:
-                    discard(best.staged)
-                best, higher = again, self._plan_higher(again)
+                higher = self._plan_higher(again)  # by what this one measured, even when it is the smaller
+                best, smaller = (again, best) if again.checked.size > best.checked.size else (best, again)
+                if smaller is not first:
+                    discard(smaller.staged)
+                higher = higher if higher is not None and _fuller(higher, best) else None
             else:
                 lower = replan(higher, self.fmt, again.checked.size)
-                higher = lower if lower is not None and lower.bitrate > best.plan.bitrate else None
+                higher = lower if lower is not None and _fuller(lower, best) else None
         return best, passes
 
     def _plan_higher(self, done: _Staged) -> EncodePlan | None:
@@ -187,12 +192,14 @@ class Conversion:
         p, size = done.plan, done.checked.size
         if size >= p.budget * FILL_BELOW:
             return None
-        fmt = corrected(self.fmt, measured_ratio(p, self.fmt, size) * FILL_CAUTION, p.rate_control)
+        caution = 1.0 if p.rate_control == "cbr" else FILL_CAUTION  # (CBR's size is exact: the step fits again)
+        fmt = corrected(self.fmt, measured_ratio(p, self.fmt, size) * caution, p.rate_control)
         try:
-            higher = self.plan(duration=p.duration, start=p.start, fade_out=p.fade_out, fmt=fmt, channels=p.channels)
+            higher = self.plan(duration=p.duration, start=p.start, fade_out=p.fade_out, fmt=fmt, channels=p.channels,
+                               fill=True)
         except DoesNotFit:
             return None
-        return higher if higher.bitrate > p.bitrate else None
+        return higher if _fuller(higher, done) else None
 
     def _encode_and_verify(self, p: EncodePlan, staged: Path,
                            on_seconds: Callable[[float], None] | None) -> Verified:
@@ -319,6 +326,15 @@ def _output_from(path: Path, fmt: TargetFormat, checked: Verified, bitrate: int 
     return OutputFile(path=path, size=checked.size, format=fmt.name, content_type=fmt.content_type,
                       mime=checked.mime, codec=checked.info.audio.codec, duration=checked.info.duration,
                       bitrate=bitrate)
+
+
+def _fuller(p: EncodePlan, than: _Staged) -> bool:
+    """Whether ``p`` is expected to come out fuller than ``than`` did: a higher bitrate in the same
+    rate control, else (MP3: ABR after CBR on a step; its target is under the step's, its size over)
+    a larger expected size than ``than`` measured, at no lower a sample rate (see plan's ``best``)."""
+    if p.rate_control == than.plan.rate_control:
+        return p.bitrate > than.plan.bitrate
+    return p.expected_size > than.checked.size and p.sample_rate >= than.plan.sample_rate
 
 
 def _remove(outputs: Iterable[OutputFile]) -> None:
