@@ -18,9 +18,10 @@ from pathlib import Path
 from audiopipe.errors import AudiopipeError, LimitExceeded, PrepareError
 from audiopipe.preparation.encode import Verified, encode, remux, verify
 from audiopipe.preparation.encoders import require_encoder
+from audiopipe.preparation.fill import Staged, filled
 from audiopipe.preparation.formats import FORMATS, TargetFormat
 from audiopipe.preparation.outputs import OutputGuard, part_name, place, stage
-from audiopipe.preparation.plan import FILL_BELOW, DoesNotFit, EncodePlan, corrected, measured_ratio, plan, replan
+from audiopipe.preparation.plan import DoesNotFit, EncodePlan, plan, replan
 from audiopipe.preparation.policy import copyable
 from audiopipe.preparation.probe import MediaInfo
 from audiopipe.preparation.results import EncodeProgress, EncodeProgressCallback, OutputFile, PrepareAction
@@ -34,11 +35,6 @@ MAX_FADE = 3.0            # seconds of fade-out at most on a trimmed output
 MIN_SECONDS = 1.0         # less than this fitting the budget is not worth sending
 MAX_PARTS = 1000
 FIT_MARGIN = 0.97         # aim this far under what the last overshoot says would fit
-FILL_PASSES = 2           # encodes at most to use a budget the first output left unused (see _filled)
-# A fill plans as if the encoder spent this much more than the last output measured: Opus's size is not
-# proportional to its bitrate on every content (its bandwidth and mode switch at some rates), and a
-# fill that overshoots costs an encode for nothing.
-FILL_CAUTION = 1.03
 
 
 @dataclass(frozen=True)
@@ -75,16 +71,6 @@ class _Fitted:
 
 
 @dataclass(frozen=True)
-class _Staged:
-    """An encode that passed verification, still under its temp name."""
-
-    staged: Path
-    checked: Verified
-    plan: EncodePlan
-    passes: int
-
-
-@dataclass(frozen=True)
 class Conversion:
     """One input's conversion: what every encode of it shares."""
 
@@ -108,14 +94,14 @@ class Conversion:
     def encode_to_fit(self, p: EncodePlan, dest: Path, part: Part = WHOLE) -> _Fitted:
         """Encode, measure, and re-plan from the measured overshoot until the output fits; then, when
         the budget limited the bitrate but the output left much of it unused, encode again higher
-        (see :meth:`_filled`).
+        (see :mod:`fill`).
 
         Each pass goes to a hidden temp file; only a verified result that fits takes ``dest``'s name."""
         replace_ok = self.guard.claim(dest)  # before any ffmpeg work goes into it
         first = self._first_fit(p, dest, part)
         best, passes = first, first.passes
         try:
-            best, passes = self._filled(first, dest, part)
+            best, passes = filled(self, first, dest, part)
             place(best.staged, dest, replace=replace_ok)
         finally:
             discard(first.staged)
@@ -123,12 +109,12 @@ class Conversion:
         return _Fitted(_output_from(dest, self.fmt, best.checked, best.plan.bitrate), passes, best.plan,
                        first_fit=first.passes == 1)
 
-    def _first_fit(self, p: EncodePlan, dest: Path, part: Part) -> _Staged:
+    def _first_fit(self, p: EncodePlan, dest: Path, part: Part) -> Staged:
         """Encode and verify until an output fits (re-planning from each overshoot); it stays staged."""
         passes = 0
         while True:
             passes += 1
-            staged = self._staged_pass(p, dest, passes, part)
+            staged = self.staged_pass(p, dest, passes, part)
             if staged.checked.size <= p.budget:
                 return staged
             log.info("%s: %s bytes is over the %s-byte budget; encoding again lower", self.source,
@@ -140,7 +126,7 @@ class Conversion:
                 raise DoesNotFit(str(self.source), p.duration, fits, self.fmt.floor, p.budget)
             p = nxt
 
-    def _staged_pass(self, p: EncodePlan, dest: Path, passes: int, part: Part) -> _Staged:
+    def staged_pass(self, p: EncodePlan, dest: Path, passes: int, part: Part) -> Staged:
         """One encode of ``p`` into a temp file beside ``dest``, verified; overshoots are discarded."""
         _log_plan(self.source, p, passes, part)
         staged = stage(dest)
@@ -151,55 +137,7 @@ class Conversion:
             raise
         if checked.size > p.budget:
             discard(staged)
-        return _Staged(staged, checked, p, passes)
-
-    def _filled(self, first: _Staged, dest: Path, part: Part) -> tuple[_Staged, int]:
-        """The fullest output that fits, and the encodes made: while the best so far uses under
-        FILL_BELOW of a budget that limited its bitrate, up to FILL_PASSES more encodes, each planned
-        with the size model scaled by what the last one measured (re-planned down from an overshoot,
-        as the first encode is). A pass in another rate control (MP3: ABR after CBR on a step) may
-        come out smaller than the best: it is kept only when fuller, but the next pass is planned by
-        what it measured. ``first`` stands when none does better; it fits, and was verified."""
-        best, passes = first, first.passes
-        higher = self._plan_higher(first)
-        for _ in range(FILL_PASSES):
-            if higher is None or passes >= self.settings.max_passes:
-                break
-            log.info("%s: %s bytes uses %.0f %% of the %s-byte budget; encoding again higher", self.source,
-                     f"{best.checked.size:,}", 100 * best.checked.size / best.plan.budget, f"{best.plan.budget:,}")
-            passes += 1
-            try:
-                again = self._staged_pass(higher, dest, passes, part)
-            except AudiopipeError as exc:
-                log.info("%s: the encode at a higher bitrate failed (%s); keeping the one before", self.source, exc)
-                break
-            if again.checked.size <= again.plan.budget:
-                higher = self._plan_higher(again)  # by what this one measured, even when it is the smaller
-                best, smaller = (again, best) if again.checked.size > best.checked.size else (best, again)
-                if smaller is not first:
-                    discard(smaller.staged)
-                higher = higher if higher is not None and _fuller(higher, best) else None
-            else:
-                lower = replan(higher, self.fmt, again.checked.size)
-                higher = lower if lower is not None and _fuller(lower, best) else None
-        return best, passes
-
-    def _plan_higher(self, done: _Staged) -> EncodePlan | None:
-        """A higher bitrate for ``done``'s plan (same channels, start and length) when its output
-        used under FILL_BELOW of the budget: planned with the size model corrected by what it
-        measured. None when it used enough, or no higher bitrate is allowed (the source's, the
-        format's or --bitrate's ceiling, or the encoder's steps)."""
-        p, size = done.plan, done.checked.size
-        if size >= p.budget * FILL_BELOW:
-            return None
-        caution = 1.0 if p.rate_control == "cbr" else FILL_CAUTION  # (CBR's size is exact: the step fits again)
-        fmt = corrected(self.fmt, measured_ratio(p, self.fmt, size) * caution, p.rate_control)
-        try:
-            higher = self.plan(duration=p.duration, start=p.start, fade_out=p.fade_out, fmt=fmt, channels=p.channels,
-                               fill=True)
-        except DoesNotFit:
-            return None
-        return higher if _fuller(higher, done) else None
+        return Staged(staged, checked, p, passes)
 
     def _encode_and_verify(self, p: EncodePlan, staged: Path,
                            on_seconds: Callable[[float], None] | None) -> Verified:
@@ -326,15 +264,6 @@ def _output_from(path: Path, fmt: TargetFormat, checked: Verified, bitrate: int 
     return OutputFile(path=path, size=checked.size, format=fmt.name, content_type=fmt.content_type,
                       mime=checked.mime, codec=checked.info.audio.codec, duration=checked.info.duration,
                       bitrate=bitrate)
-
-
-def _fuller(p: EncodePlan, than: _Staged) -> bool:
-    """Whether ``p`` is expected to come out fuller than ``than`` did: a higher bitrate in the same
-    rate control, else (MP3: ABR after CBR on a step; its target is under the step's, its size over)
-    a larger expected size than ``than`` measured, at no lower a sample rate (see plan's ``best``)."""
-    if p.rate_control == than.plan.rate_control:
-        return p.bitrate > than.plan.bitrate
-    return p.expected_size > than.checked.size and p.sample_rate >= than.plan.sample_rate
 
 
 def _remove(outputs: Iterable[OutputFile]) -> None:
