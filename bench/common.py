@@ -36,6 +36,18 @@ PY = sys.executable
 _CLI = Path(PY).parent / "audiopipe"
 AUDIOPIPE: list[str] = [str(_CLI)] if _CLI.exists() else [PY, "-m", "audiopipe"]
 
+
+
+def installed_env() -> dict[str, str]:
+    """The environment to time audiopipe in as a user runs it. pip compiles an installed package's
+    bytecode; this checkout is an editable install, and where PYTHONDONTWRITEBYTECODE is set (as on
+    the machine these figures come from) every run would compile its modules again: about 0.1 s of
+    CPU a run that no installed copy pays. The bytecode goes under the bench's work folder."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(WORK / "pycache")
+    return env
+
+
 # --smoke (run.py): the smallest inputs that still exercise every step; for tests/test_bench_quick.py.
 SMOKE = False
 

@@ -11,6 +11,40 @@ import pytest
 pytest_plugins = ["pg_fixtures", "s3_fixtures"]  # a throwaway PostgreSQL cluster; moto's S3 server
 
 
+def _expected_seconds(item: pytest.Item) -> float:
+    slow = item.get_closest_marker("slow")
+    return float(slow.kwargs.get("seconds", 10)) if slow else 0.0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deal the slow tests out first, the longest first, one share per xdist worker. worksteal gives
+    each worker a contiguous share of the list and lets an idle one take the tail of another's queue:
+    slow tests collected together (or last) would run one after another on one worker and finish the
+    run alone. The order is the same on every worker: each sorts the same collection the same way."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    items[:] = _dealt(items, workers)
+
+
+def _dealt(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    slow = sorted((i for i in items if _expected_seconds(i)), key=_expected_seconds, reverse=True)
+    rest = [i for i in items if not _expected_seconds(i)]
+    shares: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    loads = [0.0] * workers
+    for item in slow:  # each to the share with the least expected time so far
+        least = loads.index(min(loads))
+        shares[least].append(item)
+        loads[least] += _expected_seconds(item)
+    dealt: list[pytest.Item] = []
+    left = len(items)
+    for n, share in enumerate(shares):
+        size = left // (workers - n)  # how worksteal cuts the list: evenly, the first shares the smaller
+        left -= size
+        fill = max(0, size - len(share))
+        dealt += share + rest[:fill]
+        rest = rest[fill:]
+    return dealt + rest
+
+
 @pytest.fixture(autouse=True)
 def _no_settle_delay(monkeypatch: pytest.MonkeyPatch) -> None:
     """Test files are written just before a batch runs: don't wait for them to settle (the

@@ -36,7 +36,7 @@ SPEAKING = {"bench/calibrate_sizes.py", "bench/quality_rates.py"}
 SCORING = {"bench/quality_rates.py"}  # it scores with PESQ (the bench extra's pesq)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the benchmarks need ffmpeg")
 @pytest.mark.parametrize(("argv", "table_line", "written"), BENCHES, ids=[Path(b[0][0]).stem for b in BENCHES])
 def test_every_benchmark_runs_in_its_quick_mode(tmp_path: Path, argv: list[str], table_line: str,
@@ -75,7 +75,7 @@ def test_a_bench_whose_measured_thing_fails_says_so_in_one_line(tmp_path: Path) 
     assert (tmp_path / "out" / "bench_preflight-failure.txt").is_file()  # the traceback, kept aside
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=20)
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the benchmarks need ffmpeg")
 @pytest.mark.skipif(shutil.which("espeak-ng") is None,
                     reason="the quality bench speaks with espeak-ng (make system-deps installs it)")

@@ -12,7 +12,7 @@ import pytest
 from helpers import unmeasured
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)
 def test_make_demo_sends_every_message_once(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "audiopipe.cli.demo"], cwd=tmp_path, env=unmeasured(),
                           capture_output=True, text=True, timeout=300)

@@ -10,7 +10,8 @@ The modules, roughly in the order a file meets them:
 - ``formats``, ``encoders``: the target formats as data, and whether this ffmpeg can make them
 - ``plan``: the bitrate and sample rate that fit the byte budget (pure); ``sizing``: the size model's
   arithmetic it plans by (expected bytes, the bitrate a budget holds, rates and steps)
-- ``encode``, ``transcode``, ``voicenote``: the ffmpeg runs, the fit loop, trim and split
+- ``encode``, ``transcode``, ``voicenote``: the ffmpeg runs, the fit loop, trim and split; ``fill``:
+  encoding again higher when an output that fits left much of its budget unused
 - ``outputs``, ``reuse``, ``cache``: writing without destroying, and results without work
 - ``results``: what comes back; ``pipeline``: prepare_file/prepare_many, running all of the above
 - ``segment``: the pydub edge (``audiopipe.prepare``)

@@ -99,6 +99,14 @@ class TargetFormat:
     # of ``steps`` (MP3: LAME's ABR between its CBR steps): the planner takes it when the step under
     # the budget would leave much of it unused (see plan.STEP_USE). None: the steps (or ``rate_control``) only.
     between_steps: TargetFormat | None = None
+    # The highest bitrate per channel a first encode takes in this rate control, where its size strays
+    # too far by the input to aim at blind (MP3's ABR above 28k: 1.0-1.3x by the voice). Above it only
+    # the fill does (transcode's, planned once an output that fits is made, so a stray costs an encode,
+    # never a miss), up to ``ceiling_per_channel``. None: no such limit.
+    blind_ceiling_per_channel: int | None = None
+    # Above ``blind_ceiling_per_channel``, the fill takes this rate control only from this bitrate per
+    # channel (where it scored better than the step under it); None: anywhere up to the ceiling.
+    fill_from_per_channel: int | None = None
 
     def in_control(self, control: RateControl) -> TargetFormat:
         """The format as sized in ``control``: its ``between_steps`` variant when that is the one."""
@@ -170,8 +178,20 @@ MP3_RATE_LADDER = ((12000, 8000), (20000, 12000), (28000, 16000), (40000, 22050)
 # uses 87-100 % of its budget, pauses and music 77-93 %, before LAME rounds the bitrate down to whole
 # kbit/s (up to 12 % at 8k): end to end, speech 80-95 % (median 90 %), first encodes all fitting
 # (before, CBR alone: 57-93 %, median 80 %). From 28k (22.05 kHz and up) ABR strays by the voice far
-# more (at 48k: 1.03 for the women's voices, 1.29 for the men's): sized for the top it would use no
-# more of the budget than the steps there (14-25 % apart) do, so CBR only.
+# more (1.02-1.32: the women's voices 1.02-1.10, the men's 1.15-1.32): sized for the top a first encode
+# would use no more of the budget than the steps there (14-25 % apart) do, so a first encode there is
+# CBR on the step (it always fits), and from 43k the fill (transcode.py) takes ABR above it: its first
+# ABR pass sized for the top (so it fits too), the next, when that used under FILL_BELOW, by what it
+# measured.
+# Above 28k ABR's sample rate is not CBR's: at the rate CBR's ladder gives its target (under the size
+# it makes) it scored 0.3-0.6 PESQ under CBR at the same size (ABR 33k at 22.05 kHz: 3.28 against
+# CBR 40k at 32 kHz: 3.85); 32 kHz from a 32k target and 48 kHz from 43k scored best (ABR at 22.05, 32,
+# 48 kHz on three voices). At those rates ABR scored 0.04-0.09 under CBR at the same size at 32 kHz,
+# within 0.01 at 48 kHz. End to end (six voices alone, speech, sparse speech; the fill's ABR against
+# CBR on the step under the budget, 85-91 % of it), ABR at 48 kHz scored higher (budgets of 75k: ABR
+# 58-70k, 94-97 % of the budget, +0.05 to +0.08 PESQ), but at 22.05 and 32 kHz lower although fuller
+# (36k: ABR 28-31k, 94-98 %, -0.14 to +0.04, median -0.07; 44k: 32-40k, -0.09 to 0, median -0.04): the
+# fill takes ABR only from 43k, where it codes at 48 kHz, and leaves the step between 28k and 43k.
 MP3_CBR = TargetFormat(
     name="mp3", extension="mp3", muxer="mp3", encoder="libmp3lame", codec="mp3", container="mp3",
     content_type="audio/mpeg", floor=8000, ceiling_per_channel=160000, steps=MP3_STEPS,
@@ -181,9 +201,17 @@ MP3_CBR = TargetFormat(
     # LAME's CBR is exact: a frame of the step's size every 576 or 1152 samples (the payload is the
     # target to 0.1 %, the rest is the container and padding above)
     rate_control="cbr", bitrate_factor=1.0)
-MP3_ABR_BANDS = ((12000, 1.30), (20000, 1.26), (28000, 1.225))
-MP3_ABR = replace(MP3_CBR, steps=(), rate_control="abr", ceiling_per_channel=27000,
-                  factor_bands=MP3_ABR_BANDS, speech_factor_bands=MP3_ABR_BANDS, bitrate_factor=1.225)
+# Above 28k (`calibrate_sizes.py --format mp3 --control abr --bitrates 28,30,32,36,40,42,43,48,56,64,80,96,128`,
+# at MP3_ABR_RATE_LADDER's rates), the top of each band, a man's voice (en, en+m5) every time: 28-32k
+# (22.05 kHz) 1.26; 32-43k (32 kHz) 1.32; 43-56k (48 kHz) 1.29; 56-80k 1.25; 80-128k 1.23; 128k 1.19.
+# Women's voices 1.02-1.10, sparse speech 1.02-1.10, music 1.0-1.06; a voice in stereo from 64k
+# (stereo, identical channels) 0.81-0.86.
+MP3_ABR_BANDS = ((12000, 1.30), (20000, 1.26), (28000, 1.225), (32000, 1.26), (43000, 1.32), (56000, 1.29),
+                 (80000, 1.255), (128000, 1.23))
+MP3_ABR_RATE_LADDER = (*MP3_RATE_LADDER[:3], (32000, 22050), (43000, 32000))
+MP3_ABR = replace(MP3_CBR, steps=(), rate_control="abr", blind_ceiling_per_channel=27000, fill_from_per_channel=43000,
+                  rate_ladder=MP3_ABR_RATE_LADDER,
+                  factor_bands=MP3_ABR_BANDS, speech_factor_bands=MP3_ABR_BANDS, bitrate_factor=1.19)
 MP3 = replace(MP3_CBR, between_steps=MP3_ABR)
 
 # Native AAC's -b:a (its own average bitrate, any bit/s; one encoder for m4a and ADTS).

@@ -8,7 +8,10 @@ the highest sensible bitrate that fits after container overhead, never above wha
 and never below the format's quality floor; when even the floor cannot hold the duration it raises
 :class:`DoesNotFit`, saying how many seconds would fit, so the caller can trim, split or fail. A
 format with coarse steps and a rate control for between them (MP3: CBR on LAME's steps, ABR between)
-takes the step unless it would leave more than ``1 - STEP_USE`` of the budget unused.
+takes the step unless it would leave more than ``1 - STEP_USE`` of the budget unused; where the other
+control's size strays too far to aim a first encode at (MP3's ABR above 28k: its
+``blind_ceiling_per_channel``), only a plan for the fill (``fill=True``: an output that fits is made)
+takes it, from its ``fill_from_per_channel``, whenever it is expected to come out fuller than the step.
 """
 
 from __future__ import annotations
@@ -106,9 +109,12 @@ class _Request:
     channels: int | None
     voice_note: bool
     bitrate_cap: int | None
+    fill: bool = False  # planned by the fill: an output that fits is made (see TargetFormat.blind_ceiling_per_channel)
 
     def ceiling(self, fmt: TargetFormat, ch: int) -> int:
         ceiling = fmt.ceiling(ch)
+        if fmt.blind_ceiling_per_channel is not None and not self.fill:
+            ceiling = min(ceiling, fmt.blind_ceiling_per_channel * max(1, min(ch, fmt.max_channels)))
         if self.info.audio.sample_rate <= 16000:
             ceiling = min(ceiling, 32000 * ch)  # a narrowband source needs no more
         highest = fmt.highest_bitrate_at(self.info.audio.sample_rate)
@@ -160,24 +166,38 @@ class _Request:
         between two steps and the step under it would leave more than ``1 - STEP_USE`` unused."""
         fitted = self.fit(fmt)
         other_fmt = fmt.between_steps
-        if other_fmt is None or not fitted.limited or self.size(fmt, fitted) >= STEP_USE * self.budget:
+        # (the fill, which measured the step under STEP_USE, takes the fuller whatever its model says)
+        step_enough = not self.fill and self.size(fmt, fitted) >= STEP_USE * self.budget
+        if other_fmt is None or not fitted.limited or step_enough:
             return fmt, fitted
         other = self.fit(other_fmt)
+        if self.fill and _in_fill_gap(other_fmt, other):
+            other = replace(self, fill=False).fit(other_fmt)  # back under its blind ceiling
         fuller = self.size(fmt, fitted) < self.size(other_fmt, other) <= self.budget
-        if other.limited and other.bitrate >= other_fmt.floor and fuller:
+        # never at a lower sample rate than the step's (MP3: ABR there scored 0.3-0.6 PESQ under CBR)
+        if other.limited and other.bitrate >= other_fmt.floor and fuller and other.sample_rate >= fitted.sample_rate:
             return other_fmt, other
         return fmt, fitted
+
+
+def _in_fill_gap(fmt: TargetFormat, fitted: _Fit) -> bool:
+    """Whether ``fitted`` is above ``fmt``'s blind ceiling but under where the fill takes it."""
+    blind, start = fmt.blind_ceiling_per_channel, fmt.fill_from_per_channel
+    per_channel = fitted.bitrate / fitted.channels
+    return blind is not None and start is not None and blind < per_channel < start
 
 
 def plan(  # noqa: PLR0913 - the public planner: every setting is its own keyword, named by the callers
     info: MediaInfo, fmt: TargetFormat, budget: int, *, bitrate_cap: int | None = None,
     channels: int | None = None, voice_note: bool = False, normalize: bool = False,
-    duration: float | None = None, start: float = 0.0, fade_out: float = 0.0,
+    duration: float | None = None, start: float = 0.0, fade_out: float = 0.0, fill: bool = False,
 ) -> EncodePlan:
-    """Settings for encoding ``duration`` seconds of ``info`` (from ``start``) into ``budget`` bytes."""
+    """Settings for encoding ``duration`` seconds of ``info`` (from ``start``) into ``budget`` bytes;
+    ``fill``: for the fill, once an output that fits is made (a rate control may then go above its
+    ``blind_ceiling_per_channel``: MP3's ABR between LAME's steps above 28k)."""
     dur = info.duration - start if duration is None else duration
     speech = likely_speech(info, voice_note)
-    request = _Request(info, budget, dur, speech, channels, voice_note, bitrate_cap)
+    request = _Request(info, budget, dur, speech, channels, voice_note, bitrate_cap, fill)
     base, (fmt, fitted) = fmt, request.best(fmt)  # fmt: the rate control chosen (MP3: CBR or ABR)
     bitrate, rate, out_channels = fitted.bitrate, fitted.sample_rate, fitted.channels
     size = request.size(fmt, fitted)

@@ -18,9 +18,10 @@ from pathlib import Path
 from audiopipe.errors import AudiopipeError, LimitExceeded, PrepareError
 from audiopipe.preparation.encode import Verified, encode, remux, verify
 from audiopipe.preparation.encoders import require_encoder
+from audiopipe.preparation.fill import Staged, filled
 from audiopipe.preparation.formats import FORMATS, TargetFormat
 from audiopipe.preparation.outputs import OutputGuard, part_name, place, stage
-from audiopipe.preparation.plan import FILL_BELOW, DoesNotFit, EncodePlan, corrected, measured_ratio, plan, replan
+from audiopipe.preparation.plan import DoesNotFit, EncodePlan, plan, replan
 from audiopipe.preparation.policy import copyable
 from audiopipe.preparation.probe import MediaInfo
 from audiopipe.preparation.results import EncodeProgress, EncodeProgressCallback, OutputFile, PrepareAction
@@ -34,11 +35,6 @@ MAX_FADE = 3.0            # seconds of fade-out at most on a trimmed output
 MIN_SECONDS = 1.0         # less than this fitting the budget is not worth sending
 MAX_PARTS = 1000
 FIT_MARGIN = 0.97         # aim this far under what the last overshoot says would fit
-FILL_PASSES = 2           # encodes at most to use a budget the first output left unused (see _filled)
-# A fill plans as if the encoder spent this much more than the last output measured: Opus's size is not
-# proportional to its bitrate on every content (its bandwidth and mode switch at some rates), and a
-# fill that overshoots costs an encode for nothing.
-FILL_CAUTION = 1.03
 
 
 @dataclass(frozen=True)
@@ -75,16 +71,6 @@ class _Fitted:
 
 
 @dataclass(frozen=True)
-class _Staged:
-    """An encode that passed verification, still under its temp name."""
-
-    staged: Path
-    checked: Verified
-    plan: EncodePlan
-    passes: int
-
-
-@dataclass(frozen=True)
 class Conversion:
     """One input's conversion: what every encode of it shares."""
 
@@ -97,24 +83,25 @@ class Conversion:
     progress: EncodeProgressCallback | None = None
 
     def plan(self, *, duration: float | None = None, start: float = 0.0, fade_out: float = 0.0,
-             fmt: TargetFormat | None = None, channels: int | None = None) -> EncodePlan:
-        """The settings' plan for this input (``fmt``: a corrected size model; ``channels``: pinned)."""
+             fmt: TargetFormat | None = None, channels: int | None = None, fill: bool = False) -> EncodePlan:
+        """The settings' plan for this input (``fmt``: a corrected size model; ``channels``: pinned;
+        ``fill``: an output that fits is already made)."""
         s = self.settings
         return plan(self.info, fmt or self.fmt, self.budget, bitrate_cap=s.bitrate, channels=channels or s.channels,
                     voice_note=s.voice_note, normalize=s.normalize, duration=duration, start=start,
-                    fade_out=fade_out)
+                    fade_out=fade_out, fill=fill)
 
     def encode_to_fit(self, p: EncodePlan, dest: Path, part: Part = WHOLE) -> _Fitted:
         """Encode, measure, and re-plan from the measured overshoot until the output fits; then, when
         the budget limited the bitrate but the output left much of it unused, encode again higher
-        (see :meth:`_filled`).
+        (see :mod:`fill`).
 
         Each pass goes to a hidden temp file; only a verified result that fits takes ``dest``'s name."""
         replace_ok = self.guard.claim(dest)  # before any ffmpeg work goes into it
         first = self._first_fit(p, dest, part)
         best, passes = first, first.passes
         try:
-            best, passes = self._filled(first, dest, part)
+            best, passes = filled(self, first, dest, part)
             place(best.staged, dest, replace=replace_ok)
         finally:
             discard(first.staged)
@@ -122,12 +109,12 @@ class Conversion:
         return _Fitted(_output_from(dest, self.fmt, best.checked, best.plan.bitrate), passes, best.plan,
                        first_fit=first.passes == 1)
 
-    def _first_fit(self, p: EncodePlan, dest: Path, part: Part) -> _Staged:
+    def _first_fit(self, p: EncodePlan, dest: Path, part: Part) -> Staged:
         """Encode and verify until an output fits (re-planning from each overshoot); it stays staged."""
         passes = 0
         while True:
             passes += 1
-            staged = self._staged_pass(p, dest, passes, part)
+            staged = self.staged_pass(p, dest, passes, part)
             if staged.checked.size <= p.budget:
                 return staged
             log.info("%s: %s bytes is over the %s-byte budget; encoding again lower", self.source,
@@ -139,7 +126,7 @@ class Conversion:
                 raise DoesNotFit(str(self.source), p.duration, fits, self.fmt.floor, p.budget)
             p = nxt
 
-    def _staged_pass(self, p: EncodePlan, dest: Path, passes: int, part: Part) -> _Staged:
+    def staged_pass(self, p: EncodePlan, dest: Path, passes: int, part: Part) -> Staged:
         """One encode of ``p`` into a temp file beside ``dest``, verified; overshoots are discarded."""
         _log_plan(self.source, p, passes, part)
         staged = stage(dest)
@@ -150,49 +137,7 @@ class Conversion:
             raise
         if checked.size > p.budget:
             discard(staged)
-        return _Staged(staged, checked, p, passes)
-
-    def _filled(self, first: _Staged, dest: Path, part: Part) -> tuple[_Staged, int]:
-        """The fullest output that fits, and the encodes made: while the best so far uses under
-        FILL_BELOW of a budget that limited its bitrate, up to FILL_PASSES more encodes, each planned
-        with the size model scaled by what the last one measured (re-planned down from an overshoot,
-        as the first encode is). ``first`` stands when none does better; it fits, and was verified."""
-        best, passes = first, first.passes
-        higher = self._plan_higher(first)
-        for _ in range(FILL_PASSES):
-            if higher is None or passes >= self.settings.max_passes:
-                break
-            log.info("%s: %s bytes uses %.0f %% of the %s-byte budget; encoding again higher", self.source,
-                     f"{best.checked.size:,}", 100 * best.checked.size / best.plan.budget, f"{best.plan.budget:,}")
-            passes += 1
-            try:
-                again = self._staged_pass(higher, dest, passes, part)
-            except AudiopipeError as exc:
-                log.info("%s: the encode at a higher bitrate failed (%s); keeping the one before", self.source, exc)
-                break
-            if again.checked.size <= again.plan.budget:
-                if best is not first:
-                    discard(best.staged)
-                best, higher = again, self._plan_higher(again)
-            else:
-                lower = replan(higher, self.fmt, again.checked.size)
-                higher = lower if lower is not None and lower.bitrate > best.plan.bitrate else None
-        return best, passes
-
-    def _plan_higher(self, done: _Staged) -> EncodePlan | None:
-        """A higher bitrate for ``done``'s plan (same channels, start and length) when its output
-        used under FILL_BELOW of the budget: planned with the size model corrected by what it
-        measured. None when it used enough, or no higher bitrate is allowed (the source's, the
-        format's or --bitrate's ceiling, or the encoder's steps)."""
-        p, size = done.plan, done.checked.size
-        if size >= p.budget * FILL_BELOW:
-            return None
-        fmt = corrected(self.fmt, measured_ratio(p, self.fmt, size) * FILL_CAUTION, p.rate_control)
-        try:
-            higher = self.plan(duration=p.duration, start=p.start, fade_out=p.fade_out, fmt=fmt, channels=p.channels)
-        except DoesNotFit:
-            return None
-        return higher if higher.bitrate > p.bitrate else None
+        return Staged(staged, checked, p, passes)
 
     def _encode_and_verify(self, p: EncodePlan, staged: Path,
                            on_seconds: Callable[[float], None] | None) -> Verified:
@@ -334,8 +279,8 @@ def _log_plan(source: Path, p: EncodePlan, attempt: int, part: Part) -> None:
     where = (f" part {part.number}/{part.count} ({p.start:.1f}-{p.start + p.duration:.1f} s)"
              if part.count > 1 else "")
     cut = f", fade-out {p.fade_out:.1f} s" if p.fade_out else ""
-    why = ("the highest sensible bitrate for this source, under the budget" if p.bitrate >= p.ceiling else
-           "the highest bitrate that fits the budget")
+    why = ("the highest sensible bitrate for this source, under the budget" if 0 < p.ceiling <= p.bitrate else
+           "the highest bitrate that fits the budget")  # a ceiling of 0 is unknown (a plan not made by plan())
     log.info("%s%s: plan%s: %s %s, %d kb/s, %d Hz, %d ch, %.1f s%s%s; expected %s of %s bytes (%s)",
              source, where, f" (attempt {attempt})" if attempt > 1 else "", p.format, p.encoder,
              p.bitrate // 1000, p.sample_rate, p.channels, p.duration, cut,

@@ -184,6 +184,7 @@ def _check(outcome: dict[str, Any]) -> Counter:
     return statuses
 
 
+@pytest.mark.slow(seconds=35)
 def test_sigkill_storm_never_sends_twice(tmp_path, audio_dir):
     with Sandbox(SandboxConfig(token=TOKEN, data_dir=tmp_path / "sandbox", faults=Faults(latency=0.02))) as sb:
         outcome = _storm(tmp_path, audio_dir, sb, seed=1, extra=[])
@@ -195,6 +196,7 @@ def test_sigkill_storm_never_sends_twice(tmp_path, audio_dir):
     assert outcome["exit"] == (4 if statuses["unknown"] else 0)
 
 
+@pytest.mark.slow(seconds=35)
 def test_sigkill_storm_with_a_misbehaving_server(tmp_path, audio_dir):
     faults = Faults(seed=7, latency=0.02, rate_429=0.05, retry_after=1, rate_500=0.03, rate_lost=0.03,
                     lost_mode="mixed", lost_delay=1.5)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,3 +266,24 @@ def test_an_inner_stage_gives_way_to_the_outer_one_unless_it_is_interrupted() ->
     with pytest.raises(KeyboardInterrupt), signals.stage("checking the token"):
         raise KeyboardInterrupt
     assert "while checking the token" in signals.interrupted_line(15, [Path("/tmp/x")])
+
+
+def test_each_command_is_found_under_its_own_name() -> None:
+    names = sorted(cli.commands)
+    assert {"prepare", "send", "batch", "db", "check"} <= set(names)
+    assert all(cli.commands[name].name == name for name in names)
+    assert cli.commands["check"].hidden and not cli.commands["doctor"].hidden
+    assert "no-such-command" not in cli.commands and cli.commands.get("no-such-command") is None
+
+
+def test_a_prepare_does_not_load_the_sending_side(tmp_path: Path) -> None:
+    # a fresh interpreter: this one has imported everything already (sqlite3 is not asked: coverage uses it)
+    script = ("import sys\nfrom audiopipe.cli import cli\n"
+              "cli(['prepare', '--help'], standalone_mode=False)\n"
+              "print(sorted(m for m in ('urllib3', 'requests', 'psycopg', 'procrastinate', 'boto3')"
+              " if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    every = subprocess.run([sys.executable, "-c", script.replace("'prepare'", "'batch'")],
+                           capture_output=True, text=True, timeout=60, check=True)
+    assert "urllib3" in every.stdout.strip().splitlines()[-1]  # the check can see an import

@@ -33,7 +33,7 @@ from audiopipe.sandbox.app import Faults
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=100)
 @pytest.mark.timeout(420)
 def test_5000_sends_through_kills_and_a_database_restart_go_once_and_are_all_accounted_for(tmp_path: Path) -> None:
     spec = ChaosSpec(contacts=1250, sources=4, workers=3, concurrency=4, kills=10, restart=True, lease=3.0)

@@ -5,6 +5,7 @@ No file is read and no ffmpeg runs here (build_argv only looks ffmpeg up to star
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -468,3 +469,16 @@ def test_build_argv_filters_only_when_asked() -> None:
 
 def test_build_argv_maps_chosen_stream() -> None:
     assert opt(build_argv("/a.mka", _plan(audio_index=1), "/o.ogg"), "-map") == "0:a:1"
+
+
+@pytest.mark.parametrize(("ceiling", "said"), [
+    (32000, "the highest sensible bitrate for this source"),  # the ceiling held it
+    (64000, "the highest bitrate that fits the budget"),      # the budget held it
+    (0, "the highest bitrate that fits the budget"),          # unknown: never claimed to be the ceiling
+])
+def test_the_plan_in_words_says_what_held_the_bitrate(caplog: pytest.LogCaptureFixture, ceiling: int,
+                                                      said: str) -> None:
+    from audiopipe.preparation.transcode import Part, _log_plan
+    with caplog.at_level(logging.INFO, logger="audiopipe.preparation.transcode"):
+        _log_plan(Path("talk.wav"), _plan(ceiling=ceiling, budget=60_000, expected_size=50_000), 1, Part(1, 1, 12.5))
+    assert said in caplog.text and "expected 50,000 of 60,000 bytes" in caplog.text

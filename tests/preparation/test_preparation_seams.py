@@ -179,7 +179,7 @@ def test_a_prepare_error_is_an_input_error() -> None:
 
 # --- the package: modules are modules, the everyday API is functions -------------------------------
 
-STAGE_MODULES = ("cache", "encode", "encoders", "formats", "inputs", "opening", "outputs", "pipeline", "plan",
+STAGE_MODULES = ("cache", "encode", "encoders", "fill", "formats", "inputs", "opening", "outputs", "pipeline", "plan",
                  "policy", "probe", "results", "reuse", "segment", "settings", "sizing", "sniff", "transcode",
                  "voicenote")
 
