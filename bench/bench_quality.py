@@ -5,6 +5,7 @@ the same size.
     .venv/bin/python bench/bench_quality.py --quick      # 25-s sources, 10 cases, 1-min CPU runs: ~70 s
     .venv/bin/python bench/bench_quality.py --smoke      # 15-s sources, 4 cases, a 20-s CPU run: ~14 s (the test)
     .venv/bin/python bench/bench_quality.py --calibrate  # Opus constrained-VBR payload / target (formats.py)
+    .venv/bin/python bench/bench_quality.py --format m4a # one format's cases (and its CPU run, if it has one)
 
 (Wall times on 2 vCPUs with little else running; bench/README.md has the details.) Not a test.
 Sources (quality_sources.py, made here and cached under WORK/quality): espeak-ng speech in several
@@ -178,11 +179,13 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true",
                     help="15-s sources, 4 cases, a 20-s MP3 CPU run (what the test runs)")
     ap.add_argument("--calibrate", action="store_true", help="only the Opus payload/target table")
+    ap.add_argument("--format", choices=sorted(MODES["full"].cases), help="only this format's cases (and CPU run)")
     ap.add_argument("--reps", type=int, default=None, help="CPU runs each way (default 3; 1 with --quick or --smoke)")
     add_dir_options(ap)
     args = ap.parse_args()
     common.set_dirs(args.work, args.out)
     flags = [a for a in sys.argv[1:] if a in ("--quick", "--smoke", "--calibrate")]
+    flags += [f"--format {args.format}"] if args.format else []
     cmd = " ".join([".venv/bin/python bench/bench_quality.py", *flags])
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip() or "?"
@@ -198,6 +201,9 @@ def main() -> int:
     import pesq  # noqa: F401 - fail here, in one line, when the bench extra is missing
     mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
     mode = replace(mode, reps=args.reps or mode.reps)
+    if args.format:
+        mode = replace(mode, cases={args.format: mode.cases[args.format]},
+                       cpu={f: k for f, k in mode.cpu.items() if f == args.format})
     if not mode.quiet:
         common.QUIET_BUDGET = 0.0  # no waiting for a quiet machine: the smoke run's timings mean nothing
     sources = make_sources(mode)

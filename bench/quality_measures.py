@@ -41,10 +41,14 @@ def score(metric: str, source: Path, output: Path) -> float:
 
 
 def decoded(path: Path, rate: int) -> Any:
+    """``path`` at ``rate``, mixed down to mono, as float. Float, not s16: ffmpeg mixes stereo down to
+    mono at (L+R)/sqrt(2) into float (what an encoder given -ac 1 gets), but scales its matrix down to
+    (L+R)/2 into integer samples, so a stereo source decoded to s16 came out 3 dB under a mono output
+    made from it, and the spectral distance charged that 3 dB to every mono output of a stereo source."""
     import numpy as np
     raw = subprocess.run([common.ffmpeg_bin(), "-v", "error", "-i", str(path), "-ac", "1", "-ar", str(rate),
-                          "-f", "s16le", "-"], capture_output=True, check=True, stdin=subprocess.DEVNULL).stdout
-    return np.frombuffer(raw, dtype=np.int16).astype(np.float64) / 32768.0
+                          "-f", "f32le", "-"], capture_output=True, check=True, stdin=subprocess.DEVNULL).stdout
+    return np.frombuffer(raw, dtype=np.float32).astype(np.float64)
 
 
 @functools.lru_cache(maxsize=8)

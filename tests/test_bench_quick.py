@@ -29,8 +29,11 @@ BENCHES = [
     (["bench/bench_distributed.py", "--quick"], "| throughput, 3 workers vs 1", "distributed.json"),
     (["bench/bench_url.py", "--quick"], "| ratio upload / url |", "url.json"),
     (["bench/calibrate_sizes.py", "--quick"], "| payload / target", "calibrate_sizes-quick.md"),
+    (["bench/quality_rates.py", "--smoke"], "| 24k mono ", "quality_rates.md"),
 ]
-SPEAKING = {"bench/calibrate_sizes.py"}  # its sources are espeak-ng speech (make system-deps installs it)
+# their sources are espeak-ng speech (make system-deps installs it)
+SPEAKING = {"bench/calibrate_sizes.py", "bench/quality_rates.py"}
+SCORING = {"bench/quality_rates.py"}  # it scores with PESQ (the bench extra's pesq)
 
 
 @pytest.mark.slow(seconds=30)
@@ -42,6 +45,8 @@ def test_every_benchmark_runs_in_its_quick_mode(tmp_path: Path, argv: list[str],
     pytest.importorskip("psutil")
     if argv[0] in SPEAKING and shutil.which("espeak-ng") is None:
         pytest.skip("this bench speaks with espeak-ng (make system-deps installs it)")
+    if argv[0] in SCORING:
+        pytest.importorskip("pesq", reason="this bench scores with the bench extra's pesq")
     out, work = tmp_path / "out", tmp_path / "work"
     proc = subprocess.run([sys.executable, *argv, "--out", str(out), "--work", str(work)], cwd=ROOT,
                           env=unmeasured(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240)

@@ -214,25 +214,56 @@ MP3_ABR = replace(MP3_CBR, steps=(), rate_control="abr", blind_ceiling_per_chann
                   factor_bands=MP3_ABR_BANDS, speech_factor_bands=MP3_ABR_BANDS, bitrate_factor=1.19)
 MP3 = replace(MP3_CBR, between_steps=MP3_ABR)
 
-# Native AAC's -b:a (its own average bitrate, any bit/s; one encoder for m4a and ADTS). Payload /
-# target (`bench/calibrate_sizes.py --format m4a`, the same sources as MP3's; and `--content voices
-# --content dense --bitrates 29,42,44,88,104,120`): 1.01-1.03 at 16-28k (16 kHz) on everything, and
-# about 1.01-1.05 above; but where the plan moves to a higher sample rate, the first bitrates overshoot
-# on men's voices: 1.06-1.09 at 28k (22.05 kHz), 1.04-1.05 at 30k, then 1.02-1.03; 1.06-1.09 at 40k
-# (32 kHz), 1.07 at 42k, 1.06 at 44k, then 1.04. Mono from 72k climbs: speech 1.05-1.08 at 80-120k,
-# 1.14 at 128k; mono music 1.08-1.11 from 88k (sized for speech: such a source may take a re-plan
-# there). Stereo outputs: music 1.05-1.10 at 64-80k (22.05 kHz), 1.04-1.07 at 80-128k, 1.03-1.04 at
-# 128-192k; speech in stereo 0.98-1.01. Under 20k music comes out under its target (0.93-0.96). Each
-# band is the top of what was measured there: end to end, speech uses 89-99 % of its budget (median
-# 96 %; under 92 % only a voice in a stereo file coded in stereo), first encodes fitting 99 % (before:
-# 87-99 %, 48 % fitting the first time, most misses on short recordings).
+# Native AAC's -b:a (its own average bitrate, any bit/s; one encoder for m4a and ADTS).
+#
+# The sample rate per bitrate: 16 kHz under 21k per channel, the source's (up to 48 kHz) from there.
+# Measured (ffmpeg 5.1; `bench/quality_rates.py`, and `--budgets 18,20,21,22,23,24,26,28 --rates
+# 16000,48000`) at equal file size, each rate's -b:a matched to that size, on seven speech sources (the
+# bench's mixed voices, its sparse speech, five espeak-ng voices alone) and the music-like source:
+# at 48 kHz the encoder cannot come down to 16k at all (-b:a 6k still makes 17k) and its wideband PESQ
+# is 0.1-0.6 under 16 kHz's at 18-20k on every voice; from a 22-23k budget (-b:a about 21k at 48 kHz)
+# it scores as well on average (women's voices +0.3-0.5, two men's -0.1-0.4). 22.05, 24 and 32 kHz,
+# the old ladder's steps at 28-56k, never beat both: at 32k mean PESQ (of the first four speech
+# sources) 2.80-2.86 against 2.94 at 48 kHz, at 48k 3.28 at 32 kHz against 3.41; music's spectral
+# distance at 32k 6.6 dB at 44.1 kHz
+# against 7.6 at 22.05, stereo at 64k 5.9 against 6.8 (22.05 kHz), at 96k 4.9 against 5.4 (32 kHz).
+# From about 28k, where the encoder's own lowpass (15/32 of the bitrate less 5.5 kHz) passes 8 kHz,
+# 16 kHz still scores higher PESQ on some voices, but PESQ hears nothing above 8 kHz, and the music's
+# distance at 16 kHz is three times 44.1's (20.7 dB at 32k). Keeping the source's rate is what the
+# plain `ffmpeg -c:a aac -b:a N` does.
+AAC_RATE_LADDER = ((21000, 16000),)
+#
+# Payload / target under that ladder (`bench/calibrate_sizes.py --format m4a`: 120-s sources, six
+# voices alone, four dense clips; and `--content voices --content dense --content speech --content
+# music-mono --bitrates 21,23,25,27,29,34`): 1.01-1.02 at 16-20k (16 kHz) on everything. At 48 kHz the
+# encoder first comes out under its target: 21k 0.98-1.05, 22k 0.93-1.02, 23-24k 0.89-1.00, 25-27k
+# 0.86-0.97, 28k 0.93-1.01; then over it: 29-30k 0.95-1.04, 32-40k 1.00-1.06, 44k 1.01-1.04, 48-64k
+# 1.00-1.03. One voice (en+m5, a man's) is the top of nearly every band, 3-5 % over the others. Mono
+# from 72k climbs: speech 1.02-1.06 at 72-80k, 1.04-1.08 at 96-112k, 1.05-1.14 at 128k; mono music
+# 1.11 at 96-128k (sized as speech: such a source may take a re-plan there). Stereo outputs, music and
+# speech: 1.01-1.03 at 64-80k, 0.99-1.06 at 96-112k, 0.98-1.04 from 128k. Each band is the top of what
+# was measured in it (HEADROOM absorbs 1.5 % more), except where that would fall more than 1.4 % under
+# the band below (the dip at 22-28k is followed only that far down): the planner clamps a bitrate to
+# its ceiling (the source's, --bitrate) without sizing it again, so a lower band with a factor higher
+# than HEADROOM covers would plan a file over its budget. Speech at 23-28k then comes out at 85-95 %
+# of the budget, and the fill encodes it again higher where under 92 %. End to end (`bench/
+# calibrate_sizes.py --prepare --format m4a`, 15 sources x 13 budgets of 16-128k): first encodes
+# fitting 193/195 (the misses: mono music at 96 and 128k, sized as speech), budget use median 95.7 %,
+# at least 92 % in 182/195. Under 92 %: at 24k on the short sources (15-45 s), 90-92 % in one encode:
+# 48 kHz cannot take 21k there, so the plan stays at 16 kHz at 20.9k; and at 28-30k, 88-92 % after the
+# fill's passes: at 48 kHz the encoder's size jumps about 15 % between -b:a 27k and 29k, and the fill
+# keeps the fuller output that fits. ADTS (`--prepare --format aac`, 9 sources x 10 budgets): first
+# encodes 90/90, median 95.9 %, at 24k 89-90 % (the same step, wider: 7-byte headers at 48 kHz).
 # Its VBR (-q:a) is no better: at the same size PESQ 2.48 against 2.62 (speech, 24k), 3.21 against
 # 3.14 (48k), music far worse (LSD 22.6 against 9.4 at 32k), and its size per q is steep and not
 # monotonic (q 0.25: 19k, q 0.41: 40k; 0.79: 143k, 0.87: 140k on music).
-AAC_MONO_UNDER_64K = ((28000, 1.025), (30000, 1.085), (32000, 1.05), (40000, 1.035), (42000, 1.09),
-                      (44000, 1.075), (48000, 1.06), (56000, 1.045))
-AAC_SPEECH_BANDS = (*AAC_MONO_UNDER_64K, (72000, 1.035), (88000, 1.055), (128000, 1.08), (128001, 1.135))
-AAC_BANDS = (*AAC_MONO_UNDER_64K, (64000, 1.035), (80000, 1.10), (128000, 1.075))
+AAC_MONO_UNDER_64K = ((21000, 1.025), (23000, 1.04), (25000, 1.026), (28000, 1.012),
+                      (29000, 1.01), (30000, 1.035), (32000, 1.045), (36000, 1.055), (40000, 1.065),
+                      (44000, 1.055), (48000, 1.045), (56000, 1.035), (64000, 1.03))
+# A mono source is sized as speech up to the mono ceiling (128k), and past it (a voice made stereo by
+# --channels 2) as at 128k: no lower factor above the ceiling for a plan clamped to it to fall back on.
+AAC_SPEECH_BANDS = (*AAC_MONO_UNDER_64K, (72000, 1.035), (88000, 1.06), (128000, 1.085), (10**9, 1.14))
+AAC_BANDS = (*AAC_MONO_UNDER_64K, (80000, 1.03), (128000, 1.06))
 AAC_FACTOR = 1.045
 
 FORMATS: dict[str, TargetFormat] = {
@@ -264,13 +295,13 @@ FORMATS: dict[str, TargetFormat] = {
         # the moov box about 770 bytes, and 4 bytes a frame (its sample size table): measured 3-120 s,
         # 16 and 48 kHz; the encoder's priming and last frames: up to 2 frames (0.13 s at 16 kHz)
         ceiling_per_channel=128000, fixed_overhead=1024, bytes_per_frame=4.1, padding_seconds=0.13,
-        rate_control="abr", factor_bands=AAC_BANDS, speech_factor_bands=AAC_SPEECH_BANDS,
+        rate_ladder=AAC_RATE_LADDER, rate_control="abr", factor_bands=AAC_BANDS, speech_factor_bands=AAC_SPEECH_BANDS,
         bitrate_factor=AAC_FACTOR, bitrate_quantum=100),
     "aac": TargetFormat(
         name="aac", extension="aac", muxer="adts", encoder="aac", codec="aac", container="aac",
         content_type="audio/aac", floor=16000, ceiling_per_channel=128000,
         # a 7-byte header a frame and nothing else
-        fixed_overhead=64, bytes_per_frame=7.0, padding_seconds=0.13, rate_control="abr",
+        fixed_overhead=64, bytes_per_frame=7.0, padding_seconds=0.13, rate_ladder=AAC_RATE_LADDER, rate_control="abr",
         factor_bands=AAC_BANDS, speech_factor_bands=AAC_SPEECH_BANDS, bitrate_factor=AAC_FACTOR,
         bitrate_quantum=100),
     "amr": TargetFormat(
