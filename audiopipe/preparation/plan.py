@@ -127,14 +127,14 @@ class _Request:
 
     def fit_channels(self, fmt: TargetFormat, ch: int) -> _Fit:
         source_rate = self.info.audio.sample_rate
+        top = self.ceiling(fmt, ch)
         rate = choose_sample_rate(fmt, fmt.ceiling(ch), ch, source_rate)
-        raw = bitrate_for(fmt, self.budget * HEADROOM, self.duration, rate, speech=self.speech)
-        b = quantize(fmt, min(raw, self.ceiling(fmt, ch)))
+        raw = bitrate_for(fmt, self.budget * HEADROOM, self.duration, rate, speech=self.speech, ceiling=top)
+        b = quantize(fmt, raw)
         rate = choose_sample_rate(fmt, b, ch, source_rate)
         # a lower sample rate may change the container overhead; check again at that rate
-        raw = bitrate_for(fmt, self.budget * HEADROOM, self.duration, rate, speech=self.speech)
+        raw = bitrate_for(fmt, self.budget * HEADROOM, self.duration, rate, speech=self.speech, ceiling=top)
         # (up to the floor: the first pass may have fallen below it only by the higher rate's overhead)
-        top = self.ceiling(fmt, ch)
         safe = quantize(fmt, min(raw, top, max(b, fmt.floor)))
         # higher still when the lower rate's fewer frames (AAC's per-frame bytes) leave room for it
         # and the rate that bitrate takes still fits

@@ -29,20 +29,22 @@ def likely_speech(info: MediaInfo, voice_note: bool = False) -> bool:
 
 
 def bitrate_for(fmt: TargetFormat, budget: float, duration: float, sample_rate: int, *,
-                speech: bool = False) -> float:
-    """The highest nominal bitrate whose expected size is at most ``budget`` bytes (may be below the
-    floor), through the format's factor for each bitrate band."""
+                speech: bool = False, ceiling: float = math.inf) -> float:
+    """The highest nominal bitrate, at most ``ceiling``, whose expected size is at most ``budget``
+    bytes (may be below the floor), through the format's factor for each bitrate band. The ceiling
+    is applied band by band, not to the answer: a band under it may spend more per nominal bit than
+    the band the budget alone reaches, and a bitrate cut down into it could overshoot the budget."""
     per_second = (budget - fmt.fixed_overhead) / max(duration + fmt.padding_seconds, 1e-3)
     frames = sample_rate / fmt.frame_samples if fmt.bytes_per_frame else 0.0
     payload_bits = max(0.0, (per_second - fmt.overhead_per_second - frames * fmt.bytes_per_frame) * 8)
     # Each band [low, below) has its own factor: the bitrate it allows there, kept within the band;
     # a band whose allowance falls under its low end is out of reach. The highest reachable wins.
     bands = fmt.bands(speech)
-    top = payload_bits / fmt.bitrate_factor
+    top = min(payload_bits / fmt.bitrate_factor, ceiling)
     best = top if top >= (bands[-1][0] if bands else 0) else 0.0
     low = 0
     for below, factor in bands:
-        allowed = payload_bits / factor
+        allowed = min(payload_bits / factor, ceiling)
         if allowed >= low:
             best = max(best, min(allowed, below - 1))
         low = below

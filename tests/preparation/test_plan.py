@@ -482,3 +482,19 @@ def test_the_plan_in_words_says_what_held_the_bitrate(caplog: pytest.LogCaptureF
     with caplog.at_level(logging.INFO, logger="audiopipe.preparation.transcode"):
         _log_plan(Path("talk.wav"), _plan(ceiling=ceiling, budget=60_000, expected_size=50_000), 1, Part(1, 1, 12.5))
     assert said in caplog.text and "expected 50,000 of 60,000 bytes" in caplog.text
+
+
+@pytest.mark.parametrize("cap", [21_700, 25_000, 29_000])
+def test_a_ceiling_in_a_costlier_band_is_not_cut_down_into_an_overshoot(cap: int) -> None:
+    # the budget alone reaches 40k, where the encoder spends its target; the band under 30k spends
+    # 1.8x: the cap, taken as it is, would come out 1.3-1.5x over the budget (and the plan would
+    # call a budget that fits one that does not, trimming a recording for nothing)
+    fmt = replace(M4A, factor_bands=((20_000, 1.0), (30_000, 1.8)), speech_factor_bands=None, bitrate_factor=1.0)
+    info = make_info(channels=1, rate=48000, duration=60.0)
+    budget = expected_size(fmt, 40_000, 48000, 60.0)
+    p = plan(info, fmt, budget, bitrate_cap=cap)
+    assert p.expected_size <= budget
+    assert 20_000 <= p.bitrate <= cap
+    # the highest that fits: the cap itself (21.7k * 1.8 fits), else the band's most (about 40k / 1.8)
+    assert p.bitrate == cap or expected_size(fmt, p.bitrate + 500, 48000, 60.0) > budget * HEADROOM
+    assert plan(info, fmt, budget).bitrate > 30_000  # uncapped: the band the budget reaches
