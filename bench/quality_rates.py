@@ -3,6 +3,8 @@
     .venv/bin/python bench/quality_rates.py                      # m4a, 7 sources x 6 budgets x 5 rates: ~20 min
     .venv/bin/python bench/quality_rates.py --budgets 20,22,24 --rates 16000,48000 --sources speech,man
     .venv/bin/python bench/quality_rates.py --format aac         # ADTS (7 bytes a frame: 2.6k at 48 kHz)
+    .venv/bin/python bench/quality_rates.py --format mp3 --budgets 32,40,48,56,64 --stereo-budgets 64,80,96 \
+        --rates 22050,24000,32000,44100,48000 --sources man,woman,f3,m5,en,music   # LAME CBR: formats.MP3_RATE_LADDER
     .venv/bin/python bench/quality_rates.py --smoke              # 15 s of speech at 24k, 16 and 48 kHz (the test)
 
 Not a test. For each source and budget (kbit/s x the source's length), ``ffmpeg -i in.wav -c:a aac -b:a N
@@ -11,7 +13,8 @@ scored as bench_quality scores (quality_measures: wideband PESQ on speech, the 1
 distance on the music-like source). Mono budgets for every source; stereo ones (64, 96, 128) for music.
 Speech: the bench's mixed voices and its sparse speech (60 s), and espeak-ng voices alone (about 45 s,
 calibrate_sizes.one_voice). At 48 kHz the encoder cannot come down to the smallest budgets at all: such
-a cell shows the size it came to. Prints one table per source (the best rate of each budget in bold)
+a cell shows the size it came to. ``--format mp3``: LAME CBR at the budget's bitrate (a step: its size is
+exact, the same at every rate), not matched. Prints one table per source (the best rate of each budget in bold)
 and the mean PESQ per rate and budget over the speech sources; writes OUT/quality_rates.md.
 """
 
@@ -24,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import common
-from common import add_dir_options, fresh_dir, log, md_table, run_main, set_dirs
+from common import add_dir_options, ffmpeg, fresh_dir, log, md_table, run_main, set_dirs
 from quality_measures import LSD, PESQ, better, metric_for, score
 from quality_plain import Plain, match_size
 from quality_sources import make_music, make_speech, wav_seconds
@@ -55,10 +58,17 @@ def ints(text: str) -> tuple[int, ...]:
 
 def cell(source: Path, ext: str, rate: int, channels: int, budget: int, seconds: float,
          work: Path) -> tuple[float, float]:
-    """(score, size / budget) of native AAC at ``rate`` matched to ``budget`` bytes."""
-    plain = Plain(f"{rate}", ("-c:a", "aac", "-b:a", "{p}", "-ar", str(rate), "-ac", str(channels)), ext, 6000, 320000)
+    """(score, size / budget) of native AAC at ``rate`` matched to ``budget`` bytes (MP3: CBR at its bitrate)."""
     dest = work / f"out.{ext}"
-    _, size, _ = match_size(source, plain, budget, seconds, dest, tolerance=0.01, tries=8)
+    if ext == "mp3":
+        kbps = round(budget / seconds / 125)
+        ffmpeg(["-i", str(source), "-c:a", "libmp3lame", "-b:a", f"{kbps}k", "-ar", str(rate), "-ac", str(channels),
+                str(dest)])
+        size = dest.stat().st_size
+    else:
+        options = ("-c:a", "aac", "-b:a", "{p}", "-ar", str(rate), "-ac", str(channels))
+        plain = Plain(f"{rate}", options, ext, 6000, 320000)
+        _, size, _ = match_size(source, plain, budget, seconds, dest, tolerance=0.01, tries=8)
     return score(metric_for("music" if source.stem.startswith("music") else "speech"), source, dest), size / budget
 
 
@@ -88,7 +98,7 @@ def table(name: str, args: argparse.Namespace, work: Path, means: dict[tuple[int
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--format", choices=("m4a", "aac"), default="m4a")
+    ap.add_argument("--format", choices=("m4a", "aac", "mp3"), default="m4a")
     ap.add_argument("--sources", default="speech,sparse,man,woman,f3,m5,en,music", help=f"of {', '.join(SOURCES)}")
     ap.add_argument("--budgets", type=ints, default=MONO_BUDGETS, help="mono, kbit/s, comma-separated")
     ap.add_argument("--stereo-budgets", type=ints, default=STEREO_BUDGETS, help="music only")

@@ -155,8 +155,20 @@ MP3_RATE_BANDS = (
     RateBand(MPEG2_RATES, 8000, 160000, over=44100),
     RateBand(MPEG1_RATES, 32000, 320000, under=22050),
 )
-# MP3 aims at MPEG 2.5's 12 kHz where the others take 16 kHz.
-MP3_RATE_LADDER = ((12000, 8000), (20000, 12000), (28000, 16000), (40000, 22050), (56000, 32000))
+# MP3 aims at MPEG 2.5's 12 kHz where the others take 16 kHz. From 28k, CBR at each rate LAME takes
+# (same step = same size; `bench/quality_rates.py --format mp3 --budgets 32,40,48,56,64 --stereo-budgets
+# 64,80,96 --rates 22050,24000,32000,44100,48000 --sources man,woman,f3,m5,en,speech,sparse,music`,
+# ffmpeg 5.1, LAME 3.100; mean wideband PESQ over 5 espeak-ng voices, mixed and sparse speech, at
+# 22.05/24/32/44.1/48 kHz): 32k 3.38/3.44/3.59/3.31/3.23; 40k 3.60/3.68/3.87/3.88/3.84; 48k
+# 3.85/3.87/4.06/4.15/4.14; 56k 4.07/4.07/4.20/4.27/4.26; 64k 4.23/4.24/4.34/4.33/4.35. Music (LSD dB,
+# lower is better, 44.1 kHz source): 32k mono 17.3/17.4/19.8/20.7; 48k mono 9.8/4.8/5.7/6.8; 64k stereo
+# 10.1/5.8/13.1/14.8; 80k stereo 9.3/4.7/7.0/8.7; 96k stereo 9.1/3.8/6.1/5.6. So 24 kHz, not 22.05, at
+# 32k: speech as good or better for each voice (men +0.08 to +0.12, women +0.00 to +0.02, mixed -0.01,
+# sparse +0.09), music far closer in stereo (5.8 against 10.1 dB). 32 kHz scores higher still on speech
+# there (+0.2) but worse on music (13.1 dB); 48 kHz at 48k scores higher on every voice (+0.02 to +0.18)
+# but worse on mono music (6.8 against 5.7 dB): both left as they were. 40k: 32 kHz and 44.1 kHz within
+# 0.01 on average (men's voices prefer 32 kHz, women's 44.1), music better at 32 kHz.
+MP3_RATE_LADDER = ((12000, 8000), (20000, 12000), (28000, 16000), (40000, 24000), (56000, 32000))
 
 # MP3: CBR on LAME's steps, and LAME's ABR (-abr 1 -b:a N, any whole kbit/s) at the budget where
 # the step under it would use less than plan.STEP_USE of it and ABR's bitrate is under 28k (8-16 kHz).
