@@ -454,15 +454,17 @@ class _Recorder(threading.local):
 
 def _budget_use_row(results: list[dict[str, Any]]) -> list[str]:
     """How much of the budget the outputs use where the budget decided the bitrate (single files:
-    a split's or trim's parts are sized for their own lengths), and how many took a fill pass."""
-    limited = [r for r in results if r["budget_limited"] and r["parts"] == 1 and r["action"] == "transcoded"]
+    a split's or trim's parts are sized for their own lengths), and how many took a fill pass. Silent
+    sources are left out: no bitrate makes silence take bytes, so no budget is theirs to use."""
+    limited = [r for r in results if r["budget_limited"] and r["parts"] == 1 and r["action"] == "transcoded"
+               and r["kind"] != "silence"]
     if not limited:
         return ["budget use (prepare_file)", "no case limited by its budget", "-", "-", "-", ">= 92 %", "-"]
     uses = sorted(r["size"] / r["budget"] for r in limited)
     filled = sum(r["first_fit"] and r["passes"] > 1 for r in limited)
     low = sum(u < 0.92 for u in uses)
     return ["budget use (prepare_file)",
-            f"min / median over {len(limited)} budget-limited; filled {filled}; under 92 %: {low}",
+            f"min / median over {len(limited)} budget-limited (silence aside); filled {filled}; under 92 %: {low}",
             f"{100 * uses[0]:.1f} % / {100 * uses[len(uses) // 2]:.1f} %", "-", "-", ">= 92 %",
             "smoke" if len(limited) < 8 else verdict(low <= 0.05 * len(limited))]
 

@@ -498,3 +498,15 @@ def test_a_ceiling_in_a_costlier_band_is_not_cut_down_into_an_overshoot(cap: int
     # the highest that fits: the cap itself (21.7k * 1.8 fits), else the band's most (about 40k / 1.8)
     assert p.bitrate == cap or expected_size(fmt, p.bitrate + 500, 48000, 60.0) > budget * HEADROOM
     assert plan(info, fmt, budget).bitrate > 30_000  # uncapped: the band the budget reaches
+
+
+@pytest.mark.parametrize(("kbps", "channels", "step", "rate"), [
+    (36, 1, 32000, 24000),    # the 32k step: 24 kHz (speech and stereo music scored above 22.05 kHz)
+    (44, 1, 40000, 32000),
+    (60, 1, 56000, 48000),
+    (70, 2, 64000, 24000),    # 32k per channel in stereo
+])
+def test_mp3_cbr_steps_take_the_measured_sample_rate(kbps: int, channels: int, step: int, rate: int) -> None:
+    info = make_info(rate=48000, channels=channels, duration=60.0)
+    p = plan(info, MP3, kbps * 1000 * 60 // 8)
+    assert (p.rate_control, p.bitrate, p.sample_rate, p.channels) == ("cbr", step, rate, channels)

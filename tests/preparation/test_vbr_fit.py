@@ -151,3 +151,16 @@ def test_no_fill_above_the_bitrate_asked_for(gated: Path, tmp_path: Path) -> Non
     result = prepare_file(gated, tmp_path / "out", settings)
     (out,) = result.outputs
     assert result.passes == 1 and out.bitrate == 16000 and out.size < 0.5 * 200_000
+
+
+@pytest.mark.parametrize("fmt", ["ogg", "m4a"])
+def test_silence_that_takes_no_more_bits_is_not_encoded_again_and_again(tmp_path: Path, fmt: str) -> None:
+    """A silent recording leaves any budget unused: one fill pass finds it does not grow, and the
+    fill stops there (it took 3 encodes before)."""
+    silent = tmp_path / "silent.wav"
+    run_ffmpeg("-f", "lavfi", "-i", "anullsrc=r=48000:cl=mono", "-t", "40", str(silent))
+    result = prepare_file(silent, tmp_path / "out", PrepareSettings(format=fmt, max_size=80_000, cache=False))
+    (out,) = result.outputs
+    assert out.size <= 80_000 and result.first_fit
+    assert result.passes <= 2
+    assert leftovers(tmp_path / "out") == [out.path.name]
