@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-distributed test bench system-deps venv clean fixtures
+.PHONY: demo demo-distributed test coverage bench system-deps venv clean fixtures
 
 # ffmpeg/ffprobe, libmagic and the PostgreSQL server (the tests start a throwaway cluster), and espeak-ng
 # (speech for the quality bench and the VBR fit test): apt-get on Debian/Ubuntu, brew on macOS, otherwise
@@ -37,15 +37,22 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The gates, in order, stopping at the first that fails: style (ruff), types (mypy --strict on the package, as
-# pyproject.toml configures it), then the tests with the package's coverage (the CLI in tests' subprocesses
-# too) printed at the end. Three test workers (xdist) on this 2-core machine and CI's: much of a test's time
-# is spent waiting on the sandbox's latency, PostgreSQL, a worker process or a signal, and with two workers the
-# cores stood idle a third of the run; worksteal evens out the few long tests. PYTEST_ARGS adds to pytest's command line: make test PYTEST_ARGS="-m 'not slow'".
+# pyproject.toml configures it), then the tests. Three test workers (xdist) on this 2-core machine and CI's: much
+# of a test's time is spent waiting on the sandbox's latency, PostgreSQL, a worker process or a signal, and with
+# two workers the cores stood idle a third of the run; worksteal evens out the few long tests (tests/conftest.py
+# deals the slow ones out first). The suite keeps both cores busy, so coverage's tracing (about 15 % more CPU,
+# measured) would take it past ten minutes on them: `make coverage` runs the same tests with the package's
+# coverage (the CLI in tests' subprocesses too) printed at the end. PYTEST_ARGS adds to pytest's command line:
+# make test PYTEST_ARGS="-m 'not slow'".
 TEST_WORKERS ?= 3
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 test: system-deps venv
 	$(VENV)/bin/ruff check audiopipe tests bench fixtures
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
+
+coverage: system-deps venv
+	$(PYTEST) --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 demo: system-deps venv
 	$(PY) -m audiopipe.cli.demo
