@@ -135,10 +135,10 @@ class _Request:
         # a lower sample rate may change the container overhead; check again at that rate
         raw = bitrate_for(fmt, self.budget * HEADROOM, self.duration, rate, speech=self.speech, ceiling=top)
         # (up to the floor: the first pass may have fallen below it only by the higher rate's overhead)
-        safe = quantize(fmt, min(raw, top, max(b, fmt.floor)))
+        safe = quantize(fmt, min(raw, max(b, fmt.floor)))  # (raw is at most top: bitrate_for keeps it there)
         # higher still when the lower rate's fewer frames (AAC's per-frame bytes) leave room for it
         # and the rate that bitrate takes still fits
-        up = quantize(fmt, min(raw, top))
+        up = quantize(fmt, raw)
         up_rate = choose_sample_rate(fmt, up, ch, source_rate)
         fits = expected_size(fmt, up, up_rate, self.duration, speech=self.speech) <= self.budget * HEADROOM
         b = up if up > safe and fits else safe
